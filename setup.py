@@ -12,8 +12,6 @@ setup(
     description="Mamba (selective state-space) language models for biomedical text",
     python_requires=">=3.10",
     packages=find_packages(include=["biomamba", "biomamba.*", "train", "train.*", "eval", "eval.*"]),
-    package_data={"biomamba": ["../kernels/cpu/*", "../kernels/cuda/*"]},
-    include_package_data=True,
     install_requires=[
         "torch>=2.3,<2.14",
         "transformers>=5.0,<6",
