@@ -2,23 +2,17 @@
 
     from biomamba import BioMambaConfig, BioMambaForCausalLM
 
-Heavy modules (torch, transformers) load on first use so that `biomamba --help` stays fast.
+Importing biomamba registers model_type "biomamba" with transformers' Auto classes, so
+`AutoConfig.from_pretrained(dir)` and `AutoModelForCausalLM.from_pretrained(dir)` work on our dirs.
 """
-import importlib
-
 __version__ = "0.1.0"
 
-_LAZY = {
-    "BioMambaConfig": "biomamba.config",
-    "BioMambaModel": "biomamba.modeling",
-    "BioMambaForCausalLM": "biomamba.modeling",
-    "BioMambaPreTrainedModel": "biomamba.modeling",
-}
+from biomamba.config import BioMambaConfig  # noqa: E402
+from biomamba.modeling import (  # noqa: E402
+    BioMambaForCausalLM,
+    BioMambaModel,
+    BioMambaPreTrainedModel,
+)
 
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'biomamba' has no attribute {name!r}")
+__all__ = ["__version__", "BioMambaConfig", "BioMambaModel", "BioMambaForCausalLM",
+           "BioMambaPreTrainedModel"]

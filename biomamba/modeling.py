@@ -1,0 +1,291 @@
+"""BioMamba: the Mamba-1 language model, smallest parts first.
+
+Code names and the paper's symbols (Gu & Dao 2023, Algorithm 2), as in johnma2006/mamba-minimal:
+    b, l        batch size, sequence length
+    d_model     D, the residual width;  d_inner = E * D (expand E = 2)
+    n, d_state  N, the SSM state size;  dt_rank = R = ceil(D / 16)
+    delta (dt)  the input-dependent step size;  A, B, C, D as in the paper (A = -exp(A_log))
+Parameter names equal state-spaces/mamba's (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj,
+norm, norm_f, backbone.embedding, lm_head), so its checkpoints load by copying keys; HF's
+`MambaForCausalLM` differs only in `backbone.embeddings` (mapped in checkpoints.py).
+Official implementation: mamba_ssm/modules/mamba_simple.py (Mamba.forward, Mamba.step).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from biomamba import ops
+from biomamba.config import BioMambaConfig
+from biomamba.generation import MambaCache, generate
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def _mask_padding(x, attention_mask):
+    """Zero the positions where attention_mask is 0; x: (b, l, c)."""
+    if attention_mask is None:
+        return x
+    return (x * attention_mask[:, :, None]).to(x.dtype)
+
+
+class MambaMixer(nn.Module):
+    """The selective SSM block: in_proj -> causal conv -> selective scan (gated by z) -> out_proj."""
+
+    def __init__(self, config: BioMambaConfig, layer_idx: int):
+        super().__init__()
+        self.config, self.layer_idx = config, layer_idx
+        d_inner, n, rank = config.d_inner, config.d_state, config.dt_rank
+        self.in_proj = nn.Linear(config.d_model, 2 * d_inner, bias=config.bias)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, config.d_conv, groups=d_inner,
+                                padding=config.d_conv - 1, bias=config.conv_bias)
+        self.x_proj = nn.Linear(d_inner, rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(rank, d_inner, bias=True)
+        # A_log and D stay fp32 (see _apply) and take no weight decay.
+        self.A_log = nn.Parameter(torch.empty(d_inner, n, dtype=torch.float32))
+        self.D = nn.Parameter(torch.empty(d_inner, dtype=torch.float32))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.out_proj = nn.Linear(d_inner, config.d_model, bias=config.bias)
+
+    def _apply(self, fn, recurse=True):
+        # Casting the model to bf16/fp16 keeps A_log and D in fp32, as mamba_ssm does.
+        super()._apply(fn, recurse)
+        for p in (self.A_log, self.D):
+            if p.dtype in LOW_PRECISION:
+                p.data = p.data.float()
+        return self
+
+    def forward(self, hidden_states, attention_mask=None, cache=None):
+        """hidden_states: (b, l, d_model) -> (b, l, d_model)."""
+        xz = self.in_proj(_mask_padding(hidden_states, attention_mask)).transpose(1, 2)  # (b, 2E*D, l)
+        x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
+        A = -torch.exp(self.A_log.float())  # (d_inner, n)
+        if cache is not None and cache.seqlen_offset > 0:
+            y = self._step(x[:, :, 0], z[:, :, 0], A, cache).unsqueeze(-1)
+        else:
+            y = self._scan(x, z, A, attention_mask, cache)
+        return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))  # (b, l, d_model)
+
+    def _ssm_params(self, x):
+        """x: (b, l, d_inner) -> dt (b, l, R), B (b, l, n), C (b, l, n)."""
+        n = self.config.d_state
+        return torch.split(self.x_proj(x), [self.config.dt_rank, n, n], dim=-1)
+
+    def _scan(self, x, z, A, attention_mask, cache):
+        """Whole-sequence path; fills `cache` with the final conv and SSM states when given."""
+        if cache is not None:  # the last d_conv inputs of the conv, left-padded with zeros
+            cache.conv_states[self.layer_idx] = F.pad(x, (self.config.d_conv - x.shape[-1], 0))
+        x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        x = _mask_padding(x.transpose(1, 2), attention_mask)  # (b, l, d_inner)
+        dt, B, C = self._ssm_params(x)
+        dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, l); bias added in the scan
+        y = ops.selective_scan(
+            x.transpose(1, 2), dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            return_last_state=cache is not None, backend=self.config.scan_backend)
+        if cache is not None:
+            y, cache.ssm_states[self.layer_idx] = y
+        return y  # (b, d_inner, l)
+
+    def _step(self, x, z, A, cache):
+        """One decoding step: x, z (b, d_inner) -> y (b, d_inner); updates the cache in place."""
+        x = ops.causal_conv1d_update(x, cache.conv_states[self.layer_idx],
+                                     self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+        dt, B, C = self._ssm_params(x)
+        dt = F.linear(dt, self.dt_proj.weight)  # (b, d_inner)
+        return ops.selective_state_update(cache.ssm_states[self.layer_idx], x, dt, A, B, C,
+                                          self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(),
+                                          dt_softplus=True)
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block: h + mixer(norm(h)), residual kept in fp32 when configured."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.mixer = MambaMixer(config, layer_idx)
+
+    def forward(self, hidden_states, attention_mask=None, cache=None):
+        residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
+        mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache)
+        return residual + mixed
+
+
+@dataclass
+class BioMambaOutput(ModelOutput):
+    last_hidden_state: torch.Tensor | None = None
+    cache_params: MambaCache | None = None
+    hidden_states: tuple | None = None
+
+
+@dataclass
+class BioMambaCausalLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache_params: MambaCache | None = None
+    hidden_states: tuple | None = None
+
+
+class BioMambaPreTrainedModel(PreTrainedModel):
+    config_class = BioMambaConfig
+    config: BioMambaConfig
+    base_model_prefix = "backbone"
+    _no_split_modules = ["MambaBlock"]
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """mamba_ssm's initialisation (mamba_simple.Mamba.__init__ and models/mixer_seq_simple)."""
+        cfg = self.config
+        if isinstance(module, MambaMixer):
+            _init_mixer(module, cfg)
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            if not getattr(module.bias, "_no_reinit", False):
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=cfg.initializer_range)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load our directories, HF `MambaForCausalLM` directories or state-spaces `mamba_ssm` ones."""
+        from biomamba.checkpoints import load_pretrained
+        return load_pretrained(cls, pretrained_model_name_or_path, **kwargs)
+
+
+def _init_mixer(mixer, cfg):
+    # 1. S4D-real A: A[d, n] = n + 1, stored as A_log so that A = -exp(A_log) stays negative.
+    n = torch.arange(1, cfg.d_state + 1, dtype=torch.float32).repeat(cfg.d_inner, 1)
+    mixer.A_log.copy_(torch.log(n))
+    mixer.D.fill_(1.0)
+    # 2. dt_proj weight ~ U(-s, s) (or constant s) with s = dt_rank^-0.5 * dt_scale.
+    std = cfg.dt_rank ** -0.5 * cfg.dt_scale
+    if cfg.dt_init == "constant":
+        nn.init.constant_(mixer.dt_proj.weight, std)
+    else:
+        nn.init.uniform_(mixer.dt_proj.weight, -std, std)
+    # 3. dt bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max], floored at dt_init_floor.
+    log_min, log_max = math.log(cfg.dt_min), math.log(cfg.dt_max)
+    dt = torch.exp(torch.rand(cfg.d_inner) * (log_max - log_min) + log_min).clamp(min=cfg.dt_init_floor)
+    mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+    mixer.dt_proj.bias._no_reinit = True
+    if mixer.in_proj.bias is not None:
+        nn.init.zeros_(mixer.in_proj.bias)
+    # 4. out_proj: kaiming-uniform, scaled by 1/sqrt(n_layer) (GPT-2's prenorm-residual rescale).
+    nn.init.kaiming_uniform_(mixer.out_proj.weight, a=math.sqrt(5))
+    if cfg.rescale_prenorm_residual:
+        mixer.out_proj.weight /= math.sqrt(cfg.n_layer)
+    if mixer.out_proj.bias is not None:
+        nn.init.zeros_(mixer.out_proj.bias)
+
+
+class BioMambaModel(BioMambaPreTrainedModel):
+    """The backbone: embedding -> n_layer MambaBlocks -> final RMSNorm."""
+
+    def __init__(self, config: BioMambaConfig):
+        super().__init__(config)
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(MambaBlock(config, i) for i in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embedding
+
+    def set_input_embeddings(self, value):
+        self.embedding = value
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache_params=None,
+                use_cache=False, output_hidden_states=False, **unused):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        hidden = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds  # (b, l, d)
+        if use_cache and cache_params is None:
+            cache_params = MambaCache(self.config, hidden.shape[0], hidden.device, hidden.dtype)
+        all_hidden = []
+        for layer in self.layers:
+            all_hidden.append(hidden)
+            hidden = layer(hidden, attention_mask, cache_params)
+        hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
+        if cache_params is not None:
+            cache_params.seqlen_offset += hidden.shape[1]
+        return BioMambaOutput(last_hidden_state=hidden, cache_params=cache_params,
+                              hidden_states=tuple(all_hidden) + (hidden,) if output_hidden_states else None)
+
+
+def causal_lm_loss(logits, labels, attention_mask=None):
+    """Next-token cross-entropy: labels shifted inside; -100 and padded positions never score."""
+    if attention_mask is not None:
+        labels = labels.masked_fill(attention_mask == 0, -100)
+    targets = labels[:, 1:]  # (b, l-1)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+class BioMambaForCausalLM(BioMambaPreTrainedModel):
+    """The backbone with a tied LM head (lm_head.weight is backbone.embedding.weight)."""
+
+    _tied_weights_keys = {"lm_head.weight": "backbone.embedding.weight"}
+
+    def __init__(self, config: BioMambaConfig):
+        super().__init__(config)
+        self.backbone = BioMambaModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.backbone.embedding
+
+    def set_input_embeddings(self, value):
+        self.backbone.embedding = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None,
+                cache_params=None, use_cache=False, output_hidden_states=False, **unused):
+        """logits: (b, l, vocab) in fp32; loss when labels are given (see causal_lm_loss)."""
+        out = self.backbone(input_ids, attention_mask, inputs_embeds, cache_params, use_cache,
+                            output_hidden_states)
+        logits = self.lm_head(out.last_hidden_state.to(self.lm_head.weight.dtype)).float()
+        loss = None if labels is None else causal_lm_loss(logits, labels, attention_mask)
+        return BioMambaCausalLMOutput(loss=loss, logits=logits, cache_params=out.cache_params,
+                                      hidden_states=out.hidden_states)
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Recurrent decoding with a conv/SSM state cache; see biomamba.generation.generate."""
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+
+
+def register_auto_classes():
+    """Make AutoConfig / AutoModel / AutoModelForCausalLM resolve model_type "biomamba"."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    try:
+        AutoConfig.register("biomamba", BioMambaConfig)
+    except ValueError:  # already registered
+        return
+    AutoModel.register(BioMambaConfig, BioMambaModel)
+    AutoModelForCausalLM.register(BioMambaConfig, BioMambaForCausalLM)
+
+
+register_auto_classes()
