@@ -1,0 +1,65 @@
+"""Generate text from a checkpoint with the recurrent state cache.
+
+Examples:
+  biomamba generate --model runs/tiny/final --prompt "The patients were randomised to"
+  biomamba generate --model DIR --prompt "..." --do-sample --top-p 0.9 --seed 1
+
+The model is any directory BioMambaForCausalLM loads (ours, HF Mamba, state-spaces). The tokenizer
+comes from --tokenizer, else the model directory, else the `tokenizer/` directory of a prepared
+data directory recorded next to a training run.
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, help="model directory")
+    parser.add_argument("--prompt", action="append", required=True,
+                        help="prompt text (repeat for a batch)")
+    parser.add_argument("--tokenizer", help="tokenizer directory (default: the model's own)")
+    parser.add_argument("--max-new-tokens", type=int, default=50)
+    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+
+
+def find_tokenizer_dir(model_dir: Path, explicit):
+    candidates = [Path(explicit)] if explicit else [model_dir, model_dir / "tokenizer", model_dir.parent / "tokenizer"]
+    for path in candidates:
+        if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(f"no tokenizer found (looked in {tried}); pass --tokenizer DIR")
+
+
+def run(args):
+    from transformers import AutoTokenizer
+
+    from biomamba import BioMambaForCausalLM
+    from biomamba.checkpoints import CheckpointError
+
+    model_dir = Path(args.model)
+    try:
+        model = BioMambaForCausalLM.from_pretrained(model_dir).to(args.device)
+        tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_dir(model_dir, args.tokenizer))
+    except (CheckpointError, FileNotFoundError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    batch = tokenizer(args.prompt, return_tensors="pt", padding=True).to(args.device)
+    out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                         max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         generator=torch.Generator(args.device).manual_seed(args.seed))
+    for row in out:
+        print(tokenizer.decode(row, skip_special_tokens=True))
+        print("---")
+    return 0
