@@ -9,7 +9,9 @@ import sys
 # name -> (module, one-line help). Order is the order `biomamba --help` lists them.
 COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
+    "pretrain": ("train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
+    "report": ("eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),
 }
 

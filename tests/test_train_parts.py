@@ -1,0 +1,86 @@
+"""Pure parts of the training stack: config validation, schedules, window batches, checkpointer."""
+import numpy as np
+import pytest
+import torch
+
+from train.checkpoint import MARKER, Checkpointer
+from train.config import ConfigError, OptimConfig, load_config
+from train.schedule import lr_factor
+from train.windows import WindowBatches
+from tests.model_helpers import tiny_model
+
+
+def test_config_file_and_overrides_merge(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  max_steps: 40\nlogging:\n  tags: [a]\n")
+    cfg = load_config(path, ["train.save_every=5", "optim.lr=1e-3", "logging.wandb=false", "seed=3",
+                             "logging.tags=[x, y]"])
+    assert cfg.train.max_steps == 40 and cfg.train.save_every == 5 and cfg.optim.lr == 1e-3
+    assert cfg.logging.wandb is False and cfg.seed == 3 and cfg.logging.tags == ["x", "y"]
+
+
+def test_config_reports_every_problem_at_once(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  max_stepz: 10\n  batch_size: eight\nmodel:\n  arch: rnn\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["optim.warmup_steps=500"])
+    message = str(error.value)
+    assert "unknown key train.max_stepz" in message
+    assert "train.batch_size: expected int, got 'eight'" in message
+    assert "model.arch must be one of mamba, transformer" in message
+    assert "optim.warmup_steps (500) must be < train.max_steps (100)" in message
+    assert str(path) in message
+
+
+def test_override_syntax_error_is_clear():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.max_steps"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("nope.yaml")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_schedules_warm_up_then_end_at_their_floor(schedule):
+    optim = OptimConfig(warmup_steps=10, schedule=schedule, min_lr_ratio=0.1, decay_fraction=0.2)
+    factors = [lr_factor(i, optim, 100) for i in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:9], factors[1:10]))
+    if schedule == "constant":
+        assert factors[-1] == 1.0
+    else:
+        assert factors[-1] == pytest.approx(0.1, abs=0.02)
+        assert all(a >= b - 1e-12 for a, b in zip(factors[10:], factors[11:]))
+    if schedule == "wsd":
+        assert factors[79] == 1.0 and factors[81] < 1.0
+
+
+def test_windows_depend_only_on_seed_and_step_and_cover_each_epoch():
+    tokens = np.arange(10 * 8)  # 10 windows of 8 tokens
+    a = WindowBatches(tokens, 8, micro_batch=2, seed=1)
+    b = WindowBatches(tokens, 8, micro_batch=2, seed=1)
+    assert torch.equal(a.for_step(4)[0], b.for_step(4)[0])
+    firsts = sorted(int(w[0]) for s in range(1, 6) for batch in a.for_step(s) for w in batch)
+    assert firsts == list(range(0, 80, 8))  # one epoch = every window once
+    assert not torch.equal(WindowBatches(tokens, 8, 2, seed=2).for_step(1)[0], a.for_step(1)[0])
+
+
+def test_ranks_split_the_same_global_batch():
+    tokens = np.arange(64 * 4)
+    single = WindowBatches(tokens, 4, micro_batch=4, seed=0).for_step(3)[0]
+    ranks = [WindowBatches(tokens, 4, micro_batch=2, world_size=2, rank=r, seed=0).for_step(3)[0] for r in (0, 1)]
+    assert torch.equal(torch.cat(ranks), single)
+    accum = WindowBatches(tokens, 4, micro_batch=2, grad_accum=2, seed=0).for_step(3)
+    assert torch.equal(torch.cat(accum), single)
+
+
+def test_checkpointer_ignores_incomplete_and_keeps_last_k(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep_last=2)
+    model = tiny_model()
+    for step in (10, 20, 30):
+        ckpt.save(step, model, {"x": step})
+    assert [p.name for p in ckpt.complete()] == ["step_0000020", "step_0000030"]
+    # A half-written checkpoint (killed before the marker) is never taken for a complete one.
+    partial = tmp_path / "checkpoints" / "step_0000040"
+    (partial / "model").mkdir(parents=True)
+    assert ckpt.latest().name == "step_0000030"
+    assert ckpt.load(ckpt.latest())["x"] == 30 and (ckpt.latest() / MARKER).is_file()

@@ -1,0 +1,74 @@
+"""The one checkpointer: atomic, complete-or-absent checkpoints with everything needed to resume.
+
+RUN_DIR/checkpoints/step_0000100/
+    model/            save_pretrained output (safetensors + config.json): loads anywhere
+    trainer.pt        optimizer, scheduler, RNG states, data position, step, counters
+    COMPLETE          written last; a directory without it is not a checkpoint
+A checkpoint is written into `step_N.tmp`, completed, then renamed: a run killed at any moment
+leaves either the previous checkpoints or the new one, never a half-written one that looks done.
+"""
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MARKER = "COMPLETE"
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    def __init__(self, run_dir, keep_last=2):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+
+    def complete(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.glob("step_*") if p.is_dir() and (p / MARKER).is_file()
+                 and not p.name.endswith(".tmp")]
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def latest(self) -> Path | None:
+        done = self.complete()
+        return done[-1] if done else None
+
+    def save(self, step: int, model, trainer_state: dict) -> Path:
+        final = self.root / f"step_{step:07d}"
+        tmp = self.root / f"step_{step:07d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "model").mkdir(parents=True)
+        model.save_pretrained(tmp / "model")
+        torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
+        (tmp / MARKER).write_text(f"{step}\n")
+        if final.exists():  # a rerun reaching a step that was saved before: replace it whole
+            shutil.rmtree(final)
+        tmp.rename(final)
+        self._prune()
+        return final
+
+    def load(self, path: Path) -> dict:
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        return state
+
+    def _prune(self):
+        for stale in self.complete()[: -self.keep_last]:
+            shutil.rmtree(stale)
+        for partial in self.root.glob("step_*.tmp"):
+            shutil.rmtree(partial, ignore_errors=True)

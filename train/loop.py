@@ -1,0 +1,176 @@
+"""The one training loop, shared by pretraining, fine-tuning and retrieval training.
+
+A task hands the loop four things:
+    batches_for(step) -> list of micro-batches   deterministic in `step`: that is the data position
+    loss_fn(model, micro_batch) -> scalar loss   mean over the micro-batch's scored items
+    items_in(micro_batch) -> int                 tokens (or examples) counted for throughput
+    evaluate(model, step) -> dict                optional validation metrics (rank 0)
+The loop owns the optimizer, schedule, gradient accumulation and clipping, autocast, non-finite
+handling, checkpoints (via Checkpointer), logging (via RunLogger) and exact resume.
+"""
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from train import distributed
+from train.checkpoint import Checkpointer, set_rng_state
+from train.schedule import lr_factor
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when a step's loss or gradient is not finite and on_nonfinite=stop."""
+
+
+@dataclass
+class Task:
+    batches_for: Callable
+    loss_fn: Callable
+    items_in: Callable
+    evaluate: Callable | None = None
+    prefix: str = "train"
+
+
+def param_groups(model, weight_decay):
+    """AdamW groups: no decay on biases, norms and parameters marked _no_weight_decay (A_log, D)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or getattr(param, "_no_weight_decay", False):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def tied_parameter_names(model) -> set:
+    """Names that alias another parameter (a tied LM head): save_pretrained leaves them out."""
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return every - {name for name, _ in model.named_parameters()}
+
+
+class Trainer:
+    def __init__(self, model, task: Task, cfg, run_dir, logger, device):
+        self.model, self.task, self.cfg, self.device = model, task, cfg, device
+        self.logger = logger
+        self.raw_model = model.module if hasattr(model, "module") else model
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, o.weight_decay), lr=o.lr,
+                                           betas=(o.beta1, o.beta2), eps=o.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: lr_factor(i, cfg.optim, cfg.train.max_steps))
+        self.checkpointer = Checkpointer(run_dir, cfg.train.keep_last)
+        self.step, self.items_seen, self.skipped = 0, 0, 0
+
+    # ------------------------------------------------------------------ resume
+
+    def resume(self) -> int:
+        """Restore the latest complete checkpoint, if any; returns the step it ended."""
+        latest = self.checkpointer.latest()
+        if latest is None:
+            return 0
+        from safetensors.torch import load_file
+        state = self.checkpointer.load(latest)
+        weights = load_file(latest / "model" / "model.safetensors")
+        missing, unexpected = self.raw_model.load_state_dict(weights, strict=False)
+        if unexpected or set(missing) - tied_parameter_names(self.raw_model):
+            raise RuntimeError(f"{latest}: checkpoint does not fit the model (missing {missing}, "
+                               f"unexpected {unexpected})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step, self.items_seen, self.skipped = state["step"], state["items_seen"], state["skipped"]
+        return self.step
+
+    def save(self):
+        if distributed.is_main():
+            self.checkpointer.save(self.step, self.raw_model, {
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "items_seen": self.items_seen, "skipped": self.skipped, "data_position": self.step})
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.cfg.train.precision in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _forward_backward(self, micro_batches):
+        total, items = 0.0, 0
+        for index, batch in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            sync = nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync, self._autocast():
+                loss = self.task.loss_fn(self.model, batch) / len(micro_batches)
+            with sync:
+                loss.backward()
+            total += loss.detach()
+            items += self.task.items_in(batch)
+        return distributed.mean(total), distributed.sum_int(items)
+
+    def train_step(self) -> dict:
+        self.step += 1
+        start = time.perf_counter()
+        loss, items = self._forward_backward(self.task.batches_for(self.step))
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if not (math.isfinite(loss.item()) and math.isfinite(grad_norm.item())):
+            self._non_finite(loss.item(), grad_norm.item())
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.items_seen += items
+        return {"step": self.step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(),
+                "tokens_seen": self.items_seen, "tokens_per_s": items / (time.perf_counter() - start),
+                "skipped_steps": self.skipped}
+
+    def _non_finite(self, loss, grad_norm):
+        if self.cfg.train.on_nonfinite == "skip":
+            self.skipped += 1
+            self.logger.write(f"step {self.step}: non-finite loss {loss} / grad norm {grad_norm}; "
+                              f"step skipped ({self.skipped} so far)")
+            return
+        last = self.checkpointer.latest()
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
+        raise NonFiniteLoss(f"non-finite loss {loss} (grad norm {grad_norm}) at step {self.step}; "
+                            f"the run stopped and {kept}. Lower optim.lr, or set "
+                            "train.on_nonfinite=skip to skip such steps.")
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict:
+        t = self.cfg.train
+        last_row, last_eval = {}, {}
+        while self.step < t.max_steps:
+            self.model.train()
+            row = self.train_step()
+            if distributed.is_main():
+                self.logger.log(row, self.task.prefix)
+                self.logger.advance(self.step, row["loss"])
+            last_row = row
+            if self.task.evaluate and (self.step % t.eval_every == 0 or self.step == t.max_steps):
+                last_eval = self._evaluate()
+            if self.step % t.save_every == 0 or self.step == t.max_steps:
+                self.save()
+        return {**last_row, **last_eval}
+
+    def _evaluate(self) -> dict:
+        metrics = {}
+        if distributed.is_main():
+            self.raw_model.eval()
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.evaluate(self.raw_model, self.step)
+            self.logger.log({"step": self.step, "kind": "val", **metrics}, "val")
+            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            self.logger.write(f"step {self.step}: {summary}")
+        distributed.barrier()
+        return metrics

@@ -1,0 +1,59 @@
+"""Models the pretraining loop can build: BioMamba, and a GPT-NeoX transformer of matched size."""
+import torch
+
+from biomamba import BioMambaConfig, BioMambaForCausalLM
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def mamba_config(cfg_model, vocab_size: int, eos_id: int) -> BioMambaConfig:
+    overrides = {k: getattr(cfg_model, k) for k in ("d_model", "n_layer", "d_state")
+                 if getattr(cfg_model, k) is not None}
+    return BioMambaConfig.from_preset(cfg_model.preset, vocab_size=vocab_size, eos_token_id=eos_id,
+                                      bos_token_id=eos_id, pad_token_id=eos_id,
+                                      scan_backend=cfg_model.scan_backend, **overrides)
+
+
+def build_mamba(cfg, vocab_size: int, eos_id: int):
+    if cfg.train.init_from:
+        model = BioMambaForCausalLM.from_pretrained(cfg.train.init_from)
+        if model.config.vocab_size < vocab_size:
+            raise ValueError(f"train.init_from={cfg.train.init_from}: its vocabulary "
+                             f"({model.config.vocab_size}) is smaller than the data's tokenizer ({vocab_size})")
+        model.config.scan_backend = cfg.model.scan_backend
+        return model.train()
+    return BioMambaForCausalLM(mamba_config(cfg.model, vocab_size, eos_id))
+
+
+def build_transformer(cfg, vocab_size: int, eos_id: int, target_params: int):
+    """A GPT-NeoX at the Mamba's width, with the layer count that best matches its parameters."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    width = mamba_config(cfg.model, vocab_size, eos_id).d_model
+
+    def make(layers):
+        config = GPTNeoXConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
+                               num_attention_heads=max(1, width // 64), intermediate_size=4 * width,
+                               max_position_embeddings=max(2048, cfg.data.seq_len),
+                               tie_word_embeddings=True, bos_token_id=eos_id, eos_token_id=eos_id,
+                               pad_token_id=eos_id, attention_dropout=0.0, hidden_dropout=0.0)
+        return GPTNeoXForCausalLM(config)
+
+    with torch.device("meta"):
+        per_layer = count_parameters(make(2)) - count_parameters(make(1))
+        base = count_parameters(make(1)) - per_layer
+    layers = max(1, round((target_params - base) / per_layer))
+    return make(layers)
+
+
+def build_model(cfg, vocab_size: int, eos_id: int):
+    torch.manual_seed(cfg.seed)
+    mamba = build_mamba(cfg, vocab_size, eos_id)
+    if cfg.model.arch == "mamba":
+        return mamba
+    if cfg.model.arch == "transformer":
+        torch.manual_seed(cfg.seed)
+        return build_transformer(cfg, vocab_size, eos_id, count_parameters(mamba))
+    raise ValueError(f"model.arch must be mamba or transformer, got {cfg.model.arch!r}")
