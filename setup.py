@@ -4,7 +4,22 @@ Top level (fixed by the project card): biomamba/ (the library), kernels/ (compil
 deliberately not a Python package: transformers probes `import kernels` for the HF kernels
 library), train/, eval/, tests/.
 """
+import os
+
 from setuptools import find_packages, setup
+
+
+def cuda_build_kwargs():
+    """BIOMAMBA_CUDA_BUILD=1 prebuilds the CUDA kernels (kernels/cuda) as biomamba._cuda_kernels.
+
+    Needs a CUDA build of torch in the environment: `BIOMAMBA_CUDA_BUILD=1 pip install
+    --no-build-isolation -e .`. Without it the kernels are JIT-built on first use on a GPU.
+    """
+    if os.environ.get("BIOMAMBA_CUDA_BUILD") != "1":
+        return {}
+    from biomamba.kernels_cuda import cuda_setup_kwargs
+    return cuda_setup_kwargs()
+
 
 setup(
     name="biomamba",
@@ -39,4 +54,5 @@ setup(
         "lora": ["peft>=0.10"],
     },
     entry_points={"console_scripts": ["biomamba=biomamba.cli:main"]},
+    **cuda_build_kwargs(),
 )

@@ -1,0 +1,341 @@
+"""The "cuda" backend (kernels/cuda + biomamba/kernels_cuda.py).
+
+On a machine without a GPU: the kernels compile with nvcc (torch-free sources), the binding
+passes a C++ syntax check against torch's headers, and asking for the backend raises
+BackendUnavailable with a useful message. On a GPU (`-m gpu`): every option against `ref`.
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biomamba import ops
+
+KERNELS = pathlib.Path(__file__).resolve().parent.parent / "kernels" / "cuda"
+KERNEL_SOURCES = ("selective_scan.cu", "state_update.cu", "causal_conv1d.cu")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# ----------------------------------------------------------------------------- no GPU needed
+
+def _cuda_include_dir(nvcc):
+    """The toolkit's include dir (nvcc may be a wrapper script outside the toolkit)."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda",
+                  str(pathlib.Path(nvcc).resolve().parent.parent)]
+    for root in filter(None, candidates):
+        if (pathlib.Path(root) / "include" / "cuda_runtime_api.h").is_file():
+            return str(pathlib.Path(root) / "include")
+    return None
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_kernels_compile(tmp_path):
+    """Each torch-free .cu compiles for sm_90, and binding.cpp type-checks against torch's headers."""
+    jobs = {name: subprocess.Popen(
+        ["nvcc", "-c", "-std=c++17", "-arch=sm_90", "-O3", str(KERNELS / name), "-o",
+         str(tmp_path / (name + ".o"))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name in KERNEL_SOURCES}
+    include = _cuda_include_dir(shutil.which("nvcc"))
+    if include and shutil.which("g++"):
+        from torch.utils.cpp_extension import include_paths
+
+        flags = [f"-I{p}" for p in include_paths()] + [f"-I{include}", f"-I{sysconfig.get_paths()['include']}"]
+        jobs["binding.cpp"] = subprocess.Popen(
+            ["g++", "-std=c++20", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=biomamba_cuda_kernels",
+             # CPU builds of torch ship c10/cuda without its generated cmake macros header
+             "-DC10_USING_CUSTOM_GENERATED_MACROS", *flags, str(KERNELS / "binding.cpp")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    failures = {}
+    for name, job in jobs.items():
+        output, _ = job.communicate()
+        if job.returncode != 0:
+            failures[name] = output[-4000:]
+    assert not failures, "\n".join(f"--- {name}\n{out}" for name, out in failures.items())
+    for name in KERNEL_SOURCES:
+        assert (tmp_path / (name + ".o")).stat().st_size > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_backend_unavailable_without_cuda():
+    from biomamba import kernels_cuda
+
+    u = torch.randn(1, 4, 5)
+    A = -torch.rand(4, 3)
+    with pytest.raises(ops.BackendUnavailable) as first:
+        ops.selective_scan(u, u, A, torch.randn(1, 3, 5), torch.randn(1, 3, 5), backend="cuda")
+    message = str(first.value)
+    assert "cuda" in message.lower()
+    assert ("without CUDA" in message) or ("no CUDA device" in message)
+    assert "backend='torch'" in message  # says what to do instead
+    with pytest.raises(ops.BackendUnavailable) as second:  # cached verdict, same message
+        kernels_cuda.check_available()
+    assert str(second.value) == message
+
+
+def test_import_does_not_touch_cuda():
+    code = ("import torch, biomamba.kernels_cuda as k; "
+            "assert not torch.cuda.is_initialized(); assert k._STATE == {}")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=KERNELS.parent.parent)
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="CUDAExtension needs a CUDA build of torch")
+def test_extension_spec():
+    """cuda_extension() (what setup.py builds with BIOMAMBA_CUDA_BUILD=1) names every source."""
+    from biomamba.kernels_cuda import _SOURCES, cuda_extension
+
+    ext = cuda_extension()
+    assert ext.name == "biomamba._cuda_kernels"
+    assert sorted(pathlib.Path(s).name for s in ext.sources) == sorted(_SOURCES)
+    root = KERNELS.parent.parent
+    assert all(not pathlib.Path(s).is_absolute() and (root / s).is_file() for s in ext.sources)
+
+
+# ----------------------------------------------------------------------------- GPU: helpers
+
+def _scan_inputs(b, d, l, n, dtype, bc, with_z, with_D, with_bias, seed=0, groups=2):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to("cuda")
+
+    u = rnd(b, d, l).to(dtype)
+    delta = (rnd(b, d, l, scale=0.5) - 1.0).to(dtype)  # softplus(-1 +- ...) ~ 0.3: typical dt
+    A = -torch.exp(rnd(d, n, scale=0.5))  # negative real, like -exp(A_log)
+    shape = {"const": (d, n), "var": (b, n, l), "group": (b, groups, n, l)}[bc]
+    Bm = rnd(*shape)
+    Cm = rnd(*shape)
+    if bc != "const":
+        Bm, Cm = Bm.to(dtype), Cm.to(dtype)
+    D = rnd(d) if with_D else None
+    z = rnd(b, d, l).to(dtype) if with_z else None
+    bias = rnd(d, scale=0.3) if with_bias else None
+    return [u, delta, A, Bm, Cm, D, z, bias]
+
+
+def _run(backend, inputs, softplus, grad_out, grad_last, dtype=None):
+    """Outputs and gradients of one backend, inputs cast to `dtype` (float ones) when given."""
+    leaves = []
+    for t in inputs:
+        if t is None:
+            leaves.append(None)
+            continue
+        x = t.detach().clone()
+        if dtype is not None:
+            x = x.to(dtype)
+        leaves.append(x.requires_grad_(True))
+    out, last = ops.selective_scan(*leaves, delta_softplus=softplus, return_last_state=True,
+                                   backend=backend)
+    (out.double() * grad_out.double()).sum().backward(inputs=[x for x in leaves if x is not None],
+                                                      retain_graph=True)
+    grads = [None if x is None else x.grad.detach().clone() for x in leaves]
+    for x in leaves:
+        if x is not None:
+            x.grad = None
+    (last.double() * grad_last.double()).sum().backward(inputs=[x for x in leaves if x is not None])
+    grads_last = [None if x is None else x.grad.detach().clone() for x in leaves]
+    return out.detach(), last.detach(), grads, grads_last
+
+
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+
+
+def _assert_close(got, want, what, rtol, atol):
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    torch.testing.assert_close(got.float(), want.float(), rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+# ----------------------------------------------------------------------------- GPU: scan, float32
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("bc", ["const", "var", "group"])
+@pytest.mark.parametrize("with_z,with_D,with_bias,softplus", [
+    (False, False, False, False), (True, True, True, True), (True, False, True, False),
+    (False, True, False, True)])
+@pytest.mark.parametrize("b,d,l,n", [(2, 6, 77, 16), (1, 10, 130, 5), (3, 4, 200, 33)])
+def test_scan_float32_matches_ref(bc, with_z, with_D, with_bias, softplus, b, d, l, n):
+    inputs = _scan_inputs(b, d, l, n, torch.float32, bc, with_z, with_D, with_bias)
+    g = torch.Generator().manual_seed(1)
+    grad_out = torch.randn(b, d, l, generator=g).cuda()
+    grad_last = torch.randn(b, d, n, generator=g).cuda()
+    ref = _run("ref", inputs, softplus, grad_out, grad_last, dtype=torch.float64)
+    got = _run("cuda", inputs, softplus, grad_out, grad_last)
+    _assert_close(got[0], ref[0], "out", 6e-4, 2e-3)
+    _assert_close(got[1], ref[1], "last_state", 6e-4, 2e-3)
+    for name, gk, gr in zip(NAMES, got[2], ref[2]):
+        if gr is not None:
+            _assert_close(gk, gr, f"d{name} (from out)", 1e-3, 3e-3)
+    for name, gk, gr in zip(NAMES, got[3], ref[3]):
+        if gr is not None:
+            _assert_close(gk, gr, f"d{name} (from last_state)", 1e-3, 3e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("n", [1, 64, 127, 128, 129, 256])
+def test_scan_dstate_range(n):
+    """Both per-lane state counts (4 up to n=128, 8 above) and the shared-memory variants."""
+    inputs = _scan_inputs(2, 5, 70, n, torch.float32, "var", True, True, True, seed=n)
+    grad_out = torch.randn(2, 5, 70, device="cuda")
+    grad_last = torch.randn(2, 5, n, device="cuda")
+    ref = _run("ref", inputs, True, grad_out, grad_last, dtype=torch.float64)
+    got = _run("cuda", inputs, True, grad_out, grad_last)
+    _assert_close(got[0], ref[0], "out", 6e-4, 2e-3)
+    _assert_close(got[1], ref[1], "last_state", 6e-4, 2e-3)
+    for name, gk, gr in zip(NAMES, got[2], ref[2]):
+        _assert_close(gk, gr, f"d{name}", 1e-3, 3e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_scan_long_sequence_and_many_channels():
+    """Several 64-step state chunks and channel tiles, groups that split a tile (d/g = 5)."""
+    inputs = _scan_inputs(2, 40, 1000, 16, torch.float32, "group", True, True, True, groups=8)
+    grad_out = torch.randn(2, 40, 1000, device="cuda")
+    grad_last = torch.zeros(2, 40, 16, device="cuda")
+    ref = _run("ref", inputs, True, grad_out, grad_last, dtype=torch.float64)
+    got = _run("cuda", inputs, True, grad_out, grad_last)
+    _assert_close(got[0], ref[0], "out", 6e-4, 2e-3)
+    for name, gk, gr in zip(NAMES, got[2], ref[2]):
+        _assert_close(gk, gr, f"d{name}", 2e-3, 5e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_scan_rejects_bad_inputs_readably():
+    u = torch.randn(1, 4, 8, device="cuda")
+    A = -torch.rand(4, 300, device="cuda")
+    with pytest.raises(RuntimeError, match="d_state"):
+        ops.selective_scan(u, u, A, torch.randn(4, 300, device="cuda"), torch.randn(4, 300, device="cuda"),
+                           backend="cuda")
+    A = -torch.rand(4, 3, device="cuda")
+    with pytest.raises(RuntimeError, match="groups"):
+        ops.selective_scan(u, u, A, torch.randn(1, 3, 3, 8, device="cuda"),
+                           torch.randn(1, 3, 3, 8, device="cuda"), backend="cuda")
+    with pytest.raises(ops.BackendUnavailable, match="CUDA tensors"):
+        ops.selective_scan(u.cpu(), u.cpu(), A.cpu(), torch.randn(4, 3), torch.randn(4, 3), backend="cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_scan_without_last_state():
+    inputs = _scan_inputs(2, 6, 90, 8, torch.float32, "var", True, True, True)
+    leaves = [None if t is None else t.clone().requires_grad_(True) for t in inputs]
+    out = ops.selective_scan(*leaves, delta_softplus=True, backend="cuda")
+    assert isinstance(out, torch.Tensor)
+    out.sum().backward()
+    want = ops.selective_scan(*[None if t is None else t.double() for t in inputs], delta_softplus=True,
+                              backend="ref")
+    _assert_close(out.detach(), want, "out", 6e-4, 2e-3)
+    assert all(t.grad is not None for t in leaves if t is not None)
+
+
+# ----------------------------------------------------------------------------- GPU: low precision
+
+def _max_err(got, want):
+    return max((g.double() - w.double()).abs().max().item() for g, w in zip(got, want))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bc", ["const", "var", "group"])
+def test_scan_low_precision_within_2x_of_torch(dtype, bc):
+    """Kernel error <= 2x the `torch` backend's error at the same dtype, both vs float64 ref."""
+    b, d, l, n = 2, 12, 150, 16
+    low = _scan_inputs(b, d, l, n, dtype, bc, True, True, True, seed=3)  # u, delta, z, var B/C in dtype
+    grad_out = torch.randn(b, d, l, device="cuda")
+    grad_last = torch.randn(b, d, n, device="cuda")
+    # the truth: the same (rounded) inputs in float64
+    ref = _run("ref", low, True, grad_out, grad_last, dtype=torch.float64)
+    kernel = _run("cuda", low, True, grad_out, grad_last)
+    peer = _run("torch", low, True, grad_out, grad_last)
+    # Quantities both backends keep in float32 (last_state, dA, dD, ...) have tiny errors whose
+    # ratio is noise: allow float32 accumulation slack, 2e-5 of the reference's magnitude.
+    def check(what, got, peer_value, want):
+        err_k, err_t = _max_err([got], [want]), _max_err([peer_value], [want])
+        slack = 2e-5 * want.abs().max().item()
+        assert err_k <= 2 * err_t + slack, f"{what} {dtype}: kernel {err_k:.3g} vs torch {err_t:.3g}"
+
+    check("out", kernel[0], peer[0], ref[0])
+    check("last_state", kernel[1], peer[1], ref[1])
+    for i, (name, gk, gt, gr) in enumerate(zip(NAMES, kernel[2], peer[2], ref[2])):
+        if gr is not None:
+            assert gk.dtype == low[i].dtype, f"d{name} dtype {gk.dtype} != {low[i].dtype}"
+            check(f"d{name}", gk, gt, gr)
+
+
+# ----------------------------------------------------------------------------- GPU: state update
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("groups", [0, 1, 3])
+@pytest.mark.parametrize("state_dtype,dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
+                                               (torch.float16, torch.float16)])
+def test_state_update_matches_ref_steps(groups, state_dtype, dtype):
+    b, d, n, steps = 3, 9, 17, 5
+    g = torch.Generator().manual_seed(4)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).cuda()
+
+    A, D, bias = -torch.exp(rnd(d, n) * 0.5), rnd(d), rnd(d) * 0.3
+    state_k = rnd(b, d, n).to(state_dtype)
+    state_r = state_k.clone()
+    bc_shape = (b, n) if groups == 0 else (b, groups, n)
+    from biomamba import kernels_cuda
+
+    for _ in range(steps):
+        x, dt, z = rnd(b, d).to(dtype), rnd(b, d).to(dtype), rnd(b, d).to(dtype)
+        Bm, Cm = rnd(*bc_shape).to(dtype), rnd(*bc_shape).to(dtype)
+        out_k = kernels_cuda.selective_state_update(state_k, x, dt, A, Bm, Cm, D, z, bias, True)
+        out_r = ops.selective_state_update(state_r, x, dt, A, Bm, Cm, D, z, bias, True)
+        tol = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
+        _assert_close(out_k, out_r, "out", *tol[dtype])
+        _assert_close(state_k, state_r, "state", *tol[state_dtype])
+        assert out_k.dtype == dtype and state_k.dtype == state_dtype
+
+
+# ----------------------------------------------------------------------------- GPU: causal conv1d
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("activation", [None, "silu"])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_matches_torch(width, activation, with_bias, dtype):
+    from biomamba import kernels_cuda
+
+    b, d, l = 2, 7, 45
+    x = torch.randn(b, d, l, device="cuda").to(dtype)
+    w = torch.randn(d, width, device="cuda")
+    bias = torch.randn(d, device="cuda") if with_bias else None
+    grad = torch.randn(b, d, l, device="cuda")
+
+    def run(fn, cast=None):
+        leaves = [None if t is None else (t.detach().clone() if cast is None else t.detach().to(cast))
+                  for t in (x, w, bias)]
+        leaves = [None if t is None else t.requires_grad_(True) for t in leaves]
+        out = fn(*leaves)
+        (out.double() * grad.double()).sum().backward()
+        return out.detach(), [None if t is None else t.grad for t in leaves]
+
+    def conv_ref(xx, ww, bb):
+        out = F.conv1d(xx, ww.unsqueeze(1), bb, padding=width - 1, groups=d)[..., :l]
+        return F.silu(out) if activation else out
+
+    out_r, grads_r = run(conv_ref, torch.float64)
+    out_k, grads_k = run(lambda xx, ww, bb: kernels_cuda.causal_conv1d(xx, ww, bb, activation))
+    tol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 3e-2)
+    assert out_k.dtype == dtype
+    _assert_close(out_k, out_r, "out", *tol)
+    for name, gk, gr in zip(("dx", "dweight", "dbias"), grads_k, grads_r):
+        if gr is not None:
+            _assert_close(gk, gr, name, *tol)
