@@ -11,8 +11,11 @@ from biomamba.config import BioMambaConfig  # noqa: E402
 from biomamba.modeling import (  # noqa: E402
     BioMambaForCausalLM,
     BioMambaModel,
+    BioMambaForEmbedding,
+    BioMambaForSequenceClassification,
     BioMambaPreTrainedModel,
 )
 
 __all__ = ["__version__", "BioMambaConfig", "BioMambaModel", "BioMambaForCausalLM",
+           "BioMambaForSequenceClassification", "BioMambaForEmbedding",
            "BioMambaPreTrainedModel"]

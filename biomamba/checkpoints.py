@@ -113,13 +113,22 @@ def map_keys(state_dict: dict, fmt: str) -> dict:
 
 
 def load_state_dict_checked(model, state_dict: dict, source: str):
-    """Copy tensors into `model`, failing on any missing, unexpected or mis-shaped tensor."""
+    """Copy tensors into `model`, failing on any missing, unexpected or mis-shaped tensor.
+
+    A task head (classifier, projection) that the checkpoint lacks starts from its initialisation,
+    and a head the checkpoint has but the model does not (an LM head) is left out; the backbone
+    must match exactly. The causal LM is strict everywhere but for its tied head.
+    """
     expected = model.state_dict()
     tied = model.config.tie_word_embeddings and "lm_head.weight" in expected
+    is_lm = "lm_head.weight" in expected
+    if not is_lm:
+        state_dict = {k: v for k, v in state_dict.items() if k in expected or k.startswith("backbone.")}
     problems = []
     for key, tensor in expected.items():
         if key not in state_dict:
-            if not (tied and key == "lm_head.weight"):
+            new_head = not is_lm and not key.startswith("backbone.")
+            if not (tied and key == "lm_head.weight") and not new_head:
                 problems.append(f"missing tensor {key} (shape {tuple(tensor.shape)})")
         elif state_dict[key].shape != tensor.shape:
             problems.append(f"tensor {key}: checkpoint shape {tuple(state_dict[key].shape)} "
@@ -143,6 +152,9 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
     if config is None:
         config = {"ours": lambda: BioMambaConfig.from_dict(raw), "hf": lambda: config_from_hf(raw),
                   "mamba_ssm": lambda: config_from_mamba_ssm(raw, path)}[fmt]()
+    for key in ("num_labels", "id2label", "label2id", "pooling", "embedding_dim", "scan_backend"):
+        if key in ignored:  # head settings given to from_pretrained
+            setattr(config, key, ignored.pop(key))
     state_dict = map_keys(read_state_dict(path), fmt)
     model = cls(config)
     if "backbone.embedding.weight" not in model.state_dict():  # a bare backbone (BioMambaModel)

@@ -49,6 +49,8 @@ class BioMambaConfig(PreTrainedConfig):
     rescale_prenorm_residual: bool = True
     pad_vocab_size_multiple: int = 8
     scan_backend: str = "auto"
+    pooling: str = "last"  # heads: "last" (the last real token) or "mean" (over real tokens)
+    embedding_dim: int | None = None  # BioMambaForEmbedding: optional projection size
     pad_token_id: int | None = 0
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 0
@@ -76,6 +78,8 @@ class BioMambaConfig(PreTrainedConfig):
             problems.append(f"need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         if self.dt_init not in ("random", "constant"):
             problems.append(f"dt_init must be 'random' or 'constant', got {self.dt_init!r}")
+        if self.pooling not in ("last", "mean"):
+            problems.append(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if self.scan_backend not in SCAN_BACKENDS:
             problems.append(f"scan_backend must be one of {SCAN_BACKENDS}, got {self.scan_backend!r}")
         if problems:

@@ -277,15 +277,87 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel):
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
 
 
+
+
+# ----------------------------------------------------------------------------- thin heads
+
+def pool(hidden, attention_mask, how="last"):
+    """(b, l, d) -> (b, d): the last real token (right padding) or the mean over real tokens."""
+    if attention_mask is None:
+        return hidden[:, -1] if how == "last" else hidden.mean(1)
+    mask = attention_mask.to(hidden.dtype)
+    if how == "mean":
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+    last = attention_mask.long().sum(1) - 1  # index of the last real token of each row
+    if bool((last < 0).any()):
+        raise ValueError("a row of attention_mask has no real token")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+@dataclass
+class BioMambaSequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+
+
+class BioMambaForSequenceClassification(BioMambaPreTrainedModel):
+    """Backbone + pooling (config.pooling) + a linear classifier over config.num_labels."""
+
+    def __init__(self, config: BioMambaConfig):
+        super().__init__(config)
+        self.backbone = BioMambaModel(config)
+        self.score = nn.Linear(config.d_model, config.num_labels, bias=True)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, **unused):
+        hidden = self.backbone(input_ids, attention_mask, inputs_embeds).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.config.pooling)
+        logits = self.score(pooled.to(self.score.weight.dtype)).float()  # (b, num_labels)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return BioMambaSequenceClassifierOutput(loss=loss, logits=logits, pooled=pooled)
+
+
+@dataclass
+class BioMambaEmbeddingOutput(ModelOutput):
+    embeddings: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+class BioMambaForEmbedding(BioMambaPreTrainedModel):
+    """Backbone + pooling + optional projection, L2-normalised (a BMRetriever-style encoder).
+
+    Inputs should end with an EOS token (`encode` appends it) so that "last" pooling reads a
+    representation of the whole text.
+    """
+
+    def __init__(self, config: BioMambaConfig):
+        super().__init__(config)
+        self.backbone = BioMambaModel(config)
+        self.projection = (nn.Linear(config.d_model, config.embedding_dim, bias=False)
+                           if config.embedding_dim else None)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **unused):
+        hidden = self.backbone(input_ids, attention_mask, inputs_embeds).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.config.pooling)
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        return BioMambaEmbeddingOutput(embeddings=F.normalize(pooled.float(), dim=-1),
+                                       last_hidden_state=hidden)
+
+
 def register_auto_classes():
     """Make AutoConfig / AutoModel / AutoModelForCausalLM resolve model_type "biomamba"."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
+                              AutoModelForSequenceClassification)
     try:
         AutoConfig.register("biomamba", BioMambaConfig)
     except ValueError:  # already registered
         return
     AutoModel.register(BioMambaConfig, BioMambaModel)
     AutoModelForCausalLM.register(BioMambaConfig, BioMambaForCausalLM)
+    AutoModelForSequenceClassification.register(BioMambaConfig, BioMambaForSequenceClassification)
 
 
 register_auto_classes()

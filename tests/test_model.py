@@ -124,3 +124,24 @@ def test_generation_stops_at_eos_and_sampling_is_reproducible():
     draws = [model.generate(prompt, max_new_tokens=8, do_sample=True, top_k=10, top_p=0.9,
                             temperature=0.8, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
     assert torch.equal(draws[0], draws[1])
+
+
+def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path):
+    from biomamba import BioMambaForEmbedding, BioMambaForSequenceClassification
+    tiny_model().save_pretrained(tmp_path)
+    classifier = BioMambaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
+    lm = BioMambaForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(classifier.backbone.embedding.weight, lm.backbone.embedding.weight)
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randint(1, 97, (1, 9), generator=g), torch.randint(1, 97, (1, 4), generator=g)
+    batch = torch.zeros(2, 9, dtype=torch.long)
+    batch[0], batch[1, :4] = a[0], b[0]
+    mask = (torch.arange(9) < torch.tensor([[9], [4]])).long()
+    with torch.no_grad():
+        padded = classifier(batch, attention_mask=mask).logits
+        assert torch.allclose(padded[1], classifier(b).logits[0], atol=1e-5)
+        assert torch.allclose(padded[0], classifier(a).logits[0], atol=1e-5)
+        encoder = BioMambaForEmbedding.from_pretrained(tmp_path, pooling="mean")
+        emb = encoder(batch, attention_mask=mask).embeddings
+        assert torch.allclose(emb[1], encoder(b).embeddings[0], atol=1e-5)
+        assert torch.allclose(emb.norm(dim=-1), torch.ones(2))
