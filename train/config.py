@@ -208,8 +208,15 @@ def _check(cfg: RunConfig, problems: list):
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
 
 
-def load_config(path=None, overrides=()) -> RunConfig:
-    """Defaults <- YAML file <- dotted overrides, validated; raises ConfigError listing every problem."""
+def load_config(path=None, overrides=(), schema=None, check=None):
+    """Defaults <- YAML file <- dotted overrides, validated; raises ConfigError listing every problem.
+
+    `schema` is the root dataclass (default RunConfig, the pretraining config) and `check(cfg,
+    problems)` its cross-field validation (default: the pretraining checks); fine-tuning and
+    retrieval pass their own.
+    """
+    schema = schema or RunConfig
+    check = check or (_check if schema is RunConfig else (lambda cfg, problems: None))
     tree = {}
     if path is not None:
         path = Path(path)
@@ -223,8 +230,8 @@ def load_config(path=None, overrides=()) -> RunConfig:
             raise ConfigError(f"{path}: expected a mapping at the top level")
     tree = _merge(tree, parse_overrides(overrides))
     problems = []
-    cfg = _build(RunConfig, tree, "", problems)
-    _check(cfg, problems)  # also when fields failed to parse: report everything at once
+    cfg = _build(schema, tree, "", problems)
+    check(cfg, problems)  # also when fields failed to parse: report everything at once
     if problems:
         source = f" in {path}" if path else ""
         raise ConfigError(f"{len(problems)} problem(s){source}:\n  " + "\n  ".join(problems))
