@@ -1,0 +1,46 @@
+"""Resumable stages: a stage that finished leaves a stamp, and a rerun with the same key skips it.
+
+DIR/.stages/NAME.json = {"key": ..., "outputs": {relative path: sha256}, "result": ...}. A stage is
+done when its stamp's key equals the current key and every output still exists with that sha256,
+so a file damaged or replaced after the stamp makes the stage run again. The stamp is written after
+the outputs, atomically: a kill between the two just reruns the stage.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from biomamba.data.atomic import sha256_file, write_json
+
+
+def stage_key(*parts) -> str:
+    """A hash of everything that determines a stage's outputs (JSON-serialisable parts)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _stamp(directory: Path, name: str) -> Path:
+    return Path(directory) / ".stages" / f"{name}.json"
+
+
+def done(directory, name: str, key: str):
+    """The stage's stored result if it is complete for `key`, else None."""
+    path = _stamp(directory, name)
+    try:
+        stamp = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp.get("key") != key:
+        return None
+    for rel, sha in stamp["outputs"].items():
+        out = Path(directory) / rel
+        if not out.is_file() or sha256_file(out) != sha:
+            return None
+    return stamp.get("result")
+
+
+def mark_done(directory, name: str, key: str, outputs, result=None) -> None:
+    """Record that `outputs` (paths relative to directory) are complete for `key`."""
+    directory = Path(directory)
+    hashes = {str(rel): sha256_file(directory / rel) for rel in outputs}
+    write_json(_stamp(directory, name), {"key": key, "outputs": hashes, "result": result})
