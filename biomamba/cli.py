@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
     "pretrain": ("train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
+    "eval-ppl": ("eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
     "report": ("eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),

@@ -1,0 +1,196 @@
+"""Honest perplexity of any local model on the same texts, by a stated protocol.
+
+  biomamba eval-ppl --model RUN_DIR --data prepared:data/pubmed:val --data bioasq:BioASQ-B.json \\
+      --out ppl.json [--max-length 1024] [--stride N] [--batch-size 16] [--legacy-padded]
+
+Models (--model DIR, local paths only): a `biomamba pretrain` run dir (its model/), our model dirs,
+HF Mamba and state-spaces Mamba dirs (scored by BioMambaForCausalLM), any transformers causal-LM
+dir (GPT-2, BioGPT, GPT-NeoX, ...), and masked LMs (BERT, BioBERT, ...) scored by
+pseudo-log-likelihood (each token masked in turn; reported as pseudo-perplexity). The tokenizer
+is the model dir's own, or --tokenizer DIR.
+
+Data (--data SPEC, repeatable; one result each, in order):
+  prepared:DIR[:val|test]      a `biomamba prepare` dir: the split's title + abstract texts (default val)
+  bioasq:FILE.json[:PARTS]     BioASQ task B; PARTS from snippets, ideal, questions joined by '+'
+                               (default snippets+ideal); each snippet / answer / question one document
+  jsonl:FILE.jsonl[:FIELD]     one document per line, the FIELD string (default "text")
+  text:FILE.txt                plain text, documents separated by blank lines
+  A bare path is inferred: a dir with documents.jsonl, *.json, *.jsonl, else plain text.
+
+Protocol (default): lm-eval-harness loglikelihood_rolling. Each document alone; the first window
+conditioned on the tokenizer's BOS (EOS when it has none); windows of --max-length tokens score
+disjoint spans, every token once, later windows conditioned on the --max-length tokens before
+them; --stride S scores at most S new tokens per window (more overlapping context); padding is
+never scored. A document that fits in --max-length is one forward pass. --legacy-padded adds the
+2024 BioMamba protocol (512 tokens, padding scored) beside it, labelled "legacy_padded".
+
+OUT.json: {"model", "protocol", "results": [{dataset, documents, tokens, words, bytes,
+sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, tokenizer,
+windowing, ...}]}. Compare models with different tokenizers by bits_per_byte and word_perplexity.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from biomamba.data.errors import DataError
+from eval.ppl_data import load_data
+from eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
+from eval.ppl_protocol import causal_document_scores, check_windowing, windowing_description
+
+LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", required=True, metavar="DIR", help="model dir or pretraining run dir")
+    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer dir (default: the model dir's own)")
+    parser.add_argument("--data", required=True, action="append", metavar="SPEC",
+                        help="data to score (repeatable); see the SPEC forms above")
+    parser.add_argument("--out", required=True, metavar="OUT.json", help="results JSON")
+    parser.add_argument("--max-length", type=int, metavar="N",
+                        help="tokens per window (default 1024 for causal LMs, 512 for masked LMs, "
+                             "capped at the model's positions)")
+    parser.add_argument("--stride", type=int, metavar="N",
+                        help="new tokens scored per window (default --max-length: disjoint spans)")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--legacy-padded", action="store_true",
+                        help="also score by the 2024 BioMamba protocol (512 tokens, padding scored)")
+    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def pick_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelSpecError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def encode(tokenizer, texts) -> list:
+    """Token ids of each document, no special tokens (the protocol adds its own)."""
+    from transformers.utils import logging
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # "longer than model_max_length" does not apply: we window
+    try:
+        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def progress_bar(total, desc, disable):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=True, disable=True if disable else None,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def score_documents(loaded, token_lists, max_length, stride, batch_size, device, progress):
+    if loaded.scoring == "masked":
+        from eval.pseudo_ppl import pseudo_document_scores
+        return pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, max_length, stride,
+                                      batch_size, device, progress)
+    prefix_id, _ = prefix_token_id(loaded.tokenizer)
+    max_tokens = max(max_length, LOGITS_BUDGET // max(len(loaded.tokenizer), 1))
+    return causal_document_scores(loaded.model, token_lists, prefix_id, max_length, stride, batch_size,
+                                  device, progress, max_tokens)
+
+
+def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device) -> dict:
+    texts = data.texts[: args.limit] if args.limit else data.texts
+    token_lists = encode(loaded.tokenizer, texts)
+    for i, tokens in enumerate(token_lists):
+        if not tokens:
+            raise DataError(data.spec, f"document {i} encodes to no tokens")
+    tokens = sum(len(t) for t in token_lists)
+    start = time.perf_counter()
+    with progress_bar(tokens, data.name, args.no_progress) as bar:
+        sums = score_documents(loaded, token_lists, windowing["max_length"], windowing["stride"],
+                               args.batch_size, device, bar)
+    seconds = time.perf_counter() - start
+    result = {"dataset": data.name, "spec": data.spec, "documents": len(texts), "tokens": tokens,
+              "words": sum(count_words(t) for t in texts), "bytes": sum(count_bytes(t) for t in texts)}
+    result.update(perplexity_metrics(float(sums.sum()), result["tokens"], result["words"], result["bytes"]))
+    result.update({"perplexity_kind": "pseudo-perplexity" if loaded.scoring == "masked" else "perplexity",
+                   "tokenizer": tokenizer_id, "windowing": windowing, "skipped_empty": data.skipped_empty,
+                   "limit": args.limit,
+                   "seconds": round(seconds, 2), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)})
+    if args.legacy_padded:
+        result["legacy_padded"] = legacy_result(loaded, texts, args, device)
+    return result
+
+
+def legacy_result(loaded, texts, args, device) -> dict:
+    if loaded.scoring == "masked":
+        return {"not_applicable": "the 2024 protocol is a causal next-token loss; masked LMs have none"}
+    from eval.ppl_legacy import LEGACY_LENGTH, legacy_padded
+    with progress_bar(len(texts) * (LEGACY_LENGTH - 1), "legacy-padded", args.no_progress) as bar:
+        return legacy_padded(loaded.model, loaded.tokenizer, texts, args.batch_size, device, progress=bar)
+
+
+def protocol_of(loaded, max_length, stride, note, legacy) -> dict:
+    if loaded.scoring == "masked":
+        desc = {"name": "pseudo_loglikelihood", "max_length": max_length,
+                "stride": stride, "description": "Salazar et al. 2020: each token masked in turn, "
+                "disjoint spans centred in windows of max_length (special tokens included); "
+                "reported as pseudo-perplexity, not comparable with causal perplexity"}
+    else:
+        desc = windowing_description(max_length, stride, prefix_token_id(loaded.tokenizer)[1])
+    if note:
+        desc["note"] = note
+    desc["legacy_padded"] = bool(legacy)
+    return desc
+
+
+def model_entry(loaded, device, dtype) -> dict:
+    return {"name": loaded.name, "path": loaded.path, "family": loaded.family, "scoring": loaded.scoring,
+            "class": type(loaded.model).__name__, "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "device": device, "dtype": dtype}
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def summary_line(r: dict) -> str:
+    kind = "pseudo-ppl" if r["perplexity_kind"] == "pseudo-perplexity" else "ppl"
+    line = (f"{r['dataset']}: {r['documents']} docs, {r['tokens']} tokens | token {kind} "
+            f"{r['token_perplexity']:.3f} | word {kind} {r['word_perplexity']:.3f} | bits/byte "
+            f"{r['bits_per_byte']:.4f} | {r['tokens_per_s']:.0f} tok/s")
+    legacy = r.get("legacy_padded", {})
+    if "perplexity" in legacy:
+        line += f" | legacy-padded-512 ppl {legacy['perplexity']:.3f} (padding {legacy['padding_fraction']:.0%})"
+    return line
+
+
+def run(args) -> int:
+    import torch
+    torch.set_grad_enabled(False)
+    try:
+        device = pick_device(args.device)
+        datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
+        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, args.dtype)
+        max_length, note = default_max_length(loaded, args.max_length)
+        stride = check_windowing(max_length, args.stride)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        protocol = protocol_of(loaded, max_length, stride, note, args.legacy_padded)
+        windowing = {k: protocol[k] for k in ("name", "max_length", "stride")}
+        results = []
+        for data in datasets:
+            results.append(evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device))
+            print(summary_line(results[-1]), flush=True)
+    except (DataError, ModelSpecError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    write_json(Path(args.out), {"model": model_entry(loaded, device, args.dtype), "protocol": protocol,
+                                "results": results})
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,150 @@
+"""The texts `biomamba eval-ppl` scores: a data SPEC -> a named list of documents.
+
+    prepared:DIR[:val|test]            a `biomamba prepare` directory: the split's documents (default
+                                       val, excluded PMIDs left out, as in the token shards), each
+                                       document = title + newline + abstract, the training text
+    bioasq:FILE.json[:PARTS]           BioASQ task B JSON; PARTS joined by '+' from snippets, ideal,
+                                       questions (default snippets+ideal): each snippet, each ideal
+                                       answer and each question body is one document
+    jsonl:FILE.jsonl[:FIELD]           one JSON object a line; the document is its FIELD (default text)
+    text:FILE.txt                      plain text; documents are separated by blank lines
+A SPEC without a KIND: prefix is inferred: a directory with documents.jsonl -> prepared (val),
+*.json -> bioasq, *.jsonl -> jsonl, anything else -> text.
+
+An empty document (whitespace only) in a text or JSONL file is an error naming the line; BioASQ
+snippets with empty text are skipped and counted (real task files have a few).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from biomamba.data.errors import DataError
+
+BIOASQ_PARTS = ("snippets", "ideal", "questions")
+DEFAULT_BIOASQ_PARTS = ("snippets", "ideal")
+KINDS = ("prepared", "bioasq", "jsonl", "text")
+
+
+@dataclasses.dataclass
+class EvalData:
+    name: str  # readable dataset name in results, e.g. "pubmed-val", "bioasq-b-snippets+ideal"
+    spec: str  # the SPEC as given
+    texts: list
+    skipped_empty: int = 0
+
+
+def parse_spec(spec: str) -> tuple[str, Path, str | None]:
+    """'KIND:PATH[:OPTION]' or a bare PATH -> (kind, path, option)."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in KINDS:
+        path, option = rest, None
+        if kind != "text" and ":" in rest:
+            path, _, option = rest.rpartition(":")
+        return kind, Path(path), option or None
+    path = Path(spec)
+    if path.is_dir() and (path / "documents.jsonl").is_file():
+        return "prepared", path, None
+    if path.suffix == ".json":
+        return "bioasq", path, None
+    if path.suffix == ".jsonl":
+        return "jsonl", path, None
+    return "text", path, None
+
+
+def load_data(spec: str) -> EvalData:
+    """The documents a data SPEC names; DataError (naming the file) for anything unusable."""
+    kind, path, option = parse_spec(spec)
+    if not path.exists():
+        raise DataError(path, f"no such file or directory (data spec {spec!r})")
+    loader = {"prepared": load_prepared, "bioasq": load_bioasq_texts, "jsonl": load_jsonl, "text": load_text}[kind]
+    data = loader(path, option)
+    data.spec = spec
+    if not data.texts:
+        raise DataError(path, "no documents to score")
+    return data
+
+
+def load_prepared(path: Path, split: str | None) -> EvalData:
+    from biomamba.data.documents import document_text, iter_documents
+
+    split = split or "val"
+    if split not in ("val", "test", "train"):
+        raise DataError(path, f"unknown split {split!r} (expected val or test)")
+    documents = path / "documents.jsonl"
+    if not documents.is_file():
+        raise DataError(path, "not a prepared data directory (no documents.jsonl; run `biomamba prepare`)")
+    try:
+        texts = [document_text(d) for d in iter_documents(documents, split=split, include_excluded=False)]
+    except (ValueError, KeyError) as err:
+        raise DataError(documents, f"unreadable ({type(err).__name__}: {err})") from None
+    return EvalData(name=f"pubmed-{split}", spec="", texts=texts)
+
+
+def bioasq_texts(questions, parts=DEFAULT_BIOASQ_PARTS) -> tuple[list[str], int]:
+    """One document per snippet / ideal answer / question body, question by question; (texts, empty)."""
+    unknown = [p for p in parts if p not in BIOASQ_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"unknown BioASQ text part(s) {unknown or parts}; choose from {'+'.join(BIOASQ_PARTS)}")
+    texts, empty = [], 0
+    for q in questions:
+        candidates = []
+        if "questions" in parts:
+            candidates.append(q.body)
+        if "snippets" in parts:
+            candidates += [s.text for s in q.snippets]
+        if "ideal" in parts:
+            candidates += q.ideal_answer
+        for text in candidates:
+            if text.strip():
+                texts.append(text)
+            else:
+                empty += 1
+    return texts, empty
+
+
+def load_bioasq_texts(path: Path, option: str | None) -> EvalData:
+    from biomamba.data.bioasq import load_bioasq
+
+    parts = tuple(option.split("+")) if option else DEFAULT_BIOASQ_PARTS
+    try:
+        texts, empty = bioasq_texts(load_bioasq(path), parts)
+    except ValueError as err:
+        raise DataError(path, str(err)) from None
+    return EvalData(name=f"{path.stem}-{'+'.join(parts)}", spec="", texts=texts, skipped_empty=empty)
+
+
+def load_jsonl(path: Path, field: str | None) -> EvalData:
+    field = field or "text"
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}", f"invalid JSON ({err})") from None
+            text = record.get(field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{number}", f"no string field {field!r}")
+            if not text.strip():
+                raise DataError(f"{path}:{number}", f"empty document (field {field!r} is blank)")
+            texts.append(text)
+    return EvalData(name=path.stem, spec="", texts=texts)
+
+
+def load_text(path: Path, option: str | None = None) -> EvalData:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"cannot read as UTF-8 text ({err})") from None
+    texts, block = [], []
+    for line in raw.splitlines() + [""]:
+        if line.strip():
+            block.append(line)
+        elif block:
+            texts.append("\n".join(block))
+            block = []
+    return EvalData(name=path.stem, spec="", texts=texts)

@@ -1,0 +1,114 @@
+"""`biomamba report ppl OUT.json [OUT.json ...] [--out DIR]`: eval-ppl results, models x datasets.
+
+Markdown tables (bits per byte and word perplexity first: they compare across tokenizers; then
+token perplexity; then the legacy padded-512 figure when present, labelled as such) in
+ppl_report.md, the same rows as JSON, and a bar chart of bits per byte (ppl.png).
+"""
+import json
+import math
+import sys
+from pathlib import Path
+
+METRICS = [  # (key, title, format)
+    ("bits_per_byte", "Bits per byte (lower is better; comparable across tokenizers)", ".4f"),
+    ("word_perplexity", "Word perplexity (comparable across tokenizers)", ".2f"),
+    ("token_perplexity", "Token perplexity (comparable only between models sharing a tokenizer)", ".2f"),
+]
+
+
+def add_arguments(parser):
+    parser.add_argument("results", nargs="+", help="OUT.json files written by `biomamba eval-ppl`")
+    parser.add_argument("--out", help="where to write ppl_report.md / .json and ppl.png "
+                                      "(default: the first file's directory)")
+
+
+def load_results(paths) -> list[dict]:
+    """Flat rows: one per (model, dataset)."""
+    rows = []
+    for path in paths:
+        try:
+            payload = json.loads(Path(path).read_text())
+            model, results = payload["model"], payload["results"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not an eval-ppl results file ({type(err).__name__}: {err})") from None
+        label = model["name"] + (" (pseudo-ppl)" if model.get("scoring") == "masked" else "")
+        for r in results:
+            legacy = r.get("legacy_padded") or {}
+            rows.append({"model": label, "dataset": r["dataset"], "tokenizer": r["tokenizer"]["sha256"][:12],
+                         **{key: r[key] for key, _, _ in METRICS},
+                         "documents": r["documents"], "tokens": r["tokens"],
+                         "max_length": r["windowing"]["max_length"], "stride": r["windowing"]["stride"],
+                         "legacy_padded_perplexity": legacy.get("perplexity"),
+                         "legacy_padding_fraction": legacy.get("padding_fraction")})
+    return rows
+
+
+def _fmt(value, spec) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else format(value, spec)
+
+
+def matrix(rows, key, spec) -> str:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    cell = {(r["model"], r["dataset"]): r.get(key) for r in rows}
+    lines = ["| model | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join(_fmt(cell.get((m, d)), spec) for d in datasets) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(rows) -> str:
+    parts = []
+    for key, title, spec in METRICS:
+        parts += [f"### {title}", "", matrix(rows, key, spec), ""]
+    if any(r["legacy_padded_perplexity"] is not None for r in rows):
+        parts += ["### Legacy padded-512 perplexity (BioMamba 2024 protocol: padding scored; NOT comparable)",
+                  "", matrix(rows, "legacy_padded_perplexity", ".2f"), ""]
+    windows = sorted({(r["max_length"], r["stride"]) for r in rows})
+    tokenizers = sorted({(r["model"], r["tokenizer"]) for r in rows})
+    parts.append("Windows (max_length, stride): " + ", ".join(f"({a}, {b})" for a, b in windows)
+                 + ". Tokenizers (sha256 prefix): " + ", ".join(f"{m}: {t}" for m, t in tokenizers) + ".")
+    return "\n".join(parts) + "\n"
+
+
+def plot_bits_per_byte(rows, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    cell = {(r["model"], r["dataset"]): r["bits_per_byte"] for r in rows}
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets) * max(1, len(models) / 2)), 4.2))
+    for k, m in enumerate(models):
+        xs = [d + (k - (len(models) - 1) / 2) * width for d in range(len(datasets))]
+        ax.bar(xs, [cell.get((m, d), float("nan")) for d in datasets], width, label=m)
+    ax.set_xticks(range(len(datasets)))
+    ax.set_xticklabels(datasets)
+    ax.set_ylabel("bits per byte (lower is better)")
+    ax.set_title("eval-ppl: bits per byte by dataset")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    try:
+        rows = load_results(args.results)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.out or Path(args.results[0]).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    table = report_markdown(rows)
+    (out / "ppl_report.md").write_text(table)
+    (out / "ppl_report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot_bits_per_byte(rows, out / "ppl.png")
+    print(table)
+    print(f"wrote {out / 'ppl_report.md'}, {out / 'ppl_report.json'}, {out / 'ppl.png'}")
+    return 0

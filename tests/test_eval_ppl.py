@@ -1,0 +1,373 @@
+"""`biomamba eval-ppl`: the rolling protocol against direct transformers computations, pseudo-LL,
+metrics, data specs, bad inputs, the CLI's OUT.json and `report ppl`."""
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, GPT2Config, GPT2LMHeadModel,
+                          PreTrainedTokenizerFast)
+
+from biomamba import BioMambaConfig, BioMambaForCausalLM
+from biomamba.data.errors import DataError
+from eval import perplexity, report_ppl
+from eval.ppl_data import load_data, parse_spec
+from eval.ppl_legacy import legacy_padded
+from eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from eval.ppl_models import ModelSpecError, load_model
+from eval.ppl_protocol import causal_document_scores, rolling_windows
+from eval.pseudo_ppl import masked_rows, pseudo_document_scores
+
+CORPUS = [
+    "Patients with type 2 diabetes were randomised to metformin or placebo.",
+    "The aim of this study was to assess renal function in elderly patients.",
+    "Results: mortality fell by 12% (95% CI 4-20) over two years of follow-up.",
+    "Conclusions: early treatment improves outcomes in acute myocardial infarction.",
+    "Méthodes: une étude de cohorte rétrospective a été menée chez 340 patients.",
+]
+SHORT = "Aspirin reduces fever."
+LONG = " ".join(CORPUS)  # many windows at max_length 16
+
+
+def bpe_tokenizer(path):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(path)
+    return fast
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gpt2")
+    tok = bpe_tokenizer(path)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mamba_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mamba")
+    tok = bpe_tokenizer(path)
+    torch.manual_seed(0)
+    config = BioMambaConfig.from_preset("debug", vocab_size=len(tok), d_state=5, eos_token_id=0,
+                                        bos_token_id=0, pad_token_id=0)
+    BioMambaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bert")
+    words = sorted({w.strip(".,:()%").lower() for text in CORPUS + [SHORT] for w in text.split()} - {""})
+    chars = sorted({c for text in CORPUS + [SHORT] for c in text.lower() if not c.isspace()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars] + words
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- direct references
+
+def lm_eval_rolling_windows(token_list, prefix_token, max_seq_len, context_len):
+    """lm-eval-harness utils.get_rolling_token_windows + make_disjoint_window, as published."""
+    pred_len = max_seq_len - context_len + 1
+    predicted = 0
+    first_seq_len = min(max_seq_len, len(token_list))
+    windows = [([prefix_token] + token_list[: first_seq_len - 1], token_list[:first_seq_len])]
+    predicted += first_seq_len
+    while predicted < len(token_list):
+        window_pred_len = min(len(token_list) - predicted, pred_len)
+        window_end = predicted + window_pred_len
+        windows.append((token_list[window_end - max_seq_len - 1: window_end - 1],
+                        token_list[window_end - window_pred_len: window_end]))
+        predicted += window_pred_len
+    return [(a[: len(a) - (len(b) - 1)], b) for a, b in windows]
+
+
+@torch.no_grad()
+def direct_rolling_loglik(model, tokenizer, text, max_length, stride=None):
+    """HFLM._loglikelihood_tokens for each rolling window, one unpadded forward each."""
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    total = 0.0
+    for context, continuation in lm_eval_rolling_windows(tokens, prefix, max_length,
+                                                         max_length - (stride or max_length) + 1):
+        inp = (context + continuation)[-(max_length + 1):][:-1]
+        logits = model(torch.tensor([inp])).logits[0].double().log_softmax(-1)[-len(continuation):]
+        total += logits.gather(-1, torch.tensor(continuation)[:, None]).sum().item()
+    return total, len(tokens)
+
+
+def ours(model_dir, texts, max_length, stride=None, batch_size=3):
+    loaded, _ = load_model(model_dir)
+    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    prefix = loaded.tokenizer.bos_token_id
+    return causal_document_scores(loaded.model, token_lists, prefix, max_length, stride, batch_size), loaded
+
+
+# ----------------------------------------------------------------------------- the rolling protocol
+
+@pytest.mark.parametrize("n,max_length,stride", [(1, 4, None), (4, 4, None), (5, 4, None), (23, 5, None),
+                                                 (23, 5, 2), (23, 5, 1), (30, 7, 7)])
+def test_rolling_windows_score_every_token_once(n, max_length, stride):
+    tokens = list(range(100, 100 + n))
+    windows = rolling_windows(tokens, 0, max_length, stride)
+    scored = [t for w in windows for t in w.targets[len(w.targets) - w.n_scored:]]
+    assert scored == tokens  # each token exactly once, in order
+    for w in windows:
+        assert len(w.input_ids) == len(w.targets) <= max_length
+        assert w.input_ids[1:] == w.targets[:-1]  # inputs are the targets shifted by one
+        assert w.n_scored <= (stride or max_length) or w is windows[0]
+    assert windows[0].input_ids[0] == 0  # the first window is conditioned on the prefix token
+    for w in windows[1:]:
+        assert len(w.input_ids) == max_length  # later windows see max_length tokens of context
+    expected = lm_eval_rolling_windows(tokens, 0, max_length, max_length - (stride or max_length) + 1)
+    assert [w.targets[len(w.targets) - w.n_scored:] for w in windows] == [b for _, b in expected]
+
+
+def test_bad_windowing_is_an_error():
+    with pytest.raises(ValueError, match="--stride"):
+        rolling_windows([1, 2, 3], 0, 4, stride=5)
+    with pytest.raises(ValueError, match="--max-length"):
+        rolling_windows([1, 2, 3], 0, 0)
+
+
+@pytest.mark.parametrize("max_length,stride", [(512, None), (16, None), (16, 5)])
+def test_gpt2_equals_direct_transformers_computation(gpt2_dir, max_length, stride):
+    texts = [SHORT, LONG, CORPUS[2]]
+    sums, loaded = ours(gpt2_dir, texts, max_length, stride)
+    for text, got in zip(texts, sums):
+        want, n = direct_rolling_loglik(loaded.model, loaded.tokenizer, text, max_length, stride)
+        assert got == pytest.approx(want, rel=1e-5)
+    assert len(loaded.tokenizer(LONG)["input_ids"]) > 3 * 16  # LONG really is multi-window
+
+
+@pytest.mark.parametrize("max_length,stride", [(1024, None), (16, None), (16, 3)])
+def test_biomamba_equals_direct_computation(mamba_dir, max_length, stride):
+    texts = [SHORT, LONG, CORPUS[4]]
+    sums, loaded = ours(mamba_dir, texts, max_length, stride)
+    for text, got in zip(texts, sums):
+        want, _ = direct_rolling_loglik(loaded.model, loaded.tokenizer, text, max_length, stride)
+        assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_mamba_one_pass_equals_windowed_path(mamba_dir):
+    """A document that fits is one forward over the whole document; batched with right padding
+    beside shorter documents it gives the numbers of scoring its windows one by one, unpadded."""
+    texts = [LONG, SHORT, CORPUS[0], CORPUS[3]]
+    loaded, _ = load_model(mamba_dir)
+    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    n = len(token_lists[0])
+    one_pass = causal_document_scores(loaded.model, token_lists, 0, n, None, batch_size=4)
+    assert len(rolling_windows(token_lists[0], 0, n)) == 1
+    one_by_one = causal_document_scores(loaded.model, token_lists, 0, n, None, batch_size=1)
+    np.testing.assert_allclose(one_pass, one_by_one, rtol=1e-5)
+    # the whole document in one pass = prefix pass + the recurrent state stepped over the rest
+    ids = torch.tensor([[0] + token_lists[0][:-1]])
+    full = loaded.model(ids).logits
+    with torch.no_grad():
+        out = loaded.model(ids[:, :10], use_cache=True)
+        steps = [out.logits]
+        for t in range(10, ids.shape[1]):
+            out = loaded.model(ids[:, t:t + 1], cache_params=out.cache_params, use_cache=True)
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- pseudo-log-likelihood
+
+@torch.no_grad()
+def direct_pll(model, tokenizer, text):
+    ids = tokenizer(text)["input_ids"]  # [CLS] ... [SEP]
+    total = 0.0
+    for i in range(1, len(ids) - 1):
+        masked = list(ids)
+        masked[i] = tokenizer.mask_token_id
+        logp = model(torch.tensor([masked])).logits[0, i].double().log_softmax(-1)
+        total += logp[ids[i]].item()
+    return total
+
+
+def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
+    loaded, _ = load_model(bert_dir)
+    assert loaded.scoring == "masked"
+    texts = [SHORT, CORPUS[0], CORPUS[2]]
+    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    sums = pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, 64, None, batch_size=7)
+    for text, got in zip(texts, sums):
+        assert got == pytest.approx(direct_pll(loaded.model, loaded.tokenizer, text), rel=1e-5)
+
+
+@pytest.mark.parametrize("stride", [None, 3])
+def test_pseudo_windows_mask_every_token_once(bert_dir, stride):
+    loaded, _ = load_model(bert_dir)
+    tokens = perplexity.encode(loaded.tokenizer, [LONG])[0]
+    rows = masked_rows(tokens, loaded.tokenizer, 12, stride)
+    assert [r.target for r in rows] == tokens
+    for r in rows:
+        assert len(r.input_ids) <= 12 and r.input_ids[r.position] == loaded.tokenizer.mask_token_id
+        assert r.input_ids[0] == loaded.tokenizer.cls_token_id and r.input_ids[-1] == loaded.tokenizer.sep_token_id
+
+
+# ----------------------------------------------------------------------------- metrics and legacy
+
+def test_metric_definitions():
+    assert count_words("a  b\nc\td") == 4 and count_words(" a") == 2  # re.split(r"\s+", doc), as lm-eval
+    assert count_bytes("é1") == 3
+    m = perplexity_metrics(-20.0, tokens=10, words=5, n_bytes=40)
+    assert m["token_perplexity"] == pytest.approx(math.exp(2.0))
+    assert m["word_perplexity"] == pytest.approx(math.exp(4.0))
+    assert m["byte_perplexity"] == pytest.approx(math.exp(0.5))
+    assert m["bits_per_byte"] == pytest.approx(0.5 / math.log(2))
+
+
+def test_legacy_padded_scores_padding_like_the_2024_code(gpt2_dir):
+    loaded, _ = load_model(gpt2_dir)
+    texts = [SHORT, LONG]
+    got = legacy_padded(loaded.model, loaded.tokenizer, texts, batch_size=1)
+    enc = loaded.tokenizer(texts, padding="max_length", max_length=512, truncation=True, return_tensors="pt")
+    with torch.no_grad():  # labels = input_ids: transformers' own mean loss, padding included
+        want = loaded.model(input_ids=enc["input_ids"], labels=enc["input_ids"]).loss.item()
+    assert got["mean_loss"] == pytest.approx(want, rel=1e-5)
+    assert got["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+    assert got["scored_positions"] == 2 * 511 and got["padding_fraction"] > 0.5
+
+
+# ----------------------------------------------------------------------------- data specs
+
+def bioasq_file(path):
+    path.write_text(json.dumps({"questions": [
+        {"id": "q1", "body": "Is aspirin an NSAID?", "type": "yesno", "exact_answer": "yes",
+         "ideal_answer": ["Yes, aspirin is an NSAID."], "documents": ["http://www.ncbi.nlm.nih.gov/pubmed/1"],
+         "snippets": [{"document": "http://www.ncbi.nlm.nih.gov/pubmed/1", "text": "Aspirin is an NSAID."},
+                      {"document": "http://www.ncbi.nlm.nih.gov/pubmed/2", "text": "  "}]},
+        {"id": "q2", "body": "What does metformin treat?", "type": "summary",
+         "ideal_answer": "Type 2 diabetes.", "documents": ["3"],
+         "snippets": [{"document": "3", "text": "Metformin treats type 2 diabetes."}]}]}))
+    return path
+
+
+def test_bioasq_text_selection(tmp_path):
+    path = bioasq_file(tmp_path / "BioASQ-b.json")
+    data = load_data(f"bioasq:{path}")
+    assert data.texts == ["Aspirin is an NSAID.", "Yes, aspirin is an NSAID.",
+                          "Metformin treats type 2 diabetes.", "Type 2 diabetes."]
+    assert data.skipped_empty == 1 and data.name == "BioASQ-b-snippets+ideal"
+    assert load_data(f"bioasq:{path}:questions").texts == ["Is aspirin an NSAID?", "What does metformin treat?"]
+    assert load_data(f"bioasq:{path}:ideal").texts == ["Yes, aspirin is an NSAID.", "Type 2 diabetes."]
+    assert load_data(str(path)).texts == data.texts  # *.json is inferred as BioASQ
+    with pytest.raises(DataError, match="unknown BioASQ text part"):
+        load_data(f"bioasq:{path}:answers")
+
+
+def test_prepared_split_uses_the_training_text(tmp_path):
+    from biomamba.data.documents import document_text
+    docs = [{"pmid": "1", "title": "T1", "abstract": "A1", "split": "val", "excluded": False},
+            {"pmid": "2", "title": "T2", "abstract": "", "split": "val", "excluded": False},
+            {"pmid": "3", "title": "T3", "abstract": "A3", "split": "train", "excluded": False},
+            {"pmid": "4", "title": "T4", "abstract": "A4", "split": "val", "excluded": True},
+            {"pmid": "5", "title": "T5", "abstract": "A5", "split": "test", "excluded": False}]
+    (tmp_path / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    val = load_data(str(tmp_path))
+    assert val.name == "pubmed-val" and val.texts == [document_text(docs[0]), document_text(docs[1])]
+    assert val.texts[0] == "T1\nA1"
+    assert load_data(f"prepared:{tmp_path}:test").texts == ["T5\nA5"]
+
+
+def test_text_and_jsonl_specs(tmp_path):
+    (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
+    assert load_data(f"text:{tmp_path / 'a.txt'}").texts == ["first doc\nline two", "second doc"]
+    (tmp_path / "b.jsonl").write_text('{"text": "x y"}\n\n{"text": "z", "other": 1}\n')
+    assert load_data(str(tmp_path / "b.jsonl")).texts == ["x y", "z"]
+    (tmp_path / "c.jsonl").write_text('{"body": "x y"}\n')
+    assert load_data(f"jsonl:{tmp_path / 'c.jsonl'}:body").texts == ["x y"]
+    assert parse_spec("prepared:d:test")[::2] == ("prepared", "test")
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, gpt2_dir):
+    with pytest.raises(DataError, match="no such file"):
+        load_data(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "empty.jsonl").write_text('{"text": "ok"}\n{"text": "   "}\n')
+    with pytest.raises(DataError, match=r"empty.jsonl:2: empty document"):
+        load_data(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
+        load_data(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a BioASQ task B JSON"):
+        load_data(str(tmp_path / "bad.json"))
+    (tmp_path / "blank.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="no documents"):
+        load_data(str(tmp_path / "blank.txt"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((gpt2_dir / "config.json").read_text())
+    with pytest.raises(ModelSpecError, match=r"bare: no tokenizer files .*--tokenizer"):
+        load_model(bare)
+    with pytest.raises(ModelSpecError, match="no such model directory"):
+        load_model(tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- CLI and report
+
+def cli(argv):
+    parser = argparse.ArgumentParser()
+    perplexity.add_arguments(parser)
+    return perplexity.run(parser.parse_args(argv))
+
+
+def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
+    (tmp_path / "docs.txt").write_text(f"{SHORT}\n\n{LONG}\n")
+    bioasq = bioasq_file(tmp_path / "bioasq.json")
+    out = tmp_path / "gpt2.json"
+    assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "docs.txt"), "--data", f"bioasq:{bioasq}",
+                "--out", str(out), "--max-length", "16", "--legacy-padded", "--no-progress"]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["model"]["family"] == "transformers" and payload["protocol"]["name"] == "loglikelihood_rolling"
+    docs, qa = payload["results"]
+    assert [docs["dataset"], qa["dataset"]] == ["docs", "bioasq-snippets+ideal"]
+    loaded, _ = load_model(gpt2_dir)
+    want = sum(direct_rolling_loglik(loaded.model, loaded.tokenizer, t, 16)[0] for t in [SHORT, LONG])
+    assert docs["sum_logprob"] == pytest.approx(want, rel=1e-5)
+    assert docs["words"] == count_words(SHORT) + count_words(LONG)
+    assert docs["bytes"] == count_bytes(SHORT) + count_bytes(LONG)
+    assert docs["bits_per_byte"] == pytest.approx(-want / docs["bytes"] / math.log(2), rel=1e-6)
+    assert docs["tokenizer"]["sha256"] and docs["windowing"] == {"name": "loglikelihood_rolling",
+                                                                 "max_length": 16, "stride": 16}
+    assert docs["legacy_padded"]["perplexity"] > 0 and "padding scored" in docs["legacy_padded"]["protocol"]
+    assert cli(["--model", str(mamba_dir), "--data", str(tmp_path / "docs.txt"), "--out",
+                str(tmp_path / "mamba.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "mamba.json").read_text())["protocol"]["max_length"] == 1024
+    capsys.readouterr()
+    args = argparse.Namespace(results=[str(out), str(tmp_path / "mamba.json")], out=str(tmp_path / "rep"))
+    assert report_ppl.run(args) == 0
+    md = (tmp_path / "rep" / "ppl_report.md").read_text()
+    assert md.index("Bits per byte") < md.index("Word perplexity") < md.index("Token perplexity")
+    assert "Legacy padded-512" in md and f"{docs['bits_per_byte']:.4f}" in md
+    assert (tmp_path / "rep" / "ppl.png").stat().st_size > 1000
+
+
+def test_cli_errors_are_one_line(tmp_path, gpt2_dir, capsys):
+    assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o.json")]) == 1
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
+    (tmp_path / "d.txt").write_text("hello\n")
+    assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "d.txt"), "--out", str(tmp_path / "o.json"),
+                "--max-length", "8", "--stride", "9"]) == 1
+    assert "--stride" in capsys.readouterr().err
