@@ -1,0 +1,133 @@
+"""Forward+backward time of the selective scan on CPU: our "cpu" kernel against pure PyTorch.
+
+    python bench/scan.py                  # the full table (a few minutes on 2 cores)
+    python bench/scan.py --quick          # one repetition, small time box
+
+Compared, at fp32 with mamba's options (D, z, delta_bias, softplus; B/C variable (b, n, l)):
+    cpu           biomamba's C++ kernel (kernels/cpu)
+    torch         biomamba's chunked PyTorch scan with a hand-written backward
+    transformers  transformers' slow path `mamba_selective_scan` (sequential loop, autograd);
+                  its backward is quadratic in L, so it runs only up to L = 1024 and is time-boxed:
+                  a length is skipped once a shorter one of the same shape family took longer
+                  than --hf-budget seconds
+    mambapy       transformers' path with use_mambapy=True (parallel scan), only if importable
+Each entry is the best of --reps runs after a warm-up (transformers: one run, no warm-up), the best because other
+processes may share the cores (the load average is printed first); ratios are that backend's time
+over cpu's. Not a test: nothing is asserted.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from biomamba import ops  # noqa: E402
+
+SHAPES = [  # (label, batch, d_inner, d_state, length)
+    ("mamba-130m layer", 1, 1536, 16, 256),
+    ("mamba-130m layer", 1, 1536, 16, 1024),
+    ("mamba-130m layer", 1, 1536, 16, 2048),
+    ("tiny-model train", 4, 512, 16, 256),
+    ("tiny-model train", 4, 512, 16, 1024),
+]
+
+
+def scan_inputs(batch, dim, n, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, dim, length, generator=g)
+    delta = torch.randn(batch, dim, length, generator=g) * 0.5 - 1.0
+    A = -torch.arange(1, n + 1, dtype=torch.float32).repeat(dim, 1)  # S4D-real init, as in Mamba
+    B = torch.randn(batch, n, length, generator=g)
+    C = torch.randn(batch, n, length, generator=g)
+    D = torch.ones(dim)
+    z = torch.randn(batch, dim, length, generator=g)
+    delta_bias = torch.randn(dim, generator=g) * 0.5
+    return [u, delta, A, B, C, D, z, delta_bias]
+
+
+def make_scan(name):
+    if name in ("cpu", "torch"):
+        return lambda *args: ops.selective_scan(*args, delta_softplus=True, backend=name)
+    from transformers.models.mamba.modeling_mamba import mamba_selective_scan
+    if name == "transformers":
+        return lambda *args: mamba_selective_scan(*args, delta_softplus=True)
+    return lambda *args: mamba_selective_scan(*args, delta_softplus=True, use_mambapy=True)
+
+
+def fwd_bwd_seconds(scan, leaves):
+    """Wall time (s) of one forward + backward of out.sum()."""
+    for t in leaves:
+        t.grad = None
+    start = time.perf_counter()
+    scan(*leaves).sum().backward()
+    return time.perf_counter() - start
+
+
+def best_times(names, tensors, reps, warmup=1):
+    """Best of `reps` runs per backend after `warmup` runs, the backends taking turns run by run
+    so that a burst of load from other processes hits all of them alike."""
+    scans = {name: make_scan(name) for name in names}
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    best = {}
+    for rep in range(warmup + reps):
+        for name in names:
+            elapsed = fwd_bwd_seconds(scans[name], leaves)
+            if rep >= warmup:
+                best[name] = min(best.get(name, float("inf")), elapsed)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--hf-budget", type=float, default=30.0,
+                        help="skip longer transformers runs once one took this many seconds")
+    parser.add_argument("--quick", action="store_true", help="one repetition, 5 s time box")
+    args = parser.parse_args()
+    reps, budget = (1, 5.0) if args.quick else (args.reps, args.hf_budget)
+
+    names = ["cpu", "torch", "transformers"]
+    if importlib.util.find_spec("mambapy") is not None:
+        names.append("mambapy")
+    t0 = time.perf_counter()
+    ops.selective_scan(*scan_inputs(1, 2, 2, 3), backend="cpu")  # build/load the extension
+    print(f"load average {os.getloadavg()[0]:.1f} (other processes on these cores inflate every time); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"cpu extension ready in {time.perf_counter() - t0:.1f} s; mambapy "
+          f"{'found' if 'mambapy' in names else 'not installed'}")
+    print("forward+backward, fp32, D/z/delta_bias/softplus, variable B/C; ms (ratio = time / cpu)")
+    header = f"{'shape':<18}{'b':>3}{'d':>6}{'n':>4}{'L':>6}" + "".join(f"{n:>22}" for n in names)
+    print(header)
+    print("-" * len(header))
+    slow = set()  # (backend, shape label) pairs that exceeded the time box
+    for label, batch, dim, n, length in SHAPES:
+        tensors = scan_inputs(batch, dim, n, length)
+        fast = [name for name in names if name != "transformers"]
+        times = best_times(fast, tensors, reps)
+        if ("transformers", label) not in slow and length <= 1024:
+            times.update(best_times(["transformers"], tensors, 1, warmup=0))  # no build step
+            if times["transformers"] > budget:
+                slow.add(("transformers", label))
+        cells = []
+        for name in names:
+            if name not in times:
+                cells.append(f"{'skipped (L cap/box)':>22}")
+            elif name == "cpu":
+                cells.append(f"{times[name] * 1e3:>14.1f}        ")
+            else:
+                cells.append(f"{times[name] * 1e3:>14.1f} ({times[name] / times['cpu']:>5.1f}x)")
+        print(f"{label:<18}{batch:>3}{dim:>6}{n:>4}{length:>6}" + "".join(cells), flush=True)
+        if (batch, dim, length) == (4, 512, 256):
+            tiny = times["cpu"]
+    # The 3.8M-parameter model has 4 layers; transformers trains it at ~70 tokens/s here.
+    print(f"\ntiny model, B=4 L=256: 4 layers x {tiny * 1e3:.1f} ms = {4 * tiny * 1e3:.0f} ms of scan "
+          f"per step, a ceiling of {4 * 256 / (4 * tiny):,.0f} tokens/s from the scan alone "
+          f"(goal: 50 x 70 = 3,500 tokens/s end to end)")
+
+
+if __name__ == "__main__":
+    main()

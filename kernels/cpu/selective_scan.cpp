@@ -1,0 +1,252 @@
+// Python binding of the CPU selective scan: argument checks, dtype/state-size dispatch, threading.
+//
+// Called only from biomamba/kernels_cpu.py, which converts inputs to the compute dtype (float32
+// or float64), makes them contiguous and puts a variable B/C in time-major (b, g, l, n) layout;
+// the checks here guard that contract with messages naming the argument.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <type_traits>
+#include <vector>
+
+#include "scan_kernel.h"
+
+namespace biomamba_cpu {
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+void check_tensor(const Tensor& t, const char* name, const Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu(), "selective_scan (cpu): ", name, " must be a CPU tensor, got ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "selective_scan (cpu): ", name,
+              " must have dtype ", like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), "selective_scan (cpu): ", name, " must be contiguous");
+}
+
+void check_shape(const Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, "selective_scan (cpu): ", name, " must have shape ", shape,
+              ", got ", t.sizes());
+}
+
+// B or C: constant (d, n) or time-major variable (b, g, l, n) with g dividing d.
+void check_bc(const Tensor& X, const char* name, const Tensor& u, int64_t n) {
+  check_tensor(X, name, u);
+  const int64_t b = u.size(0), d = u.size(1), l = u.size(2);
+  if (X.dim() == 2) {
+    check_shape(X, name, {d, n});
+    return;
+  }
+  TORCH_CHECK(X.dim() == 4, "selective_scan (cpu): ", name,
+              " must be (d, n) or time-major (b, g, l, n), got ", X.sizes());
+  TORCH_CHECK(X.size(1) > 0 && d % X.size(1) == 0, "selective_scan (cpu): groups of ", name, " (",
+              X.size(1), ") must divide d (", d, ")");
+  check_shape(X, name, {b, X.size(1), l, n});
+}
+
+void check_optional(const optional<Tensor>& t, const char* name, const Tensor& u,
+                    at::IntArrayRef shape) {
+  if (!t.has_value()) return;
+  check_tensor(*t, name, u);
+  check_shape(*t, name, shape);
+}
+
+template <typename T>
+const T* ptr_or_null(const optional<Tensor>& t) {
+  return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+ScanArgs<T> make_args(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                      const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
+                      const optional<Tensor>& delta_bias, bool softplus, T* chunk_states) {
+  ScanArgs<T> a;
+  a.batch = u.size(0);
+  a.dim = u.size(1);
+  a.len = u.size(2);
+  a.dstate = A.size(1);
+  a.nchunks = (a.len + kChunk - 1) / kChunk;
+  a.u = u.data_ptr<T>();
+  a.delta = delta.data_ptr<T>();
+  a.A = A.data_ptr<T>();
+  a.B = B.data_ptr<T>();
+  a.C = C.data_ptr<T>();
+  a.D = ptr_or_null<T>(D);
+  a.z = ptr_or_null<T>(z);
+  a.delta_bias = ptr_or_null<T>(delta_bias);
+  a.B_var = B.dim() == 4;
+  a.C_var = C.dim() == 4;
+  a.B_groups = a.B_var ? B.size(1) : 1;
+  a.C_groups = a.C_var ? C.size(1) : 1;
+  a.softplus = softplus;
+  a.chunk_states = chunk_states;
+  return a;
+}
+
+template <int kN, int W>
+struct Shape {
+  static constexpr int n = kN, lanes = W;
+};
+
+// Calls f(Shape<kN, W>) with the state size compiled in when it is a common one (the state then
+// lives in registers) and W = 4 float lanes when n allows; else kN = 0 (runtime n <= kMaxState),
+// with 4 lanes for a float n divisible by 4 and scalar lanes otherwise. double uses scalar lanes.
+template <typename T, typename F>
+void dispatch_state(int64_t n, const F& f) {
+  if constexpr (std::is_same_v<T, float>) {
+    switch (n) {
+      case 4: return f(Shape<4, 4>{});
+      case 8: return f(Shape<8, 4>{});
+      case 16: return f(Shape<16, 4>{});
+      case 32: return f(Shape<32, 4>{});
+      case 64: return f(Shape<64, 4>{});
+    }
+    if (n % 4 == 0) return f(Shape<0, 4>{});
+  } else if (n == 16) {  // a compiled-in n, checked in float64 too
+    return f(Shape<16, 1>{});
+  }
+  f(Shape<0, 1>{});
+}
+
+// Runs f(unit) for every unit in [0, units) on torch's intra-op threads, handing units out one at
+// a time: the cores are often shared, and a static split would wait for the slowest thread.
+template <typename F>
+void parallel_units(int64_t units, const F& f) {
+  std::atomic<int64_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), units);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t unit = next.fetch_add(1); unit < units; unit = next.fetch_add(1)) f(unit);
+  });
+}
+
+constexpr int64_t kRowsPerUnit = 8;  // forward rows handed out together
+
+void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                  const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
+                  const optional<Tensor>& delta_bias) {
+  TORCH_CHECK(u.dim() == 3, "selective_scan (cpu): u must be (b, d, l), got ", u.sizes());
+  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
+              "selective_scan (cpu): the kernel computes in float32 or float64, got u of dtype ",
+              u.scalar_type());
+  check_tensor(u, "u", u);
+  check_tensor(delta, "delta", u);
+  check_shape(delta, "delta", u.sizes());
+  check_tensor(A, "A", u);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == u.size(1), "selective_scan (cpu): A must be (d, n) with d = ",
+              u.size(1), ", got ", A.sizes());
+  const int64_t n = A.size(1);
+  TORCH_CHECK(n >= 1 && n <= kMaxState, "selective_scan (cpu): state size n = ", n,
+              " must be in [1, ", kMaxState, "]");
+  check_bc(B, "B", u, n);
+  check_bc(C, "C", u, n);
+  check_optional(D, "D", u, {u.size(1)});
+  check_optional(z, "z", u, u.sizes());
+  check_optional(delta_bias, "delta_bias", u, {u.size(1)});
+}
+
+// Returns (out (b, d, l), last_state (b, d, n), chunk_states (b, d, ceil(l / kChunk), n) or empty).
+std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                 const Tensor& B, const Tensor& C, const optional<Tensor>& D,
+                                 const optional<Tensor>& z, const optional<Tensor>& delta_bias,
+                                 bool softplus, bool save_states) {
+  check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
+  const int64_t nchunks = (len + kChunk - 1) / kChunk;
+  Tensor out = at::empty_like(u);
+  Tensor last = at::empty({batch, dim, n}, u.options());
+  Tensor states = save_states ? at::empty({batch, dim, nchunks, n}, u.options())
+                              : at::empty({0}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_forward", [&] {
+    const auto a = make_args<scalar_t>(u, delta, A, B, C, D, z, delta_bias, softplus,
+                                       save_states ? states.data_ptr<scalar_t>() : nullptr);
+    const ForwardOut<scalar_t> o{out.data_ptr<scalar_t>(), last.data_ptr<scalar_t>()};
+    dispatch_state<scalar_t>(n, [&](auto shape) {
+      using S = decltype(shape);
+      const int64_t rows = batch * dim;
+      parallel_units((rows + kRowsPerUnit - 1) / kRowsPerUnit, [&](int64_t unit) {
+        const int64_t end = std::min(rows, (unit + 1) * kRowsPerUnit);
+        for (int64_t r = unit * kRowsPerUnit; r < end; ++r) {
+          forward_row<scalar_t, S::n, S::lanes>(a, o, r / dim, r % dim);
+        }
+      });
+    });
+  });
+  return {out, last, states};
+}
+
+// Channel ranges per batch element: enough units of work to balance threads on shared cores
+// (each part of a variable B/C costs a (l, n) partial gradient, summed afterwards).
+int64_t choose_parts(int64_t batch, int64_t dim) {
+  const int64_t units = 8 * static_cast<int64_t>(at::get_num_threads());
+  return std::max<int64_t>(1, std::min<int64_t>(dim, (units + batch - 1) / batch));
+}
+
+// Returns (gu, gdelta, gz or empty, gA (b, d, n), gD (b, d), gbias (b, d), gB, gC); the per-batch
+// partials of gA, gD, gbias and of a constant B/C ((b, d, n)) are summed by the caller, as are
+// those of a variable B/C ((b, parts, g, l, n), summed over parts).
+std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                  const Tensor& B, const Tensor& C, const optional<Tensor>& D,
+                                  const optional<Tensor>& z, const optional<Tensor>& delta_bias,
+                                  bool softplus, const Tensor& chunk_states,
+                                  const Tensor& grad_out, const optional<Tensor>& grad_last) {
+  check_inputs(u, delta, A, B, C, D, z, delta_bias);
+  const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
+  const int64_t nchunks = (len + kChunk - 1) / kChunk;
+  check_tensor(chunk_states, "chunk_states", u);
+  check_shape(chunk_states, "chunk_states", {batch, dim, nchunks, n});
+  check_tensor(grad_out, "grad_out", u);
+  check_shape(grad_out, "grad_out", u.sizes());
+  check_optional(grad_last, "grad_last", u, {batch, dim, n});
+  const int64_t parts = choose_parts(batch, dim);
+  auto bc_grad = [&](const Tensor& X) {
+    return X.dim() == 2 ? at::empty({batch, dim, n}, u.options())
+                        : at::zeros({batch, parts, X.size(1), len, n}, u.options());
+  };
+  Tensor gu = at::empty_like(u), gdelta = at::empty_like(u);
+  Tensor gz = z.has_value() ? at::empty_like(u) : Tensor();
+  Tensor gA = at::empty({batch, dim, n}, u.options());
+  Tensor gD = at::empty({batch, dim}, u.options()), gbias = at::empty({batch, dim}, u.options());
+  Tensor gB = bc_grad(B), gC = bc_grad(C);
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
+    using T = scalar_t;
+    const auto a = make_args<T>(u, delta, A, B, C, D, z, delta_bias, softplus,
+                                chunk_states.data_ptr<T>());
+    BackwardArgs<T> g;
+    g.grad_out = grad_out.data_ptr<T>();
+    g.grad_last = ptr_or_null<T>(grad_last);
+    g.gu = gu.data_ptr<T>();
+    g.gdelta = gdelta.data_ptr<T>();
+    g.gz = z.has_value() ? gz.data_ptr<T>() : nullptr;
+    g.gA = gA.data_ptr<T>();
+    g.gD = gD.data_ptr<T>();
+    g.gbias = gbias.data_ptr<T>();
+    g.gB = gB.data_ptr<T>();
+    g.gC = gC.data_ptr<T>();
+    g.parts = parts;
+    dispatch_state<T>(n, [&](auto shape) {
+      using S = decltype(shape);
+      parallel_units(batch * parts, [&](int64_t unit) {
+        thread_local std::vector<T> scratch;
+        scratch.resize(static_cast<size_t>(2 * kChunk * n));
+        const ChunkBuffers<T> buf{scratch.data(), scratch.data() + kChunk * n};
+        const int64_t b = unit / parts, part = unit % parts;
+        const int64_t c0 = part * dim / parts, c1 = (part + 1) * dim / parts;
+        for (int64_t c = c0; c < c1; ++c) backward_row<T, S::n, S::lanes>(a, g, b, c, part, buf);
+      });
+    });
+  });
+  return {gu, gdelta, gz, gA, gD, gbias, gB, gC};
+}
+
+}  // namespace
+}  // namespace biomamba_cpu
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "biomamba selective scan, CPU kernels (forward and chunk-recomputing backward)";
+  m.def("forward", &biomamba_cpu::scan_forward, "selective scan forward (cpu)");
+  m.def("backward", &biomamba_cpu::scan_backward, "selective scan backward (cpu)");
+  m.attr("CHUNK") = biomamba_cpu::kChunk;
+}
