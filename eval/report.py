@@ -10,6 +10,7 @@ import importlib
 KINDS = {
     "train": "eval.report_train",
     "ppl": "eval.report_ppl",
+    "finetune": "eval.report_finetune",
 }
 
 

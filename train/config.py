@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    arch: str = "mamba"  # mamba | transformer (GPT-NeoX, parameter count matched)
+    arch: str = "mamba"  # mamba | transformer (GPT-NeoX) | bert (masked LM); parameter counts matched
     preset: str = "tiny"  # a BioMambaConfig preset (biomamba/config.py)
     d_model: int | None = None  # overrides of the preset; None keeps the preset's value
     n_layer: int | None = None
@@ -87,7 +87,7 @@ class RunConfig:
 
 
 CHOICES = {
-    "model.arch": ("mamba", "transformer"),
+    "model.arch": ("mamba", "transformer", "bert"),
     "model.scan_backend": ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm"),
     "optim.schedule": ("cosine", "wsd", "constant"),
     "train.device": ("auto", "cpu", "cuda"),

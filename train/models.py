@@ -1,4 +1,4 @@
-"""Models the pretraining loop can build: BioMamba, and a GPT-NeoX transformer of matched size."""
+"""Models the pretraining loop can build: BioMamba, and a GPT-NeoX or a BERT (masked LM) of matched size."""
 import torch
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
@@ -48,6 +48,27 @@ def build_transformer(cfg, vocab_size: int, eos_id: int, target_params: int):
     return make(layers)
 
 
+def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
+    """A BertForMaskedLM at the Mamba's width, with the layer count that best matches its parameters.
+    No dropout, like the Mamba. vocab_size counts the [CLS]/[SEP]/[MASK] added by train/mlm.py."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    width = mamba_config(cfg.model, vocab_size, eos_id).d_model
+
+    def make(layers):
+        config = BertConfig(vocab_size=vocab_size, hidden_size=width, num_hidden_layers=layers,
+                            num_attention_heads=max(1, width // 64), intermediate_size=4 * width,
+                            max_position_embeddings=max(512, cfg.data.seq_len + 1), hidden_dropout_prob=0.0,
+                            attention_probs_dropout_prob=0.0, pad_token_id=eos_id, tie_word_embeddings=True)
+        return BertForMaskedLM(config)
+
+    with torch.device("meta"):
+        per_layer = count_parameters(make(2)) - count_parameters(make(1))
+        base = count_parameters(make(1)) - per_layer
+    layers = max(1, round((target_params - base) / per_layer))
+    return make(layers)
+
+
 def build_model(cfg, vocab_size: int, eos_id: int):
     torch.manual_seed(cfg.seed)
     mamba = build_mamba(cfg, vocab_size, eos_id)
@@ -56,4 +77,7 @@ def build_model(cfg, vocab_size: int, eos_id: int):
     if cfg.model.arch == "transformer":
         torch.manual_seed(cfg.seed)
         return build_transformer(cfg, vocab_size, eos_id, count_parameters(mamba))
-    raise ValueError(f"model.arch must be mamba or transformer, got {cfg.model.arch!r}")
+    if cfg.model.arch == "bert":
+        torch.manual_seed(cfg.seed)
+        return build_bert(cfg, vocab_size, eos_id, count_parameters(mamba))
+    raise ValueError(f"model.arch must be mamba, transformer or bert, got {cfg.model.arch!r}")

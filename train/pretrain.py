@@ -3,6 +3,7 @@
 Examples:
   biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny data.dir=data/pubmed
   biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-gpt model.arch=transformer
+  biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-bert model.arch=bert
   torchrun --nproc_per_node 2 -m biomamba pretrain --config configs/tiny-cpu.yaml --out runs/ddp
 
 Rerunning the same command on the same --out resumes from the latest complete checkpoint and
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import distributed
+from train import distributed, mlm
 from train.config import ConfigError, dump_yaml, load_config, to_dict
 from train.logger import RunLogger
 from train.loop import NonFiniteLoss, Task, Trainer
@@ -148,7 +149,9 @@ def resolved_backend(model, cfg, device) -> str:
 def pretrain(cfg, run_dir: Path) -> dict:
     device = distributed.setup(pick_device(cfg.train.device))
     manifest, tokenizer, train_tokens, val_tokens, byte_lengths = load_data(cfg.data.dir)
-    eos_id = tokenizer.eos_token_id
+    eos_id, base_vocab = tokenizer.eos_token_id, len(tokenizer)
+    if cfg.model.arch == "bert":  # masked LM: [CLS]/[SEP]/[MASK] added (train/mlm.py)
+        tokenizer = mlm.bert_tokenizer(tokenizer)
     model = build_model(cfg, len(tokenizer), eos_id).to(device)
     backend = resolved_backend(model, cfg, device)
     if cfg.model.arch == "mamba":
@@ -159,9 +162,13 @@ def pretrain(cfg, run_dir: Path) -> dict:
                 "tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
     batches = WindowBatches(train_tokens, cfg.data.seq_len, cfg.train.batch_size, cfg.train.grad_accum,
                             distributed.world_size(), distributed.rank(), cfg.seed)
-    evaluate = make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id)
-    task = Task(batches_for=batches.for_step, loss_fn=lm_loss, items_in=lambda b: b.numel(),
-                evaluate=evaluate)
+    if cfg.model.arch == "bert":
+        masked = mlm.MaskedBatches(batches, tokenizer, base_vocab, cfg.seed)
+        task = Task(batches_for=masked.for_step, loss_fn=mlm.mlm_loss, items_in=lambda b: b["input_ids"][:, 1:].numel(),
+                    evaluate=mlm.make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg))
+    else:
+        task = Task(batches_for=batches.for_step, loss_fn=lm_loss, items_in=lambda b: b.numel(),
+                    evaluate=make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id))
     wrapped = distributed.wrap(model, device)
     trainer = Trainer(wrapped, task, cfg, run_dir, logger=None, device=device)
     start = trainer.resume()

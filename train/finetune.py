@@ -1,0 +1,308 @@
+"""Fine-tune a BioMamba or a BERT-family model on a biomedical classification task, over seeds.
+
+  biomamba finetune --task TASK --model MODEL_DIR --out RUN_DIR [--seeds 1,2,3] [--config FILE] [key=value ...]
+
+Examples:
+  biomamba finetune --task sentence-roles --model demo_out/tiny/model --out runs/ft-mamba \\
+      --config configs/finetune-sentence-roles.yaml data.dir=demo_out/data
+  biomamba finetune --task sentence-roles --model demo_out/tiny-bert/model --out runs/ft-bert \\
+      --config configs/finetune-sentence-roles.yaml data.dir=demo_out/data
+  biomamba report finetune runs/ft-mamba runs/ft-bert
+
+MODEL: a Mamba checkpoint directory (a pretraining RUN_DIR/model, ours, HF MambaForCausalLM or
+state-spaces mamba_ssm) -> BioMambaForSequenceClassification (model.pooling=last|mean); any other
+directory (BioBERT, PubMedBERT, `biomamba pretrain model.arch=bert` RUN_DIR/model) ->
+AutoModelForSequenceClassification. Both get a fresh classifier head. model.lora=true adds LoRA
+adapters through peft (pip install peft).
+
+TASK:
+  sentence-roles          sentence -> abstract section; needs data.dir=PREPARED_DIR (biomamba prepare)
+  publication-types       title + abstract -> publication type; needs data.dir=PREPARED_DIR
+  bioasq-yesno:FILE.json  BioASQ task B yes/no: question + snippets -> yes/no
+  pubmedqa:FILE.json      PubMedQA {id: {QUESTION, CONTEXTS, final_decision}} -> yes/no/maybe
+  csv:FILE | jsonl:FILE   columns text, [text_pair], label, [split: train/val/test], [id]
+  hf:DIR                  a `datasets` save_to_disk dir (train / validation / test splits)
+Files without splits are split by a hash of the example id (data.val_fraction, data.test_fraction).
+
+Every model compared gets the same budget: the config's train.max_steps x train.batch_size and
+optim schedule. data.max_length (default 128) caps tokens per example; data.max_train_examples and
+data.max_eval_examples take a fixed subset (the same for all seeds and models) to keep CPU runs short.
+
+Each seed trains in RUN_DIR/seed_N (checkpoints, metrics.jsonl, W&B run `finetune/...`), evaluated on
+val every train.eval_every steps; the step with the best val macro-F1 is selected and its test
+scores kept. Rerunning the command resumes unfinished seeds and skips finished ones. Writes
+RUN_DIR/config.yaml, results.json (per seed val/test accuracy, macro-F1, weighted-F1, per-class
+report, wall time; mean and sample std over seeds) and results.md.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from train.config import ConfigError, load_config, to_dict
+from train.finetune_config import FinetuneConfig, check_finetune
+from train.finetune_models import ModelSpecError, build_classifier, collate, encode, load_tokenizer, model_kind
+from train.finetune_report import write_results
+from train.finetune_tasks import SPLITS, TaskError, load_task, subsample
+from train.logger import RunLogger
+from train.loop import NonFiniteLoss, Task, Trainer
+from train.models import count_parameters
+from train.pretrain import git_commit, pick_device, write_run_config
+
+
+def add_arguments(parser):
+    parser.add_argument("--task", help="TASK (see above); or `task:` in the config")
+    parser.add_argument("--model", help="model directory (see above); or `model.path:` in the config")
+    parser.add_argument("--out", required=True, help="run directory (unfinished seeds are resumed)")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the config's seeds)")
+    parser.add_argument("--config", help="YAML config (see configs/finetune-*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.max_steps=50 data.dir=DIR logging.wandb=false")
+
+
+def config_from_args(args) -> FinetuneConfig:
+    overrides = list(args.overrides)
+    if args.task:
+        overrides.append(f"task={json.dumps(args.task)}")
+    if args.model:
+        overrides.append(f"model.path={json.dumps(args.model)}")
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 1,2,3") from None
+        overrides.append(f"seeds={json.dumps(seeds)}")
+    cfg = load_config(args.config, overrides, schema=FinetuneConfig, check=check_finetune)
+    missing = [name for name, value in (("--task", cfg.task), ("--model", cfg.model.path)) if not value]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} required (or task: / model.path: in the config)")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- batches
+
+class ExampleBatches:
+    """Step s (1-based) takes examples [(s-1)*G, s*G) of an endless sequence of per-epoch
+    permutations drawn from (seed, epoch), G = batch_size * grad_accum: the batch is a function of
+    (seed, step), so a resumed run sees what an uninterrupted one would."""
+
+    def __init__(self, encoded, labels, batch_size, grad_accum, seed, pad_id):
+        self.encoded, self.labels = encoded, labels
+        self.batch_size, self.grad_accum, self.seed, self.pad_id = batch_size, grad_accum, seed, pad_id
+        self._epoch, self._perm = None, None
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.encoded))
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.encoded))
+            self._epoch = epoch
+        return int(self._perm[offset])
+
+    def for_step(self, step: int) -> list[dict]:
+        size = self.batch_size * self.grad_accum
+        chosen = [self._index(p) for p in range((step - 1) * size, step * size)]
+        return [collate([self.encoded[i] for i in part], [self.labels[i] for i in part], self.pad_id)
+                for part in (chosen[k:k + self.batch_size] for k in range(0, size, self.batch_size))]
+
+
+def classification_loss(model, batch):
+    device = next(model.parameters()).device
+    return model(**{k: v.to(device) for k, v in batch.items()}).loss
+
+
+@torch.no_grad()
+def predict(model, encoded, batch_size, pad_id) -> torch.Tensor:
+    """(n, num_labels) float logits; examples batched by length so little padding is computed."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    logits = [None] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        part = order[start:start + batch_size]
+        batch = collate([encoded[i] for i in part], None, pad_id)
+        out = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        for row, i in enumerate(part):
+            logits[i] = out[row]
+    return torch.stack(logits)
+
+
+def score(model, split, batch_size, pad_id, names) -> dict:
+    """Accuracy, macro/weighted F1, per-class report and mean cross-entropy of one split."""
+    logits = predict(model, split["encoded"], batch_size, pad_id)
+    labels = torch.tensor(split["labels"])
+    metrics = classification_metrics(labels.numpy(), logits.argmax(-1).numpy(), names)
+    metrics["loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
+    return metrics
+
+
+def summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in (*SUMMARY_KEYS, "loss") if k in metrics}
+
+
+# ----------------------------------------------------------------------------- model selection
+
+class Selection:
+    """Val scores at every evaluation and the test scores of the best one (by val macro-F1, the
+    earliest on ties), kept in seed_N/selection.json so that a resumed run selects as a straight one."""
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path = path
+        self.evals = []
+        if path.is_file():
+            self.evals = [e for e in json.loads(path.read_text())["evals"] if e["step"] <= resumed_step]
+
+    @property
+    def best(self) -> dict | None:
+        scored = [e for e in self.evals if e.get("test") is not None]
+        return max(scored, key=lambda e: (e["val"]["macro_f1"], -e["step"])) if scored else None
+
+    def is_better(self, val: dict) -> bool:
+        return self.best is None or val["macro_f1"] > self.best["val"]["macro_f1"]
+
+    def add(self, step, val, test):
+        self.evals.append({"step": step, "val": val, "test": test})
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"evals": self.evals}) + "\n")
+        tmp.replace(self.path)
+
+
+def make_evaluate(data, cfg, pad_id, names, selection, logger_ref):
+    batch_size = cfg.data.eval_batch_size
+
+    def evaluate(model, step):
+        val = score(model, data["val"], batch_size, pad_id, names)
+        test = None
+        if selection.is_better(val):
+            test = score(model, data["test"], batch_size, pad_id, names)
+            logger_ref[0].log({"step": step, "kind": "test", **{f"test_{k}": v for k, v in summary(test).items()},
+                               **{f"best_val_{k}": v for k, v in summary(val).items()}}, "finetune")
+        selection.add(step, val, test)
+        return {**summary(val), "best_macro_f1": selection.best["val"]["macro_f1"]}
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------- one seed
+
+def budget_fingerprint(cfg) -> dict:
+    """What must not change between a seed's runs for its results to stand (not seeds, logging)."""
+    d = to_dict(cfg)
+    return {k: d[k] for k in ("task", "model", "data", "optim", "train")}
+
+
+def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, resolved) -> dict:
+    seed_dir = run_dir / f"seed_{seed}"
+    done = seed_dir / "results.json"
+    if done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("budget") != budget_fingerprint(cfg):
+            raise ConfigError(f"{seed_dir} was trained with another config; use a new --out")
+        print(f"seed {seed}: already done ({done})", file=sys.stderr)
+        return previous
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    start_time = time.perf_counter()
+    torch.manual_seed(seed)
+    model = build_classifier(cfg.model.path, kind, labels, cfg).to(device)
+    if "parameters" not in resolved:
+        resolved["parameters"] = count_parameters(model)
+        resolved["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        write_run_config(run_dir, cfg, resolved)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = ExampleBatches(data["train"]["encoded"], data["train"]["labels"], cfg.train.batch_size,
+                             cfg.train.grad_accum, seed, pad_id)
+    logger_ref = [None]
+    task = Task(batches_for=batches.for_step, loss_fn=classification_loss, items_in=lambda b: len(b["labels"]),
+                evaluate=None, prefix="finetune")
+    trainer = Trainer(model, task, cfg, seed_dir, logger=None, device=device)
+    start = trainer.resume()
+    selection = Selection(seed_dir / "selection.json", start)
+    task.evaluate = make_evaluate(data, cfg, pad_id, labels, selection, logger_ref)
+    log_cfg = cfg.logging
+    log_cfg = type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
+                               "group": log_cfg.group or run_dir.name})
+    logger = RunLogger(seed_dir, {**to_dict(cfg), "seed": seed, "resolved": resolved}, log_cfg,
+                       cfg.train.max_steps, start)
+    trainer.logger = logger_ref[0] = logger
+    logger.write(f"seed {seed}: {kind} {resolved['parameters'] / 1e6:.2f}M parameters, "
+                 f"{len(batches.encoded):,} train examples" + (f"; resuming after step {start}" if start else ""))
+    try:
+        trainer.fit()
+        best = selection.best
+        result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
+                  "final_val": summary(selection.evals[-1]["val"]), "steps": trainer.step,
+                  "wall_s": time.perf_counter() - start_time, "resumed_from": start,
+                  "train_examples_per_s": trainer.items_seen / max(time.perf_counter() - start_time, 1e-9),
+                  "parameters": resolved["parameters"], "budget": budget_fingerprint(cfg)}
+        logger.close({f"finetune/test_{k}": v for k, v in summary(best["test"]).items()})
+    except BaseException:
+        logger.close()
+        raise
+    tmp = seed_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(done)
+    return result
+
+
+# ----------------------------------------------------------------------------- the run
+
+def prepare_data(cfg, tokenizer, kind):
+    task = load_task(cfg.task, cfg.data)
+    task = subsample(task, cfg.data.max_train_examples, cfg.data.max_eval_examples, cfg.data.subset_seed)
+    data = {split: {"encoded": encode(task.splits[split], tokenizer, kind, cfg.data.max_length),
+                    "labels": [e.label for e in task.splits[split]]} for split in SPLITS}
+    return task, data
+
+
+def finetune(cfg, run_dir: Path) -> dict:
+    device = torch.device(pick_device(cfg.train.device))
+    kind = model_kind(cfg.model.path)
+    tokenizer = load_tokenizer(cfg.model.path, kind, cfg)
+    task, data = prepare_data(cfg, tokenizer, kind)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {"model_kind": kind, "labels": task.labels, "task_source": task.source,
+                "examples": task.counts(), "git_commit": git_commit(), "device": str(device),
+                "mean_tokens": {s: float(np.mean([len(e["input_ids"]) for e in data[s]["encoded"]])) for s in SPLITS}}
+    write_run_config(run_dir, cfg, resolved)
+    per_seed = [train_seed(seed, cfg, data, tokenizer, kind, task.labels, run_dir, device, resolved)
+                for seed in cfg.seeds]
+    results = aggregate(cfg, task, per_seed, resolved)
+    write_results(run_dir, results)
+    return results
+
+
+def aggregate(cfg, task, per_seed, resolved) -> dict:
+    rows = [{k: r[k] for k in ("seed", "best_step", "val", "test", "wall_s", "steps")} for r in per_seed]
+    mean, std = {}, {}
+    for split in ("val", "test"):
+        mean[split], std[split] = summarise_seeds([r[split] for r in rows])
+    mean["wall_s"], std["wall_s"] = mean_std([r["wall_s"] for r in rows])
+    per_class = {name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
+    return {"task": cfg.task, "model": cfg.model.path, "model_kind": resolved["model_kind"],
+            "parameters": per_seed[0].get("parameters"), "seeds": list(cfg.seeds), "per_seed": rows,
+            "mean": mean, "std": std,
+            "per_class_test_f1": {n: {"mean": m, "std": s, "support": rows[0]["test"]["per_class"][n]["support"]}
+                                  for n, (m, s) in per_class.items()},
+            "examples": resolved["examples"], "labels": task.labels,
+            "budget": {"max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size * cfg.train.grad_accum,
+                       "lr": cfg.optim.lr, "schedule": cfg.optim.schedule, "max_length": cfg.data.max_length},
+            "std_definition": "sample standard deviation over seeds (ddof=1)"}
+
+
+def run(args) -> int:
+    try:
+        cfg = config_from_args(args)
+        results = finetune(cfg, Path(args.out))
+    except (ConfigError, NonFiniteLoss, TaskError, ModelSpecError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    m, s = results["mean"]["test"], results["std"]["test"]
+    print(f"{results['task']} / {results['model']}: test accuracy {m['accuracy']:.4f} +- {s['accuracy']:.4f}, "
+          f"macro-F1 {m['macro_f1']:.4f} +- {s['macro_f1']:.4f} over seeds {results['seeds']}; "
+          f"{Path(args.out) / 'results.md'}")
+    return 0

@@ -1,0 +1,129 @@
+"""The classifiers fine-tuning builds, their tokenizers and input encoding.
+
+  BioMamba: any Mamba checkpoint dir (ours, HF MambaForCausalLM, state-spaces mamba_ssm, a
+            pretraining RUN_DIR/model) -> BioMambaForSequenceClassification (fresh head). Input:
+            text EOS [text_pair EOS]; "last" pooling reads the final EOS, which has seen everything.
+  BERT family: any other dir (or a hub name, with the user's own network) ->
+            AutoModelForSequenceClassification; input from its own tokenizer: [CLS] a [SEP] [b [SEP]].
+Both are right padded to the longest example of a batch; padding is masked and never pooled.
+"""
+import json
+from pathlib import Path
+
+import torch
+
+LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
+HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
+
+
+class ModelSpecError(ValueError):
+    """--model does not name something fine-tuning can load."""
+
+
+def model_kind(spec: str) -> str:
+    """'biomamba' for Mamba checkpoints of any layout, else 'bert' (any AutoModel checkpoint)."""
+    config = Path(spec) / "config.json"
+    if not Path(spec).exists():
+        return "bert"  # a hub name: transformers resolves it (needs the user's network)
+    if not config.is_file():
+        raise ModelSpecError(f"{spec}: no config.json (expected a model directory: a pretraining "
+                             "RUN_DIR/model, a Mamba checkpoint or a BERT-family directory)")
+    raw = json.loads(config.read_text())
+    if raw.get("model_type") in ("biomamba", "mamba") or ("d_model" in raw and "n_layer" in raw):
+        return "biomamba"
+    return "bert"
+
+
+def load_tokenizer(spec: str, kind: str, cfg):
+    """The model dir's tokenizer; for BioMamba dirs without one, model.tokenizer or data.dir/tokenizer."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    if kind == "bert":
+        return AutoTokenizer.from_pretrained(cfg.model.tokenizer or spec)
+    candidates = [cfg.model.tokenizer, spec, cfg.data.dir and str(Path(cfg.data.dir) / "tokenizer")]
+    for path in candidates:
+        if path and (Path(path) / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    raise ModelSpecError(f"{spec}: no tokenizer.json in the model directory; set model.tokenizer=DIR "
+                         "or data.dir=PREPARED_DIR (its tokenizer/ is used)")
+
+
+def build_classifier(spec: str, kind: str, labels: list[str], cfg):
+    """A classifier with a freshly initialised head over `labels` (seed torch first)."""
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in id2label.items()}
+    if kind == "biomamba":
+        from biomamba.modeling import BioMambaForSequenceClassification
+        model = BioMambaForSequenceClassification.from_pretrained(
+            spec, num_labels=len(labels), id2label=id2label, label2id=label2id, pooling=cfg.model.pooling,
+            scan_backend=cfg.model.scan_backend)
+    else:
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec, num_labels=len(labels), id2label=id2label, label2id=label2id,
+            problem_type="single_label_classification", ignore_mismatched_sizes=True)
+    model.train()
+    return with_lora(model, kind, cfg.model) if cfg.model.lora else model
+
+
+def with_lora(model, kind, model_cfg):
+    """LoRA adapters on the backbone (peft); the classifier head stays fully trainable."""
+    try:
+        import peft
+    except ImportError:
+        raise ModelSpecError("model.lora=true needs peft: pip install peft") from None
+    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha,
+                             lora_dropout=model_cfg.lora_dropout,
+                             target_modules=model_cfg.lora_target_modules or LORA_TARGETS.get(kind),
+                             modules_to_save=HEADS[kind])
+    return peft.get_peft_model(model, config)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def encode(examples, tokenizer, kind: str, max_length: int) -> list[dict]:
+    """Token ids (and BERT token type ids) per example, at most max_length tokens each."""
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair for e in examples]
+    if kind == "bert":
+        has_pair = any(p is not None for p in pairs)
+        out = tokenizer(texts, [p or "" for p in pairs] if has_pair else None, truncation=True,
+                        max_length=max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in out]
+        return [{k: out[k][i] for k in keys} for i in range(len(examples))]
+    eos = tokenizer.eos_token_id
+    firsts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    seconds = tokenizer([p or "" for p in pairs], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for a, b, pair in zip(firsts, seconds, pairs):
+        a, b = truncate_pair(a, b if pair is not None else [], max_length - (2 if pair is not None else 1))
+        encoded.append({"input_ids": a + [eos] + (b + [eos] if pair is not None else [])})
+    return encoded
+
+
+def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
+    """Drop tokens from the end of the longer part until both fit in `budget` (longest first)."""
+    la, lb = len(a), len(b)
+    while la + lb > budget:
+        if la >= lb:
+            la -= 1
+        else:
+            lb -= 1
+    return a[:la], b[:lb]
+
+
+def collate(items: list[dict], labels, pad_id: int) -> dict:
+    """Right-padded tensors: input_ids, attention_mask, [token_type_ids], labels."""
+    length = max(len(item["input_ids"]) for item in items)
+    batch = {"input_ids": torch.full((len(items), length), pad_id, dtype=torch.long),
+             "attention_mask": torch.zeros((len(items), length), dtype=torch.long)}
+    if "token_type_ids" in items[0]:
+        batch["token_type_ids"] = torch.zeros((len(items), length), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
+        batch["attention_mask"][row, :n] = 1
+        if "token_type_ids" in batch:
+            batch["token_type_ids"][row, :n] = torch.tensor(item["token_type_ids"])
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch

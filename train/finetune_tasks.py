@@ -1,0 +1,273 @@
+"""Fine-tuning tasks: where the examples come from, how they split, and the label set.
+
+TASK is one of
+  sentence-roles          the prepared dir's tasks/sentence-roles.jsonl (data.dir=PREPARED_DIR): a
+                          sentence -> its abstract section (BACKGROUND, OBJECTIVE, METHODS, RESULTS,
+                          CONCLUSIONS); splits are the prepared PMID-hash splits
+  publication-types       the prepared dir's tasks/publication-types.jsonl: title + abstract -> class
+  bioasq-yesno:FILE.json  BioASQ task B yes/no questions: question + its snippets -> yes/no
+  pubmedqa:FILE.json      PubMedQA format {id: {"QUESTION", "CONTEXTS", "final_decision"}} -> yes/no/maybe
+  csv:FILE | jsonl:FILE   rows with `text`, optional `text_pair`, `label`, optional `split`
+                          (train / val|validation|dev / test) and `id` (column names: data.*_field)
+  hf:DIR                  a `datasets` save_to_disk directory: a DatasetDict with train and
+                          validation/val/dev and test splits, or one Dataset; same columns
+Without a split column (BioASQ, PubMedQA, files without `split`, a single HF Dataset), an example goes
+to test / val / train by a hash of its id (or its text): u < data.test_fraction -> test, then val.
+Every problem with a task file raises TaskError naming the file.
+"""
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+class TaskError(ValueError):
+    """A task spec or task file is unusable; the message names the file and the fix."""
+
+
+@dataclass
+class Example:
+    text: str
+    text_pair: str | None
+    label: int
+
+
+@dataclass
+class TaskData:
+    name: str
+    labels: list[str]  # class names by id
+    splits: dict = field(default_factory=dict)  # split -> [Example]
+    source: str = ""
+
+    def counts(self) -> dict:
+        return {s: {self.labels[i]: n for i, n in enumerate(
+            np.bincount([e.label for e in rows], minlength=len(self.labels)).tolist())}
+            for s, rows in self.splits.items()}
+
+
+# ----------------------------------------------------------------------------- splitting
+
+def hash_split(key: str, val_fraction: float, test_fraction: float) -> str:
+    """The prepared data's rule (biomamba.data.splits), for any string key."""
+    u = int.from_bytes(hashlib.sha256(str(key).encode("utf-8")).digest()[:8], "big") / 2.0**64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def _build(name, source, records, labels, data_cfg) -> TaskData:
+    """records: (key, split or None, text, text_pair, label name). Unknown labels are an error."""
+    index = {label: i for i, label in enumerate(labels)}
+    splits = {s: [] for s in SPLITS}
+    for key, split, text, pair, label in records:
+        if label not in index:
+            raise TaskError(f"{source}: label {label!r} (example {key}) is not one of {labels}")
+        split = split or hash_split(key, data_cfg.val_fraction, data_cfg.test_fraction)
+        splits[split].append(Example(text, pair, index[label]))
+    task = TaskData(name, list(labels), splits, source)
+    for split, rows in splits.items():
+        if not rows:
+            raise TaskError(f"{source}: the {split} split of task {name} is empty "
+                            f"({', '.join(f'{s} {len(r)}' for s, r in splits.items())}); use more data "
+                            "or other split fractions (data.val_fraction / data.test_fraction, or "
+                            "`biomamba prepare --val-fraction/--test-fraction` for prepared tasks)")
+    if len({e.label for e in splits["train"]}) < 2:
+        raise TaskError(f"{source}: the train split of task {name} has fewer than 2 classes")
+    return task
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TaskError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise TaskError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise TaskError(f"{path}: no rows")
+    return rows
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"{path}: task file not found")
+    return path
+
+
+# ----------------------------------------------------------------------------- prepared tasks
+
+def _prepared_file(data_cfg, name) -> Path:
+    if not data_cfg.dir:
+        raise TaskError(f"task {name} reads a prepared directory: set data.dir=DIR (from `biomamba prepare`)")
+    path = Path(data_cfg.dir) / "tasks" / f"{name}.jsonl"
+    if not path.is_file():
+        raise TaskError(f"{path}: not found; is {data_cfg.dir} a directory written by `biomamba prepare`?")
+    return path
+
+
+def _prepared_rows(path, text_key):
+    for number, row in enumerate(_read_jsonl(path), 1):
+        missing = [k for k in (text_key, "label", "split") if k not in row]
+        if missing:
+            raise TaskError(f"{path}:{number}: missing {', '.join(missing)}")
+        yield f"{row.get('pmid')}:{row.get('position', 0)}", SPLIT_NAMES.get(row["split"]), row[text_key], None, row["label"]
+
+
+def sentence_roles(spec, data_cfg) -> TaskData:
+    from biomamba.data.tasks import ROLE_LABELS
+    path = _prepared_file(data_cfg, "sentence-roles")
+    return _build("sentence-roles", str(path), _prepared_rows(path, "sentence"), ROLE_LABELS, data_cfg)
+
+
+def publication_types(spec, data_cfg) -> TaskData:
+    from biomamba.data.tasks import DEFAULT_CLASS, PUBLICATION_CLASSES
+    path = _prepared_file(data_cfg, "publication-types")
+    return _build("publication-types", str(path), _prepared_rows(path, "text"),
+                  (DEFAULT_CLASS, *PUBLICATION_CLASSES), data_cfg)
+
+
+# ----------------------------------------------------------------------------- QA files
+
+def bioasq_yesno(spec, data_cfg) -> TaskData:
+    from biomamba.data.bioasq import load_bioasq
+    from biomamba.data.errors import DataError
+    path = _existing(spec)
+    try:
+        questions = load_bioasq(path)
+    except DataError as error:
+        raise TaskError(str(error)) from None
+    records = [(q.id or q.body, None, q.body, " ".join(s.text for s in q.snippets if s.text), q.exact_answer)
+               for q in questions if q.type == "yesno" and q.exact_answer in ("yes", "no")]
+    if not records:
+        raise TaskError(f"{path}: no yes/no questions with an exact answer")
+    return _build("bioasq-yesno", str(path), records, ("no", "yes"), data_cfg)
+
+
+def pubmedqa(spec, data_cfg) -> TaskData:
+    path = _existing(spec)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TaskError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(data, dict) or not data:
+        raise TaskError(f"{path}: expected PubMedQA format, an object {{id: {{QUESTION, CONTEXTS, final_decision}}}}")
+    records = []
+    for key, item in data.items():
+        item = {k.lower(): v for k, v in item.items()} if isinstance(item, dict) else {}
+        missing = [k for k in ("question", "contexts", "final_decision") if k not in item]
+        if missing:
+            raise TaskError(f"{path}: entry {key!r} lacks {', '.join(missing)} (PubMedQA format)")
+        contexts = item["contexts"] if isinstance(item["contexts"], list) else [item["contexts"]]
+        records.append((key, None, item["question"], " ".join(map(str, contexts)),
+                        str(item["final_decision"]).strip().lower()))
+    return _build("pubmedqa", str(path), records, ("yes", "no", "maybe"), data_cfg)
+
+
+# ----------------------------------------------------------------------------- generic tables
+
+def _table_records(rows, source, data_cfg):
+    """(key, split, text, pair, label) from dict rows; label names sorted (numbers as strings)."""
+    f = data_cfg
+    records = []
+    for number, row in enumerate(rows, 1):
+        missing = [k for k in (f.text_field, f.label_field) if row.get(k) in (None, "")]
+        if missing:
+            raise TaskError(f"{source}: row {number} has no {' / '.join(missing)} "
+                            f"(columns: {', '.join(map(str, row))}; rename with data.text_field / data.label_field)")
+        split = row.get("split")
+        if split not in (None, "") and split not in SPLIT_NAMES:
+            raise TaskError(f"{source}: row {number} has split {split!r}; use train, val (validation, dev) or test")
+        pair = row.get(f.text_pair_field)
+        records.append((str(row.get(f.id_field) or row[f.text_field]), SPLIT_NAMES.get(split),
+                        str(row[f.text_field]), None if pair in (None, "") else str(pair), str(row[f.label_field])))
+    labels = sorted({r[4] for r in records})
+    return records, labels
+
+
+def jsonl_task(spec, data_cfg) -> TaskData:
+    path = _existing(spec)
+    records, labels = _table_records(_read_jsonl(path), str(path), data_cfg)
+    return _build(f"jsonl:{path.name}", str(path), records, labels, data_cfg)
+
+
+def csv_task(spec, data_cfg) -> TaskData:
+    path = _existing(spec)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise TaskError(f"{path}: not a readable CSV file ({error})") from None
+    if not rows:
+        raise TaskError(f"{path}: no rows (a header line and one row per example expected)")
+    records, labels = _table_records(rows, str(path), data_cfg)
+    return _build(f"csv:{path.name}", str(path), records, labels, data_cfg)
+
+
+def hf_task(spec, data_cfg) -> TaskData:
+    import datasets
+    path = Path(spec)
+    if not path.is_dir():
+        raise TaskError(f"{path}: not a directory (hf: takes a `datasets` save_to_disk directory)")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise TaskError(f"{path}: not a datasets directory ({error})") from None
+    parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {None: loaded}
+    records, names = [], None
+    for split, dataset in parts.items():
+        if split is not None and split not in SPLIT_NAMES:
+            continue
+        feature = dataset.features.get(data_cfg.label_field)
+        to_name = (lambda v: v)
+        if isinstance(feature, datasets.ClassLabel):  # integer ids -> the dataset's class names
+            names = feature.names
+            to_name = feature.int2str
+        rows = [{**row, data_cfg.label_field: to_name(row[data_cfg.label_field])
+                 if row.get(data_cfg.label_field) is not None else None, "split": split} for row in dataset]
+        part, _ = _table_records(rows, f"{path} ({split or 'all'})", data_cfg)
+        records += part
+    if not records:
+        raise TaskError(f"{path}: no train/validation/test splits")
+    labels = names or sorted({r[4] for r in records})
+    return _build(f"hf:{path.name}", str(path), records, labels, data_cfg)
+
+
+TASKS = {"sentence-roles": sentence_roles, "publication-types": publication_types}
+FILE_TASKS = {"bioasq-yesno": bioasq_yesno, "pubmedqa": pubmedqa, "csv": csv_task, "jsonl": jsonl_task,
+              "hf": hf_task}
+
+
+def load_task(spec: str, data_cfg) -> TaskData:
+    """A TaskData from a TASK spec (see the module docstring)."""
+    if spec in TASKS:
+        return TASKS[spec](spec, data_cfg)
+    kind, sep, path = spec.partition(":")
+    if sep and kind in FILE_TASKS and path:
+        return FILE_TASKS[kind](path, data_cfg)
+    raise TaskError(f"unknown task {spec!r}; use {' or '.join(TASKS)} (with data.dir=PREPARED_DIR), or "
+                    + ", ".join(f"{k}:PATH" for k in FILE_TASKS))
+
+
+def subsample(task: TaskData, max_train, max_eval, seed: int) -> TaskData:
+    """A fixed random subset of each split (the same for every run seed and every model)."""
+    caps = {"train": max_train, "val": max_eval, "test": max_eval}
+    splits = {}
+    for split, rows in task.splits.items():
+        cap = caps[split]
+        if cap is None or len(rows) <= cap:
+            splits[split] = rows
+        else:
+            keep = np.sort(np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(rows))[:cap])
+            splits[split] = [rows[i] for i in keep]
+    return TaskData(task.name, task.labels, splits, task.source)
