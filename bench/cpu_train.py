@@ -77,7 +77,7 @@ def main():
     for seq_len in [int(s) for s in args.seq_lens.split(",")]:
         batch = torch.randint(0, args.vocab, (args.batch, seq_len), generator=torch.Generator().manual_seed(1))
         peer.load_state_dict(peer_start)  # every timed model starts from the same weights
-        peer_tps = train_tokens_per_s(peer, batch, args.peer_steps)
+        peer_tps = train_tokens_per_s(peer, batch, args.peer_steps, warmup=0)  # minutes per step at T=1024
         rows.append((seq_len, "transformers MambaForCausalLM", peer_tps, 1.0))
         for backend in available_backends(args.backends):
             config = BioMambaConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=args.layers,
