@@ -12,6 +12,7 @@ COMMANDS = {
     "pretrain": ("train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
     "eval-ppl": ("eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
     "finetune": ("train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
+    "retrieval": ("train.retrieval", "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
     "report": ("eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),

@@ -172,7 +172,11 @@ def summary_line(r: dict) -> str:
 
 def run(args) -> int:
     import torch
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # scoped: `run` is also called in-process (tests, notebooks)
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         device = pick_device(args.device)
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads

@@ -1,0 +1,341 @@
+"""Dense retrieval with BioMamba: encode texts, write an index of float16 shards, search it.
+
+BMRetriever's recipe (a decoder LM as a dense retriever):
+    query    "{instruction}\\nQuery: {q}"                    (QUERY_TEMPLATE)
+    passage  "Represent this passage\\npassage: {title} {text}" (PASSAGE_TEMPLATE)
+    an EOS token appended to every text, right padding, the hidden state of the last real token
+    (config.pooling "last"; "mean" is the option), an optional projection, L2 normalisation;
+    relevance is the dot product (= cosine) of two embeddings.
+
+    encoder = Encoder.from_pretrained("runs/retrieval/model")
+    q = encoder.encode(["statins and myopathy"], instruction=DEFAULT_INSTRUCTION)   # (1, dim)
+    d = encoder.encode_corpus([{"title": "...", "text": "..."}])                    # (1, dim)
+
+Index layout (`write_index` / `DenseIndex`):
+    INDEX/meta.json        {"count", "dim", "shards": [file, ...], "model", "dtype": "float16", ...}
+    INDEX/docs.jsonl       one {"id", "title"} per row, in embedding order
+    INDEX/emb_00000.npy    (rows, dim) float16, SHARD_ROWS rows per shard
+Search is exact (a float32 matrix product) unless faiss is importable, in which case an exact
+faiss IndexFlatIP gives the same ranking faster; `DenseIndex(..., backend="exact")` forces numpy.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUERY_TEMPLATE = "{instruction}\nQuery: {q}"
+PASSAGE_TEMPLATE = "Represent this passage\npassage: {title} {text}"
+DEFAULT_INSTRUCTION = "Given a query, retrieve relevant passages from PubMed"
+SHARD_ROWS = 65536
+_SPACES = re.compile(" {2,}")
+
+
+class RetrievalError(ValueError):
+    """A retrieval input that cannot be used (missing index files, unknown ids, empty corpus)."""
+
+
+def format_query(query: str, instruction: str | None, template: str = QUERY_TEMPLATE) -> str:
+    return template.format(instruction=instruction, q=query) if instruction is not None else query
+
+
+def format_passage(title: str, text: str, template: str = PASSAGE_TEMPLATE) -> str:
+    """The passage template; an empty title leaves no double space."""
+    return _SPACES.sub(" ", template.format(title=title or "", text=text or "")).strip()
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def tokenize_batch(tokenizer, texts, max_length: int, eos_id: int, pad_id: int):
+    """Token ids with EOS appended (text truncated to max_length - 1 first), right-padded.
+
+    Returns input_ids, attention_mask: (b, l) int64, l = the longest row.
+    """
+    rows = [ids[: max_length - 1] + [eos_id]
+            for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask
+
+
+def special_ids(tokenizer, model=None) -> tuple[int, int]:
+    """(eos, pad) ids: the tokenizer's, else the model config's."""
+    eos = tokenizer.eos_token_id
+    if eos is None and model is not None:
+        eos = model.config.eos_token_id
+    if eos is None:
+        raise RetrievalError("the tokenizer has no EOS token (last-token pooling appends one)")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return int(eos), int(pad)
+
+
+@torch.no_grad()
+def encode(model, tokenizer, texts, batch_size: int = 32, instruction: str | None = None,
+           max_length: int = 256, progress: bool = False, query_template: str = QUERY_TEMPLATE,
+           convert_to_numpy: bool = True):
+    """Embed texts: (n, dim) float32, rows L2-normalised, in the order of `texts`.
+
+    With `instruction`, each text is a query and gets QUERY_TEMPLATE; otherwise texts are used as
+    given (format passages with `format_passage`, or call `encode_corpus`). Texts are batched by
+    token length (longest first) so padding is small; the model runs in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    texts = [format_query(t, instruction, query_template) for t in texts]
+    eos_id, pad_id = special_ids(tokenizer, model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    out = torch.empty((len(texts), _output_dim(model)), dtype=torch.float32)
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="encode", unit="batch", disable=not progress):
+        index = order[start:start + batch_size]
+        ids, mask = tokenize_batch(tokenizer, [texts[i] for i in index], max_length, eos_id, pad_id)
+        out[torch.from_numpy(index)] = model(input_ids=ids.to(device),
+                                             attention_mask=mask.to(device)).embeddings.float().cpu()
+    model.train(was_training)
+    return out.numpy() if convert_to_numpy else out
+
+
+def _output_dim(model) -> int:
+    return model.config.embedding_dim or model.config.d_model
+
+
+class Encoder:
+    """A BioMambaForEmbedding with its tokenizer and templates: the sentence-transformers-like API."""
+
+    def __init__(self, model, tokenizer, query_template=QUERY_TEMPLATE, passage_template=PASSAGE_TEMPLATE,
+                 max_length: int = 256):
+        self.model, self.tokenizer = model, tokenizer
+        self.query_template, self.passage_template, self.max_length = query_template, passage_template, max_length
+
+    @classmethod
+    def from_pretrained(cls, model_dir, tokenizer_dir=None, pooling=None, embedding_dim=None, **kwargs):
+        """Any Mamba checkpoint dir; the tokenizer from tokenizer_dir, else the model dir."""
+        model = load_embedding_model(model_dir, pooling=pooling, embedding_dim=embedding_dim)
+        return cls(model, load_tokenizer(tokenizer_dir or model_dir), **kwargs)
+
+    def encode(self, texts, batch_size: int = 32, instruction: str | None = None, progress: bool = False,
+               convert_to_numpy: bool = True):
+        return encode(self.model, self.tokenizer, texts, batch_size, instruction, self.max_length,
+                      progress, self.query_template, convert_to_numpy)
+
+    def encode_queries(self, queries, instruction: str = DEFAULT_INSTRUCTION, **kwargs):
+        return self.encode(queries, instruction=instruction, **kwargs)
+
+    def encode_corpus(self, docs, **kwargs):
+        """docs: [{"title", "text"}] (BEIR rows) or plain strings."""
+        texts = [d if isinstance(d, str) else format_passage(d.get("title", ""), d.get("text", ""),
+                                                               self.passage_template) for d in docs]
+        return self.encode(texts, instruction=None, **kwargs)
+
+
+def load_embedding_model(model_dir, pooling=None, embedding_dim=None):
+    from biomamba.modeling import BioMambaForEmbedding
+
+    kwargs = {k: v for k, v in (("pooling", pooling), ("embedding_dim", embedding_dim)) if v is not None}
+    return BioMambaForEmbedding.from_pretrained(str(model_dir), **kwargs).eval()
+
+
+def load_tokenizer(directory):
+    from transformers import PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    for candidate in (directory, directory / "tokenizer"):
+        if (candidate / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(candidate))
+    raise RetrievalError(f"{directory}: no tokenizer.json (pass a model dir saved with its tokenizer, "
+                         "or a prepared data dir)")
+
+
+# ----------------------------------------------------------------------------- exact search
+
+def top_k(queries: np.ndarray, docs: np.ndarray, k: int, chunk: int = 1024):
+    """Exact maximum inner product: (scores, indices), each (m, min(k, n)), best first.
+
+    Ties keep the lower document index first (a stable order, independent of chunking).
+    """
+    k = min(k, len(docs))
+    docs_t = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+    scores_out, index_out = [], []
+    for start in range(0, len(queries), chunk):
+        q = torch.from_numpy(np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32))
+        scores = q @ docs_t.T  # (m, n)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        scores_out.append(torch.gather(scores, 1, order).numpy())
+        index_out.append(order.numpy())
+    if not scores_out:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(scores_out), np.concatenate(index_out)
+
+
+# ----------------------------------------------------------------------------- the index
+
+def write_index(out, ids, titles, embeddings: np.ndarray, meta: dict | None = None,
+                shard_rows: int = SHARD_ROWS) -> Path:
+    """Write float16 shards + docs.jsonl + meta.json (last, so a half-written index has no meta)."""
+    out = Path(out)
+    if len(ids) != len(embeddings) or len(ids) != len(titles):
+        raise RetrievalError(f"{len(ids)} ids, {len(titles)} titles, {len(embeddings)} embeddings")
+    if len(set(ids)) != len(ids):
+        raise RetrievalError("document ids repeat; each indexed document needs a distinct id")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)
+    shards = []
+    for number, start in enumerate(range(0, len(ids), shard_rows)):
+        name = f"emb_{number:05d}.npy"
+        np.save(out / name, np.asarray(embeddings[start:start + shard_rows], dtype=np.float16))
+        shards.append(name)
+    with open(out / "docs.jsonl", "w", encoding="utf-8") as f:
+        for doc_id, title in zip(ids, titles):
+            f.write(json.dumps({"id": str(doc_id), "title": title}, ensure_ascii=False) + "\n")
+    info = {**(meta or {}), "count": len(ids), "dim": int(embeddings.shape[1]) if len(ids) else 0,
+            "dtype": "float16", "shards": shards, "shard_rows": shard_rows}
+    (out / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DenseIndex:
+    """A written index in memory; `search(query_embeddings, k)` -> [[(id, title, score)]]."""
+
+    def __init__(self, path, backend: str = "auto"):
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise RetrievalError(f"{self.path}: not an index (no meta.json; build one with "
+                                 "`biomamba retrieval index`)")
+        self.meta = json.loads(meta_file.read_text())
+        missing = [s for s in self.meta["shards"] if not (self.path / s).is_file()]
+        if missing or not (self.path / "docs.jsonl").is_file():
+            raise RetrievalError(f"{self.path}: missing index files {missing or ['docs.jsonl']}")
+        parts = [np.load(self.path / s) for s in self.meta["shards"]]
+        self.embeddings = (np.concatenate(parts) if parts else np.zeros((0, self.meta["dim"]))).astype(np.float32)
+        with open(self.path / "docs.jsonl", encoding="utf-8") as f:
+            self.docs = [json.loads(line) for line in f if line.strip()]
+        if len(self.docs) != len(self.embeddings) or len(self.docs) != self.meta["count"]:
+            raise RetrievalError(f"{self.path}: {len(self.docs)} docs but {len(self.embeddings)} "
+                                 f"embeddings (meta says {self.meta['count']}); rebuild the index")
+        if backend not in ("auto", "exact", "faiss"):
+            raise RetrievalError(f"backend must be auto, exact or faiss; got {backend!r}")
+        if backend == "faiss" and not faiss_available():
+            raise RetrievalError("backend=faiss but faiss is not installed (pip install faiss-cpu)")
+        self.backend = "faiss" if backend == "faiss" or (backend == "auto" and faiss_available()) else "exact"
+        self._faiss = None
+
+    def __len__(self):
+        return len(self.docs)
+
+    def _scores(self, queries: np.ndarray, k: int):
+        if self.backend == "exact":
+            return top_k(queries, self.embeddings, k)
+        import faiss
+        if self._faiss is None:
+            self._faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
+            self._faiss.add(self.embeddings)
+        return self._faiss.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
+
+    def search(self, queries: np.ndarray, k: int = 10):
+        if len(self) == 0:
+            raise RetrievalError(f"{self.path}: the index is empty")
+        queries = np.atleast_2d(queries)
+        if queries.shape[1] != self.embeddings.shape[1]:
+            raise RetrievalError(f"query dimension {queries.shape[1]} != index dimension "
+                                 f"{self.embeddings.shape[1]} (was the index built with another model?)")
+        scores, index = self._scores(queries, k)
+        return [[(self.docs[j]["id"], self.docs[j].get("title", ""), float(s)) for s, j in zip(row_s, row_i)]
+                for row_s, row_i in zip(scores, index)]
+
+
+# ----------------------------------------------------------------------------- BM25
+
+class BM25:
+    """Lexical BM25 (bm25s, Lucene variant k1=1.5 b=0.75) over English-stemmed, stopword-free tokens."""
+
+    def __init__(self, texts, k1: float = 1.5, b: float = 0.75):
+        import bm25s
+
+        if not texts:
+            raise RetrievalError("BM25 needs a non-empty corpus")
+        self.size = len(texts)
+        self.retriever = bm25s.BM25(k1=k1, b=b)
+        self.retriever.index(self._tokens(texts), show_progress=False)
+
+    @staticmethod
+    def _tokens(texts):
+        import bm25s
+        import Stemmer
+
+        return bm25s.tokenize(list(texts), stopwords="en", stemmer=Stemmer.Stemmer("english"),
+                              show_progress=False)
+
+    def search(self, queries, k: int):
+        """(scores, indices), each (m, min(k, corpus size)), best first."""
+        k = min(k, self.size)
+        if not queries:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        indices, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=1)
+        return np.asarray(scores), np.asarray(indices)
+
+
+# ----------------------------------------------------------------------------- pairs from PubMed
+
+def section_texts(doc: dict, keep=lambda category: True) -> list[str]:
+    return [text for _, category, text in doc.get("sections", []) if text and keep(category)]
+
+
+def title_abstract_pair(doc: dict):
+    """(query, passage) = (title, abstract without section labels), or None."""
+    abstract = " ".join(section_texts(doc))
+    if not doc.get("title") or not abstract:
+        return None
+    return doc["title"], {"title": "", "text": abstract}
+
+
+def conclusion_rest_pair(doc: dict):
+    """(query, passage) = (the CONCLUSIONS sections, the other sections), or None when either is empty."""
+    conclusion = " ".join(section_texts(doc, lambda c: c == "CONCLUSIONS"))
+    rest = " ".join(section_texts(doc, lambda c: c != "CONCLUSIONS"))
+    if not conclusion or not rest:
+        return None
+    return conclusion, {"title": "", "text": rest}
+
+
+PAIR_KINDS = {"title-abstract": title_abstract_pair, "conclusion-rest": conclusion_rest_pair}
+INSTRUCTIONS = {
+    "title-abstract": "Given the title of a PubMed article, retrieve its abstract",
+    "conclusion-rest": "Given the conclusion of a biomedical study, retrieve the rest of its abstract",
+    "bioasq": "Given a biomedical question, retrieve PubMed abstracts that help answer it",
+    "nfcorpus": "Given a question, retrieve relevant documents that best answer the question",
+    "scifact": "Given a scientific claim, retrieve documents that support or refute the claim",
+    "trec-covid": "Given a query on COVID-19, retrieve documents that answer the query",
+    "scidocs": "Given a scientific paper title, retrieve paper abstracts that are cited by the given paper",
+}
+
+
+def pubmed_pairs(documents, kind: str) -> list[tuple[str, str, dict]]:
+    """[(pmid, query, passage)] of one kind ("title-abstract" | "conclusion-rest") from document rows."""
+    if kind not in PAIR_KINDS:
+        raise RetrievalError(f"unknown pair kind {kind!r}; choose from {', '.join(PAIR_KINDS)}")
+    out = []
+    for doc in documents:
+        pair = PAIR_KINDS[kind](doc)
+        if pair is not None:
+            out.append((str(doc["pmid"]), *pair))
+    return out

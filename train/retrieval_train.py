@@ -1,0 +1,401 @@
+"""Contrastive training of a BioMamba dense retriever (BMRetriever-style) on the shared loop.
+
+Loss: InfoNCE with in-batch negatives, optionally plus BM25-mined hard negatives. For a micro-batch
+of B (query, passage) pairs and H hard negatives per query, the passages are the B positives then
+the B*H negatives; logits = q @ p.T / temperature, (B, B*(1+H)); the target of query i is passage i.
+A passage that is also a positive of query i (another pair of the same query, a shared document)
+is masked out of query i's row rather than counted as a negative.
+
+Pair sources (each step draws one micro-batch from one source, round robin over sources):
+  title-abstract, conclusion-rest   from the prepared data's train split (data.kinds)
+  beir:DIR                          the qrels/train.tsv of each BEIR directory in data.beir
+  bioasq                            data.bioasq (BioASQ JSON) over data.dir's documents
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from biomamba.retrieval import (BM25, INSTRUCTIONS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
+                                format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
+from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, to_dict
+
+
+@dataclass
+class RetrievalModelConfig:
+    init_from: str | None = None  # a pretrained Mamba checkpoint dir (e.g. RUN_DIR/model)
+    preset: str | None = None  # only without init_from: a randomly initialised preset (tests, debugging)
+    pooling: str = "last"  # last (EOS appended) | mean
+    embedding_dim: int | None = None  # a linear projection to this size; None keeps d_model
+    scan_backend: str = "auto"
+
+
+@dataclass
+class RetrievalDataConfig:
+    dir: str | None = "demo_out/data"  # a prepared dir: pairs from its train split, validation from val
+    tokenizer: str | None = None  # default: model.init_from's tokenizer, else DIR/tokenizer
+    kinds: list[str] = field(default_factory=lambda: ["title-abstract", "conclusion-rest"])
+    beir: list[str] = field(default_factory=list)  # BEIR dirs: training pairs from qrels/train.tsv
+    eval_beir: list[str] = field(default_factory=list)  # BEIR dirs validated on qrels/test.tsv
+    bioasq: str | None = None  # BioASQ JSON: question -> document pairs over DIR's documents
+    max_pairs: int | None = None  # per source; None keeps all
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    eval_docs: int = 400  # validation documents per held-out task (val split)
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05
+    hard_negatives: int = 0  # BM25-mined negatives per query (0: in-batch negatives only)
+    mine_depth: int = 20  # negatives are drawn from the BM25 top mine_depth, positives excluded
+    query_template: str = QUERY_TEMPLATE
+    passage_template: str = PASSAGE_TEMPLATE
+
+
+@dataclass
+class RetrievalRunConfig:
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    data: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, weight_decay=0.01))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, eval_every=100, save_every=100))
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(group="retrieval"))
+    seed: int = 0
+
+
+def check_config(cfg: RetrievalRunConfig, problems: list):
+    m, d, loss, t, o = cfg.model, cfg.data, cfg.loss, cfg.train, cfg.optim
+    if not m.init_from and not m.preset:
+        problems.append("model.init_from (a pretrained checkpoint dir) is required "
+                        "(or model.preset for a randomly initialised model)")
+    if m.pooling not in ("last", "mean"):
+        problems.append(f"model.pooling must be last or mean, got {m.pooling!r}")
+    unknown = [k for k in d.kinds if k not in ("title-abstract", "conclusion-rest")]
+    if unknown:
+        problems.append(f"data.kinds: unknown {unknown}; choose from title-abstract, conclusion-rest")
+    if (d.kinds or d.bioasq) and not d.dir:
+        problems.append("data.kinds / data.bioasq need data.dir (a prepared data directory)")
+    if not (d.kinds and d.dir) and not d.beir and not d.bioasq:
+        problems.append("no training pairs: set data.dir with data.kinds, data.beir or data.bioasq")
+    if loss.temperature <= 0:
+        problems.append(f"loss.temperature must be > 0, got {loss.temperature}")
+    if loss.hard_negatives < 0 or loss.hard_negatives > loss.mine_depth:
+        problems.append(f"need 0 <= loss.hard_negatives <= loss.mine_depth, got {loss.hard_negatives}, {loss.mine_depth}")
+    for name in ("query_max_length", "passage_max_length"):
+        if getattr(d, name) < 2:
+            problems.append(f"data.{name} must be >= 2")
+    if t.batch_size < 2:
+        problems.append(f"train.batch_size must be >= 2 (in-batch negatives), got {t.batch_size}")
+    if o.warmup_steps >= t.max_steps and o.schedule != "constant":
+        problems.append(f"optim.warmup_steps ({o.warmup_steps}) must be < train.max_steps ({t.max_steps})")
+    if "{q}" not in loss.query_template or "{text}" not in loss.passage_template:
+        problems.append("loss.query_template needs {q} (and may use {instruction}); loss.passage_template needs {text}")
+
+
+# ----------------------------------------------------------------------------- pair sources
+
+@dataclass
+class PairSource:
+    """Training pairs over one passage list: pair i = (queries[query_of[i]], passages[positive[i]])."""
+
+    name: str
+    instruction: str
+    queries: list
+    passages: list  # [{"title", "text"}]
+    query_of: np.ndarray
+    positive: np.ndarray
+    positives_of: list = dataclasses.field(default_factory=list)  # per query: set of passage indices
+    bm25: object = None
+
+    def __post_init__(self):
+        if not self.positives_of:
+            self.positives_of = [set() for _ in self.queries]
+            for q, p in zip(self.query_of, self.positive):
+                self.positives_of[q].add(int(p))
+
+    def __len__(self):
+        return len(self.query_of)
+
+
+def pubmed_source(documents, kind, max_pairs=None) -> PairSource:
+    pairs = pubmed_pairs(documents, kind)[:max_pairs]
+    n = len(pairs)
+    return PairSource(kind, INSTRUCTIONS[kind], [q for _, q, _ in pairs], [p for _, _, p in pairs],
+                      np.arange(n), np.arange(n))
+
+
+def qrels_source(name, instruction, queries: dict, corpus: dict, qrels: dict, max_pairs=None) -> PairSource:
+    """Pairs from judged (grade > 0) query-document pairs; unknown ids raise RetrievalError."""
+    bad = sorted({q for q in qrels if q not in queries} | {d for docs in qrels.values() for d in docs if d not in corpus})
+    if bad:
+        raise RetrievalError(f"{name}: qrels name ids missing from its queries/corpus, e.g. {bad[:3]}")
+    qids = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
+    dids = sorted({d for q in qids for d, g in qrels[q].items() if g > 0})
+    doc_index = {d: i for i, d in enumerate(dids)}
+    pairs = [(qi, doc_index[d]) for qi, q in enumerate(qids) for d, g in sorted(qrels[q].items()) if g > 0]
+    pairs = pairs[:max_pairs]
+    if not pairs:
+        raise RetrievalError(f"{name}: no judged pair with grade > 0")
+    return PairSource(name, instruction, [queries[q] for q in qids], [corpus[d] for d in dids],
+                      np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+
+
+def beir_source(directory, max_pairs=None) -> PairSource:
+    from biomamba.data.beir import load_beir
+    from biomamba.data.errors import DataError
+
+    directory = Path(directory)
+    if not (directory / "qrels" / "train.tsv").is_file():
+        raise RetrievalError(f"{directory}: missing qrels/train.tsv (data.beir needs training qrels)")
+    try:
+        data = load_beir(directory)
+    except DataError as error:
+        raise RetrievalError(str(error)) from None
+    instruction = INSTRUCTIONS.get(directory.name.lower(), INSTRUCTIONS["bioasq"])
+    return qrels_source(f"beir:{directory.name}", instruction, data.queries, data.corpus, data.qrels["train"], max_pairs)
+
+
+def bioasq_source(path, documents, max_pairs=None) -> PairSource:
+    from biomamba.data.bioasq import load_bioasq
+
+    corpus = {d["pmid"]: {"title": d["title"], "text": " ".join(t for _, _, t in d["sections"] if t)}
+              for d in documents}
+    questions = load_bioasq(path)
+    queries = {q.id: q.body for q in questions}
+    qrels = {q.id: {d: 1 for d in q.documents if d in corpus} for q in questions}
+    return qrels_source("bioasq", INSTRUCTIONS["bioasq"], queries, corpus,
+                        {q: docs for q, docs in qrels.items() if docs}, max_pairs)
+
+
+def build_sources(cfg) -> list[PairSource]:
+    from biomamba.data.documents import iter_documents
+
+    d, sources = cfg.data, []
+    documents = []
+    if d.dir and (d.kinds or d.bioasq):
+        path = Path(d.dir) / "documents.jsonl"
+        if not path.is_file():
+            raise RetrievalError(f"data.dir={d.dir}: no documents.jsonl (run `biomamba prepare` first)")
+        documents = list(iter_documents(path, split="train"))
+    sources += [pubmed_source(documents, kind, d.max_pairs) for kind in d.kinds] if d.dir else []
+    sources += [beir_source(b, d.max_pairs) for b in d.beir]
+    if d.bioasq:
+        sources.append(bioasq_source(d.bioasq, list(iter_documents(Path(d.dir) / "documents.jsonl")), d.max_pairs))
+    too_small = [f"{s.name} ({len(s)} pairs)" for s in sources if len(s) < cfg.train.batch_size]
+    if too_small:
+        raise RetrievalError(f"sources smaller than train.batch_size={cfg.train.batch_size}: {', '.join(too_small)}")
+    return sources
+
+
+# ----------------------------------------------------------------------------- batches and loss
+
+class ContrastiveBatches:
+    """Micro-batches that are a pure function of the step (exact resume): one source per step."""
+
+    def __init__(self, sources, tokenizer, cfg):
+        self.sources, self.tokenizer, self.cfg = sources, tokenizer, cfg
+        self.eos_id, self.pad_id = special_ids(tokenizer)
+        if cfg.loss.hard_negatives:
+            for source in sources:
+                source.bm25 = BM25([" ".join(filter(None, (p["title"], p["text"]))) for p in source.passages])
+
+    def for_step(self, step: int) -> list[dict]:
+        source = self.sources[(step - 1) % len(self.sources)]
+        t = self.cfg.train
+        return [self.make(source, np.random.default_rng([self.cfg.seed, step, micro]))
+                for micro in range(t.grad_accum)]
+
+    def make(self, source: PairSource, rng) -> dict:
+        pairs = rng.choice(len(source), size=self.cfg.train.batch_size, replace=False)
+        queries = source.query_of[pairs]
+        passages = list(source.positive[pairs])
+        passages += self.hard_negatives(source, queries, rng)
+        return self.encode(source, queries, passages)
+
+    def hard_negatives(self, source, queries, rng) -> list[int]:
+        h, depth = self.cfg.loss.hard_negatives, self.cfg.loss.mine_depth
+        if not h or source.bm25 is None:  # validation sources: in-batch negatives only
+            return []
+        _, found = source.bm25.search([source.queries[q] for q in queries], depth + len(max(
+            (source.positives_of[q] for q in queries), key=len)))
+        out = []
+        for q, row in zip(queries, found):
+            candidates = [int(j) for j in row if int(j) not in source.positives_of[q]][:depth]
+            if len(candidates) < h:  # a tiny corpus: fill with random non-positives
+                others = [j for j in range(len(source.passages)) if j not in source.positives_of[q] and j not in candidates]
+                candidates += list(rng.choice(others, size=min(h - len(candidates), len(others)), replace=False))
+            out += [int(j) for j in rng.choice(candidates, size=h, replace=False)]
+        return out
+
+    def encode(self, source, queries, passages) -> dict:
+        loss_cfg, d = self.cfg.loss, self.cfg.data
+        q_text = [format_query(source.queries[q], source.instruction, loss_cfg.query_template) for q in queries]
+        p_text = [format_passage(source.passages[p]["title"], source.passages[p]["text"], loss_cfg.passage_template)
+                  for p in passages]
+        q_ids, q_mask = tokenize_batch(self.tokenizer, q_text, d.query_max_length, self.eos_id, self.pad_id)
+        p_ids, p_mask = tokenize_batch(self.tokenizer, p_text, d.passage_max_length, self.eos_id, self.pad_id)
+        # False negatives: passage j is a positive of query i but is not its target (column i).
+        exclude = torch.tensor([[p in source.positives_of[q] for p in passages] for q in queries])
+        exclude.fill_diagonal_(False)
+        return {"q_ids": q_ids, "q_mask": q_mask, "p_ids": p_ids, "p_mask": p_mask, "exclude": exclude}
+
+
+def info_nce(q: torch.Tensor, p: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None):
+    """q (B, d), p (B*(1+H), d), both L2-normalised; the target of row i is column i."""
+    logits = q.float() @ p.float().T / temperature  # (B, B*(1+H))
+    if exclude is not None:
+        logits = logits.masked_fill(exclude.to(logits.device), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(q), device=logits.device))
+
+
+def make_loss_fn(temperature: float):
+    def loss_fn(model, batch):
+        device = next(model.parameters()).device
+        q = model(input_ids=batch["q_ids"].to(device), attention_mask=batch["q_mask"].to(device)).embeddings
+        p = model(input_ids=batch["p_ids"].to(device), attention_mask=batch["p_mask"].to(device)).embeddings
+        return info_nce(q, p, temperature, batch["exclude"])
+    return loss_fn
+
+
+def items_in(batch) -> int:
+    return int(batch["q_mask"].sum() + batch["p_mask"].sum())  # tokens encoded
+
+
+# ----------------------------------------------------------------------------- validation
+
+def make_evaluate(cfg, tokenizer, batches: ContrastiveBatches):
+    """Val-split held-out tasks (and eval_beir test qrels): dense metrics + the val contrastive loss."""
+    from biomamba.data.documents import iter_documents
+    from biomamba.retrieval import Encoder
+    from eval.retrieval import beir_task, dense_run, evaluate_run, pubmed_task
+
+    d = cfg.data
+    tasks, val_sources = [], []
+    if d.dir and d.kinds:
+        val_docs = list(iter_documents(Path(d.dir) / "documents.jsonl", split="val"))[: d.eval_docs]
+        tasks += [pubmed_task(val_docs, kind) for kind in d.kinds if pubmed_pairs(val_docs, kind)]
+        val_sources = [pubmed_source(val_docs, kind) for kind in d.kinds]
+    tasks += [beir_task(b, "test") for b in d.eval_beir]
+    loss_fn = make_loss_fn(cfg.loss.temperature)
+    # The val contrastive loss: one fixed in-batch-negatives batch per val source that fills one.
+    val_batches = [batches.make(s, np.random.default_rng([cfg.seed, 0, 1 << 30]))
+                   for s in val_sources if len(s) >= cfg.train.batch_size]
+
+    def evaluate(model, step):
+        metrics = {}
+        if val_batches:
+            metrics["loss"] = float(np.mean([loss_fn(model, b).item() for b in val_batches]))
+        encoder = Encoder(model, tokenizer, cfg.loss.query_template, cfg.loss.passage_template,
+                          max(d.query_max_length, d.passage_max_length))
+        for task in tasks:
+            run, _ = dense_run(encoder, task, batch_size=cfg.train.batch_size)
+            result = evaluate_run(task.qrels, run)
+            metrics.update({f"{task.name}/{m}": result[m] for m in ("nDCG@10", "Recall@1", "Recall@10")})
+        return metrics
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------- the run
+
+def build_model(cfg, vocab_size: int, eos_id: int):
+    from biomamba import BioMambaConfig
+    from biomamba.modeling import BioMambaForEmbedding
+
+    m = cfg.model
+    torch.manual_seed(cfg.seed)
+    if m.init_from:
+        model = BioMambaForEmbedding.from_pretrained(m.init_from, pooling=m.pooling, embedding_dim=m.embedding_dim)
+        if model.config.vocab_size < vocab_size:
+            raise RetrievalError(f"model.init_from={m.init_from}: vocabulary {model.config.vocab_size} < "
+                                 f"the tokenizer's {vocab_size}")
+    else:
+        config = BioMambaConfig.from_preset(m.preset, vocab_size=vocab_size, eos_token_id=eos_id,
+                                            bos_token_id=eos_id, pad_token_id=eos_id, pooling=m.pooling,
+                                            embedding_dim=m.embedding_dim)
+        model = BioMambaForEmbedding(config)
+    model.config.scan_backend = m.scan_backend
+    return model.train()
+
+
+def tokenizer_dir(cfg) -> str:
+    d = cfg.data
+    if d.tokenizer:
+        return d.tokenizer
+    if cfg.model.init_from and (Path(cfg.model.init_from) / "tokenizer.json").is_file():
+        return cfg.model.init_from
+    if d.dir:
+        return str(Path(d.dir) / "tokenizer")
+    raise RetrievalError("no tokenizer: set data.tokenizer, or use a model.init_from dir holding tokenizer.json")
+
+
+def train_retrieval(cfg, run_dir: Path) -> dict:
+    from biomamba.retrieval import load_tokenizer
+    from train.logger import RunLogger
+    from train.loop import Task, Trainer
+    from train.models import count_parameters
+    from biomamba import ops
+    from train.pretrain import git_commit, pick_device, write_run_config
+
+    device = torch.device(pick_device(cfg.train.device))
+    tokenizer = load_tokenizer(tokenizer_dir(cfg))
+    eos_id, _ = special_ids(tokenizer)
+    sources = build_sources(cfg)
+    model = build_model(cfg, len(tokenizer), eos_id).to(device)
+    backend = ops.resolve_backend(cfg.model.scan_backend, device)
+    model.config.scan_backend = backend
+    batches = ContrastiveBatches(sources, tokenizer, cfg)
+    task = Task(batches_for=batches.for_step, loss_fn=make_loss_fn(cfg.loss.temperature), items_in=items_in,
+                evaluate=make_evaluate(cfg, tokenizer, batches), prefix="retrieval")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {"scan_backend": backend, "git_commit": git_commit(), "device": str(device),
+                "parameters": count_parameters(model), "tokenizer": tokenizer_dir(cfg),
+                "init": cfg.model.init_from or f"random {cfg.model.preset} (no pretrained checkpoint)",
+                "sources": {s.name: len(s) for s in sources}}
+    trainer = Trainer(model, task, cfg, run_dir, logger=None, device=device)
+    start = trainer.resume()
+    write_run_config(run_dir, cfg, resolved)
+    logger = RunLogger(run_dir, {**to_dict(cfg), "resolved": resolved}, cfg.logging, cfg.train.max_steps, start)
+    trainer.logger = logger
+    logger.write(f"retrieval: {resolved['parameters'] / 1e6:.2f}M parameters from {resolved['init']}; pairs "
+                 + ", ".join(f"{k} {v:,}" for k, v in resolved["sources"].items())
+                 + (f"; resuming after step {start}" if start else ""))
+    try:
+        final = trainer.fit()
+    finally:
+        logger.close()
+    finish(run_dir, model, tokenizer, final, resolved, trainer)
+    return final
+
+
+def finish(run_dir, model, tokenizer, final, resolved, trainer):
+    out, tmp = run_dir / "model", run_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    results = {"final": final, "resolved": resolved, "steps": trainer.step, "model_dir": str(out)}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_train(args) -> int:
+    from train.config import load_config
+    from train.loop import NonFiniteLoss
+
+    try:
+        cfg = load_config(args.config, args.overrides, schema=RetrievalRunConfig, check=check_config)
+        train_retrieval(cfg, Path(args.out))
+    except (ConfigError, NonFiniteLoss, RetrievalError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
