@@ -23,12 +23,15 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
 
-# The main job on the embedded PubMed data: prepare -> pretrain (tiny-cpu) -> report -> generate.
+# The main job on the embedded PubMed data: prepare -> pretrain (tiny-cpu) -> report -> eval-ppl -> generate.
 demo: install
 	@start=$$(date +%s); set -e; \
 	$(PY) -m biomamba prepare --out $(DEMO_DIR)/data; \
 	$(PY) -m biomamba pretrain --config configs/tiny-cpu.yaml --out $(DEMO_DIR)/tiny data.dir=$(DEMO_DIR)/data; \
 	$(PY) -m biomamba report train $(DEMO_DIR)/tiny --out $(DEMO_DIR); \
+	$(PY) -m biomamba eval-ppl --model $(DEMO_DIR)/tiny --data prepared:$(DEMO_DIR)/data:val \
+	    --out $(DEMO_DIR)/ppl.json --max-length 1024; \
+	$(PY) -m biomamba report ppl $(DEMO_DIR)/ppl.json --out $(DEMO_DIR); \
 	$(PY) -m biomamba generate --model $(DEMO_DIR)/tiny/model --max-new-tokens 40 \
 	    --prompt "Patients with type 2 diabetes" --prompt "The aim of this study was"; \
 	echo "make demo: done in $$(( $$(date +%s) - start )) s; results in $(DEMO_DIR)/ (report.md, loss.png)"
