@@ -25,6 +25,8 @@ def parse_args():
     p.add_argument("--seq-lens", default="256,1024")
     p.add_argument("--steps", type=int, default=3, help="timed steps for biomamba (after 1 warm-up)")
     p.add_argument("--peer-steps", type=int, default=1, help="timed steps for transformers")
+    p.add_argument("--peer-warmup", type=int, default=1,
+                   help="untimed steps for transformers first (0 saves minutes at T=1024)")
     p.add_argument("--backends", default="auto", help="comma list of scan backends, or 'auto' = all available")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     return p.parse_args()
@@ -77,7 +79,7 @@ def main():
     for seq_len in [int(s) for s in args.seq_lens.split(",")]:
         batch = torch.randint(0, args.vocab, (args.batch, seq_len), generator=torch.Generator().manual_seed(1))
         peer.load_state_dict(peer_start)  # every timed model starts from the same weights
-        peer_tps = train_tokens_per_s(peer, batch, args.peer_steps, warmup=0)  # minutes per step at T=1024
+        peer_tps = train_tokens_per_s(peer, batch, args.peer_steps, warmup=args.peer_warmup)
         rows.append((seq_len, "transformers MambaForCausalLM", peer_tps, 1.0))
         for backend in available_backends(args.backends):
             config = BioMambaConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=args.layers,
