@@ -184,18 +184,11 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def _check(cfg: RunConfig, problems: list):
-    flat = to_dict(cfg)
-    for dotted, allowed in CHOICES.items():
-        section, name = dotted.split(".")
-        if flat[section][name] not in allowed:
-            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
-    t, o = cfg.train, cfg.optim
+def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
+    """The checks of the shared loop's own settings (train.*, optim.*), for every task's config."""
     for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every"):
         if getattr(t, name) < 1:
             problems.append(f"train.{name} must be >= 1, got {getattr(t, name)}")
-    if cfg.data.seq_len < 2:
-        problems.append(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
     if o.lr <= 0:
         problems.append(f"optim.lr must be > 0, got {o.lr}")
     if not 0 <= o.min_lr_ratio <= 1:
@@ -204,6 +197,17 @@ def _check(cfg: RunConfig, problems: list):
         problems.append(f"optim.warmup_steps ({o.warmup_steps}) must be < train.max_steps ({t.max_steps})")
     if o.schedule == "wsd" and not 0 < o.decay_fraction <= 1:
         problems.append(f"optim.decay_fraction must be in (0, 1], got {o.decay_fraction}")
+
+
+def _check(cfg: RunConfig, problems: list):
+    flat = to_dict(cfg)
+    for dotted, allowed in CHOICES.items():
+        section, name = dotted.split(".")
+        if flat[section][name] not in allowed:
+            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
+    check_loop(cfg.train, cfg.optim, problems)
+    if cfg.data.seq_len < 2:
+        problems.append(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
     if cfg.model.arch != "mamba" and cfg.train.init_from:
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
 

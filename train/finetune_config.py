@@ -6,7 +6,7 @@ check=check_finetune), so unknown keys and bad values are all reported at once.
 """
 from dataclasses import dataclass, field
 
-from train.config import LoggingConfig, OptimConfig, TrainConfig, to_dict
+from train.config import LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 
 
 @dataclass
@@ -90,16 +90,8 @@ def check_finetune(cfg: FinetuneConfig, problems: list):
         section, name = dotted.split(".")
         if flat[section][name] not in allowed:
             problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
-    t, o, d = cfg.train, cfg.optim, cfg.data
-    for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every"):
-        if getattr(t, name) < 1:
-            problems.append(f"train.{name} must be >= 1, got {getattr(t, name)}")
-    if o.lr <= 0:
-        problems.append(f"optim.lr must be > 0, got {o.lr}")
-    if not 0 <= o.min_lr_ratio <= 1:
-        problems.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
-    if o.warmup_steps >= t.max_steps and o.schedule != "constant":
-        problems.append(f"optim.warmup_steps ({o.warmup_steps}) must be < train.max_steps ({t.max_steps})")
+    d = cfg.data
+    check_loop(cfg.train, cfg.optim, problems)
     if d.max_length < 4:
         problems.append(f"data.max_length must be >= 4, got {d.max_length}")
     for name in ("max_train_examples", "max_eval_examples"):

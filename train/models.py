@@ -27,6 +27,14 @@ def build_mamba(cfg, vocab_size: int, eos_id: int):
     return BioMambaForCausalLM(mamba_config(cfg.model, vocab_size, eos_id))
 
 
+def layers_matching(make, target_params: int) -> int:
+    """The layer count whose model (make(layers)) has the parameter count closest to the target."""
+    with torch.device("meta"):
+        per_layer = count_parameters(make(2)) - count_parameters(make(1))
+        base = count_parameters(make(1)) - per_layer
+    return max(1, round((target_params - base) / per_layer))
+
+
 def build_transformer(cfg, vocab_size: int, eos_id: int, target_params: int):
     """A GPT-NeoX at the Mamba's width, with the layer count that best matches its parameters."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
@@ -41,11 +49,7 @@ def build_transformer(cfg, vocab_size: int, eos_id: int, target_params: int):
                                pad_token_id=eos_id, attention_dropout=0.0, hidden_dropout=0.0)
         return GPTNeoXForCausalLM(config)
 
-    with torch.device("meta"):
-        per_layer = count_parameters(make(2)) - count_parameters(make(1))
-        base = count_parameters(make(1)) - per_layer
-    layers = max(1, round((target_params - base) / per_layer))
-    return make(layers)
+    return make(layers_matching(make, target_params))
 
 
 def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
@@ -62,11 +66,7 @@ def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
                             attention_probs_dropout_prob=0.0, pad_token_id=eos_id, tie_word_embeddings=True)
         return BertForMaskedLM(config)
 
-    with torch.device("meta"):
-        per_layer = count_parameters(make(2)) - count_parameters(make(1))
-        base = count_parameters(make(1)) - per_layer
-    layers = max(1, round((target_params - base) / per_layer))
-    return make(layers)
+    return make(layers_matching(make, target_params))
 
 
 def build_model(cfg, vocab_size: int, eos_id: int):

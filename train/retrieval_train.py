@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from biomamba.retrieval import (BM25, INSTRUCTIONS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
-from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, to_dict
+from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 
 
 @dataclass
@@ -95,8 +95,7 @@ def check_config(cfg: RetrievalRunConfig, problems: list):
             problems.append(f"data.{name} must be >= 2")
     if t.batch_size < 2:
         problems.append(f"train.batch_size must be >= 2 (in-batch negatives), got {t.batch_size}")
-    if o.warmup_steps >= t.max_steps and o.schedule != "constant":
-        problems.append(f"optim.warmup_steps ({o.warmup_steps}) must be < train.max_steps ({t.max_steps})")
+    check_loop(t, o, problems)
     if "{q}" not in loss.query_template or "{text}" not in loss.passage_template:
         problems.append("loss.query_template needs {q} (and may use {instruction}); loss.passage_template needs {text}")
 
