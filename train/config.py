@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from biomamba.config import SCAN_BACKENDS
+
 
 class ConfigError(ValueError):
     """Every problem found in a config, one per line."""
@@ -86,14 +88,18 @@ class RunConfig:
     seed: int = 0
 
 
-CHOICES = {
-    "model.arch": ("mamba", "transformer", "bert"),
-    "model.scan_backend": ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm"),
+# Allowed values of the shared loop's settings; each task's config adds its own.
+LOOP_CHOICES = {
     "optim.schedule": ("cosine", "wsd", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.on_nonfinite": ("stop", "skip"),
     "logging.mode": ("auto", "offline", "online"),
+}
+CHOICES = {
+    "model.arch": ("mamba", "transformer", "bert"),
+    "model.scan_backend": SCAN_BACKENDS,
+    **LOOP_CHOICES,
 }
 
 
@@ -184,6 +190,15 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def check_choices(cfg, choices: dict, problems: list):
+    """Each dotted setting in `choices` holds one of its allowed values."""
+    flat = to_dict(cfg)
+    for dotted, allowed in choices.items():
+        section, name = dotted.split(".")
+        if flat[section][name] not in allowed:
+            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
+
+
 def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
     """The checks of the shared loop's own settings (train.*, optim.*), for every task's config."""
     for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every"):
@@ -200,11 +215,7 @@ def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
 
 
 def _check(cfg: RunConfig, problems: list):
-    flat = to_dict(cfg)
-    for dotted, allowed in CHOICES.items():
-        section, name = dotted.split(".")
-        if flat[section][name] not in allowed:
-            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
+    check_choices(cfg, CHOICES, problems)
     check_loop(cfg.train, cfg.optim, problems)
     if cfg.data.seq_len < 2:
         problems.append(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")

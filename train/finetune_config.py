@@ -6,7 +6,9 @@ check=check_finetune), so unknown keys and bad values are all reported at once.
 """
 from dataclasses import dataclass, field
 
-from train.config import LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
+from biomamba.config import SCAN_BACKENDS
+from train.config import (LOOP_CHOICES, LoggingConfig, OptimConfig, TrainConfig, check_choices,
+                          check_loop)
 
 
 @dataclass
@@ -75,21 +77,13 @@ class FinetuneConfig:
 
 CHOICES = {
     "model.pooling": ("last", "mean"),
-    "model.scan_backend": ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm"),
-    "optim.schedule": ("cosine", "wsd", "constant"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "fp32", "bf16"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "logging.mode": ("auto", "offline", "online"),
+    "model.scan_backend": SCAN_BACKENDS,
+    **LOOP_CHOICES,
 }
 
 
 def check_finetune(cfg: FinetuneConfig, problems: list):
-    flat = to_dict(cfg)
-    for dotted, allowed in CHOICES.items():
-        section, name = dotted.split(".")
-        if flat[section][name] not in allowed:
-            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
+    check_choices(cfg, CHOICES, problems)
     d = cfg.data
     check_loop(cfg.train, cfg.optim, problems)
     if d.max_length < 4:
