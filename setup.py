@@ -48,10 +48,10 @@ setup(
         "ninja>=1.11",
     ],
     extras_require={
-        "dev": ["pytest>=8"],
+        "dev": ["pytest>=8", "peft>=0.21"],  # peft: the LoRA fine-tuning tests
         # Optional GPU peers; they neither install nor import without CUDA (see FACTS.md).
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
-        "lora": ["peft>=0.10"],
+        "lora": ["peft>=0.21"],  # tested with 0.21.2 (constraints.txt) and transformers 5
     },
     entry_points={"console_scripts": ["biomamba=biomamba.cli:main"]},
     **cuda_build_kwargs(),

@@ -14,16 +14,21 @@ from tests.pretrain_helpers import ROOT, write_small_medline
 from train import finetune
 from train.config import ConfigError, load_config
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import ModelSpecError, build_classifier, collate, encode
+from train.finetune_models import ModelSpecError, build_classifier, collate, encode, load_tokenizer
 from train.finetune_tasks import Example, TaskError, load_task
 
 FAST = ["logging.wandb=false", "optim.warmup_steps=1", "train.batch_size=8", "data.eval_batch_size=32"]
+TOY = [*FAST, "data.val_fraction=0.2", "data.test_fraction=0.2"]  # for write_separable_task files
+
+
+def finetune_args(*argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    finetune.add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
 
 
 def run_finetune(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    finetune.add_arguments(parser)
-    return finetune.run(parser.parse_args([str(a) for a in argv]))
+    return finetune.run(finetune_args(*argv))
 
 
 def data_cfg(**overrides):
@@ -78,17 +83,21 @@ def bert_dir(prepared, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- learning
 
-def test_learns_a_separable_task_to_near_perfect_accuracy(mamba_dir, tmp_path):
+def write_separable_task(path: Path, examples=300) -> Path:
+    """A jsonl task whose two labels use disjoint words: any working classifier separates them."""
     rng = random.Random(0)
     words = {"drug": "aspirin insulin heparin statin dose tablet", "gene": "kinase receptor mutation protein allele"}
     rows = [{"id": i, "text": " ".join(rng.choice(words[label].split()) for _ in range(rng.randint(3, 8))),
-             "label": label} for i, label in enumerate(rng.choice(list(words)) for _ in range(300))]
-    path = tmp_path / "toy.jsonl"
+             "label": label} for i, label in enumerate(rng.choice(list(words)) for _ in range(examples))]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_learns_a_separable_task_to_near_perfect_accuracy(mamba_dir, tmp_path):
+    path = write_separable_task(tmp_path / "toy.jsonl")
     out = tmp_path / "run"
-    assert run_finetune("--task", f"jsonl:{path}", "--model", mamba_dir, "--out", out, "--seeds", "1", *FAST,
-                        "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3",
-                        "data.val_fraction=0.2", "data.test_fraction=0.2") == 0
+    assert run_finetune("--task", f"jsonl:{path}", "--model", mamba_dir, "--out", out, "--seeds", "1", *TOY,
+                        "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3") == 0
     results = json.loads((out / "results.json").read_text())
     assert results["labels"] == ["drug", "gene"]
     assert results["mean"]["test"]["accuracy"] >= 0.95
@@ -199,16 +208,111 @@ def test_bert_inputs_use_its_own_tokenizer(bert_dir):
     assert set(item["token_type_ids"]) == {0, 1}
 
 
-def test_lora_without_peft_says_how_to_get_it(mamba_dir):
-    pytest.importorskip("torch")
-    try:
-        import peft  # noqa: F401
-        pytest.skip("peft is installed")
-    except ImportError:
-        pass
-    cfg = load_config(None, ["model.lora=true"], schema=FinetuneConfig, check=check_finetune)
+# ----------------------------------------------------------------------------- LoRA
+
+def lora_cfg(*overrides):
+    return load_config(None, ["model.lora=true", *overrides], schema=FinetuneConfig, check=check_finetune)
+
+
+def test_lora_without_peft_says_how_to_get_it(mamba_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError
     with pytest.raises(ModelSpecError, match="pip install peft"):
-        build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg)
+        build_classifier(str(mamba_dir), "biomamba", ["a", "b"], lora_cfg())
+
+
+@pytest.mark.parametrize("kind, targets, head", [("biomamba", {"in_proj", "x_proj", "out_proj"}, "score"),
+                                                 ("bert", {"query", "value"}, "classifier")])
+def test_lora_trains_only_adapters_and_the_head(mamba_dir, bert_dir, kind, targets, head):
+    pytest.importorskip("peft")
+    path = mamba_dir if kind == "biomamba" else bert_dir
+    model = build_classifier(str(path), kind, ["a", "b", "c"], lora_cfg())
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    adapters = [name for name in trained if ".lora_" in name]
+    heads = [name for name in trained if f".{head}.modules_to_save." in name]
+    assert sorted(adapters + heads) == sorted(trained) and len(heads) == 2  # head weight and bias
+    assert {name.split(".lora_")[0].rsplit(".", 1)[1] for name in adapters} == targets
+    assert len(adapters) == 2 * len(targets) * 2  # lora_A and lora_B on each target in both layers
+
+
+def test_lora_refuses_modules_whose_weights_bypass_the_adapter(mamba_dir):
+    pytest.importorskip("peft")
+    with pytest.raises(ModelSpecError, match="dt_proj cannot take LoRA"):
+        build_classifier(str(mamba_dir), "biomamba", ["a", "b"], lora_cfg('model.lora_target_modules=["dt_proj"]'))
+
+
+def lora_checkpoint_weights(run, step) -> dict:
+    from safetensors.torch import load_file
+    return load_file(run / "seed_1" / "checkpoints" / f"step_{step:07d}" / "model" / "model.safetensors")
+
+
+def test_lora_on_biomamba_learns_with_a_frozen_backbone_and_saves_the_selected_model(mamba_dir, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+    args = ["--task", f"jsonl:{write_separable_task(tmp_path / 'toy.jsonl')}", "--model", mamba_dir, "--out",
+            tmp_path / "run", "--seeds", "1", *TOY, "model.lora=true", "train.batch_size=16", "train.max_steps=20",
+            "train.eval_every=10", "optim.lr=1e-2"]
+    assert run_finetune(*args) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["mean"]["test"]["accuracy"] >= 0.95 and results["mean"]["test"]["macro_f1"] >= 0.95
+    assert 0 < results["trainable_parameters"] < results["parameters"] / 4
+
+    base = {k: v for k, v in load_file(mamba_dir / "model.safetensors").items() if k.startswith("backbone.")}
+    saved = {k.removeprefix("peft_model.base_model.model.").replace(".base_layer.", "."): v
+             for k, v in lora_checkpoint_weights(tmp_path / "run", 20).items()}
+    assert {k for k in saved if k.startswith("backbone.") and ".lora_" not in k} == base.keys()
+    assert all(torch.equal(saved[k], v) for k, v in base.items())  # the backbone did not move
+    assert all(v.abs().max() > 0 for k, v in saved.items() if ".lora_B." in k)  # the adapters did (from 0)
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed_1" / "model").eval()
+    assert type(model).__name__ == "BioMambaForSequenceClassification"  # a plain model: adapters merged
+    cfg = finetune.config_from_args(finetune_args(*args))
+    tokenizer = load_tokenizer(str(mamba_dir), "biomamba", cfg)
+    _, data = finetune.prepare_data(cfg, tokenizer, "biomamba")
+    rescored = finetune.score(model, data["test"], 32, tokenizer.pad_token_id, results["labels"])
+    reported = results["per_seed"][0]["test"]  # the val-selected step's test scores
+    assert rescored["accuracy"] == reported["accuracy"]
+    assert rescored["loss"] == pytest.approx(reported["loss"], rel=1e-4)
+
+
+def test_lora_on_a_tiny_bert_runs_and_merges(bert_dir, tmp_path, capsys):
+    pytest.importorskip("peft")
+    from transformers import AutoModelForSequenceClassification
+    out = tmp_path / "run"
+    assert run_finetune("--task", f"jsonl:{write_separable_task(tmp_path / 'toy.jsonl', 120)}", "--model", bert_dir,
+                        "--out", out, "--seeds", "1", *TOY, "model.lora=true", "train.max_steps=4",
+                        "train.eval_every=2") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_kind"] == "bert" and 0 < results["trainable_parameters"] < results["parameters"] / 4
+    assert f"{results['trainable_parameters'] / 1e6:.3f}M trained, LoRA" in capsys.readouterr().out
+    model = AutoModelForSequenceClassification.from_pretrained(out / "seed_1" / "model")
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert not any("lora" in name for name in model.state_dict())
+
+
+def test_lora_resume_equals_a_straight_run(mamba_dir, tmp_path):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+    task = write_separable_task(tmp_path / "toy.jsonl", 120)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ["--task", f"jsonl:{task}", "--model", mamba_dir, "--seeds", "1", *TOY, "model.lora=true",
+            "model.lora_dropout=0.1", "train.max_steps=6", "train.eval_every=3", "train.save_every=3",
+            "train.keep_last=2", "optim.lr=1e-2"]
+    assert run_finetune(*args, "--out", straight) == 0
+    shutil.copytree(straight, resumed)
+    (resumed / "seed_1" / "results.json").unlink()  # it "died" after its step-3 checkpoint
+    shutil.rmtree(resumed / "seed_1" / "checkpoints" / "step_0000006")
+    shutil.rmtree(resumed / "seed_1" / "model")
+    assert run_finetune(*args, "--out", resumed) == 0
+    assert json.loads((resumed / "seed_1" / "results.json").read_text())["resumed_from"] == 3
+    assert first_losses(resumed, 1) == pytest.approx(first_losses(straight, 1), rel=1e-5)
+    a, b = (lora_checkpoint_weights(run, 6) for run in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    a, b = (load_file(run / "seed_1" / "model" / "model.safetensors") for run in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    a, b = (json.loads((run / "results.json").read_text()) for run in (straight, resumed))
+    assert a["per_seed"][0]["best_step"] == b["per_seed"][0]["best_step"]
+    assert a["mean"]["test"] == pytest.approx(b["mean"]["test"], rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- task files
@@ -301,10 +405,10 @@ def test_cli_errors_exit_1_with_one_line(tmp_path, capsys, mamba_dir):
 def test_config_problems_are_reported_together():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["model.pooling=max", "seeds=[1,1]", "data.max_length=2", "train.max_steps=0",
-                           "data.nope=1"], schema=FinetuneConfig, check=check_finetune)
+                           "data.nope=1", "model.lora_dropout=1.0"], schema=FinetuneConfig, check=check_finetune)
     text = str(error.value)
     for part in ("model.pooling must be one of last, mean", "seeds must be distinct", "data.max_length must be >= 4",
-                 "train.max_steps must be >= 1", "unknown key data.nope"):
+                 "train.max_steps must be >= 1", "unknown key data.nope", "model.lora_dropout must be in [0, 1)"):
         assert part in text
 
 

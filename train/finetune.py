@@ -12,8 +12,13 @@ Examples:
 MODEL: a Mamba checkpoint directory (a pretraining RUN_DIR/model, ours, HF MambaForCausalLM or
 state-spaces mamba_ssm) -> BioMambaForSequenceClassification (model.pooling=last|mean); any other
 directory (BioBERT, PubMedBERT, `biomamba pretrain model.arch=bert` RUN_DIR/model) ->
-AutoModelForSequenceClassification. Both get a fresh classifier head. model.lora=true adds LoRA
-adapters through peft (pip install peft).
+AutoModelForSequenceClassification. Both get a fresh classifier head.
+
+model.lora=true (pip install 'biomamba[lora]', i.e. peft) freezes the backbone and trains LoRA adapters
+(model.lora_r, lora_alpha, lora_dropout; model.lora_target_modules, default in_proj/x_proj/out_proj for
+BioMamba and peft's query/value for BERTs) plus the head. Checkpoints keep the adapters unmerged for
+exact resume; RUN_DIR/seed_N/model is the val-selected model with the adapters merged in: a plain
+model directory (with its tokenizer) that from_pretrained loads without peft.
 
 TASK:
   sentence-roles          sentence -> abstract section; needs data.dir=PREPARED_DIR (biomamba prepare)
@@ -45,13 +50,16 @@ import torch
 from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
 from train.config import ConfigError, load_config, to_dict
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import ModelSpecError, build_classifier, collate, encode, load_tokenizer, model_kind
+from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer, model_kind,
+                                   save_merged, save_trainable)
 from train.finetune_report import write_results
 from train.finetune_tasks import SPLITS, TaskError, load_task, subsample
 from train.logger import RunLogger
 from train.loop import NonFiniteLoss, Task, Trainer
 from train.models import count_parameters
 from train.pretrain import git_commit, pick_device, write_run_config
+
+LORA_BEST = "lora_best"  # seed_N/lora_best/step_N.safetensors: LoRA trainable tensors at each val improvement
 
 
 def add_arguments(parser):
@@ -169,7 +177,8 @@ class Selection:
         tmp.replace(self.path)
 
 
-def make_evaluate(data, cfg, pad_id, names, selection, logger_ref):
+def make_evaluate(data, cfg, pad_id, names, selection, logger_ref, on_best=None):
+    """Val at every evaluation; test (and on_best(model, step)) whenever val macro-F1 improves."""
     batch_size = cfg.data.eval_batch_size
 
     def evaluate(model, step):
@@ -177,6 +186,8 @@ def make_evaluate(data, cfg, pad_id, names, selection, logger_ref):
         test = None
         if selection.is_better(val):
             test = score(model, data["test"], batch_size, pad_id, names)
+            if on_best is not None:
+                on_best(model, step)
             logger_ref[0].log({"step": step, "kind": "test", **{f"test_{k}": v for k, v in summary(test).items()},
                                **{f"best_val_{k}": v for k, v in summary(val).items()}}, "finetune")
         selection.add(step, val, test)
@@ -193,6 +204,26 @@ def budget_fingerprint(cfg) -> dict:
     return {k: d[k] for k in ("task", "model", "data", "optim", "train")}
 
 
+def record_parameters(model, resolved, run_dir, cfg):
+    """Parameters in all and trained (adapters + head under LoRA), once per run, into config.yaml."""
+    if "parameters" not in resolved:
+        resolved["parameters"] = count_parameters(model)
+        resolved["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        write_run_config(run_dir, cfg, resolved)
+
+
+def lora_best(seed_dir: Path, step: int) -> Path:
+    return seed_dir / LORA_BEST / f"step_{step:07d}.safetensors"
+
+
+def seed_logger(seed, seed_dir, run_dir, cfg, resolved, start) -> RunLogger:
+    log_cfg = cfg.logging
+    log_cfg = type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
+                               "group": log_cfg.group or run_dir.name})
+    return RunLogger(seed_dir, {**to_dict(cfg), "seed": seed, "resolved": resolved}, log_cfg,
+                     cfg.train.max_steps, start)
+
+
 def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, resolved) -> dict:
     seed_dir = run_dir / f"seed_{seed}"
     done = seed_dir / "results.json"
@@ -206,10 +237,7 @@ def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, 
     start_time = time.perf_counter()
     torch.manual_seed(seed)
     model = build_classifier(cfg.model.path, kind, labels, cfg).to(device)
-    if "parameters" not in resolved:
-        resolved["parameters"] = count_parameters(model)
-        resolved["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        write_run_config(run_dir, cfg, resolved)
+    record_parameters(model, resolved, run_dir, cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = ExampleBatches(data["train"]["encoded"], data["train"]["labels"], cfg.train.batch_size,
                              cfg.train.grad_accum, seed, pad_id)
@@ -219,23 +247,23 @@ def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, 
     trainer = Trainer(model, task, cfg, seed_dir, logger=None, device=device)
     start = trainer.resume()
     selection = Selection(seed_dir / "selection.json", start)
-    task.evaluate = make_evaluate(data, cfg, pad_id, labels, selection, logger_ref)
-    log_cfg = cfg.logging
-    log_cfg = type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
-                               "group": log_cfg.group or run_dir.name})
-    logger = RunLogger(seed_dir, {**to_dict(cfg), "seed": seed, "resolved": resolved}, log_cfg,
-                       cfg.train.max_steps, start)
-    trainer.logger = logger_ref[0] = logger
-    logger.write(f"seed {seed}: {kind} {resolved['parameters'] / 1e6:.2f}M parameters, "
+    on_best = (lambda m, step: save_trainable(m, lora_best(seed_dir, step))) if cfg.model.lora else None
+    task.evaluate = make_evaluate(data, cfg, pad_id, labels, selection, logger_ref, on_best)
+    trainer.logger = logger_ref[0] = logger = seed_logger(seed, seed_dir, run_dir, cfg, resolved, start)
+    logger.write(f"seed {seed}: {kind} {resolved['parameters'] / 1e6:.2f}M parameters "
+                 f"({resolved['trainable_parameters'] / 1e6:.3f}M trained{', LoRA' if cfg.model.lora else ''}), "
                  f"{len(batches.encoded):,} train examples" + (f"; resuming after step {start}" if start else ""))
     try:
         trainer.fit()
         best = selection.best
+        if cfg.model.lora:  # the val-selected model, whose test scores are reported, merged for users
+            save_merged(model, lora_best(seed_dir, best["step"]), tokenizer, seed_dir / "model")
         result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
                   "final_val": summary(selection.evals[-1]["val"]), "steps": trainer.step,
                   "wall_s": time.perf_counter() - start_time, "resumed_from": start,
                   "train_examples_per_s": trainer.items_seen / max(time.perf_counter() - start_time, 1e-9),
-                  "parameters": resolved["parameters"], "budget": budget_fingerprint(cfg)}
+                  "parameters": resolved["parameters"], "trainable_parameters": resolved["trainable_parameters"],
+                  "budget": budget_fingerprint(cfg)}
         logger.close({f"finetune/test_{k}": v for k, v in summary(best["test"]).items()})
     except BaseException:
         logger.close()
@@ -281,7 +309,8 @@ def aggregate(cfg, task, per_seed, resolved) -> dict:
     mean["wall_s"], std["wall_s"] = mean_std([r["wall_s"] for r in rows])
     per_class = {name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
     return {"task": cfg.task, "model": cfg.model.path, "model_kind": resolved["model_kind"],
-            "parameters": per_seed[0].get("parameters"), "seeds": list(cfg.seeds), "per_seed": rows,
+            "parameters": per_seed[0].get("parameters"),
+            "trainable_parameters": per_seed[0].get("trainable_parameters"), "seeds": list(cfg.seeds), "per_seed": rows,
             "mean": mean, "std": std,
             "per_class_test_f1": {n: {"mean": m, "std": s, "support": rows[0]["test"]["per_class"][n]["support"]}
                                   for n, (m, s) in per_class.items()},

@@ -17,7 +17,7 @@ class FinetuneModelConfig:
     pooling: str = "last"  # BioMamba: last real token (an EOS is appended) | mean over real tokens
     scan_backend: str = "auto"
     tokenizer: str | None = None  # default: the model dir's tokenizer, else data.dir/tokenizer
-    lora: bool = False  # LoRA adapters through peft (pip install peft)
+    lora: bool = False  # frozen backbone + LoRA adapters + trained head (peft: pip install 'biomamba[lora]')
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -102,3 +102,5 @@ def check_finetune(cfg: FinetuneConfig, problems: list):
         problems.append(f"seeds must be distinct, got {cfg.seeds}")
     if cfg.model.lora_r < 1:
         problems.append(f"model.lora_r must be >= 1, got {cfg.model.lora_r}")
+    if not 0 <= cfg.model.lora_dropout < 1:
+        problems.append(f"model.lora_dropout must be in [0, 1), got {cfg.model.lora_dropout}")

@@ -6,13 +6,17 @@
   BERT family: any other dir (or a hub name, with the user's own network) ->
             AutoModelForSequenceClassification; input from its own tokenizer: [CLS] a [SEP] [b [SEP]].
 Both are right padded to the longest example of a batch; padding is masked and never pooled.
+model.lora=true wraps either in a LoraClassifier: peft LoRA adapters on the frozen backbone, the head trained.
 """
 import json
+import warnings
 from pathlib import Path
 
 import torch
 
 LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
+# The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run.
+LORA_IGNORED = {"biomamba": ["dt_proj", "conv1d"]}
 HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
 
 
@@ -66,16 +70,78 @@ def build_classifier(spec: str, kind: str, labels: list[str], cfg):
 
 
 def with_lora(model, kind, model_cfg):
-    """LoRA adapters on the backbone (peft); the classifier head stays fully trainable."""
+    """LoRA adapters on the frozen backbone (peft); the classifier head stays fully trainable."""
     try:
         import peft
     except ImportError:
-        raise ModelSpecError("model.lora=true needs peft: pip install peft") from None
+        raise ModelSpecError("model.lora=true needs peft: pip install 'biomamba[lora]' (or pip install peft)") from None
+    targets = model_cfg.lora_target_modules or LORA_TARGETS.get(kind)
+    ignored = sorted(set(targets or ()) & set(LORA_IGNORED.get(kind, ())))
+    if ignored:
+        raise ModelSpecError(f"model.lora_target_modules: {', '.join(ignored)} cannot take LoRA in a BioMamba "
+                             f"(their weights are read directly, an adapter would never run); use {LORA_TARGETS[kind]}")
     config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha,
-                             lora_dropout=model_cfg.lora_dropout,
-                             target_modules=model_cfg.lora_target_modules or LORA_TARGETS.get(kind),
+                             lora_dropout=model_cfg.lora_dropout, target_modules=targets,
                              modules_to_save=HEADS[kind])
-    return peft.get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        peft_model = peft.get_peft_model(model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = model_cfg.path  # ours do not record it
+    return LoraClassifier(peft_model)
+
+
+class LoraClassifier(torch.nn.Module):
+    """A peft LoRA classifier as the shared loop and Checkpointer see it.
+
+    A checkpoint's model/ (save_pretrained) holds peft's adapter files (adapter_config.json,
+    adapter_model.safetensors: PeftModel.from_pretrained(base, dir) loads them) and model.safetensors,
+    every tensor under this module's names with the adapters unmerged, which Trainer.resume restores
+    exactly (a merge is not exactly invertible). What users get is merged(): the plain classifier
+    with the adapters folded into its weights, saved by `finetune` as seed_N/model.
+    """
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(self, **batch):
+        return self.peft_model(**batch)
+
+    def save_pretrained(self, directory, state_dict=None):
+        from safetensors.torch import save_file
+        self.peft_model.save_pretrained(str(directory))
+        weights = self.state_dict() if state_dict is None else state_dict
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(Path(directory) / "model.safetensors"))
+
+    def merged(self):
+        """The plain classifier, adapters merged and the trained head in place (changes this model)."""
+        return self.peft_model.merge_and_unload()
+
+
+def save_trainable(model, path: Path):
+    """The trainable tensors (adapters + head), written atomically."""
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}, str(tmp))
+    tmp.replace(path)
+
+
+def save_merged(model, trainable: Path, tokenizer, out: Path):
+    """Load saved trainable tensors into the LoRA model, merge, write a plain model dir (+ tokenizer)."""
+    import shutil
+
+    from safetensors.torch import load_file
+    weights = load_file(str(trainable))
+    if set(weights) != {n for n, p in model.named_parameters() if p.requires_grad}:
+        raise RuntimeError(f"{trainable} does not hold this model's adapters and head")
+    model.load_state_dict(weights, strict=False)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.merged().save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 # ----------------------------------------------------------------------------- encoding
