@@ -49,12 +49,13 @@ class Checkpointer:
         done = self.complete()
         return done[-1] if done else None
 
-    def save(self, step: int, model, trainer_state: dict) -> Path:
+    def save(self, step: int, model, trainer_state: dict, weights: dict | None = None) -> Path:
+        """`weights`: the whole model's state dict when the module holds only a shard (FSDP)."""
         final = self.root / f"step_{step:07d}"
         tmp = self.root / f"step_{step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "model").mkdir(parents=True)
-        model.save_pretrained(tmp / "model")
+        model.save_pretrained(tmp / "model", state_dict=weights)
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
         (tmp / MARKER).write_text(f"{step}\n")
         if final.exists():  # a rerun reaching a step that was saved before: replace it whole
@@ -63,9 +64,9 @@ class Checkpointer:
         self._prune()
         return final
 
-    def load(self, path: Path) -> dict:
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-        return state
+    def load(self, path: Path, mmap: bool = False) -> dict:
+        """`mmap`: tensors stay in the file until read (for ranks that each keep only a shard)."""
+        return torch.load(path / "trainer.pt", map_location="cpu", weights_only=False, mmap=mmap)
 
     def _prune(self):
         for stale in self.complete()[: -self.keep_last]:

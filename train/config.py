@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     on_nonfinite: str = "stop"  # stop | skip
+    parallel: str = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (sharded, large models)
 
 
 @dataclass
@@ -94,6 +95,7 @@ LOOP_CHOICES = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "train.on_nonfinite": ("stop", "skip"),
+    "train.parallel": ("ddp", "fsdp"),
     "logging.mode": ("auto", "offline", "online"),
 }
 CHOICES = {

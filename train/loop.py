@@ -47,10 +47,16 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def tied_parameter_names(model) -> set:
-    """Names that alias another parameter (a tied LM head): save_pretrained leaves them out."""
-    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    return every - {name for name, _ in model.named_parameters()}
+def tied_parameters(model) -> dict:
+    """{alias: name} for parameters reachable under a second name (a tied LM head): save_pretrained
+    writes only `name`, the first one named_parameters() meets."""
+    first, aliases = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
 
 
 class Trainer:
@@ -58,6 +64,8 @@ class Trainer:
         self.model, self.task, self.cfg, self.device = model, task, cfg, device
         self.logger = logger
         self.raw_model = model.module if hasattr(model, "module") else model
+        # FSDP shards live on all ranks: gathering weights and evaluating are collectives
+        self.sharded = distributed.is_sharded(model)
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, o.weight_decay), lr=o.lr,
                                            betas=(o.beta1, o.beta2), eps=o.eps)
@@ -74,23 +82,46 @@ class Trainer:
         if latest is None:
             return 0
         from safetensors.torch import load_file
-        state = self.checkpointer.load(latest)
-        weights = load_file(latest / "model" / "model.safetensors")
-        missing, unexpected = self.raw_model.load_state_dict(weights, strict=False)
-        if unexpected or set(missing) - tied_parameter_names(self.raw_model):
-            raise RuntimeError(f"{latest}: checkpoint does not fit the model (missing {missing}, "
-                               f"unexpected {unexpected})")
-        self.optimizer.load_state_dict(state["optimizer"])
+        # every FSDP rank reads the whole checkpoint; mmap keeps that to one copy in the page cache
+        state = self.checkpointer.load(latest, mmap=self.sharded)
+        self._load_weights(latest, load_file(latest / "model" / "model.safetensors"))
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step, self.items_seen, self.skipped = state["step"], state["items_seen"], state["skipped"]
         return self.step
 
+    def _load_weights(self, path, weights: dict):
+        aliases = tied_parameters(self.raw_model)
+        expected = set(self.raw_model.state_dict())
+        missing, unexpected = sorted(expected - set(weights) - set(aliases)), sorted(set(weights) - expected)
+        if missing or unexpected:
+            raise RuntimeError(f"{path}: checkpoint does not fit the model (missing {missing}, "
+                               f"unexpected {unexpected})")
+        if not self.sharded:
+            self.raw_model.load_state_dict(weights, strict=False)
+            return
+        for alias, name in aliases.items():  # a full state dict names every key, tied ones too
+            weights.setdefault(alias, weights[name])
+        distributed.load_full_model_state(self.model, weights)
+
+    def full_weights(self) -> dict | None:
+        """The whole model's state dict for save_pretrained under FSDP (None: it reads the module).
+        A collective under FSDP: every rank calls it, rank 0 gets the weights."""
+        weights = distributed.full_model_state(self.model)
+        if weights is not None:  # aliases are gathered as separate copies; save the weight once
+            for alias in tied_parameters(self.raw_model):
+                weights.pop(alias, None)
+        return weights
+
     def save(self):
+        weights = self.full_weights()
+        optimizer = distributed.optimizer_state(self.model, self.optimizer)
         if distributed.is_main():
             self.checkpointer.save(self.step, self.raw_model, {
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "items_seen": self.items_seen, "skipped": self.skipped, "data_position": self.step})
+                "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                "items_seen": self.items_seen, "skipped": self.skipped, "data_position": self.step},
+                weights=weights)
         distributed.barrier()
 
     # ------------------------------------------------------------------ one step
@@ -105,11 +136,10 @@ class Trainer:
     def _forward_backward(self, micro_batches):
         total, items = 0.0, 0
         for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            sync = nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
-            with sync, self._autocast():
+            skip_sync = index < len(micro_batches) - 1
+            with distributed.no_sync(self.model, skip_sync), self._autocast():
                 loss = self.task.loss_fn(self.model, batch) / len(micro_batches)
-            with sync:
+            with distributed.no_sync(self.model, skip_sync):
                 loss.backward()
             total += loss.detach()
             items += self.task.items_in(batch)
@@ -165,10 +195,11 @@ class Trainer:
 
     def _evaluate(self) -> dict:
         metrics = {}
-        if distributed.is_main():
+        if distributed.is_main() or self.sharded:  # FSDP: each forward gathers from every rank
             self.raw_model.eval()
             with torch.no_grad(), self._autocast():
                 metrics = self.task.evaluate(self.raw_model, self.step)
+        if distributed.is_main():
             self.logger.log({"step": self.step, "kind": "val", **metrics}, "val")
             summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             self.logger.write(f"step {self.step}: {summary}")

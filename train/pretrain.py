@@ -5,11 +5,14 @@ Examples:
   biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-gpt model.arch=transformer
   biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-bert model.arch=bert
   torchrun --nproc_per_node 2 -m biomamba pretrain --config configs/tiny-cpu.yaml --out runs/ddp
+  torchrun --nproc_per_node 8 -m biomamba pretrain --config configs/paper-130m.yaml --out runs/1.4b \
+      model.preset=1.4b train.parallel=fsdp    # FSDP: shards too large to replicate per GPU
 
 Rerunning the same command on the same --out resumes from the latest complete checkpoint and
 gives the losses an uninterrupted run would have. Writes RUN_DIR/config.yaml (merged config, scan
-backend used, git commit), metrics.jsonl, samples.jsonl, checkpoints/, model/ (final model +
-tokenizer) and results.json; W&B (offline unless configured) under RUN_DIR/wandb.
+backend and parallelism used, git commit), metrics.jsonl, samples.jsonl, checkpoints/, model/
+(final model + tokenizer) and results.json; W&B (offline unless configured) under RUN_DIR/wandb.
+Under train.parallel=fsdp, checkpoints and model/ still hold the whole model, as in any other run.
 """
 import json
 import math
@@ -159,6 +162,7 @@ def pretrain(cfg, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {"scan_backend": backend, "git_commit": git_commit(), "device": str(device),
                 "world_size": distributed.world_size(), "parameters": count_parameters(model),
+                "parallel": cfg.train.parallel if distributed.world_size() > 1 else "none",
                 "tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
     batches = WindowBatches(train_tokens, cfg.data.seq_len, cfg.train.batch_size, cfg.train.grad_accum,
                             distributed.world_size(), distributed.rank(), cfg.seed)
@@ -169,7 +173,7 @@ def pretrain(cfg, run_dir: Path) -> dict:
     else:
         task = Task(batches_for=batches.for_step, loss_fn=lm_loss, items_in=lambda b: b.numel(),
                     evaluate=make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id))
-    wrapped = distributed.wrap(model, device)
+    wrapped = distributed.wrap(model, device, cfg.train.parallel)
     trainer = Trainer(wrapped, task, cfg, run_dir, logger=None, device=device)
     start = trainer.resume()
     if distributed.is_main():
@@ -185,8 +189,9 @@ def pretrain(cfg, run_dir: Path) -> dict:
         final = trainer.fit()
     finally:
         logger.close()
+    weights = trainer.full_weights()  # a collective under FSDP
     if distributed.is_main():
-        finish(run_dir, model, tokenizer, final, resolved, trainer)
+        finish(run_dir, model, tokenizer, final, resolved, trainer, weights)
     distributed.teardown()
     return final
 
@@ -202,11 +207,12 @@ def _wrap_evaluate_with_samples(task, logger):
     task.evaluate = evaluate
 
 
-def finish(run_dir, model, tokenizer, final, resolved, trainer):
-    """The final model (with its tokenizer) in RUN_DIR/model, and results.json."""
+def finish(run_dir, model, tokenizer, final, resolved, trainer, weights=None):
+    """The final model (with its tokenizer) in RUN_DIR/model, and results.json. `weights`: the whole
+    state dict when `model` holds only this rank's FSDP shard."""
     out = run_dir / "model"
     tmp = run_dir / "model.tmp"
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=weights)
     tokenizer.save_pretrained(tmp)
     if out.exists():
         import shutil
