@@ -14,7 +14,8 @@ from tests.pretrain_helpers import ROOT, write_small_medline
 from train import finetune
 from train.config import ConfigError, load_config
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import ModelSpecError, build_classifier, collate, encode, load_tokenizer
+from train.finetune_models import (ModelSpecError, build_classifier, collate, discard, encode, load_tokenizer,
+                                   selected_step)
 from train.finetune_tasks import Example, TaskError, load_task
 
 FAST = ["logging.wandb=false", "optim.warmup_steps=1", "train.batch_size=8", "data.eval_batch_size=32"]
@@ -93,15 +94,37 @@ def write_separable_task(path: Path, examples=300) -> Path:
     return path
 
 
-def test_learns_a_separable_task_to_near_perfect_accuracy(mamba_dir, tmp_path):
+def assert_saved_model_reproduces_test_scores(args, loader, kind):
+    """RUN/seed_1/model, loaded by `loader` with its own tokenizer, scores the test split exactly as
+    the run reported for its val-selected step. Returns the loaded model."""
+    cfg = finetune.config_from_args(finetune_args(*args))
+    run = Path(args[args.index("--out") + 1])
+    results = json.loads((run / "results.json").read_text())
+    model_dir = run / "seed_1" / "model"
+    assert json.loads((model_dir / "selected.json").read_text())["step"] == results["per_seed"][0]["best_step"]
+    model = loader.from_pretrained(model_dir).eval()
+    tokenizer = load_tokenizer(str(model_dir), kind, cfg)
+    _, data = finetune.prepare_data(cfg, tokenizer, kind)
+    rescored = finetune.score(model, data["test"], 32, tokenizer.pad_token_id, results["labels"])
+    reported = results["per_seed"][0]["test"]
+    assert rescored["accuracy"] == reported["accuracy"]
+    assert rescored["loss"] == pytest.approx(reported["loss"], rel=1e-4)
+    return model
+
+
+def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected_model(mamba_dir, tmp_path):
+    from biomamba import BioMambaForSequenceClassification
     path = write_separable_task(tmp_path / "toy.jsonl")
     out = tmp_path / "run"
-    assert run_finetune("--task", f"jsonl:{path}", "--model", mamba_dir, "--out", out, "--seeds", "1", *TOY,
-                        "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3") == 0
+    args = ["--task", f"jsonl:{path}", "--model", mamba_dir, "--out", out, "--seeds", "1", *TOY,
+            "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3"]
+    assert run_finetune(*args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["labels"] == ["drug", "gene"]
     assert results["mean"]["test"]["accuracy"] >= 0.95
     assert results["mean"]["test"]["macro_f1"] >= 0.95
+    assert_saved_model_reproduces_test_scores(args, BioMambaForSequenceClassification, "biomamba")
+    assert sorted(p.name for p in (out / "seed_1").glob("model*")) == ["model"]  # no .tmp / .checkpointed left
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -151,6 +174,7 @@ def test_seeds_give_different_runs_and_the_spread_is_reported(sentence_role_runs
 
 
 def test_rerun_skips_finished_seeds_and_resume_is_exact(sentence_role_runs, prepared, mamba_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
     straight = sentence_role_runs / "mamba"
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
@@ -165,8 +189,48 @@ def test_rerun_skips_finished_seeds_and_resume_is_exact(sentence_role_runs, prep
     a, b = (json.loads((r / "results.json").read_text()) for r in (straight, resumed))
     assert a["per_seed"][1]["best_step"] == b["per_seed"][1]["best_step"]
     assert a["mean"]["test"] == pytest.approx(b["mean"]["test"], rel=1e-5)
+    a, b = (load_file(r / "seed_2" / "model" / "model.safetensors") for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     assert run_finetune(*args, "train.max_steps=7") == 1  # another budget in the same --out
     assert "another config" in capsys.readouterr().err
+
+
+def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path):
+    """seed_N/model after a resume is the best as of the resumed checkpoint, even when the run had
+    written a newer best (which the resume forgets) or was killed between two renames."""
+    from safetensors.torch import load_file
+
+    from train.checkpoint import Checkpointer
+    cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
+    model = build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg).eval()
+    checkpointer = Checkpointer(tmp_path)
+    best = finetune.BestModel(tmp_path, load_tokenizer(str(mamba_dir), "biomamba", cfg), checkpointer)
+
+    def improve(step):
+        with torch.no_grad():
+            model.score.bias.fill_(step)
+        best.save(model, step)
+
+    def saved_bias():
+        return load_file(best.path / "model.safetensors")["score.bias"][0].item()
+
+    improve(3)
+    checkpointer.save(3, model, {})
+    improve(6)
+    improve(9)  # both after the step-3 checkpoint; then the run dies
+    assert best.step == 9 and selected_step(best.kept) == 3
+    best.reconcile(3)
+    assert best.step == 3 and saved_bias() == 3 and not best.kept.exists()
+
+    improve(6)
+    discard(best.path)  # killed after model/ went to model.checkpointed/, before the new one came in
+    best.reconcile(3)
+    assert best.step == 3 and saved_bias() == 3
+    from biomamba import BioMambaForSequenceClassification
+    assert BioMambaForSequenceClassification.from_pretrained(best.path).score.bias.tolist() == [3.0, 3.0]
+
+    best.reconcile(0)  # no checkpoint: a fresh start keeps no model
+    assert not best.path.exists()
 
 
 def test_report_finetune_compares_runs(sentence_role_runs, capsys):
@@ -264,15 +328,8 @@ def test_lora_on_biomamba_learns_with_a_frozen_backbone_and_saves_the_selected_m
     assert all(torch.equal(saved[k], v) for k, v in base.items())  # the backbone did not move
     assert all(v.abs().max() > 0 for k, v in saved.items() if ".lora_B." in k)  # the adapters did (from 0)
 
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "seed_1" / "model").eval()
+    model = assert_saved_model_reproduces_test_scores(args, AutoModelForSequenceClassification, "biomamba")
     assert type(model).__name__ == "BioMambaForSequenceClassification"  # a plain model: adapters merged
-    cfg = finetune.config_from_args(finetune_args(*args))
-    tokenizer = load_tokenizer(str(mamba_dir), "biomamba", cfg)
-    _, data = finetune.prepare_data(cfg, tokenizer, "biomamba")
-    rescored = finetune.score(model, data["test"], 32, tokenizer.pad_token_id, results["labels"])
-    reported = results["per_seed"][0]["test"]  # the val-selected step's test scores
-    assert rescored["accuracy"] == reported["accuracy"]
-    assert rescored["loss"] == pytest.approx(reported["loss"], rel=1e-4)
 
 
 def test_lora_on_a_tiny_bert_runs_and_merges(bert_dir, tmp_path, capsys):

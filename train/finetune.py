@@ -17,8 +17,7 @@ AutoModelForSequenceClassification. Both get a fresh classifier head.
 model.lora=true (pip install 'biomamba[lora]', i.e. peft) freezes the backbone and trains LoRA adapters
 (model.lora_r, lora_alpha, lora_dropout; model.lora_target_modules, default in_proj/x_proj/out_proj for
 BioMamba and peft's query/value for BERTs) plus the head. Checkpoints keep the adapters unmerged for
-exact resume; RUN_DIR/seed_N/model is the val-selected model with the adapters merged in: a plain
-model directory (with its tokenizer) that from_pretrained loads without peft.
+exact resume.
 
 TASK:
   sentence-roles          sentence -> abstract section; needs data.dir=PREPARED_DIR (biomamba prepare)
@@ -35,11 +34,19 @@ data.max_eval_examples take a fixed subset (the same for all seeds and models) t
 
 Each seed trains in RUN_DIR/seed_N (checkpoints, metrics.jsonl, W&B run `finetune/...`), evaluated on
 val every train.eval_every steps; the step with the best val macro-F1 is selected and its test
-scores kept. Rerunning the command resumes unfinished seeds and skips finished ones. Writes
+scores kept. RUN_DIR/seed_N/model is that val-selected model, whose test scores are reported (its
+checkpoints hold the latest step instead): a plain model directory with its tokenizer, which
+BioMambaForSequenceClassification / AutoModelForSequenceClassification.from_pretrained loads (no peft
+needed: LoRA adapters are merged in), and selected.json {"step": N}. Without LoRA it is rewritten
+at every val improvement, each time into a temporary directory renamed in whole; under LoRA it is
+written when the seed finishes, from the adapters saved at each improvement (seed_N/lora_best).
+Rerunning the command resumes unfinished seeds (seed_N/model back at the best as of the resumed
+checkpoint) and skips finished ones. Writes
 RUN_DIR/config.yaml, results.json (per seed val/test accuracy, macro-F1, weighted-F1, per-class
 report, wall time; mean and sample std over seeds) and results.md.
 """
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,10 +55,11 @@ import numpy as np
 import torch
 
 from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from train.checkpoint import MARKER
 from train.config import ConfigError, load_config, to_dict
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer, model_kind,
-                                   save_merged, save_trainable)
+from train.finetune_models import (ModelSpecError, build_classifier, collate, discard, encode, load_tokenizer,
+                                   model_kind, save_selected, save_trainable, selected_step)
 from train.finetune_report import write_results
 from train.finetune_tasks import SPLITS, TaskError, load_task, subsample
 from train.logger import RunLogger
@@ -177,6 +185,47 @@ class Selection:
         tmp.replace(self.path)
 
 
+class BestModel:
+    """seed_N/model: the val-selected classifier, rewritten (save_selected) at every val improvement.
+
+    A resume forgets the evaluations after its checkpoint (Selection) and replays them, so model/ must
+    then be the best as of that checkpoint. While model/ is newer than the latest checkpoint, that one
+    is kept in model.checkpointed/, and reconcile(resumed_step) puts it back. Every change renames a
+    complete directory, so an interruption at any moment leaves the right one of the two whole.
+    """
+
+    def __init__(self, seed_dir: Path, tokenizer, checkpointer):
+        self.path, self.kept = seed_dir / "model", seed_dir / "model.checkpointed"
+        self.tokenizer, self.checkpointer = tokenizer, checkpointer
+
+    @property
+    def step(self) -> int | None:
+        return selected_step(self.path)
+
+    def save(self, model, step: int):
+        """The new best, at `step` (evaluated before its own checkpoint is written)."""
+        current = self.step
+        if current is not None and current <= self.checkpoint_step():  # the best as of that checkpoint
+            discard(self.kept)
+            self.path.rename(self.kept)
+        save_selected(model, self.tokenizer, self.path, step)
+
+    def reconcile(self, checkpoint_step: int):
+        """Make model/ the best as of the checkpoint at `checkpoint_step` (absent if there was none)."""
+        current = self.step
+        if current is None or current > checkpoint_step:
+            discard(self.path)
+            kept = selected_step(self.kept)
+            if kept is not None and kept <= checkpoint_step:
+                self.kept.rename(self.path)
+        discard(self.kept)
+        shutil.rmtree(self.path.with_name(self.path.name + ".tmp"), ignore_errors=True)
+
+    def checkpoint_step(self) -> int:
+        latest = self.checkpointer.latest()
+        return int((latest / MARKER).read_text()) if latest else 0
+
+
 def make_evaluate(data, cfg, pad_id, names, selection, logger_ref, on_best=None):
     """Val at every evaluation; test (and on_best(model, step)) whenever val macro-F1 improves."""
     batch_size = cfg.data.eval_batch_size
@@ -247,7 +296,12 @@ def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, 
     trainer = Trainer(model, task, cfg, seed_dir, logger=None, device=device)
     start = trainer.resume()
     selection = Selection(seed_dir / "selection.json", start)
-    on_best = (lambda m, step: save_trainable(m, lora_best(seed_dir, step))) if cfg.model.lora else None
+    if cfg.model.lora:  # merged into seed_N/model once training is done, from the adapters saved here
+        on_best = lambda m, step: save_trainable(m, lora_best(seed_dir, step))
+    else:
+        best_model = BestModel(seed_dir, tokenizer, trainer.checkpointer)
+        best_model.reconcile(start)
+        on_best = best_model.save
     task.evaluate = make_evaluate(data, cfg, pad_id, labels, selection, logger_ref, on_best)
     trainer.logger = logger_ref[0] = logger = seed_logger(seed, seed_dir, run_dir, cfg, resolved, start)
     logger.write(f"seed {seed}: {kind} {resolved['parameters'] / 1e6:.2f}M parameters "
@@ -257,7 +311,12 @@ def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, 
         trainer.fit()
         best = selection.best
         if cfg.model.lora:  # the val-selected model, whose test scores are reported, merged for users
-            save_merged(model, lora_best(seed_dir, best["step"]), tokenizer, seed_dir / "model")
+            save_selected(model, tokenizer, seed_dir / "model", best["step"], lora_best(seed_dir, best["step"]))
+        else:
+            best_model.reconcile(trainer.step)  # the last step is checkpointed: model.checkpointed/ goes
+            if best_model.step != best["step"]:  # a seed begun before models were saved, or model/ deleted
+                logger.write(f"warning: {best_model.path} does not hold the selected step {best['step']} "
+                             f"(it holds {best_model.step}); its test scores are still reported")
         result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
                   "final_val": summary(selection.evals[-1]["val"]), "steps": trainer.step,
                   "wall_s": time.perf_counter() - start_time, "resumed_from": start,

@@ -9,6 +9,7 @@ Both are right padded to the longest example of a batch; padding is masked and n
 model.lora=true wraps either in a LoraClassifier: peft LoRA adapters on the frozen backbone, the head trained.
 """
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's o
 # The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run.
 LORA_IGNORED = {"biomamba": ["dt_proj", "conv1d"]}
 HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
+SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, the step it was taken at
 
 
 class ModelSpecError(ValueError):
@@ -97,7 +99,7 @@ class LoraClassifier(torch.nn.Module):
     adapter_model.safetensors: PeftModel.from_pretrained(base, dir) loads them) and model.safetensors,
     every tensor under this module's names with the adapters unmerged, which Trainer.resume restores
     exactly (a merge is not exactly invertible). What users get is merged(): the plain classifier
-    with the adapters folded into its weights, saved by `finetune` as seed_N/model.
+    with the adapters folded into its weights, saved by `finetune` as seed_N/model (save_selected).
     """
 
     def __init__(self, peft_model):
@@ -127,21 +129,46 @@ def save_trainable(model, path: Path):
     tmp.replace(path)
 
 
-def save_merged(model, trainable: Path, tokenizer, out: Path):
-    """Load saved trainable tensors into the LoRA model, merge, write a plain model dir (+ tokenizer)."""
-    import shutil
-
-    from safetensors.torch import load_file
-    weights = load_file(str(trainable))
-    if set(weights) != {n for n, p in model.named_parameters() if p.requires_grad}:
-        raise RuntimeError(f"{trainable} does not hold this model's adapters and head")
-    model.load_state_dict(weights, strict=False)
+def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None = None):
+    """The val-selected classifier as a plain model directory `out`: save_pretrained, the tokenizer and
+    selected.json ({"step": N}), written in `out`.tmp and renamed in whole (replace_dir). A LoraClassifier
+    first loads `trainable` (save_trainable's tensors of that step) and merges its adapters, which
+    changes it: do that once training is done."""
+    if isinstance(model, LoraClassifier):
+        from safetensors.torch import load_file
+        weights = load_file(str(trainable))
+        if set(weights) != {n for n, p in model.named_parameters() if p.requires_grad}:
+            raise RuntimeError(f"{trainable} does not hold this model's adapters and head")
+        model.load_state_dict(weights, strict=False)
+        model = model.merged()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.merged().save_pretrained(tmp)
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    (tmp / SELECTED).write_text(json.dumps({"step": step}) + "\n")
+    replace_dir(tmp, out)
+
+
+def selected_step(directory: Path) -> int | None:
+    """The step a save_selected directory holds; None if there is none (or it is not one)."""
+    marker = directory / SELECTED
+    return json.loads(marker.read_text())["step"] if marker.is_file() else None
+
+
+def replace_dir(complete: Path, out: Path):
+    """Rename the finished directory `complete` to `out`. The old `out` is renamed aside before it is
+    deleted, so an interruption leaves `out` whole or absent, never partly written or deleted."""
+    discard(out)
+    complete.rename(out)
+
+
+def discard(directory: Path):
+    """Delete a directory by renaming it to NAME.trash first (a leftover .trash of a killed run too)."""
+    trash = directory.with_name(directory.name + ".trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if directory.exists():
+        directory.rename(trash)
+        shutil.rmtree(trash)
 
 
 # ----------------------------------------------------------------------------- encoding
