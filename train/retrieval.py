@@ -44,6 +44,9 @@ def add_arguments(parser):
     e.add_argument("--kinds", nargs="+", default=["title-abstract", "conclusion-rest"],
                    choices=["title-abstract", "conclusion-rest"], help="held-out tasks from --data")
     e.add_argument("--max-queries", type=int, help="at most this many queries per held-out task")
+    e.add_argument("--distractors", nargs="+", default=[], metavar="SPLIT",
+                   help="add the passages of these splits of --data to the held-out corpora "
+                        "(e.g. --distractors train val: the whole prepared data as corpus)")
     e.add_argument("--beir", action="append", default=[], help="a BEIR directory (repeatable)")
     e.add_argument("--beir-split", default="test", help="qrels split of the BEIR dirs (default test)")
     e.add_argument("--bioasq", help="BioASQ task B JSON (needs --corpus)")
@@ -85,7 +88,8 @@ def run_eval(args) -> int:
         raise RetrievalError("nothing to evaluate: give --data, --beir or --bioasq")
     if args.bioasq and not args.corpus:
         raise RetrievalError("--bioasq needs --corpus (the documents its questions are searched in)")
-    tasks = heldout_tasks(args.data, args.split, args.kinds, args.max_queries) if args.data else []
+    tasks = heldout_tasks(args.data, args.split, args.kinds, args.max_queries,
+                           args.distractors) if args.data else []
     tasks += [beir_task(b, args.beir_split) for b in args.beir]
     tasks += [bioasq_task(args.bioasq, args.corpus)] if args.bioasq else []
     encoder = load_encoder(args.model, args.tokenizer, args.data) if args.model else None

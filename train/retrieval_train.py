@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biomamba.retrieval import (BM25, INSTRUCTIONS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
+from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
 from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 
@@ -280,9 +280,12 @@ def make_evaluate(cfg, tokenizer, batches: ContrastiveBatches):
     d = cfg.data
     tasks, val_sources = [], []
     if d.dir and d.kinds:
-        val_docs = list(iter_documents(Path(d.dir) / "documents.jsonl", split="val"))[: d.eval_docs]
-        tasks += [pubmed_task(val_docs, kind) for kind in d.kinds if pubmed_pairs(val_docs, kind)]
-        val_sources = [pubmed_source(val_docs, kind) for kind in d.kinds]
+        val_docs = list(iter_documents(Path(d.dir) / "documents.jsonl", split="val"))
+        # Per kind, the first eval_docs val documents that make a pair: the file order puts the
+        # 1976-80 file (no structured abstracts) first, so a plain prefix has no conclusion pairs.
+        by_kind = {kind: [doc for doc in val_docs if PAIR_KINDS[kind](doc)][: d.eval_docs] for kind in d.kinds}
+        tasks += [pubmed_task(docs, kind) for kind, docs in by_kind.items() if docs]
+        val_sources = [pubmed_source(docs, kind) for kind, docs in by_kind.items()]
     tasks += [beir_task(b, "test") for b in d.eval_beir]
     loss_fn = make_loss_fn(cfg.loss.temperature)
     # The val contrastive loss: one fixed in-batch-negatives batch per val source that fills one.
