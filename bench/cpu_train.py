@@ -88,7 +88,7 @@ def main():
             ours.load_state_dict(state, strict=False)
             tps = train_tokens_per_s(ours, batch, args.steps)
             rows.append((seq_len, f"biomamba (scan backend {backend})", tps, tps / peer_tps))
-    print(f"\n| T | model | train tokens/s | vs transformers |\n|---|---|---|---|")
+    print("\n| T | model | train tokens/s | vs transformers |\n|---|---|---|---|")
     for seq_len, name, tps, ratio in rows:
         print(f"| {seq_len} | {name} | {tps:,.0f} | {ratio:.1f}x |")
 

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from biomamba.retrieval import (BM25, DEFAULT_INSTRUCTION, INSTRUCTIONS, RetrievalError, format_passage,
-                                pubmed_pairs, top_k)
+from biomamba.retrieval import BM25, DEFAULT_INSTRUCTION, INSTRUCTIONS, RetrievalError, pubmed_pairs, top_k
 
 METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@1": "recall_1", "Recall@10": "recall_10", "Recall@100": "recall_100"}
 MEASURES = {"ndcg_cut.10", "recall.1,10,100", "recip_rank"}

@@ -45,3 +45,13 @@ def pretrain_command(run_dir, data_dir, *overrides):
             f"data.dir={data_dir}", "model.preset=debug", "data.seq_len=64", "train.batch_size=4",
             "train.eval_batches=2", "optim.warmup_steps=2", "logging.wandb=false",
             "logging.sample_tokens=4", *overrides]
+
+
+def run_two_processes(run_dir, data_dir, *overrides):
+    """torchrun with 2 gloo processes at half run_pretrain's per-process batch: the same global batch."""
+    command = pretrain_command(run_dir, data_dir, *overrides)
+    command[command.index("train.batch_size=4")] = "train.batch_size=2"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(torchrun + command[1:], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -1,15 +1,13 @@
 """FSDP pretraining (train.parallel=fsdp): 2 gloo processes match 1 process, and their whole-model
 checkpoints load with from_pretrained, resume under FSDP and resume in a plain 1-process run."""
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
 from biomamba import BioMambaForCausalLM
-from tests.pretrain_helpers import ROOT, pretrain_command
+from tests.pretrain_helpers import run_two_processes
 from tests.test_pretrain import data_dir, losses, run_pretrain  # noqa: F401 (data_dir: a fixture)
 
 pytestmark = pytest.mark.slow  # about a minute on 2 CPU cores: four short runs, two of them torchrun
@@ -21,13 +19,7 @@ COMMON = ("train.max_steps=4", "train.save_every=2", "train.keep_last=5", "train
 
 
 def run_fsdp(run_dir, data_dir, *overrides):
-    """2 gloo processes at half the per-process batch of run_pretrain: the same global batch."""
-    command = pretrain_command(run_dir, data_dir, *COMMON, "train.parallel=fsdp", *overrides)
-    command[command.index("train.batch_size=4")] = "train.batch_size=2"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(torchrun + command[1:], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return run_two_processes(run_dir, data_dir, *COMMON, "train.parallel=fsdp", *overrides)
 
 
 def train_losses(run_dir):

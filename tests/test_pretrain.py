@@ -16,7 +16,7 @@ import yaml
 from train.config import load_config
 from train.loop import NonFiniteLoss, Task, Trainer
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import ROOT, prepare_small, pretrain_command
+from tests.pretrain_helpers import ROOT, prepare_small, pretrain_command, run_two_processes
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +171,7 @@ def test_wandb_offline_history_matches_metrics(data_dir, tmp_path):
 def test_two_gloo_processes_equal_one_with_the_same_global_batch(data_dir, tmp_path):
     common = ("train.max_steps=4", "train.save_every=4", "model.scan_backend=torch")
     run_pretrain(tmp_path / "one", data_dir, "train.batch_size=4", *common)
-    command = pretrain_command(tmp_path / "two", data_dir, *common)
-    command[command.index("train.batch_size=4")] = "train.batch_size=2"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(29500 + os.getpid() % 1000)] + command[1:]
-    result = subprocess.run(torchrun, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_processes(tmp_path / "two", data_dir, *common)
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in one] == [s for s, _ in two]
     assert [l for _, l in two] == pytest.approx([l for _, l in one], rel=1e-5)
