@@ -112,18 +112,24 @@ def assert_saved_model_reproduces_test_scores(args, loader, kind):
     return model
 
 
-def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected_model(mamba_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["biomamba", "bert"])
+def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected_model(kind, mamba_dir, bert_dir,
+                                                                                        tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
     from biomamba import BioMambaForSequenceClassification
+    model, loader = {"biomamba": (mamba_dir, BioMambaForSequenceClassification),
+                     "bert": (bert_dir, AutoModelForSequenceClassification)}[kind]
     path = write_separable_task(tmp_path / "toy.jsonl")
     out = tmp_path / "run"
-    args = ["--task", f"jsonl:{path}", "--model", mamba_dir, "--out", out, "--seeds", "1", *TOY,
+    args = ["--task", f"jsonl:{path}", "--model", model, "--out", out, "--seeds", "1", *TOY,
             "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3"]
     assert run_finetune(*args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["labels"] == ["drug", "gene"]
+    assert results["labels"] == ["drug", "gene"] and results["model_kind"] == kind
     assert results["mean"]["test"]["accuracy"] >= 0.95
     assert results["mean"]["test"]["macro_f1"] >= 0.95
-    assert_saved_model_reproduces_test_scores(args, BioMambaForSequenceClassification, "biomamba")
+    assert_saved_model_reproduces_test_scores(args, loader, kind)
     assert sorted(p.name for p in (out / "seed_1").glob("model*")) == ["model"]  # no .tmp / .checkpointed left
 
 
