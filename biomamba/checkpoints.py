@@ -156,6 +156,7 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
         if key in ignored:  # head settings given to from_pretrained
             setattr(config, key, ignored.pop(key))
     state_dict = map_keys(read_state_dict(path), fmt)
+    config._name_or_path = str(path)  # as transformers does: model.name_or_path names the source dir
     model = cls(config)
     if "backbone.embedding.weight" not in model.state_dict():  # a bare backbone (BioMambaModel)
         state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}

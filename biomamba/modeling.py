@@ -346,6 +346,22 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
         return BioMambaEmbeddingOutput(embeddings=F.normalize(pooled.float(), dim=-1),
                                        last_hidden_state=hidden)
 
+    def encode(self, texts, batch_size: int = 32, instruction: str | None = None, tokenizer=None,
+               max_length: int = 256, progress: bool = False, convert_to_numpy: bool = True):
+        """sentence-transformers style: an (n, dim) matrix of L2-normalised embeddings of `texts`.
+
+        With `instruction`, texts are queries ("{instruction}\nQuery: {text}"). The tokenizer
+        defaults to the one saved beside the model (the directory from_pretrained read).
+        """
+        from biomamba.retrieval import encode, load_tokenizer
+
+        if tokenizer is None:
+            if getattr(self, "_encode_tokenizer", None) is None:
+                self._encode_tokenizer = load_tokenizer(self.name_or_path)
+            tokenizer = self._encode_tokenizer
+        return encode(self, tokenizer, texts, batch_size, instruction, max_length, progress,
+                      convert_to_numpy=convert_to_numpy)
+
 
 def register_auto_classes():
     """Make AutoConfig / AutoModel / AutoModelForCausalLM resolve model_type "biomamba"."""

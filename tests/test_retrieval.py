@@ -136,6 +136,16 @@ def test_encode_keeps_input_order_across_length_batching_and_applies_templates(t
     np.testing.assert_allclose(with_template, encode(model, tokenizer, ["Find it\nQuery: x"]), atol=1e-6)
 
 
+def test_model_encode_uses_the_tokenizer_saved_beside_it(tokenizer, tmp_path):
+    debug_embedder("mean").save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    model = BioMambaForEmbedding.from_pretrained(tmp_path / "m")
+    texts = ["statin myopathy", "a longer second text about insulin"]
+    expected = Encoder(model, tokenizer).encode(texts, instruction="Find it")
+    np.testing.assert_allclose(model.encode(texts, instruction="Find it", batch_size=1), expected, atol=1e-6)
+    assert model.encode(texts, convert_to_numpy=False).shape == (2, model.config.d_model)
+
+
 # ----------------------------------------------------------------------------- tasks and BM25
 
 def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir):
