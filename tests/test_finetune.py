@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from biomamba.data.atomic import discard
 from tests.pretrain_helpers import ROOT, write_small_medline
 from train import finetune
 from train.config import ConfigError, load_config
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import (ModelSpecError, build_classifier, collate, discard, encode, load_tokenizer,
+from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
                                    selected_step)
 from train.finetune_tasks import Example, TaskError, load_task
 

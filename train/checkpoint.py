@@ -1,18 +1,23 @@
 """The one checkpointer: atomic, complete-or-absent checkpoints with everything needed to resume.
 
 RUN_DIR/checkpoints/step_0000100/
-    model/            save_pretrained output (safetensors + config.json): loads anywhere
+    model/            save_pretrained output (safetensors + config.json): loads anywhere (under
+                      finetune's model.lora: peft adapter files + the unmerged state instead)
     trainer.pt        optimizer, scheduler, RNG states, data position, step, counters
     COMPLETE          written last; a directory without it is not a checkpoint
 A checkpoint is written into `step_N.tmp`, completed, then renamed: a run killed at any moment
 leaves either the previous checkpoints or the new one, never a half-written one that looks done.
+write_model_dir writes the model directories runs leave for users (RUN_DIR/model) the same way.
 """
+import json
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from biomamba.data.atomic import replace_dir
 
 MARKER = "COMPLETE"
 
@@ -58,9 +63,7 @@ class Checkpointer:
         model.save_pretrained(tmp / "model", state_dict=weights)
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
         (tmp / MARKER).write_text(f"{step}\n")
-        if final.exists():  # a rerun reaching a step that was saved before: replace it whole
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, final)  # a rerun reaching a step that was saved before: replace it whole
         self._prune()
         return final
 
@@ -73,3 +76,18 @@ class Checkpointer:
             shutil.rmtree(stale)
         for partial in self.root.glob("step_*.tmp"):
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_model_dir(out: Path, model, tokenizer=None, weights: dict | None = None, extra: dict | None = None):
+    """A model directory users load (save_pretrained, the tokenizer, small JSON files `extra`), built
+    in OUT.tmp and renamed in whole over OUT. `weights`: the whole state dict when `model` holds only
+    an FSDP shard."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=weights)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    for name, obj in (extra or {}).items():
+        (tmp / name).write_text(json.dumps(obj) + "\n")
+    replace_dir(tmp, out)

@@ -55,10 +55,11 @@ import numpy as np
 import torch
 
 from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from biomamba.data.atomic import discard
 from train.checkpoint import MARKER
 from train.config import ConfigError, load_config, to_dict
 from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import (ModelSpecError, build_classifier, collate, discard, encode, load_tokenizer,
+from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
                                    model_kind, save_selected, save_trainable, selected_step)
 from train.finetune_report import write_results
 from train.finetune_tasks import SPLITS, TaskError, load_task, subsample

@@ -9,11 +9,12 @@ Both are right padded to the longest example of a batch; padding is masked and n
 model.lora=true wraps either in a LoraClassifier: peft LoRA adapters on the frozen backbone, the head trained.
 """
 import json
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
+
+from train.checkpoint import write_model_dir
 
 LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
 # The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run.
@@ -131,7 +132,7 @@ def save_trainable(model, path: Path):
 
 def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None = None):
     """The val-selected classifier as a plain model directory `out`: save_pretrained, the tokenizer and
-    selected.json ({"step": N}), written in `out`.tmp and renamed in whole (replace_dir). A LoraClassifier
+    selected.json ({"step": N}), written in `out`.tmp and renamed in whole (write_model_dir). A LoraClassifier
     first loads `trainable` (save_trainable's tensors of that step) and merges its adapters, which
     changes it: do that once training is done."""
     if isinstance(model, LoraClassifier):
@@ -141,34 +142,13 @@ def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None
             raise RuntimeError(f"{trainable} does not hold this model's adapters and head")
         model.load_state_dict(weights, strict=False)
         model = model.merged()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / SELECTED).write_text(json.dumps({"step": step}) + "\n")
-    replace_dir(tmp, out)
+    write_model_dir(out, model, tokenizer, extra={SELECTED: {"step": step}})
 
 
 def selected_step(directory: Path) -> int | None:
     """The step a save_selected directory holds; None if there is none (or it is not one)."""
     marker = directory / SELECTED
     return json.loads(marker.read_text())["step"] if marker.is_file() else None
-
-
-def replace_dir(complete: Path, out: Path):
-    """Rename the finished directory `complete` to `out`. The old `out` is renamed aside before it is
-    deleted, so an interruption leaves `out` whole or absent, never partly written or deleted."""
-    discard(out)
-    complete.rename(out)
-
-
-def discard(directory: Path):
-    """Delete a directory by renaming it to NAME.trash first (a leftover .trash of a killed run too)."""
-    trash = directory.with_name(directory.name + ".trash")
-    shutil.rmtree(trash, ignore_errors=True)
-    if directory.exists():
-        directory.rename(trash)
-        shutil.rmtree(trash)
 
 
 # ----------------------------------------------------------------------------- encoding

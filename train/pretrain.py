@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from train import distributed, mlm
+from train.checkpoint import write_model_dir
 from train.config import ConfigError, dump_yaml, load_config, to_dict
 from train.logger import RunLogger
 from train.loop import NonFiniteLoss, Task, Trainer
@@ -211,13 +212,7 @@ def finish(run_dir, model, tokenizer, final, resolved, trainer, weights=None):
     """The final model (with its tokenizer) in RUN_DIR/model, and results.json. `weights`: the whole
     state dict when `model` holds only this rank's FSDP shard."""
     out = run_dir / "model"
-    tmp = run_dir / "model.tmp"
-    model.save_pretrained(tmp, state_dict=weights)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-        shutil.rmtree(out)
-    tmp.rename(out)
+    write_model_dir(out, model, tokenizer, weights)
     results = {"final": final, "resolved": resolved, "steps": trainer.step,
                "skipped_steps": trainer.skipped, "model_dir": str(out)}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
+from train.checkpoint import write_model_dir
 from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 
 
@@ -380,12 +380,8 @@ def train_retrieval(cfg, run_dir: Path) -> dict:
 
 
 def finish(run_dir, model, tokenizer, final, resolved, trainer):
-    out, tmp = run_dir / "model", run_dir / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    out = run_dir / "model"
+    write_model_dir(out, model, tokenizer)
     results = {"final": final, "resolved": resolved, "steps": trainer.step, "model_dir": str(out)}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -2,6 +2,7 @@
 
 A process killed mid-write leaves at most a `.NAME.tmp-PID` file, never a file under the final name,
 so nothing that looks complete is ever partial. `sweep_temporaries(dir)` removes such leftovers.
+Directories the same way: build one completely, then `replace_dir` it over the old one.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 
@@ -52,3 +54,20 @@ def sweep_temporaries(directory) -> None:
     for tmp in Path(directory).rglob(".*.tmp-*"):
         if tmp.is_file():
             tmp.unlink()
+
+
+def replace_dir(complete, out) -> None:
+    """Rename the finished directory `complete` to `out`. The old `out` is renamed aside before it is
+    deleted, so an interruption leaves `out` whole or absent, never partly written or deleted."""
+    discard(out)
+    Path(complete).rename(out)
+
+
+def discard(directory) -> None:
+    """Delete a directory by renaming it to NAME.trash first (a leftover .trash of a killed run too)."""
+    directory = Path(directory)
+    trash = directory.with_name(directory.name + ".trash")
+    shutil.rmtree(trash, ignore_errors=True)
+    if directory.exists():
+        directory.rename(trash)
+        shutil.rmtree(trash)
