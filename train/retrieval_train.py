@@ -14,7 +14,6 @@ Pair sources (each step draws one micro-batch from one source, round robin over 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,8 @@ import torch.nn.functional as F
 
 from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
-from train.checkpoint import write_model_dir
 from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
+from train.pretrain import finish  # RUN_DIR/model + results.json, as every run leaves them
 
 
 @dataclass
@@ -377,13 +376,6 @@ def train_retrieval(cfg, run_dir: Path) -> dict:
         logger.close()
     finish(run_dir, model, tokenizer, final, resolved, trainer)
     return final
-
-
-def finish(run_dir, model, tokenizer, final, resolved, trainer):
-    out = run_dir / "model"
-    write_model_dir(out, model, tokenizer)
-    results = {"final": final, "resolved": resolved, "steps": trainer.step, "model_dir": str(out)}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def run_train(args) -> int:
