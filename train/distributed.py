@@ -6,6 +6,7 @@ and the two ways to spread a model over the ranks (train.parallel):
 Run with `torchrun --nproc_per_node N -m biomamba pretrain ...`; a plain `biomamba pretrain` is a
 world of one and every helper here is a no-op.
 """
+import gc
 import os
 from contextlib import contextmanager
 
@@ -39,7 +40,10 @@ def setup(device_type: str):
 
 
 def teardown():
+    """Destroy the process group once nothing uses it: reference cycles that hold a DDP reducer or
+    an FSDP mesh are collected first."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -151,7 +151,19 @@ def resolved_backend(model, cfg, device) -> str:
 
 
 def pretrain(cfg, run_dir: Path) -> dict:
+    """Train as configured; under torchrun every rank calls this, joined in one process group."""
     device = distributed.setup(pick_device(cfg.train.device))
+    try:
+        final = _train(cfg, run_dir, device)
+        distributed.barrier()  # rank 0 may still be writing the final model
+        return final
+    finally:
+        # the DDP/FSDP model and its mesh, freed with _train's frame, hold the process group; it is
+        # destroyed after them (destroying it first can hang or abort the process at exit)
+        distributed.teardown()
+
+
+def _train(cfg, run_dir: Path, device) -> dict:
     manifest, tokenizer, train_tokens, val_tokens, byte_lengths = load_data(cfg.data.dir)
     eos_id, base_vocab = tokenizer.eos_token_id, len(tokenizer)
     if cfg.model.arch == "bert":  # masked LM: [CLS]/[SEP]/[MASK] added (train/mlm.py)
@@ -193,7 +205,6 @@ def pretrain(cfg, run_dir: Path) -> dict:
     weights = trainer.full_weights()  # a collective under FSDP
     if distributed.is_main():
         finish(run_dir, model, tokenizer, final, resolved, trainer, weights)
-    distributed.teardown()
     return final
 
 
