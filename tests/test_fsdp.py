@@ -8,7 +8,7 @@ import yaml
 
 from biomamba import BioMambaForCausalLM
 from tests.pretrain_helpers import run_two_processes
-from tests.test_pretrain import data_dir, losses, run_pretrain  # noqa: F401 (data_dir: a fixture)
+from tests.test_pretrain import assert_same_validation, data_dir, losses, run_pretrain  # noqa: F401 (data_dir: a fixture)
 
 pytestmark = pytest.mark.slow  # about a minute on 2 CPU cores: four short runs, two of them torchrun
 
@@ -51,6 +51,7 @@ def fsdp_run(data_dir, tmp_path_factory):
 def test_two_fsdp_processes_give_the_losses_of_one(one_process, fsdp_run):
     assert [s for s, _ in losses(fsdp_run)] == [1, 2, 3, 4]
     assert train_losses(fsdp_run) == pytest.approx(train_losses(one_process), rel=1e-5)
+    assert_same_validation(one_process, fsdp_run)
     resolved = yaml.safe_load((fsdp_run / "config.yaml").read_text())["resolved"]
     assert (resolved["parallel"], resolved["world_size"]) == ("fsdp", 2)
 

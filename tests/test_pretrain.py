@@ -37,6 +37,18 @@ def losses(run_dir):
     return [(r["step"], r["loss"]) for r in rows if r.get("kind") != "val"]
 
 
+def val_losses(run_dir):
+    """(step, val loss, tokens scored) of each validation."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["tokens"]) for r in rows if r.get("kind") == "val"]
+
+
+def assert_same_validation(one, two):
+    """Validation scores the same windows whatever the number of processes."""
+    assert [(s, t) for s, _, t in val_losses(two)] == [(s, t) for s, _, t in val_losses(one)]
+    assert [l for _, l, _ in val_losses(two)] == pytest.approx([l for _, l, _ in val_losses(one)], rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def straight_run(data_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight") / "run"
@@ -175,6 +187,7 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(data_dir, tmp_p
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in one] == [s for s, _ in two]
     assert [l for _, l in two] == pytest.approx([l for _, l in one], rel=1e-5)
+    assert_same_validation(tmp_path / "one", tmp_path / "two")
 
 
 def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path):

@@ -58,7 +58,7 @@ class TrainConfig:
     save_every: int = 50
     keep_last: int = 2
     eval_every: int = 50
-    eval_batches: int = 8
+    eval_batches: int = 8  # val set: the first eval_batches x batch_size x processes val windows
     log_every: int = 1
     init_from: str | None = None  # any checkpoint BioMambaForCausalLM.from_pretrained loads
     device: str = "auto"  # auto | cpu | cuda

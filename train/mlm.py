@@ -12,6 +12,9 @@ import math
 import numpy as np
 import torch
 
+from train import distributed
+from train.windows import val_windows
+
 MASK_RATE = 0.15
 
 
@@ -65,12 +68,10 @@ def mlm_loss(model, batch):
 
 
 def make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg):
-    """Masked-LM loss on the first eval_batches x batch_size val windows, with one fixed mask."""
-    seq_len, batch_size = cfg.data.seq_len, cfg.train.batch_size
-    n_windows = min(len(val_tokens) // seq_len, cfg.train.eval_batches * batch_size)
-    if n_windows == 0:
-        raise ValueError(f"the val split ({len(val_tokens)} tokens) is shorter than data.seq_len={seq_len}")
-    windows = torch.from_numpy(np.asarray(val_tokens[: n_windows * seq_len], dtype=np.int64)).view(n_windows, seq_len)
+    """Masked-LM loss on the val windows of train.windows.val_windows, with one fixed mask."""
+    batch_size = cfg.train.batch_size
+    windows = val_windows(val_tokens, cfg.data.seq_len, cfg.train.eval_batches, batch_size,
+                          distributed.world_size())
     masked = mask_windows(windows, tokenizer.cls_token_id, tokenizer.mask_token_id, base_vocab,
                           torch.Generator().manual_seed(0))
 

@@ -29,7 +29,7 @@ from train.config import ConfigError, dump_yaml, load_config, to_dict
 from train.logger import RunLogger
 from train.loop import NonFiniteLoss, Task, Trainer
 from train.models import build_model, count_parameters
-from train.windows import WindowBatches
+from train.windows import WindowBatches, val_windows
 
 
 def add_arguments(parser):
@@ -89,12 +89,10 @@ def lm_loss(model, batch):
 
 
 def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
-    """Validation on the first eval_batches x batch_size windows of the val split, in order."""
-    seq_len, batch_size = cfg.data.seq_len, cfg.train.batch_size
-    n_windows = min(len(val_tokens) // seq_len, cfg.train.eval_batches * batch_size)
-    if n_windows == 0:
-        raise ValueError(f"the val split ({len(val_tokens)} tokens) is shorter than data.seq_len={seq_len}")
-    windows = torch.from_numpy(np.asarray(val_tokens[: n_windows * seq_len], dtype=np.int64)).view(n_windows, seq_len)
+    """Validation on the val windows of train.windows.val_windows."""
+    batch_size = cfg.train.batch_size
+    windows = val_windows(val_tokens, cfg.data.seq_len, cfg.train.eval_batches, batch_size,
+                          distributed.world_size())
     targets = windows[:, 1:]
     total_bytes = int(byte_lengths[targets.numpy()].sum())
     prompts = sample_prompts(val_tokens, eos_id, cfg.logging.samples)

@@ -46,3 +46,13 @@ class WindowBatches:
 
     def epoch_of(self, step: int) -> float:
         return step * self.global_batch / self.n_windows
+
+
+def val_windows(val_tokens, seq_len: int, eval_batches: int, micro_batch: int, world_size: int = 1) -> torch.Tensor:
+    """The validation set: the first eval_batches x micro_batch x world_size windows of the val split,
+    in order. Counted in global micro-batches, so 1 process at batch 2B and 2 processes at batch B
+    score the same windows and report the same val loss."""
+    n_windows = min(len(val_tokens) // seq_len, eval_batches * micro_batch * world_size)
+    if n_windows == 0:
+        raise ValueError(f"the val split ({len(val_tokens)} tokens) is shorter than data.seq_len={seq_len}")
+    return torch.from_numpy(np.asarray(val_tokens[: n_windows * seq_len], dtype=np.int64)).view(n_windows, seq_len)
