@@ -92,3 +92,11 @@ def data_default_prepared(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare(out, vocab_size=2000, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A small prepared directory (vocab 512) from 400 real MEDLINE records, shared read-only by the
+    pretraining, FSDP and retrieval tests."""
+    from tests.pretrain_helpers import prepare_small
+    return prepare_small(tmp_path_factory.mktemp("data") / "prepared", tmp_path_factory.mktemp("xml"))

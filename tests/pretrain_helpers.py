@@ -1,10 +1,12 @@
 """A small prepared data directory built from real MEDLINE records, for the training tests."""
 import gzip
 import importlib.metadata
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +57,30 @@ def run_two_processes(run_dir, data_dir, *overrides):
     result = subprocess.run(torchrun + command[1:], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def run_pretrain(run_dir, data_dir, *overrides, check=True):
+    """`biomamba pretrain` in one process with pretrain_command's small settings."""
+    result = subprocess.run(pretrain_command(run_dir, data_dir, *overrides), cwd=ROOT,
+                            capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(run_dir):
+    """(step, train loss) of each optimizer step."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if r.get("kind") != "val"]
+
+
+def val_losses(run_dir):
+    """(step, val loss, tokens scored) of each validation."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r["tokens"]) for r in rows if r.get("kind") == "val"]
+
+
+def assert_same_validation(one, two):
+    """Validation scores the same windows whatever the number of processes."""
+    assert [(s, t) for s, _, t in val_losses(two)] == [(s, t) for s, _, t in val_losses(one)]
+    assert [l for _, l, _ in val_losses(two)] == pytest.approx([l for _, l, _ in val_losses(one)], rel=1e-5)

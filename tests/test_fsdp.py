@@ -7,8 +7,7 @@ import torch
 import yaml
 
 from biomamba import BioMambaForCausalLM
-from tests.pretrain_helpers import run_two_processes
-from tests.test_pretrain import assert_same_validation, data_dir, losses, run_pretrain  # noqa: F401 (data_dir: a fixture)
+from tests.pretrain_helpers import assert_same_validation, losses, run_pretrain, run_two_processes
 
 pytestmark = pytest.mark.slow  # about a minute on 2 CPU cores: four short runs, two of them torchrun
 

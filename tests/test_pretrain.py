@@ -16,37 +16,8 @@ import yaml
 from train.config import load_config
 from train.loop import NonFiniteLoss, Task, Trainer
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import ROOT, prepare_small, pretrain_command, run_two_processes
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_small(tmp_path_factory.mktemp("data") / "prepared", tmp_path_factory.mktemp("xml"))
-
-
-def run_pretrain(run_dir, data_dir, *overrides, check=True):
-    result = subprocess.run(pretrain_command(run_dir, data_dir, *overrides), cwd=ROOT,
-                            capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def losses(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in rows if r.get("kind") != "val"]
-
-
-def val_losses(run_dir):
-    """(step, val loss, tokens scored) of each validation."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["tokens"]) for r in rows if r.get("kind") == "val"]
-
-
-def assert_same_validation(one, two):
-    """Validation scores the same windows whatever the number of processes."""
-    assert [(s, t) for s, _, t in val_losses(two)] == [(s, t) for s, _, t in val_losses(one)]
-    assert [l for _, l, _ in val_losses(two)] == pytest.approx([l for _, l, _ in val_losses(one)], rel=1e-5)
+from tests.pretrain_helpers import (ROOT, assert_same_validation, losses, pretrain_command, run_pretrain,
+                                    run_two_processes)
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,13 @@ from biomamba.retrieval import (DenseIndex, Encoder, RetrievalError, encode, for
                                 load_tokenizer, tokenize_batch, write_index)
 from eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
                             trec_order)
-from tests.pretrain_helpers import ROOT, prepare_small
+from tests.pretrain_helpers import ROOT
 from train.config import ConfigError, load_config
 from train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
                                    train_retrieval)
 
 TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
 FILLER = "the study was of in and with for to were results group".split()
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_small(tmp_path_factory.mktemp("data") / "prepared", tmp_path_factory.mktemp("xml"))
 
 
 @pytest.fixture(scope="module")
