@@ -466,6 +466,13 @@ def test_cli_errors_exit_1_with_one_line(tmp_path, capsys, mamba_dir):
     assert "no config.json" in capsys.readouterr().err
 
 
+def test_under_torchrun_finetune_refuses_and_writes_nothing(tmp_path, capsys, mamba_dir, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run_finetune("--task", "sentence-roles", "--model", mamba_dir, "--out", tmp_path / "r") == 1
+    assert "cannot run under torchrun (WORLD_SIZE=2)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_config_problems_are_reported_together():
     with pytest.raises(ConfigError) as error:
         load_config(None, ["model.pooling=max", "seeds=[1,1]", "data.max_length=2", "train.max_steps=0",

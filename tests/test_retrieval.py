@@ -322,3 +322,11 @@ def test_bad_inputs_give_clear_errors(tmp_path, separable):
         load_config(None, ["data.dir=x"], schema=RetrievalRunConfig, check=check_config)
     with pytest.raises(RetrievalError, match="distinct id"):
         write_index(tmp_path / "i", ["1", "1"], ["a", "b"], np.zeros((2, 4)))
+
+
+def test_under_torchrun_retrieval_training_refuses_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = load_config(None, ["data.dir=x", "model.init_from=y"], schema=RetrievalRunConfig, check=check_config)
+    with pytest.raises(ValueError, match=r"cannot run under torchrun \(WORLD_SIZE=2\)"):
+        train_retrieval(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

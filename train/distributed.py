@@ -39,6 +39,15 @@ def setup(device_type: str):
     return torch.device("cpu")
 
 
+def require_one_process(command: str):
+    """Commands that train in one process refuse torchrun: every rank would train the same model
+    and overwrite the same RUN_DIR."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise ValueError(f"`biomamba {command}` trains in one process and cannot run under torchrun "
+                         f"(WORLD_SIZE={world}); run it directly. `biomamba pretrain` is the distributed command.")
+
+
 def teardown():
     """Destroy the process group once nothing uses it: reference cycles that hold a DDP reducer or
     an FSDP mesh are collected first."""

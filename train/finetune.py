@@ -56,6 +56,7 @@ import torch
 
 from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
 from biomamba.data.atomic import discard
+from train import distributed
 from train.checkpoint import MARKER
 from train.config import ConfigError, load_config, to_dict
 from train.finetune_config import FinetuneConfig, check_finetune
@@ -345,6 +346,7 @@ def prepare_data(cfg, tokenizer, kind):
 
 
 def finetune(cfg, run_dir: Path) -> dict:
+    distributed.require_one_process("finetune")
     device = torch.device(pick_device(cfg.train.device))
     kind = model_kind(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, kind, cfg)

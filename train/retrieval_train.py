@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
+from train import distributed
 from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 from train.pretrain import finish  # RUN_DIR/model + results.json, as every run leaves them
 
@@ -347,6 +348,7 @@ def train_retrieval(cfg, run_dir: Path) -> dict:
     from biomamba import ops
     from train.pretrain import git_commit, pick_device, write_run_config
 
+    distributed.require_one_process("retrieval train")
     device = torch.device(pick_device(cfg.train.device))
     tokenizer = load_tokenizer(tokenizer_dir(cfg))
     eos_id, _ = special_ids(tokenizer)
