@@ -13,6 +13,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from train.models import tied_parameters
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
@@ -104,7 +106,8 @@ def shard(model, device):
     # the mesh's device type follows the run's device, not whether this machine has CUDA
     mesh = init_device_mesh(device.type, (world_size(),))
     flags = {name: dict(vars(param)) for name, param in model.named_parameters()}
-    tied = _tied_ids(model)
+    named = dict(model.named_parameters(remove_duplicate=False))
+    tied = {id(named[alias]) for alias in tied_parameters(model)}
     blocks = set(getattr(model, "_no_split_modules", None) or ())
     for module in reversed(list(model.modules())):  # innermost first, as fully_shard requires
         if type(module).__name__ in blocks and not any(id(p) in tied for p in module.parameters()):
@@ -114,13 +117,6 @@ def shard(model, device):
     for name, param in model.named_parameters():
         param.__dict__.update(flags[name])
     return model
-
-
-def _tied_ids(model) -> set:
-    seen, tied = set(), set()
-    for _, param in model.named_parameters(remove_duplicate=False):
-        (tied if id(param) in seen else seen).add(id(param))
-    return tied
 
 
 def is_sharded(model) -> bool:

@@ -18,6 +18,7 @@ import torch
 
 from train import distributed
 from train.checkpoint import Checkpointer, set_rng_state
+from train.models import tied_parameters
 from train.schedule import lr_factor
 
 
@@ -45,18 +46,6 @@ def param_groups(model, weight_decay):
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def tied_parameters(model) -> dict:
-    """{alias: name} for parameters reachable under a second name (a tied LM head): save_pretrained
-    writes only `name`, the first one named_parameters() meets."""
-    first, aliases = {}, {}
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first:
-            aliases[name] = first[id(param)]
-        else:
-            first[id(param)] = name
-    return aliases
 
 
 class Trainer:

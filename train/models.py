@@ -8,6 +8,18 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def tied_parameters(model) -> dict:
+    """{alias: name} for parameters reachable under a second name (a tied LM head): save_pretrained
+    writes only `name`, the first one named_parameters() meets."""
+    first, aliases = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
+
+
 def mamba_config(cfg_model, vocab_size: int, eos_id: int) -> BioMambaConfig:
     overrides = {k: getattr(cfg_model, k) for k in ("d_model", "n_layer", "d_state")
                  if getattr(cfg_model, k) is not None}
