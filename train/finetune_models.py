@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from biomamba.data.atomic import atomic_open
 from train.checkpoint import write_model_dir
 
 LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
@@ -123,11 +124,10 @@ class LoraClassifier(torch.nn.Module):
 
 def save_trainable(model, path: Path):
     """The trainable tensors (adapters + head), written atomically."""
-    from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}, str(tmp))
-    tmp.replace(path)
+    from safetensors.torch import save
+    tensors = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    with atomic_open(path, "wb") as f:
+        f.write(save(tensors))
 
 
 def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None = None):
