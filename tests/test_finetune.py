@@ -113,6 +113,11 @@ def assert_saved_model_reproduces_test_scores(args, loader, kind):
     return model
 
 
+def assert_same_tensors(a: dict, b: dict):
+    """Two state dicts with the same keys and equal tensors (to float32 round-off)."""
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
 @pytest.mark.parametrize("kind", ["biomamba", "bert"])
 def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected_model(kind, mamba_dir, bert_dir,
                                                                                         tmp_path):
@@ -197,7 +202,7 @@ def test_rerun_skips_finished_seeds_and_resume_is_exact(sentence_role_runs, prep
     assert a["per_seed"][1]["best_step"] == b["per_seed"][1]["best_step"]
     assert a["mean"]["test"] == pytest.approx(b["mean"]["test"], rel=1e-5)
     a, b = (load_file(r / "seed_2" / "model" / "model.safetensors") for r in (straight, resumed))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    assert_same_tensors(a, b)
     assert run_finetune(*args, "train.max_steps=7") == 1  # another budget in the same --out
     assert "another config" in capsys.readouterr().err
 
@@ -371,9 +376,9 @@ def test_lora_resume_equals_a_straight_run(mamba_dir, tmp_path):
     assert json.loads((resumed / "seed_1" / "results.json").read_text())["resumed_from"] == 3
     assert first_losses(resumed, 1) == pytest.approx(first_losses(straight, 1), rel=1e-5)
     a, b = (lora_checkpoint_weights(run, 6) for run in (straight, resumed))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    assert_same_tensors(a, b)
     a, b = (load_file(run / "seed_1" / "model" / "model.safetensors") for run in (straight, resumed))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    assert_same_tensors(a, b)
     a, b = (json.loads((run / "results.json").read_text()) for run in (straight, resumed))
     assert a["per_seed"][0]["best_step"] == b["per_seed"][0]["best_step"]
     assert a["mean"]["test"] == pytest.approx(b["mean"]["test"], rel=1e-5)
