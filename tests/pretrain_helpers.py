@@ -2,6 +2,7 @@
 import gzip
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,11 @@ def assert_same_validation(one, two):
     """Validation scores the same windows whatever the number of processes."""
     assert [(s, t) for s, _, t in val_losses(two)] == [(s, t) for s, _, t in val_losses(one)]
     assert [l for _, l, _ in val_losses(two)] == pytest.approx([l for _, l, _ in val_losses(one)], rel=1e-5)
+
+
+def keep_checkpoints_up_to(run_dir, step):
+    """A run as if it had stopped after `step`: later checkpoints and the final model gone."""
+    for ckpt in (run_dir / "checkpoints").iterdir():
+        if int(ckpt.name.split("_")[1]) > step:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(run_dir / "model")

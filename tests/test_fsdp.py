@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from biomamba import BioMambaForCausalLM
-from tests.pretrain_helpers import assert_same_validation, losses, run_pretrain, run_two_processes
+from tests.pretrain_helpers import (assert_same_validation, keep_checkpoints_up_to, losses, run_pretrain,
+                                    run_two_processes)
 
 pytestmark = pytest.mark.slow  # about a minute on 2 CPU cores: four short runs, two of them torchrun
 
@@ -23,14 +24,6 @@ def run_fsdp(run_dir, data_dir, *overrides):
 
 def train_losses(run_dir):
     return [loss for _, loss in losses(run_dir)]
-
-
-def keep_checkpoints_up_to(run_dir, step):
-    """A run as if it had stopped after `step`: later checkpoints and the final model gone."""
-    for ckpt in (run_dir / "checkpoints").iterdir():
-        if int(ckpt.name.split("_")[1]) > step:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(run_dir / "model")
 
 
 @pytest.fixture(scope="module")

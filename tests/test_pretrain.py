@@ -16,8 +16,8 @@ import yaml
 from train.config import load_config
 from train.loop import NonFiniteLoss, Task, Trainer
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import (ROOT, assert_same_validation, losses, pretrain_command, run_pretrain,
-                                    run_two_processes)
+from tests.pretrain_helpers import (ROOT, assert_same_validation, keep_checkpoints_up_to, losses, pretrain_command,
+                                    run_pretrain, run_two_processes)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,7 @@ def test_run_writes_config_metrics_and_final_model(straight_run):
 def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(straight_run, resumed)
-    for ckpt in (resumed / "checkpoints").iterdir():
-        if int(ckpt.name.split("_")[1]) > 12:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(resumed / "model")
+    keep_checkpoints_up_to(resumed, 12)
     run_pretrain(resumed, _data_of(straight_run), "train.max_steps=30", "train.save_every=2", "train.keep_last=20", "train.eval_every=10")
     assert losses(resumed) == losses(straight_run)
 
