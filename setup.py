@@ -1,12 +1,19 @@
 """biomamba: Mamba language models for biomedical text.
 
-Top level (fixed by the project card): biomamba/ (the library), kernels/ (compiled sources only,
-deliberately not a Python package: transformers probes `import kernels` for the HF kernels
-library), train/, eval/, tests/.
+Top level (fixed by the project card): biomamba/ (the library), kernels/ (compiled sources only),
+train/, eval/, tests/. An install puts one top-level package into site-packages, `biomamba`:
+    train/   -> biomamba.train     (pretrain, finetune, retrieval training)
+    eval/    -> biomamba.eval      (evaluation commands and reports)
+    kernels/ -> biomamba/kernels/  (C++/CUDA sources as package data, JIT-built on first use;
+                                    no Python module: transformers probes `import kernels`)
+so no generic `train` or `eval` package collides with another project's.
 """
 import os
 
 from setuptools import find_packages, setup
+
+
+KERNEL_SOURCES = ["cpu/*.cpp", "cpu/*.h", "cuda/*.cpp", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h"]
 
 
 def cuda_build_kwargs():
@@ -17,7 +24,7 @@ def cuda_build_kwargs():
     """
     if os.environ.get("BIOMAMBA_CUDA_BUILD") != "1":
         return {}
-    from biomamba.kernels_cuda import cuda_setup_kwargs
+    from biomamba.ops.cuda import cuda_setup_kwargs
     return cuda_setup_kwargs()
 
 
@@ -26,7 +33,10 @@ setup(
     version="0.1.0",
     description="Mamba (selective state-space) language models for biomedical text",
     python_requires=">=3.10",
-    packages=find_packages(include=["biomamba", "biomamba.*", "train", "train.*", "eval", "eval.*"]),
+    packages=[*find_packages(include=["biomamba", "biomamba.*"]), "biomamba.train", "biomamba.eval",
+              "biomamba.kernels"],
+    package_dir={"biomamba.train": "train", "biomamba.eval": "eval", "biomamba.kernels": "kernels"},
+    package_data={"biomamba.kernels": KERNEL_SOURCES},
     install_requires=[
         "torch>=2.3,<2.14",
         "transformers>=5.0,<6",

@@ -9,12 +9,12 @@ import sys
 # name -> (module, one-line help). Order is the order `biomamba --help` lists them.
 COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
-    "pretrain": ("train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
-    "eval-ppl": ("eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
-    "finetune": ("train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
-    "retrieval": ("train.retrieval", "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
+    "pretrain": ("biomamba.train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
+    "eval-ppl": ("biomamba.eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
+    "finetune": ("biomamba.train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
+    "retrieval": ("biomamba.train.retrieval", "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
-    "report": ("eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
+    "report": ("biomamba.eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),
 }
 

@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 from biomamba.data.errors import DataError
-from eval.ppl_data import load_data
-from eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
-from eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
-from eval.ppl_protocol import causal_document_scores, check_windowing, windowing_description
+from biomamba.eval.ppl_data import load_data
+from biomamba.eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
+from biomamba.eval.ppl_protocol import causal_document_scores, check_windowing, windowing_description
 
 LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
 
@@ -91,7 +91,7 @@ def progress_bar(total, desc, disable):
 
 def score_documents(loaded, token_lists, max_length, stride, batch_size, device, progress):
     if loaded.scoring == "masked":
-        from eval.pseudo_ppl import pseudo_document_scores
+        from biomamba.eval.pseudo_ppl import pseudo_document_scores
         return pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, max_length, stride,
                                       batch_size, device, progress)
     prefix_id, _ = prefix_token_id(loaded.tokenizer)
@@ -127,7 +127,7 @@ def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device) -> dic
 def legacy_result(loaded, texts, args, device) -> dict:
     if loaded.scoring == "masked":
         return {"not_applicable": "the 2024 protocol is a causal next-token loss; masked LMs have none"}
-    from eval.ppl_legacy import LEGACY_LENGTH, legacy_padded
+    from biomamba.eval.ppl_legacy import LEGACY_LENGTH, legacy_padded
     with progress_bar(len(texts) * (LEGACY_LENGTH - 1), "legacy-padded", args.no_progress) as bar:
         return legacy_padded(loaded.model, loaded.tokenizer, texts, args.batch_size, device, progress=bar)
 

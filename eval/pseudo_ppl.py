@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from eval.ppl_protocol import length_batches
+from biomamba.eval.ppl_protocol import length_batches
 
 
 @dataclasses.dataclass

@@ -8,9 +8,9 @@ Each kind lives in its own module (eval/report_KIND.py) with add_arguments(parse
 import importlib
 
 KINDS = {
-    "train": "eval.report_train",
-    "ppl": "eval.report_ppl",
-    "finetune": "eval.report_finetune",
+    "train": "biomamba.eval.report_train",
+    "ppl": "biomamba.eval.report_ppl",
+    "finetune": "biomamba.eval.report_finetune",
 }
 
 

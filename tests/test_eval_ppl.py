@@ -13,13 +13,13 @@ from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, GPT2Co
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.data.errors import DataError
-from eval import perplexity, report_ppl
-from eval.ppl_data import load_data, parse_spec
-from eval.ppl_legacy import legacy_padded
-from eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
-from eval.ppl_models import ModelSpecError, load_model
-from eval.ppl_protocol import causal_document_scores, rolling_windows
-from eval.pseudo_ppl import masked_rows, pseudo_document_scores
+from biomamba.eval import perplexity, report_ppl
+from biomamba.eval.ppl_data import load_data, parse_spec
+from biomamba.eval.ppl_legacy import legacy_padded
+from biomamba.eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from biomamba.eval.ppl_models import ModelSpecError, load_model
+from biomamba.eval.ppl_protocol import causal_document_scores, rolling_windows
+from biomamba.eval.pseudo_ppl import masked_rows, pseudo_document_scores
 
 CORPUS = [
     "Patients with type 2 diabetes were randomised to metformin or placebo.",

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from biomamba.data.atomic import discard
+from biomamba.io import discard
 from tests.pretrain_helpers import ROOT, write_small_medline
-from train import finetune
-from train.config import ConfigError, load_config
-from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
+from biomamba.train import finetune
+from biomamba.train.config import ConfigError, load_config
+from biomamba.train.finetune_config import FinetuneConfig, check_finetune
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
                                    selected_step)
-from train.finetune_tasks import Example, TaskError, load_task
+from biomamba.train.finetune_tasks import Example, TaskError, load_task
 
 FAST = ["logging.wandb=false", "optim.warmup_steps=1", "train.batch_size=8", "data.eval_batch_size=32"]
 TOY = [*FAST, "data.val_fraction=0.2", "data.test_fraction=0.2"]  # for write_separable_task files
@@ -212,7 +212,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
     written a newer best (which the resume forgets) or was killed between two renames."""
     from safetensors.torch import load_file
 
-    from train.checkpoint import Checkpointer
+    from biomamba.train.checkpoint import Checkpointer
     cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
     model = build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg).eval()
     checkpointer = Checkpointer(tmp_path)
@@ -246,7 +246,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
 
 
 def test_report_finetune_compares_runs(sentence_role_runs, capsys):
-    from eval import report_finetune
+    from biomamba.eval import report_finetune
     parser = argparse.ArgumentParser()
     report_finetune.add_arguments(parser)
     out = sentence_role_runs / "report"
@@ -491,7 +491,7 @@ def test_config_problems_are_reported_together():
 # ----------------------------------------------------------------------------- same-budget BERT
 
 def test_masking_is_deterministic_per_step_and_bert_like():
-    from train.mlm import mask_windows
+    from biomamba.train.mlm import mask_windows
     windows = torch.randint(0, 500, (64, 128))
     a = mask_windows(windows, 512, 514, 512, torch.Generator().manual_seed(3))
     b = mask_windows(windows, 512, 514, 512, torch.Generator().manual_seed(3))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from eval.classification import classification_metrics, mean_std, summarise_seeds
-from eval.report_finetune import comparison, table, verdicts
+from biomamba.eval.classification import classification_metrics, mean_std, summarise_seeds
+from biomamba.eval.report_finetune import comparison, table, verdicts
 
 CASES = [
     # balanced 5 classes, random predictions

@@ -14,7 +14,8 @@ import warnings
 import pytest
 import torch
 
-from biomamba import kernels_cpu, ops
+from biomamba import ops
+from biomamba.ops import cpu as kernels_cpu
 from tests.scan_cases import CASES, max_relative_error, run_scan, scan_inputs
 
 EXTRA_CASES = [  # (name, b, d, l, n, layout of B/C, groups)

@@ -63,7 +63,7 @@ def test_kernels_compile(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_backend_unavailable_without_cuda():
-    from biomamba import kernels_cuda
+    from biomamba.ops import cuda as kernels_cuda
 
     u = torch.randn(1, 4, 5)
     A = -torch.rand(4, 3)
@@ -79,7 +79,7 @@ def test_backend_unavailable_without_cuda():
 
 
 def test_import_does_not_touch_cuda():
-    code = ("import torch, biomamba.kernels_cuda as k; "
+    code = ("import torch, biomamba.ops.cuda as k; "
             "assert not torch.cuda.is_initialized(); assert k._STATE == {}")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=KERNELS.parent.parent)
 
@@ -87,7 +87,7 @@ def test_import_does_not_touch_cuda():
 @pytest.mark.skipif(torch.version.cuda is None, reason="CUDAExtension needs a CUDA build of torch")
 def test_extension_spec():
     """cuda_extension() (what setup.py builds with BIOMAMBA_CUDA_BUILD=1) names every source."""
-    from biomamba.kernels_cuda import _SOURCES, cuda_extension
+    from biomamba.ops.cuda import _SOURCES, cuda_extension
 
     ext = cuda_extension()
     assert ext.name == "biomamba._cuda_kernels"
@@ -289,7 +289,7 @@ def test_state_update_matches_ref_steps(groups, state_dtype, dtype):
     state_k = rnd(b, d, n).to(state_dtype)
     state_r = state_k.clone()
     bc_shape = (b, n) if groups == 0 else (b, groups, n)
-    from biomamba import kernels_cuda
+    from biomamba.ops import cuda as kernels_cuda
 
     for _ in range(steps):
         x, dt, z = rnd(b, d).to(dtype), rnd(b, d).to(dtype), rnd(b, d).to(dtype)
@@ -311,7 +311,7 @@ def test_state_update_matches_ref_steps(groups, state_dtype, dtype):
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_conv1d_matches_torch(width, activation, with_bias, dtype):
-    from biomamba import kernels_cuda
+    from biomamba.ops import cuda as kernels_cuda
 
     b, d, l = 2, 7, 45
     x = torch.randn(b, d, l, device="cuda").to(dtype)

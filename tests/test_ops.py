@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biomamba import ops, scan_torch
+from biomamba import ops
+from biomamba.ops import scan_torch
 from tests.scan_cases import CASES, max_relative_error, run_scan, scan_inputs
 
 OPTIONS = list(itertools.product([True, False], repeat=3))  # use_D, use_z, use_bias

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from train.config import load_config
-from train.loop import NonFiniteLoss, Task, Trainer
+from biomamba.train.config import load_config
+from biomamba.train.loop import NonFiniteLoss, Task, Trainer
 from tests.model_helpers import tiny_model
 from tests.pretrain_helpers import (ROOT, assert_same_validation, keep_checkpoints_up_to, losses, pretrain_command,
                                     run_pretrain, run_two_processes)

@@ -15,11 +15,11 @@ from biomamba import BioMambaConfig
 from biomamba.modeling import BioMambaForEmbedding, pool
 from biomamba.retrieval import (DenseIndex, Encoder, RetrievalError, encode, format_passage, format_query,
                                 load_tokenizer, tokenize_batch, write_index)
-from eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
+from biomamba.eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
                             trec_order)
 from tests.pretrain_helpers import ROOT
-from train.config import ConfigError, load_config
-from train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
+from biomamba.train.config import ConfigError, load_config
+from biomamba.train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
                                    train_retrieval)
 
 TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
@@ -175,7 +175,7 @@ def embedded_1976_documents():
 
 @pytest.mark.slow
 def test_bm25_title_to_abstract_reproduces_the_known_level_on_the_1976_80_file():
-    from eval.retrieval import bm25_run
+    from biomamba.eval.retrieval import bm25_run
     task = pubmed_task(embedded_1976_documents(), "title-abstract")
     assert len(task.queries) == 14832  # every citation with a title and an abstract
     result = evaluate_run(task.qrels, bm25_run(task))
@@ -208,7 +208,7 @@ def separable_config(separable, data_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trained(separable, data_dir, tokenizer, tmp_path_factory):
-    from eval.retrieval import dense_run
+    from biomamba.eval.retrieval import dense_run
     cfg = separable_config(separable, data_dir)
     task = beir_task(separable)
     untrained = Encoder(build_model(cfg, len(tokenizer), tokenizer.eos_token_id).eval(), tokenizer)
@@ -244,7 +244,7 @@ def test_info_nce_masks_false_negatives_and_hard_negative_columns():
 
 
 def test_pubmed_pairs_with_bm25_hard_negatives_exclude_the_positive(data_dir, tokenizer):
-    from train.retrieval_train import ContrastiveBatches, build_sources
+    from biomamba.train.retrieval_train import ContrastiveBatches, build_sources
     cfg = load_config(None, [f"data.dir={data_dir}", "model.preset=debug", "loss.hard_negatives=2",
                              "train.batch_size=4"], schema=RetrievalRunConfig, check=check_config)
     sources = build_sources(cfg)
@@ -280,7 +280,7 @@ def test_index_then_search_finds_a_planted_document(tmp_path, tokenizer):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "train.retrieval", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "biomamba", "retrieval", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True)
 
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from train.checkpoint import MARKER, Checkpointer
-from train.config import ConfigError, OptimConfig, load_config
-from train.schedule import lr_factor
-from train.windows import WindowBatches
+from biomamba.train.checkpoint import MARKER, Checkpointer
+from biomamba.train.config import ConfigError, OptimConfig, load_config
+from biomamba.train.schedule import lr_factor
+from biomamba.train.windows import WindowBatches
 from tests.model_helpers import tiny_model
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biomamba.data.atomic import replace_dir
+from biomamba.io import replace_dir
 
 MARKER = "COMPLETE"
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-from train.models import tied_parameters
+from biomamba.train.models import tied_parameters
 
 
 def world_size() -> int:

@@ -54,20 +54,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
-from biomamba.data.atomic import discard
-from train import distributed
-from train.checkpoint import MARKER
-from train.config import ConfigError, load_config, to_dict
-from train.finetune_config import FinetuneConfig, check_finetune
-from train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
+from biomamba.eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from biomamba.io import discard
+from biomamba.train import distributed
+from biomamba.train.checkpoint import MARKER
+from biomamba.train.config import ConfigError, load_config, to_dict
+from biomamba.train.finetune_config import FinetuneConfig, check_finetune
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
                                    model_kind, save_selected, save_trainable, selected_step)
-from train.finetune_report import write_results
-from train.finetune_tasks import SPLITS, TaskError, load_task, subsample
-from train.logger import RunLogger
-from train.loop import NonFiniteLoss, Task, Trainer
-from train.models import count_parameters
-from train.pretrain import git_commit, pick_device, write_run_config
+from biomamba.train.finetune_report import write_results
+from biomamba.train.finetune_tasks import SPLITS, TaskError, load_task, subsample
+from biomamba.train.logger import RunLogger
+from biomamba.train.loop import NonFiniteLoss, Task, Trainer
+from biomamba.train.models import count_parameters
+from biomamba.train.pretrain import git_commit, pick_device, write_run_config
 
 LORA_BEST = "lora_best"  # seed_N/lora_best/step_N.safetensors: LoRA trainable tensors at each val improvement
 

@@ -7,7 +7,7 @@ check=check_finetune), so unknown keys and bad values are all reported at once.
 from dataclasses import dataclass, field
 
 from biomamba.config import SCAN_BACKENDS
-from train.config import (LOOP_CHOICES, LoggingConfig, OptimConfig, TrainConfig, check_choices,
+from biomamba.train.config import (LOOP_CHOICES, LoggingConfig, OptimConfig, TrainConfig, check_choices,
                           check_loop)
 
 

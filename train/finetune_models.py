@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from biomamba.data.atomic import atomic_open
-from train.checkpoint import write_model_dir
+from biomamba.io import atomic_open
+from biomamba.train.checkpoint import write_model_dir
 
 LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
 # The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run.

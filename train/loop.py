@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
-from train import distributed
-from train.checkpoint import Checkpointer, set_rng_state
-from train.models import tied_parameters
-from train.schedule import lr_factor
+from biomamba.train import distributed
+from biomamba.train.checkpoint import Checkpointer, set_rng_state
+from biomamba.train.models import tied_parameters
+from biomamba.train.schedule import lr_factor
 
 
 class NonFiniteLoss(RuntimeError):

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import torch
 
-from train import distributed
-from train.windows import val_windows
+from biomamba.train import distributed
+from biomamba.train.windows import val_windows
 
 MASK_RATE = 0.15
 

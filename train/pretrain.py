@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import distributed, mlm
-from train.checkpoint import write_model_dir
-from train.config import ConfigError, dump_yaml, load_config, to_dict
-from train.logger import RunLogger
-from train.loop import NonFiniteLoss, Task, Trainer
-from train.models import build_model, count_parameters
-from train.windows import WindowBatches, val_windows
+from biomamba.train import distributed, mlm
+from biomamba.train.checkpoint import write_model_dir
+from biomamba.train.config import ConfigError, dump_yaml, load_config, to_dict
+from biomamba.train.logger import RunLogger
+from biomamba.train.loop import NonFiniteLoss, Task, Trainer
+from biomamba.train.models import build_model, count_parameters
+from biomamba.train.windows import WindowBatches, val_windows
 
 
 def add_arguments(parser):

@@ -82,7 +82,7 @@ def load_encoder(model_dir, tokenizer=None, data=None):
 
 
 def run_eval(args) -> int:
-    from eval.retrieval import beir_task, bioasq_task, evaluate_task, heldout_tasks, write_results
+    from biomamba.eval.retrieval import beir_task, bioasq_task, evaluate_task, heldout_tasks, write_results
 
     if not (args.data or args.beir or args.bioasq):
         raise RetrievalError("nothing to evaluate: give --data, --beir or --bioasq")
@@ -106,7 +106,7 @@ def run_eval(args) -> int:
 
 def corpus_rows(path):
     """(ids, titles, {"title", "text"} passages) of a corpus file or directory."""
-    from eval.retrieval import load_corpus
+    from biomamba.eval.retrieval import load_corpus
 
     corpus = load_corpus(path)
     if not corpus:
@@ -156,7 +156,7 @@ def run(args) -> int:
     from biomamba.data.errors import DataError
 
     if args.action == "train":
-        from train.retrieval_train import run_train
+        from biomamba.train.retrieval_train import run_train
         return run_train(args)
     action = {"eval": run_eval, "index": run_index, "search": run_search}[args.action]
     try:
@@ -166,7 +166,7 @@ def run(args) -> int:
         return 1
 
 
-if __name__ == "__main__":  # python -m train.retrieval ...
+if __name__ == "__main__":  # python -m biomamba.train.retrieval ...
     parser = argparse.ArgumentParser(prog="biomamba retrieval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

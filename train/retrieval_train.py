@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
                                 format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
-from train import distributed
-from train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
-from train.pretrain import finish  # RUN_DIR/model + results.json, as every run leaves them
+from biomamba.train import distributed
+from biomamba.train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
+from biomamba.train.pretrain import finish  # RUN_DIR/model + results.json, as every run leaves them
 
 
 @dataclass
@@ -275,7 +275,7 @@ def make_evaluate(cfg, tokenizer, batches: ContrastiveBatches):
     """Val-split held-out tasks (and eval_beir test qrels): dense metrics + the val contrastive loss."""
     from biomamba.data.documents import iter_documents
     from biomamba.retrieval import Encoder
-    from eval.retrieval import beir_task, dense_run, evaluate_run, pubmed_task
+    from biomamba.eval.retrieval import beir_task, dense_run, evaluate_run, pubmed_task
 
     d = cfg.data
     tasks, val_sources = [], []
@@ -342,11 +342,11 @@ def tokenizer_dir(cfg) -> str:
 
 def train_retrieval(cfg, run_dir: Path) -> dict:
     from biomamba.retrieval import load_tokenizer
-    from train.logger import RunLogger
-    from train.loop import Task, Trainer
-    from train.models import count_parameters
+    from biomamba.train.logger import RunLogger
+    from biomamba.train.loop import Task, Trainer
+    from biomamba.train.models import count_parameters
     from biomamba import ops
-    from train.pretrain import git_commit, pick_device, write_run_config
+    from biomamba.train.pretrain import git_commit, pick_device, write_run_config
 
     distributed.require_one_process("retrieval train")
     device = torch.device(pick_device(cfg.train.device))
@@ -381,8 +381,8 @@ def train_retrieval(cfg, run_dir: Path) -> dict:
 
 
 def run_train(args) -> int:
-    from train.config import load_config
-    from train.loop import NonFiniteLoss
+    from biomamba.train.config import load_config
+    from biomamba.train.loop import NonFiniteLoss
 
     try:
         cfg = load_config(args.config, args.overrides, schema=RetrievalRunConfig, check=check_config)

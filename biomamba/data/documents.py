@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from biomamba.data.atomic import atomic_open
+from biomamba.io import atomic_open
 from biomamba.data.errors import DataError
 from biomamba.data.medline import MedlineRecord
 from biomamba.data.parsing import ParsedFile

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from biomamba.data.atomic import atomic_open
+from biomamba.io import atomic_open
 from biomamba.data.errors import DataError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from biomamba.data.atomic import atomic_open, sha256_file, write_json
+from biomamba.io import atomic_open, sha256_file, write_json
 from biomamba.data.errors import DataError
 from biomamba.data.medline import Deletion, iter_medline
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from biomamba.data import stages
-from biomamba.data.atomic import sha256_file, sweep_temporaries, write_json
+from biomamba.io import sha256_file, sweep_temporaries, write_json
 from biomamba.data.documents import document_text, iter_documents, write_documents
 from biomamba.data.errors import DataError
 from biomamba.data.exclude import read_exclusions

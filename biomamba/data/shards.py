@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from biomamba.data.atomic import atomic_open
+from biomamba.io import atomic_open
 from biomamba.data.manifest import load_manifest
 
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64M tokens: 128 MB of uint16 per file

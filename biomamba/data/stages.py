@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from biomamba.data.atomic import sha256_file, write_json
+from biomamba.io import sha256_file, write_json
 
 
 def stage_key(*parts) -> str:

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from biomamba.data.atomic import atomic_open, write_json
+from biomamba.io import atomic_open, write_json
 from biomamba.data.documents import document_text, iter_documents
 from biomamba.data.sentences import split_sentences
 from biomamba.data.splits import SPLITS

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from biomamba.data.atomic import atomic_open, sha256_file, write_json
+from biomamba.io import atomic_open, sha256_file, write_json
 from biomamba.data.errors import DataError
 
 EOS = "<|endoftext|>"

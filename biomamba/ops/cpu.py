@@ -16,14 +16,12 @@ gradient through the returned last state is supported (it seeds the adjoint recu
 """
 import os
 import shutil
-from pathlib import Path
 
 import torch
 
-import biomamba
-from biomamba.ops import BackendUnavailable
+from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
 
-SOURCE_DIR = Path(biomamba.__file__).resolve().parent.parent / "kernels" / "cpu"
+SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["selective_scan.cpp"]
 HEADERS = ["scan_kernel.h", "scan_math.h"]
 EXTENSION_NAME = "biomamba_selective_scan_cpu"
@@ -42,8 +40,9 @@ def _load_extension():
     missing = [name for name in SOURCES + HEADERS if not (SOURCE_DIR / name).is_file()]
     if missing:
         raise BackendUnavailable(
-            f"backend 'cpu': kernel sources {missing} not found in {SOURCE_DIR}; install biomamba "
-            "from a source checkout (`pip install -e .`) so that kernels/cpu is present")
+            f"backend 'cpu': kernel sources {missing} not found in {SOURCE_DIR}; biomamba's "
+            "source checkout has them in kernels/cpu and its wheel in biomamba/kernels/cpu: reinstall biomamba "
+            "(`pip install --force-reinstall biomamba`), or use backend='torch'")
     if shutil.which(_compiler()) is None:
         raise BackendUnavailable(
             f"backend 'cpu' needs a C++ compiler to build its kernel on first use, and "

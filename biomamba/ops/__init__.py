@@ -18,29 +18,30 @@ Recurrence (Mamba paper, Algorithm 2), per channel d and time t:
     y_t = <h_t, C_t> + D * u_t ;  out_t = y_t * silu(z_t)
 
 Backends of selective_scan:
-    "ref"       sequential, autograd through every step, computes in float32 or float64: the truth.
-    "torch"     pure PyTorch with a hand-written backward that recomputes states per chunk
+    "ref"       sequential, autograd through every step, computes in float32 or float64: the truth
+                (ops/reference.py holds the reference of every op).
+    "torch"     pure PyTorch (ops/scan_torch.py) with a hand-written backward that recomputes states per chunk
                 (no quadratic backward, memory O(b d n l/chunk + b d n chunk)).
-    "cpu"       the compiled C++ kernel (kernels/cpu), CPU tensors.
-    "cuda"      our CUDA kernel (kernels/cuda), CUDA tensors.
+    "cpu"       the compiled C++ kernel (kernels/cpu, glue in ops/cpu.py), CPU tensors.
+    "cuda"      our CUDA kernel (kernels/cuda, glue in ops/cuda.py), CUDA tensors.
     "mamba_ssm" the state-spaces kernel, when `mamba_ssm` imports.
-"auto" picks the fastest available backend for the tensors' device; every choice is recorded in
+"auto" picks the fastest available backend for the tensors' device among those a test on that kind
+of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); every choice is recorded in
 `backends_used()` so a run can write it into its config. Asking for an unavailable backend raises
 BackendUnavailable with the command that makes it available; there is no silent fallback.
 """
 import importlib
 import warnings
 
-import torch
-import torch.nn.functional as F
+from biomamba.ops import scan_torch
+from biomamba.ops.compiled import BackendUnavailable
+from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_torch, selective_scan_ref,
+                                    selective_state_update_ref)
 
-from biomamba import scan_torch
+__all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
+           "selective_scan_ref", "resolve_backend", "backends_used", "BackendUnavailable"]
 
 _USED = {}  # op name -> backend chosen on the last call (recorded for run configs)
-
-
-class BackendUnavailable(RuntimeError):
-    """The requested backend cannot run here; the message says how to get it."""
 
 
 # ----------------------------------------------------------------------------- backends registry
@@ -57,7 +58,7 @@ def _mamba_ssm_scan():
 
 def _compiled_scan(kind):
     """The forward/backward glue of our compiled kernels, imported only when asked for."""
-    module = importlib.import_module(f"biomamba.kernels_{kind}")
+    module = importlib.import_module(f"biomamba.ops.{kind}")
     module.check_available()  # raises BackendUnavailable with instructions
     return module.selective_scan
 
@@ -86,6 +87,10 @@ def _is_available(name):
         return False
 
 
+# What "auto" may choose, fastest first, per device type: only backends whose correctness a test on
+# that kind of device has shown. Our "cuda" kernel joins the CUDA list once its GPU tests have
+# passed on a GPU (bench/RESULTS_GPU_TODO.md); until then ask for backend="cuda" by name.
+AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "torch")}
 _AUTO_NOTES = set()
 
 
@@ -93,9 +98,7 @@ def resolve_backend(backend, device) -> str:
     """The concrete backend `backend` means for tensors on `device` ("auto" -> fastest available)."""
     if backend != "auto":
         return backend
-    # On GPUs the proven mamba_ssm kernel comes first while our CUDA kernel awaits its GPU
-    # verification (bench/RESULTS_GPU_TODO.md); ask for backend="cuda" to use ours.
-    preferred = ("mamba_ssm", "cuda", "torch") if device.type == "cuda" else ("cpu", "torch")
+    preferred = AUTO_ORDER.get(device.type, ("torch",))
     for name in preferred:
         if _is_available(name):
             if name != preferred[0] and (device.type, name) not in _AUTO_NOTES:
@@ -123,51 +126,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
-def _expand_bc(X, d):
-    """B or C as (d, n) or (b, d, n, l): fixed, per-batch (b, n, l) or grouped (b, g, n, l)."""
-    if X.dim() == 2:
-        return X
-    if X.dim() == 3:
-        return X.unsqueeze(1)  # (b, 1, n, l) broadcasts over d
-    groups = X.shape[1]
-    if d % groups:
-        raise ValueError(f"B/C groups ({groups}) must divide the channel count d ({d})")
-    return X.repeat_interleave(d // groups, dim=1)  # (b, d, n, l)
-
-
-def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
-    """Sequential reference (mamba_ssm's selective_scan_ref, real A, float64 kept as float64)."""
-    dtype_in = u.dtype
-    compute = torch.promote_types(dtype_in, torch.float32)
-    u, delta, A = u.to(compute), delta.to(compute), A.to(compute)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[..., None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, length = u.shape
-    Bx, Cx = _expand_bc(B.to(compute), dim), _expand_bc(C.to(compute), dim)
-    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))  # (b, d, l, n)
-    if Bx.dim() == 2:
-        deltaB_u = torch.einsum("bdl,dn,bdl->bdln", delta, Bx, u)
-    else:
-        deltaB_u = torch.einsum("bdl,bdnl,bdl->bdln", delta, Bx, u)
-    x = u.new_zeros(batch, dim, A.shape[1])  # (b, d, n)
-    ys = []
-    for i in range(length):
-        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
-        if Cx.dim() == 2:
-            ys.append(torch.einsum("bdn,dn->bd", x, Cx))
-        else:
-            ys.append(torch.einsum("bdn,bdn->bd", x, Cx[..., i]))
-    y = torch.stack(ys, dim=2)  # (b, d, l)
-    out = y if D is None else y + u * D.to(compute)[:, None]
-    if z is not None:
-        out = out * F.silu(z.to(compute))
-    out = out.to(dtype_in)
-    return (out, x) if return_last_state else out
-
-
 # ----------------------------------------------------------------------------- one-step update
 
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
@@ -175,40 +133,10 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
 
     x, dt, z: (b, d); A: (d, n); B, C: (b, n) or grouped (b, g, n); D, dt_bias: (d,).
     """
-    compute = torch.promote_types(state.dtype, torch.float32)
-    dt = dt.to(compute)
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(compute)
-    if dt_softplus:
-        dt = F.softplus(dt)
-    d = x.shape[1]
-    if B.dim() == 3:  # (b, g, n) -> (b, d, n)
-        B = B.repeat_interleave(d // B.shape[1], dim=1)
-        C = C.repeat_interleave(d // C.shape[1], dim=1)
-    else:
-        B, C = B.unsqueeze(1), C.unsqueeze(1)
-    dA = torch.exp(dt.unsqueeze(-1) * A.to(compute))  # (b, d, n)
-    dBx = dt.unsqueeze(-1) * B.to(compute) * x.to(compute).unsqueeze(-1)
-    new_state = state.to(compute) * dA + dBx
-    state.copy_(new_state)
-    out = (new_state * C.to(compute)).sum(-1)
-    if D is not None:
-        out = out + x.to(compute) * D.to(compute)
-    if z is not None:
-        out = out * F.silu(z.to(compute))
-    return out.to(x.dtype)
+    return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
 
 
 # ----------------------------------------------------------------------------- causal conv1d
-
-_ACTIVATIONS = {None: lambda t: t, "silu": F.silu, "swish": F.silu}
-
-
-def _activation(name):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {name!r}")
-    return _ACTIVATIONS[name]
-
 
 def causal_conv1d(x, weight, bias=None, activation=None, backend="auto"):
     """Depthwise causal conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's dtype."""
@@ -216,17 +144,9 @@ def causal_conv1d(x, weight, bias=None, activation=None, backend="auto"):
         raise BackendUnavailable(f"causal_conv1d backend {backend!r} is not built into biomamba; "
                                  "use 'auto' or 'torch'")
     _USED["causal_conv1d"] = "torch"
-    width = weight.shape[-1]
-    out = F.conv1d(x.to(weight.dtype), weight.unsqueeze(1), bias, padding=width - 1,
-                   groups=x.shape[1])[..., : x.shape[-1]]
-    return _activation(activation)(out).to(x.dtype)
+    return causal_conv1d_torch(x, weight, bias, activation)
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
     """One step of the causal conv: x (b, d); conv_state (b, d, w) rolled in place -> (b, d)."""
-    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-    conv_state[:, :, -1] = x
-    out = (conv_state.to(weight.dtype) * weight).sum(-1)
-    if bias is not None:
-        out = out + bias
-    return _activation(activation)(out).to(x.dtype)
+    return causal_conv1d_update_torch(x, conv_state, weight, bias, activation)

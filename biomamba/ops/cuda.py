@@ -15,13 +15,12 @@ delta_bias and constant B/C in float32; all arithmetic is float32. Outputs are i
 last_state float32, gradients in each input's own dtype.
 """
 import os
-import pathlib
 
 import torch
 
-from biomamba.ops import BackendUnavailable
+from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
 
-_SOURCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "kernels" / "cuda"
+_SOURCE_DIR = kernel_source_dir("cuda")
 _SOURCES = ("binding.cpp", "selective_scan.cu", "state_update.cu", "causal_conv1d.cu")
 _NVCC_FLAGS = ["-O3", "-lineinfo"]
 _JIT_NAME = "biomamba_cuda_kernels"
