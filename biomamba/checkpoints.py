@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from biomamba.config import BioMambaConfig
+from biomamba.resolve import mamba_layout
 
 # HF name fragment -> our name fragment; mamba_ssm needs none.
 HF_KEY_MAP = {"backbone.embeddings.": "backbone.embedding."}
@@ -40,12 +41,9 @@ def read_config_json(path: Path) -> dict:
 
 
 def detect_format(raw: dict, path: Path) -> str:
-    if raw.get("model_type") == "biomamba":
-        return "ours"
-    if raw.get("model_type") == "mamba":
-        return "hf"
-    if "d_model" in raw and "n_layer" in raw:
-        return "mamba_ssm"
+    layout = mamba_layout(raw)
+    if layout is not None:
+        return layout
     raise CheckpointError(f"{path / 'config.json'}: not a Mamba checkpoint (model_type "
                           f"{raw.get('model_type')!r}; expected 'biomamba', 'mamba' or a state-spaces config)")
 

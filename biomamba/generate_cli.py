@@ -9,7 +9,6 @@ comes from --tokenizer, else the model directory, else the `tokenizer/` director
 data directory recorded next to a training run.
 """
 import sys
-from pathlib import Path
 
 import torch
 
@@ -28,26 +27,17 @@ def add_arguments(parser):
     parser.add_argument("--device", default="cpu")
 
 
-def find_tokenizer_dir(model_dir: Path, explicit):
-    candidates = [Path(explicit)] if explicit else [model_dir, model_dir / "tokenizer", model_dir.parent / "tokenizer"]
-    for path in candidates:
-        if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-            return path
-    tried = ", ".join(str(p) for p in candidates)
-    raise FileNotFoundError(f"no tokenizer found (looked in {tried}); pass --tokenizer DIR")
-
-
 def run(args):
-    from transformers import AutoTokenizer
-
     from biomamba import BioMambaForCausalLM
     from biomamba.checkpoints import CheckpointError
+    from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
 
-    model_dir = Path(args.model)
     try:
+        model_dir = model_dir_of(args.model)
+        tokenizer = load_tokenizer(find_tokenizer_dir(model_dir, args.tokenizer, [model_dir.parent / "tokenizer"],
+                                                      hint="pass --tokenizer DIR"))
         model = BioMambaForCausalLM.from_pretrained(model_dir).to(args.device)
-        tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_dir(model_dir, args.tokenizer))
-    except (CheckpointError, FileNotFoundError, OSError) as error:
+    except (CheckpointError, ModelSpecError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if tokenizer.pad_token is None:

@@ -21,6 +21,8 @@ from transformers.utils import ModelOutput
 
 from biomamba import ops
 from biomamba.config import BioMambaConfig
+from biomamba.encoding import encode
+from biomamba.resolve import find_tokenizer_dir, load_tokenizer
 from biomamba.generation import MambaCache, generate
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -353,11 +355,9 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
         With `instruction`, texts are queries ("{instruction}\nQuery: {text}"). The tokenizer
         defaults to the one saved beside the model (the directory from_pretrained read).
         """
-        from biomamba.retrieval import encode, load_tokenizer
-
         if tokenizer is None:
             if getattr(self, "_encode_tokenizer", None) is None:
-                self._encode_tokenizer = load_tokenizer(self.name_or_path)
+                self._encode_tokenizer = load_tokenizer(find_tokenizer_dir(self.name_or_path))
             tokenizer = self._encode_tokenizer
         return encode(self, tokenizer, texts, batch_size, instruction, max_length, progress,
                       convert_to_numpy=convert_to_numpy)

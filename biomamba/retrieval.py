@@ -1,11 +1,8 @@
-"""Dense retrieval with BioMamba: encode texts, write an index of float16 shards, search it.
+"""Dense retrieval with BioMamba: an encoder with its templates, an index of float16 shards, search,
+and BM25 for comparison.
 
-BMRetriever's recipe (a decoder LM as a dense retriever):
-    query    "{instruction}\\nQuery: {q}"                    (QUERY_TEMPLATE)
-    passage  "Represent this passage\\npassage: {title} {text}" (PASSAGE_TEMPLATE)
-    an EOS token appended to every text, right padding, the hidden state of the last real token
-    (config.pooling "last"; "mean" is the option), an optional projection, L2 normalisation;
-    relevance is the dot product (= cosine) of two embeddings.
+Texts are embedded BMRetriever-style by biomamba.encoding (templates, EOS appended, pooling, L2
+normalisation); relevance is the dot product (= cosine) of two embeddings.
 
     encoder = Encoder.from_pretrained("runs/retrieval/model")
     q = encoder.encode(["statins and myopathy"], instruction=DEFAULT_INSTRUCTION)   # (1, dim)
@@ -21,94 +18,23 @@ faiss IndexFlatIP gives the same ranking faster; `DenseIndex(..., backend="exact
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-QUERY_TEMPLATE = "{instruction}\nQuery: {q}"
-PASSAGE_TEMPLATE = "Represent this passage\npassage: {title} {text}"
-DEFAULT_INSTRUCTION = "Given a query, retrieve relevant passages from PubMed"
+from biomamba.encoding import DEFAULT_INSTRUCTION, PASSAGE_TEMPLATE, QUERY_TEMPLATE, encode, format_passage
+from biomamba.modeling import BioMambaForEmbedding
+from biomamba.resolve import find_tokenizer_dir, load_tokenizer
+
 SHARD_ROWS = 65536
-_SPACES = re.compile(" {2,}")
 
 
 class RetrievalError(ValueError):
     """A retrieval input that cannot be used (missing index files, unknown ids, empty corpus)."""
 
 
-def format_query(query: str, instruction: str | None, template: str = QUERY_TEMPLATE) -> str:
-    return template.format(instruction=instruction, q=query) if instruction is not None else query
-
-
-def format_passage(title: str, text: str, template: str = PASSAGE_TEMPLATE) -> str:
-    """The passage template; an empty title leaves no double space."""
-    return _SPACES.sub(" ", template.format(title=title or "", text=text or "")).strip()
-
-
 # ----------------------------------------------------------------------------- encoding
-
-def tokenize_batch(tokenizer, texts, max_length: int, eos_id: int, pad_id: int):
-    """Token ids with EOS appended (text truncated to max_length - 1 first), right-padded.
-
-    Returns input_ids, attention_mask: (b, l) int64, l = the longest row.
-    """
-    rows = [ids[: max_length - 1] + [eos_id]
-            for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
-    return input_ids, attention_mask
-
-
-def special_ids(tokenizer, model=None) -> tuple[int, int]:
-    """(eos, pad) ids: the tokenizer's, else the model config's."""
-    eos = tokenizer.eos_token_id
-    if eos is None and model is not None:
-        eos = model.config.eos_token_id
-    if eos is None:
-        raise RetrievalError("the tokenizer has no EOS token (last-token pooling appends one)")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return int(eos), int(pad)
-
-
-@torch.no_grad()
-def encode(model, tokenizer, texts, batch_size: int = 32, instruction: str | None = None,
-           max_length: int = 256, progress: bool = False, query_template: str = QUERY_TEMPLATE,
-           convert_to_numpy: bool = True):
-    """Embed texts: (n, dim) float32, rows L2-normalised, in the order of `texts`.
-
-    With `instruction`, each text is a query and gets QUERY_TEMPLATE; otherwise texts are used as
-    given (format passages with `format_passage`, or call `encode_corpus`). Texts are batched by
-    token length (longest first) so padding is small; the model runs in eval mode.
-    """
-    from tqdm.auto import tqdm
-
-    texts = [format_query(t, instruction, query_template) for t in texts]
-    eos_id, pad_id = special_ids(tokenizer, model)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    out = torch.empty((len(texts), _output_dim(model)), dtype=torch.float32)
-    starts = range(0, len(texts), batch_size)
-    for start in tqdm(starts, desc="encode", unit="batch", disable=not progress):
-        index = order[start:start + batch_size]
-        ids, mask = tokenize_batch(tokenizer, [texts[i] for i in index], max_length, eos_id, pad_id)
-        out[torch.from_numpy(index)] = model(input_ids=ids.to(device),
-                                             attention_mask=mask.to(device)).embeddings.float().cpu()
-    model.train(was_training)
-    return out.numpy() if convert_to_numpy else out
-
-
-def _output_dim(model) -> int:
-    return model.config.embedding_dim or model.config.d_model
-
 
 class Encoder:
     """A BioMambaForEmbedding with its tokenizer and templates: the sentence-transformers-like API."""
@@ -122,7 +48,7 @@ class Encoder:
     def from_pretrained(cls, model_dir, tokenizer_dir=None, pooling=None, embedding_dim=None, **kwargs):
         """Any Mamba checkpoint dir; the tokenizer from tokenizer_dir, else the model dir."""
         model = load_embedding_model(model_dir, pooling=pooling, embedding_dim=embedding_dim)
-        return cls(model, load_tokenizer(tokenizer_dir or model_dir), **kwargs)
+        return cls(model, load_tokenizer(find_tokenizer_dir(model_dir, tokenizer_dir)), **kwargs)
 
     def encode(self, texts, batch_size: int = 32, instruction: str | None = None, progress: bool = False,
                convert_to_numpy: bool = True):
@@ -140,21 +66,8 @@ class Encoder:
 
 
 def load_embedding_model(model_dir, pooling=None, embedding_dim=None):
-    from biomamba.modeling import BioMambaForEmbedding
-
     kwargs = {k: v for k, v in (("pooling", pooling), ("embedding_dim", embedding_dim)) if v is not None}
     return BioMambaForEmbedding.from_pretrained(str(model_dir), **kwargs).eval()
-
-
-def load_tokenizer(directory):
-    from transformers import PreTrainedTokenizerFast
-
-    directory = Path(directory)
-    for candidate in (directory, directory / "tokenizer"):
-        if (candidate / "tokenizer.json").is_file():
-            return PreTrainedTokenizerFast.from_pretrained(str(candidate))
-    raise RetrievalError(f"{directory}: no tokenizer.json (pass a model dir saved with its tokenizer, "
-                         "or a prepared data dir)")
 
 
 # ----------------------------------------------------------------------------- exact search
@@ -292,50 +205,3 @@ class BM25:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         indices, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=1)
         return np.asarray(scores), np.asarray(indices)
-
-
-# ----------------------------------------------------------------------------- pairs from PubMed
-
-def section_texts(doc: dict, keep=lambda category: True) -> list[str]:
-    return [text for _, category, text in doc.get("sections", []) if text and keep(category)]
-
-
-def title_abstract_pair(doc: dict):
-    """(query, passage) = (title, abstract without section labels), or None."""
-    abstract = " ".join(section_texts(doc))
-    if not doc.get("title") or not abstract:
-        return None
-    return doc["title"], {"title": "", "text": abstract}
-
-
-def conclusion_rest_pair(doc: dict):
-    """(query, passage) = (the CONCLUSIONS sections, the other sections), or None when either is empty."""
-    conclusion = " ".join(section_texts(doc, lambda c: c == "CONCLUSIONS"))
-    rest = " ".join(section_texts(doc, lambda c: c != "CONCLUSIONS"))
-    if not conclusion or not rest:
-        return None
-    return conclusion, {"title": "", "text": rest}
-
-
-PAIR_KINDS = {"title-abstract": title_abstract_pair, "conclusion-rest": conclusion_rest_pair}
-INSTRUCTIONS = {
-    "title-abstract": "Given the title of a PubMed article, retrieve its abstract",
-    "conclusion-rest": "Given the conclusion of a biomedical study, retrieve the rest of its abstract",
-    "bioasq": "Given a biomedical question, retrieve PubMed abstracts that help answer it",
-    "nfcorpus": "Given a question, retrieve relevant documents that best answer the question",
-    "scifact": "Given a scientific claim, retrieve documents that support or refute the claim",
-    "trec-covid": "Given a query on COVID-19, retrieve documents that answer the query",
-    "scidocs": "Given a scientific paper title, retrieve paper abstracts that are cited by the given paper",
-}
-
-
-def pubmed_pairs(documents, kind: str) -> list[tuple[str, str, dict]]:
-    """[(pmid, query, passage)] of one kind ("title-abstract" | "conclusion-rest") from document rows."""
-    if kind not in PAIR_KINDS:
-        raise RetrievalError(f"unknown pair kind {kind!r}; choose from {', '.join(PAIR_KINDS)}")
-    out = []
-    for doc in documents:
-        pair = PAIR_KINDS[kind](doc)
-        if pair is not None:
-            out.append((str(doc["pmid"]), *pair))
-    return out

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from biomamba.data.errors import DataError
+from biomamba.runtime import pick_device
 from biomamba.eval.ppl_data import load_data
 from biomamba.eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
@@ -61,15 +62,6 @@ def add_arguments(parser):
                         help="also score by the 2024 BioMamba protocol (512 tokens, padding scored)")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def pick_device(name: str) -> str:
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelSpecError(f"--device {name}: no CUDA device is available")
-    return name
 
 
 def encode(tokenizer, texts) -> list:
@@ -178,7 +170,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     try:
-        device = pick_device(args.device)
+        device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
         loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, args.dtype)
         max_length, note = default_max_length(loaded, args.max_length)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from biomamba.data.documents import document_text, is_prepared, read_documents
 from biomamba.data.errors import DataError
 
 BIOASQ_PARTS = ("snippets", "ideal", "questions")
@@ -44,7 +45,7 @@ def parse_spec(spec: str) -> tuple[str, Path, str | None]:
             path, _, option = rest.rpartition(":")
         return kind, Path(path), option or None
     path = Path(spec)
-    if path.is_dir() and (path / "documents.jsonl").is_file():
+    if path.is_dir() and is_prepared(path):
         return "prepared", path, None
     if path.suffix == ".json":
         return "bioasq", path, None
@@ -67,18 +68,13 @@ def load_data(spec: str) -> EvalData:
 
 
 def load_prepared(path: Path, split: str | None) -> EvalData:
-    from biomamba.data.documents import document_text, iter_documents
-
     split = split or "val"
     if split not in ("val", "test", "train"):
         raise DataError(path, f"unknown split {split!r} (expected val or test)")
-    documents = path / "documents.jsonl"
-    if not documents.is_file():
-        raise DataError(path, "not a prepared data directory (no documents.jsonl; run `biomamba prepare`)")
     try:
-        texts = [document_text(d) for d in iter_documents(documents, split=split, include_excluded=False)]
+        texts = [document_text(d) for d in read_documents(path, split=split, include_excluded=False)]
     except (ValueError, KeyError) as err:
-        raise DataError(documents, f"unreadable ({type(err).__name__}: {err})") from None
+        raise DataError(path, f"unreadable documents ({type(err).__name__}: {err})") from None
     return EvalData(name=f"pubmed-{split}", spec="", texts=texts)
 
 

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
-MASKED_MODEL_TYPES = {"bert", "roberta", "distilbert", "albert", "camembert", "xlm-roberta", "mpnet",
-                      "deberta", "deberta-v2", "modernbert", "megatron-bert", "esm"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
+from biomamba.resolve import (TOKENIZER_FILES, ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of,
+                              model_family, read_config)
+
+__all__ = ["EvalModel", "ModelSpecError", "load_model", "default_max_length", "prefix_token_id"]
+
 DEFAULT_CAUSAL_MAX_LENGTH = 1024
-
-
-class ModelSpecError(ValueError):
-    """A model SPEC that cannot be scored; the message names the directory and what to do."""
 
 
 @dataclasses.dataclass
@@ -39,52 +35,6 @@ class EvalModel:
     @property
     def is_mamba(self) -> bool:
         return self.family == "biomamba"
-
-
-def model_dir_of(path: Path) -> Path:
-    """A pretraining run dir's model/, else the directory itself."""
-    if not path.is_dir():
-        raise ModelSpecError(f"{path}: no such model directory (pass a local path; nothing is downloaded)")
-    if (path / "model" / "config.json").is_file() and not (path / "config.json").is_file():
-        return path / "model"
-    if not (path / "config.json").is_file():
-        raise ModelSpecError(f"{path}: no config.json (expected a model directory or a run directory with model/)")
-    return path
-
-
-def read_config(model_dir: Path) -> dict:
-    try:
-        return json.loads((model_dir / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise ModelSpecError(f"{model_dir / 'config.json'}: invalid JSON ({err})") from None
-
-
-def model_family(raw: dict) -> tuple[str, str]:
-    """(family, scoring) from a config.json."""
-    model_type = raw.get("model_type")
-    if model_type in ("biomamba", "mamba") or (model_type is None and "d_model" in raw and "n_layer" in raw):
-        return "biomamba", "causal"
-    architectures = raw.get("architectures") or []
-    if any(a.endswith("ForMaskedLM") for a in architectures) or (
-            model_type in MASKED_MODEL_TYPES and not any(a.endswith("ForCausalLM") for a in architectures)):
-        return "transformers", "masked"
-    return "transformers", "causal"
-
-
-def tokenizer_dir_of(model_dir: Path, tokenizer_dir: Path | None) -> Path:
-    directory = Path(tokenizer_dir) if tokenizer_dir else model_dir
-    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
-        hint = "" if tokenizer_dir else " (state-spaces checkpoints ship none); pass --tokenizer DIR"
-        raise ModelSpecError(f"{directory}: no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...){hint}")
-    return directory
-
-
-def load_tokenizer(directory: Path):
-    from transformers import AutoTokenizer
-    try:
-        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ModelSpecError(f"{directory}: cannot load its tokenizer ({type(err).__name__}: {err})") from None
 
 
 def tokenizer_identity(tokenizer, directory: Path) -> dict:
@@ -112,7 +62,7 @@ def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32") -> tuple
     model_dir = model_dir_of(path)
     raw = read_config(model_dir)
     family, scoring = model_family(raw)
-    tok_dir = tokenizer_dir_of(model_dir, tokenizer_dir)  # before the (slow) weights
+    tok_dir = find_tokenizer_dir(model_dir, tokenizer_dir, hint="pass --tokenizer DIR")  # before the weights
     tokenizer = load_tokenizer(tok_dir)
     torch_dtype = getattr(torch, dtype)
     try:

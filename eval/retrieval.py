@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from biomamba.retrieval import BM25, DEFAULT_INSTRUCTION, INSTRUCTIONS, RetrievalError, pubmed_pairs, top_k
+from biomamba.data.documents import plain_abstract
+from biomamba.data.pairs import INSTRUCTIONS, pubmed_pairs
+from biomamba.encoding import DEFAULT_INSTRUCTION
+from biomamba.retrieval import BM25, RetrievalError, top_k
 
 METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@1": "recall_1", "Recall@10": "recall_10", "Recall@100": "recall_100"}
 MEASURES = {"ndcg_cut.10", "recall.1,10,100", "recip_rank"}
@@ -127,15 +130,10 @@ def pubmed_task(documents, kind: str, max_queries: int | None = None, distractor
 def heldout_tasks(data_dir, split: str = "test", kinds=("title-abstract", "conclusion-rest"),
                   max_queries: int | None = None, distractor_splits=()) -> list[RetrievalTask]:
     """Queries from one split of a prepared dir; the corpus is that split plus distractor_splits."""
-    from biomamba.data.documents import iter_documents
-
-    path = Path(data_dir) / "documents.jsonl"
-    if not path.is_file():
-        raise RetrievalError(f"{data_dir}: no documents.jsonl (a directory written by `biomamba prepare`)")
     if split in distractor_splits:
         raise RetrievalError(f"distractor splits {list(distractor_splits)} must not include the query split {split!r}")
-    docs = list(iter_documents(path, split=split))
-    distractors = [d for s in distractor_splits for d in iter_documents(path, split=s)]
+    docs = list(_prepared(data_dir, split))
+    distractors = [d for s in distractor_splits for d in _prepared(data_dir, s)]
     return [pubmed_task(docs, kind, max_queries, distractors) for kind in kinds]
 
 
@@ -159,19 +157,31 @@ def beir_task(directory, split: str = "test", instruction: str | None = None) ->
         {f"q:{q}": {f"d:{d}": g for d, g in docs.items()} for q, docs in data.qrels[split].items()}).check()
 
 
+def _prepared(data_dir, split=None):
+    """Documents of a prepared dir; its DataError as a RetrievalError (the command's one error type)."""
+    from biomamba.data.documents import read_documents
+    from biomamba.data.errors import DataError
+
+    try:
+        return read_documents(data_dir, split)
+    except DataError as error:
+        raise RetrievalError(str(error)) from None
+
+
 def load_corpus(path) -> dict:
-    """{id: {"title", "text"}} from a BEIR dir / corpus.jsonl, or a prepared dir / documents.jsonl."""
+    """{id: {"title", "text"}} from a BEIR dir / corpus.jsonl, or a prepared data dir."""
     from biomamba.data.beir import load_beir
-    from biomamba.data.documents import iter_documents
+    from biomamba.data.documents import is_prepared
 
     path = Path(path)
+    if path.name == "documents.jsonl":  # a prepared dir named by its documents file
+        path = path.parent
+    if path.is_dir() and is_prepared(path):
+        return {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in _prepared(path)}
     if path.is_dir():
-        path = path / "corpus.jsonl" if (path / "corpus.jsonl").is_file() else path / "documents.jsonl"
-    if not path.is_file():
-        raise RetrievalError(f"{path}: no such corpus (give a BEIR corpus.jsonl or a prepared documents.jsonl)")
-    if path.name == "documents.jsonl":
-        return {d["pmid"]: {"title": d["title"], "text": " ".join(t for _, _, t in d["sections"] if t)}
-                for d in iter_documents(path)}
+        path = path / "corpus.jsonl"
+    if not path.is_file() or path.name != "corpus.jsonl":
+        raise RetrievalError(f"{path}: no such corpus (give a BEIR dir / corpus.jsonl or a prepared data dir)")
     return load_beir(path.parent, qrels=False).corpus
 
 

@@ -15,7 +15,7 @@ from tests.pretrain_helpers import ROOT, write_small_medline
 from biomamba.train import finetune
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_classifier_tokenizer,
                                    selected_step)
 from biomamba.train.finetune_tasks import Example, TaskError, load_task
 
@@ -104,7 +104,7 @@ def assert_saved_model_reproduces_test_scores(args, loader, kind):
     model_dir = run / "seed_1" / "model"
     assert json.loads((model_dir / "selected.json").read_text())["step"] == results["per_seed"][0]["best_step"]
     model = loader.from_pretrained(model_dir).eval()
-    tokenizer = load_tokenizer(str(model_dir), kind, cfg)
+    tokenizer = load_classifier_tokenizer(str(model_dir), kind, cfg)
     _, data = finetune.prepare_data(cfg, tokenizer, kind)
     rescored = finetune.score(model, data["test"], 32, tokenizer.pad_token_id, results["labels"])
     reported = results["per_seed"][0]["test"]
@@ -216,7 +216,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
     cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
     model = build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg).eval()
     checkpointer = Checkpointer(tmp_path)
-    best = finetune.BestModel(tmp_path, load_tokenizer(str(mamba_dir), "biomamba", cfg), checkpointer)
+    best = finetune.BestModel(tmp_path, load_classifier_tokenizer(str(mamba_dir), "biomamba", cfg), checkpointer)
 
     def improve(step):
         with torch.no_grad():

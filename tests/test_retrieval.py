@@ -13,8 +13,9 @@ import torch
 
 from biomamba import BioMambaConfig
 from biomamba.modeling import BioMambaForEmbedding, pool
-from biomamba.retrieval import (DenseIndex, Encoder, RetrievalError, encode, format_passage, format_query,
-                                load_tokenizer, tokenize_batch, write_index)
+from biomamba.encoding import encode, format_passage, format_query, tokenize_batch
+from biomamba.resolve import find_tokenizer_dir, load_tokenizer
+from biomamba.retrieval import DenseIndex, Encoder, RetrievalError, write_index
 from biomamba.eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
                             trec_order)
 from tests.pretrain_helpers import ROOT
@@ -28,7 +29,7 @@ FILLER = "the study was of in and with for to were results group".split()
 
 @pytest.fixture(scope="module")
 def tokenizer(data_dir):
-    return load_tokenizer(data_dir)
+    return load_tokenizer(find_tokenizer_dir(data_dir))
 
 
 def debug_embedder(pooling="last", seed=0):
@@ -288,7 +289,7 @@ def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_pat
     run_dir, _, _ = trained
     out = cli("index", "--model", run_dir / "model", "--corpus", separable, "--out", tmp_path / "index")
     assert out.returncode == 0, out.stderr[-2000:]
-    from biomamba.retrieval import INSTRUCTIONS
+    from biomamba.data.pairs import INSTRUCTIONS
     out = cli("search", "--index", tmp_path / "index", "--query", "liver", "-k", "3",
               "--instruction", INSTRUCTIONS["bioasq"])
     assert out.returncode == 0, out.stderr[-2000:]

@@ -60,7 +60,7 @@ from biomamba.train import distributed
 from biomamba.train.checkpoint import MARKER
 from biomamba.train.config import ConfigError, load_config, to_dict
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_tokenizer,
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_classifier_tokenizer,
                                    model_kind, save_selected, save_trainable, selected_step)
 from biomamba.train.finetune_report import write_results
 from biomamba.train.finetune_tasks import SPLITS, TaskError, load_task, subsample
@@ -349,7 +349,7 @@ def finetune(cfg, run_dir: Path) -> dict:
     distributed.require_one_process("finetune")
     device = torch.device(pick_device(cfg.train.device))
     kind = model_kind(cfg.model.path)
-    tokenizer = load_tokenizer(cfg.model.path, kind, cfg)
+    tokenizer = load_classifier_tokenizer(cfg.model.path, kind, cfg)
     task, data = prepare_data(cfg, tokenizer, kind)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {"model_kind": kind, "labels": task.labels, "task_source": task.source,

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from biomamba.io import atomic_open
+from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_family, read_config
 from biomamba.train.checkpoint import write_model_dir
 
 LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
@@ -24,35 +25,22 @@ HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
 SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, the step it was taken at
 
 
-class ModelSpecError(ValueError):
-    """--model does not name something fine-tuning can load."""
-
-
 def model_kind(spec: str) -> str:
     """'biomamba' for Mamba checkpoints of any layout, else 'bert' (any AutoModel checkpoint)."""
-    config = Path(spec) / "config.json"
     if not Path(spec).exists():
         return "bert"  # a hub name: transformers resolves it (needs the user's network)
-    if not config.is_file():
-        raise ModelSpecError(f"{spec}: no config.json (expected a model directory: a pretraining "
-                             "RUN_DIR/model, a Mamba checkpoint or a BERT-family directory)")
-    raw = json.loads(config.read_text())
-    if raw.get("model_type") in ("biomamba", "mamba") or ("d_model" in raw and "n_layer" in raw):
-        return "biomamba"
-    return "bert"
+    family, _ = model_family(read_config(spec))
+    return "biomamba" if family == "biomamba" else "bert"
 
 
-def load_tokenizer(spec: str, kind: str, cfg):
-    """The model dir's tokenizer; for BioMamba dirs without one, model.tokenizer or data.dir/tokenizer."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    if kind == "bert":
-        return AutoTokenizer.from_pretrained(cfg.model.tokenizer or spec)
-    candidates = [cfg.model.tokenizer, spec, cfg.data.dir and str(Path(cfg.data.dir) / "tokenizer")]
-    for path in candidates:
-        if path and (Path(path) / "tokenizer.json").is_file():
-            return PreTrainedTokenizerFast.from_pretrained(path)
-    raise ModelSpecError(f"{spec}: no tokenizer.json in the model directory; set model.tokenizer=DIR "
-                         "or data.dir=PREPARED_DIR (its tokenizer/ is used)")
+def load_classifier_tokenizer(spec: str, kind: str, cfg):
+    """model.tokenizer, else the model dir's tokenizer; for BioMamba, else data.dir's tokenizer/."""
+    if not Path(spec).exists() and not cfg.model.tokenizer:  # a hub name (the user's network)
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(spec)
+    fallbacks = [Path(cfg.data.dir) / "tokenizer"] if kind == "biomamba" and cfg.data.dir else []
+    return load_tokenizer(find_tokenizer_dir(spec, cfg.model.tokenizer, fallbacks,
+                                             hint="set model.tokenizer=DIR or data.dir=PREPARED_DIR"))
 
 
 def build_classifier(spec: str, kind: str, labels: list[str], cfg):

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from biomamba.retrieval import DEFAULT_INSTRUCTION, RetrievalError
+from biomamba.encoding import DEFAULT_INSTRUCTION
+from biomamba.retrieval import RetrievalError
 
 ACTIONS = ("train", "eval", "index", "search")
 
@@ -57,7 +58,7 @@ def add_arguments(parser):
     i = sub.add_parser("index", help="embed a corpus into float16 shards + ids")
     i.add_argument("--model", required=True, help="retrieval model dir")
     i.add_argument("--tokenizer", help="tokenizer dir (default: the model dir)")
-    i.add_argument("--corpus", required=True, help="a prepared dir / documents.jsonl or a BEIR dir / corpus.jsonl")
+    i.add_argument("--corpus", required=True, help="a prepared data dir or a BEIR dir / corpus.jsonl")
     i.add_argument("--out", required=True, help="index directory")
     i.add_argument("--batch-size", type=int, default=32)
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biomamba.retrieval import (BM25, INSTRUCTIONS, PAIR_KINDS, PASSAGE_TEMPLATE, QUERY_TEMPLATE, RetrievalError,
-                                format_passage, format_query, pubmed_pairs, special_ids, tokenize_batch)
+from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
+from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
+from biomamba.retrieval import BM25, RetrievalError
 from biomamba.train import distributed
 from biomamba.train.config import ConfigError, LoggingConfig, OptimConfig, TrainConfig, check_loop, to_dict
 from biomamba.train.pretrain import finish  # RUN_DIR/model + results.json, as every run leaves them
@@ -166,8 +167,7 @@ def beir_source(directory, max_pairs=None) -> PairSource:
 def bioasq_source(path, documents, max_pairs=None) -> PairSource:
     from biomamba.data.bioasq import load_bioasq
 
-    corpus = {d["pmid"]: {"title": d["title"], "text": " ".join(t for _, _, t in d["sections"] if t)}
-              for d in documents}
+    corpus = {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in documents}
     questions = load_bioasq(path)
     queries = {q.id: q.body for q in questions}
     qrels = {q.id: {d: 1 for d in q.documents if d in corpus} for q in questions}
@@ -176,19 +176,20 @@ def bioasq_source(path, documents, max_pairs=None) -> PairSource:
 
 
 def build_sources(cfg) -> list[PairSource]:
-    from biomamba.data.documents import iter_documents
+    from biomamba.data.documents import read_documents
+    from biomamba.data.errors import DataError
 
     d, sources = cfg.data, []
     documents = []
     if d.dir and (d.kinds or d.bioasq):
-        path = Path(d.dir) / "documents.jsonl"
-        if not path.is_file():
-            raise RetrievalError(f"data.dir={d.dir}: no documents.jsonl (run `biomamba prepare` first)")
-        documents = list(iter_documents(path, split="train"))
+        try:
+            documents = list(read_documents(d.dir, split="train"))
+        except DataError as error:
+            raise RetrievalError(f"data.dir={error}") from None
     sources += [pubmed_source(documents, kind, d.max_pairs) for kind in d.kinds] if d.dir else []
     sources += [beir_source(b, d.max_pairs) for b in d.beir]
     if d.bioasq:
-        sources.append(bioasq_source(d.bioasq, list(iter_documents(Path(d.dir) / "documents.jsonl")), d.max_pairs))
+        sources.append(bioasq_source(d.bioasq, list(read_documents(d.dir)), d.max_pairs))
     too_small = [f"{s.name} ({len(s)} pairs)" for s in sources if len(s) < cfg.train.batch_size]
     if too_small:
         raise RetrievalError(f"sources smaller than train.batch_size={cfg.train.batch_size}: {', '.join(too_small)}")
@@ -273,14 +274,14 @@ def items_in(batch) -> int:
 
 def make_evaluate(cfg, tokenizer, batches: ContrastiveBatches):
     """Val-split held-out tasks (and eval_beir test qrels): dense metrics + the val contrastive loss."""
-    from biomamba.data.documents import iter_documents
+    from biomamba.data.documents import read_documents
     from biomamba.retrieval import Encoder
     from biomamba.eval.retrieval import beir_task, dense_run, evaluate_run, pubmed_task
 
     d = cfg.data
     tasks, val_sources = [], []
     if d.dir and d.kinds:
-        val_docs = list(iter_documents(Path(d.dir) / "documents.jsonl", split="val"))
+        val_docs = list(read_documents(d.dir, split="val"))
         # Per kind, the first eval_docs val documents that make a pair: the file order puts the
         # 1976-80 file (no structured abstracts) first, so a plain prefix has no conclusion pairs.
         by_kind = {kind: [doc for doc in val_docs if PAIR_KINDS[kind](doc)][: d.eval_docs] for kind in d.kinds}
@@ -341,7 +342,7 @@ def tokenizer_dir(cfg) -> str:
 
 
 def train_retrieval(cfg, run_dir: Path) -> dict:
-    from biomamba.retrieval import load_tokenizer
+    from biomamba.resolve import load_tokenizer
     from biomamba.train.logger import RunLogger
     from biomamba.train.loop import Task, Trainer
     from biomamba.train.models import count_parameters

@@ -32,6 +32,12 @@ def document_text(doc: dict) -> str:
     return "\n".join(part for part in (doc["title"], doc["abstract"]) if part)
 
 
+def plain_abstract(doc: dict, keep=lambda category: True) -> str:
+    """The abstract's section texts joined by spaces, without labels (what retrievers index), keeping
+    the sections whose NlmCategory passes `keep`."""
+    return " ".join(text for _, category, text in doc.get("sections", []) if text and keep(category))
+
+
 def _pmid_ints(pmids, path) -> np.ndarray:
     try:
         return np.array([int(p) for p in pmids], dtype=np.int64)
@@ -107,6 +113,27 @@ def _emit(rec, f, stats, val_fraction, test_fraction, exclude) -> None:
         stats["excluded"] += 1
     else:
         stats["splits"][split] += 1
+
+
+DOCUMENTS = "documents.jsonl"
+
+
+def is_prepared(data_dir) -> bool:
+    """Whether `data_dir` holds documents written by `biomamba prepare`."""
+    return (Path(data_dir) / DOCUMENTS).is_file()
+
+
+def read_documents(data_dir, split: str | None = None, include_excluded: bool = True) -> Iterator[dict]:
+    """The documents of a prepared directory, streamed in their stored order: the one way every
+    consumer (tasks, evaluation, retrieval) reads them, whatever the layout on disk.
+
+    `split`: train, val or test (None: all); `include_excluded=False` drops --exclude-pmids documents.
+    Raises DataError at once when `data_dir` was never prepared.
+    """
+    if not is_prepared(data_dir):
+        raise DataError(data_dir, f"not a prepared data directory (no {DOCUMENTS}); "
+                                  "run `biomamba prepare --out DIR` first")
+    return iter_documents(Path(data_dir) / DOCUMENTS, split, include_excluded)
 
 
 def iter_documents(path, split: str | None = None, include_excluded: bool = True) -> Iterator[dict]:

@@ -1,0 +1,100 @@
+"""Which model a directory holds and where its tokenizer is: the one answer every command uses.
+
+    model_dir_of(path)        a model directory, or a run directory's model/
+    read_config(model_dir)    its config.json
+    mamba_layout(raw)         "ours" | "hf" | "mamba_ssm" for Mamba checkpoints, None for any other model
+    model_family(raw)         ("biomamba" | "transformers", "causal" | "masked")
+    find_tokenizer_dir(...)   the first of an explicit dir, the model dir, its tokenizer/, fallbacks
+    load_tokenizer(dir)       transformers' AutoTokenizer, local files only
+
+Errors are ModelSpecError (a ValueError) naming the directory and what to do; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+MASKED_MODEL_TYPES = {"bert", "roberta", "distilbert", "albert", "camembert", "xlm-roberta", "mpnet",
+                      "deberta", "deberta-v2", "modernbert", "megatron-bert", "esm"}
+
+
+class ModelSpecError(ValueError):
+    """A model or tokenizer location that cannot be used; the message names it and what to do."""
+
+
+def model_dir_of(path) -> Path:
+    """A pretraining run dir's model/, else the directory itself (which must hold config.json)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelSpecError(f"{path}: no such model directory (pass a local path; nothing is downloaded)")
+    if (path / "model" / "config.json").is_file() and not (path / "config.json").is_file():
+        return path / "model"
+    if not (path / "config.json").is_file():
+        raise ModelSpecError(f"{path}: no config.json (expected a model directory or a run directory with model/)")
+    return path
+
+
+def read_config(model_dir) -> dict:
+    config = Path(model_dir) / "config.json"
+    try:
+        return json.loads(config.read_text())
+    except FileNotFoundError:
+        raise ModelSpecError(f"{config}: no config.json (expected a model directory)") from None
+    except json.JSONDecodeError as err:
+        raise ModelSpecError(f"{config}: invalid JSON ({err})") from None
+
+
+def mamba_layout(raw: dict) -> str | None:
+    """The checkpoint layout of a Mamba config.json (see biomamba/checkpoints.py), None if not Mamba."""
+    model_type = raw.get("model_type")
+    if model_type == "biomamba":
+        return "ours"
+    if model_type == "mamba":
+        return "hf"
+    if model_type is None and "d_model" in raw and "n_layer" in raw:
+        return "mamba_ssm"
+    return None
+
+
+def model_family(raw: dict) -> tuple[str, str]:
+    """(family, scoring) of a config.json: our Mamba models, or a transformers causal/masked LM."""
+    if mamba_layout(raw) is not None:
+        return "biomamba", "causal"
+    model_type, architectures = raw.get("model_type"), raw.get("architectures") or []
+    if any(a.endswith("ForMaskedLM") for a in architectures) or (
+            model_type in MASKED_MODEL_TYPES and not any(a.endswith("ForCausalLM") for a in architectures)):
+        return "transformers", "masked"
+    return "transformers", "causal"
+
+
+def has_tokenizer(directory) -> bool:
+    return directory is not None and any((Path(directory) / f).is_file() for f in TOKENIZER_FILES)
+
+
+def find_tokenizer_dir(model_dir, explicit=None, fallbacks=(), hint: str = "pass a tokenizer directory") -> Path:
+    """`explicit` if given (it must hold a tokenizer), else the first of the model dir, its tokenizer/
+    subdirectory and `fallbacks` (e.g. a prepared data dir's tokenizer/) that holds one."""
+    if explicit:
+        candidates = [Path(explicit)]
+    else:
+        model_dir = Path(model_dir)
+        candidates = [model_dir, model_dir / "tokenizer", *(Path(f) for f in fallbacks if f)]
+    for directory in candidates:
+        if has_tokenizer(directory):
+            return directory
+    also = f" (nor in {', '.join(str(c) for c in candidates[1:])})" if len(candidates) > 1 else ""
+    raise ModelSpecError(f"{candidates[0]}: no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...){also}; "
+                         f"state-spaces checkpoints ship none: {hint}")
+
+
+def load_tokenizer(directory):
+    """transformers' AutoTokenizer from a local directory (never the hub)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelSpecError(f"{directory}: cannot load its tokenizer ({type(err).__name__}: {err})") from None
+    return tokenizer
