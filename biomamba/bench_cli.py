@@ -16,6 +16,11 @@ def add_arguments(parser):
 
 
 def run(args):
+    if not BENCH_DIR.is_dir():
+        print(f"error: the benchmarks live in biomamba's source checkout (bench/), not in an installed wheel "
+              f"({BENCH_DIR} does not exist); run `biomamba bench` from a checkout (pip install -e .)",
+              file=sys.stderr)
+        return 2
     scripts = sorted(p.stem for p in BENCH_DIR.glob("*.py"))
     if not args.name:
         print("benchmarks: " + ", ".join(scripts))

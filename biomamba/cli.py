@@ -1,18 +1,26 @@
 """The `biomamba` command. Each subcommand lives in its own module, imported only when used.
 
-A subcommand module provides `add_arguments(parser)` and `run(args) -> int`.
+A subcommand module provides `add_arguments(parser)` and `run(args) -> int`. A group (retrieval)
+maps its actions to modules the same way: `biomamba retrieval train ...`.
 """
 import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Order is the order `biomamba --help` lists them.
+RETRIEVAL = {
+    "train": ("biomamba.train.retrieval", "contrastive training from a pretrained checkpoint"),
+    "eval": ("biomamba.eval.retrieval", "dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks"),
+    "index": ("biomamba.index_cli", "embed a corpus into float16 shards + ids"),
+    "search": ("biomamba.search_cli", "search an index; prints rank, score, PMID and title"),
+}
+
+# name -> (module or group of actions, one-line help). Order is the order `biomamba --help` lists them.
 COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
     "pretrain": ("biomamba.train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
     "eval-ppl": ("biomamba.eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
     "finetune": ("biomamba.train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
-    "retrieval": ("biomamba.train.retrieval", "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
+    "retrieval": (RETRIEVAL, "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
     "report": ("biomamba.eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),
@@ -30,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_group_parser(name: str, actions: dict, help_text: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"biomamba {name}", description=help_text)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    for action, (_, action_help) in actions.items():
+        sub.add_parser(action, help=action_help, add_help=False)
+    return parser
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -37,13 +53,23 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)  # prints help / the unknown-command error
         parser.print_help()
         return 2 if args.command is None else 0
-    name, rest = argv[0], argv[1:]
-    module_name, help_text = COMMANDS[name]
+    prog, (target, help_text), rest = f"biomamba {argv[0]}", COMMANDS[argv[0]], argv[1:]
+    if isinstance(target, dict):  # a group: the action names the module
+        if not rest or rest[0] not in target:
+            group = build_group_parser(argv[0], target, help_text)
+            args = group.parse_args(rest)
+            group.print_help()
+            return 2 if args.action is None else 0
+        prog, (target, help_text), rest = f"{prog} {rest[0]}", target[rest[0]], rest[1:]
+    return run_module(prog, target, help_text, rest)
+
+
+def run_module(prog: str, module_name: str, help_text: str, argv: list) -> int:
     module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"biomamba {name}", description=module.__doc__ or help_text,
+    sub = argparse.ArgumentParser(prog=prog, description=module.__doc__ or help_text,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
-    return int(module.run(sub.parse_args(rest)) or 0)
+    return int(module.run(sub.parse_args(argv)) or 0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import re
 import numpy as np
 import torch
 
+from biomamba.data.collate import pad_right
+
 QUERY_TEMPLATE = "{instruction}\nQuery: {q}"
 PASSAGE_TEMPLATE = "Represent this passage\npassage: {title} {text}"
 DEFAULT_INSTRUCTION = "Given a query, retrieve relevant passages from PubMed"
@@ -42,13 +44,7 @@ def tokenize_batch(tokenizer, texts, max_length: int, eos_id: int, pad_id: int):
     """
     rows = [ids[: max_length - 1] + [eos_id]
             for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
-    return input_ids, attention_mask
+    return pad_right(rows, pad_id)
 
 
 def special_ids(tokenizer, model=None) -> tuple[int, int]:

@@ -1,8 +1,16 @@
-"""Atomic file writes: write to a hidden temporary name beside the target, rename when complete.
+"""The one way files are written: to a hidden temporary name beside the target, fsynced, renamed
+when complete.
+
+    atomic_open(path, mode)   a file object; on success fsync + rename over `path`
+    write_text / write_json   whole files (JSON sorted and indented: byte-identical for equal objects)
+    write_report(dir, stem, markdown, payload)   STEM.md beside STEM.json
+    save_figure(fig, path)    a matplotlib figure as PNG
+    fsync_tree(directory)     flush every file of a directory built by other code (save_pretrained)
+    replace_dir / discard     swap in or delete a whole directory without a half-deleted state
 
 A process killed mid-write leaves at most a `.NAME.tmp-PID` file, never a file under the final name,
 so nothing that looks complete is ever partial. `sweep_temporaries(dir)` removes such leftovers.
-Directories the same way: build one completely, then `replace_dir` it over the old one.
+Directories the same way: build one completely, fsync it, then `replace_dir` it over the old one.
 """
 from __future__ import annotations
 
@@ -45,8 +53,43 @@ def atomic_open(path, mode: str = "wb"):
 
 def write_json(path, obj) -> None:
     """Write `obj` as sorted, indented JSON atomically (byte-identical for equal objects)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_text(path, text: str) -> None:
     with atomic_open(path, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        f.write(text)
+
+
+def write_report(out_dir, stem: str, markdown: str, payload) -> tuple[Path, Path]:
+    """A results report as OUT/STEM.md (for people) and OUT/STEM.json (for programs), each atomic."""
+    out_dir = Path(out_dir)
+    write_text(out_dir / f"{stem}.md", markdown)
+    write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
+    return out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+
+
+def save_figure(fig, path) -> None:
+    """A matplotlib figure as a PNG file, atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
+def fsync_tree(directory) -> None:
+    """Flush every file under `directory`, then the directories themselves, to disk: what another
+    writer (save_pretrained, tokenizers) left there survives a crash once this returns."""
+    directory = Path(directory)
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(directory)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sweep_temporaries(directory) -> None:
@@ -61,6 +104,7 @@ def replace_dir(complete, out) -> None:
     deleted, so an interruption leaves `out` whole or absent, never partly written or deleted."""
     discard(out)
     Path(complete).rename(out)
+    _fsync(Path(out).parent)  # the rename itself
 
 
 def discard(directory) -> None:

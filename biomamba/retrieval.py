@@ -18,12 +18,14 @@ faiss IndexFlatIP gives the same ranking faster; `DenseIndex(..., backend="exact
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from biomamba.encoding import DEFAULT_INSTRUCTION, PASSAGE_TEMPLATE, QUERY_TEMPLATE, encode, format_passage
+from biomamba.io import discard, fsync_tree, replace_dir, write_text
 from biomamba.modeling import BioMambaForEmbedding
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
 
@@ -65,6 +67,14 @@ class Encoder:
         return self.encode(texts, instruction=None, **kwargs)
 
 
+def load_encoder(model_dir, tokenizer_dir=None, data_dir=None) -> "Encoder":
+    """An Encoder for a model dir; its tokenizer from tokenizer_dir, the model dir, or a prepared
+    data dir's tokenizer/."""
+    fallbacks = [Path(data_dir) / "tokenizer"] if data_dir else []
+    tokenizer = load_tokenizer(find_tokenizer_dir(model_dir, tokenizer_dir, fallbacks, hint="pass --tokenizer DIR"))
+    return Encoder(load_embedding_model(model_dir), tokenizer)
+
+
 def load_embedding_model(model_dir, pooling=None, embedding_dim=None):
     kwargs = {k: v for k, v in (("pooling", pooling), ("embedding_dim", embedding_dim)) if v is not None}
     return BioMambaForEmbedding.from_pretrained(str(model_dir), **kwargs).eval()
@@ -95,25 +105,28 @@ def top_k(queries: np.ndarray, docs: np.ndarray, k: int, chunk: int = 1024):
 
 def write_index(out, ids, titles, embeddings: np.ndarray, meta: dict | None = None,
                 shard_rows: int = SHARD_ROWS) -> Path:
-    """Write float16 shards + docs.jsonl + meta.json (last, so a half-written index has no meta)."""
+    """Write float16 shards + docs.jsonl + meta.json into OUT.tmp, then rename it over OUT in whole:
+    an interrupted run leaves the previous index (or none), never a half-written one."""
     out = Path(out)
     if len(ids) != len(embeddings) or len(ids) != len(titles):
         raise RetrievalError(f"{len(ids)} ids, {len(titles)} titles, {len(embeddings)} embeddings")
     if len(set(ids)) != len(ids):
         raise RetrievalError("document ids repeat; each indexed document needs a distinct id")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    discard(tmp)
+    tmp.mkdir(parents=True)
     shards = []
     for number, start in enumerate(range(0, len(ids), shard_rows)):
         name = f"emb_{number:05d}.npy"
-        np.save(out / name, np.asarray(embeddings[start:start + shard_rows], dtype=np.float16))
+        np.save(tmp / name, np.asarray(embeddings[start:start + shard_rows], dtype=np.float16))
         shards.append(name)
-    with open(out / "docs.jsonl", "w", encoding="utf-8") as f:
-        for doc_id, title in zip(ids, titles):
-            f.write(json.dumps({"id": str(doc_id), "title": title}, ensure_ascii=False) + "\n")
+    write_text(tmp / "docs.jsonl", "".join(json.dumps({"id": str(doc_id), "title": title}, ensure_ascii=False) + "\n"
+                                           for doc_id, title in zip(ids, titles)))
     info = {**(meta or {}), "count": len(ids), "dim": int(embeddings.shape[1]) if len(ids) else 0,
             "dtype": "float16", "shards": shards, "shard_rows": shard_rows}
-    (out / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text(tmp / "meta.json", json.dumps(info, indent=2) + "\n")
+    fsync_tree(tmp)
+    replace_dir(tmp, out)
     return out
 
 
@@ -205,3 +218,40 @@ class BM25:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
         indices, scores = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=1)
         return np.asarray(scores), np.asarray(indices)
+
+
+# ----------------------------------------------------------------------------- runs over a task
+
+def _run_from(qids, doc_ids, scores, indices) -> dict:
+    return {qid: {doc_ids[j]: float(s) for s, j in zip(row_s, row_i)}
+            for qid, row_s, row_i in zip(qids, scores, indices)}
+
+
+def passage_text(doc: dict) -> str:
+    return " ".join(part for part in (doc.get("title"), doc.get("text")) if part)
+
+
+def bm25_run(task, depth: int = 100) -> dict:
+    """BM25's top `depth` documents of each query of a RetrievalTask: {qid: {doc: score}}."""
+    doc_ids, qids = list(task.corpus), list(task.queries)
+    scores, indices = BM25([passage_text(task.corpus[d]) for d in doc_ids]).search(
+        [task.queries[q] for q in qids], depth)
+    return _run_from(qids, doc_ids, scores, indices)
+
+
+def dense_run(encoder, task, depth: int = 100, batch_size: int = 32,
+              progress: bool = False) -> tuple[dict, dict]:
+    """The encoder's top `depth` documents of each query of a RetrievalTask, and timings
+    {"encode_docs_per_s", "encode_queries_per_s"}."""
+    doc_ids, qids = list(task.corpus), list(task.queries)
+    start = time.perf_counter()
+    docs = encoder.encode_corpus([task.corpus[d] for d in doc_ids], batch_size=batch_size, progress=progress)
+    doc_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    queries = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size,
+                             instruction=task.instruction, progress=progress)
+    query_seconds = time.perf_counter() - start
+    scores, indices = top_k(queries, docs, depth)
+    return _run_from(qids, doc_ids, scores, indices), {
+        "encode_docs_per_s": len(doc_ids) / max(doc_seconds, 1e-9),
+        "encode_queries_per_s": len(qids) / max(query_seconds, 1e-9)}

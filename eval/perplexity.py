@@ -17,7 +17,11 @@ Data (--data SPEC, repeatable; one result each, in order):
   text:FILE.txt                plain text, documents separated by blank lines
   A bare path is inferred: a dir with documents.jsonl, *.json, *.jsonl, else plain text.
 
-Protocol (default): lm-eval-harness loglikelihood_rolling. Each document alone; the first window
+Protocol (default): lm-eval-harness loglikelihood_rolling. Documents are encoded as lm-eval's HFLM
+encodes them: with the tokenizer's own special tokens, so a tokenizer that adds BOS (or EOS) itself
+has that token scored like any other (unless the text already starts with BOS);
+--add-bos-token true|false forces special tokens on or off, as lm-eval's add_bos_token does
+(our prepared tokenizers add none). Each document alone; the first window
 conditioned on the tokenizer's BOS (EOS when it has none); windows of --max-length tokens score
 disjoint spans, every token once, later windows conditioned on the --max-length tokens before
 them; --stride S scores at most S new tokens per window (more overlapping context); padding is
@@ -29,17 +33,17 @@ sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, 
 windowing, ...}]}. Compare models with different tokenizers by bits_per_byte and word_perplexity.
 """
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from biomamba.data.errors import DataError
+from biomamba.io import write_text
 from biomamba.runtime import pick_device
 from biomamba.eval.ppl_data import load_data
-from biomamba.eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
-from biomamba.eval.ppl_protocol import causal_document_scores, check_windowing, windowing_description
+from biomamba.metrics.rolling import causal_document_scores, check_windowing, windowing_description
 
 LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
 
@@ -60,17 +64,25 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--legacy-padded", action="store_true",
                         help="also score by the 2024 BioMamba protocol (512 tokens, padding scored)")
+    parser.add_argument("--add-bos-token", choices=["true", "false"],
+                        help="special tokens when encoding documents, as lm-eval's add_bos_token: default the "
+                             "tokenizer's own (a tokenizer that adds BOS/EOS has them scored); false: none")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def encode(tokenizer, texts) -> list:
-    """Token ids of each document, no special tokens (the protocol adds its own)."""
+def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
+    """Token ids of each document as lm-eval's HFLM.tok_encode makes them: the tokenizer's own
+    special tokens unless `add_special_tokens` forces them on or off (lm-eval's add_bos_token), and
+    none for a text that already starts with the BOS token's text."""
     from transformers.utils import logging
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # "longer than model_max_length" does not apply: we window
+    bos = tokenizer.decode(prefix_token_id(tokenizer)[0])
     try:
-        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [tokenizer.encode(text, add_special_tokens=add_special_tokens if add_special_tokens is not None
+                                 else not (bos and text.startswith(bos)))
+                for text in texts]
     finally:
         logging.set_verbosity(verbosity)
 
@@ -94,7 +106,9 @@ def score_documents(loaded, token_lists, max_length, stride, batch_size, device,
 
 def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device) -> dict:
     texts = data.texts[: args.limit] if args.limit else data.texts
-    token_lists = encode(loaded.tokenizer, texts)
+    # masked LMs: pseudo_ppl adds the model's own [CLS]/[SEP] template around each window
+    special = False if loaded.scoring == "masked" else {"true": True, "false": False, None: None}[args.add_bos_token]
+    token_lists = encode(loaded.tokenizer, texts, special)
     for i, tokens in enumerate(token_lists):
         if not tokens:
             raise DataError(data.spec, f"document {i} encodes to no tokens")
@@ -145,10 +159,7 @@ def model_entry(loaded, device, dtype) -> dict:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def summary_line(r: dict) -> str:
@@ -178,6 +189,9 @@ def _run(args) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         protocol = protocol_of(loaded, max_length, stride, note, args.legacy_padded)
+        protocol["special_tokens"] = ("the model's masking template" if loaded.scoring == "masked" else
+                                      {None: "the tokenizer's own (lm-eval default)", "true": "added (add_bos_token=true)",
+                                       "false": "none (add_bos_token=false)"}[args.add_bos_token])
         windowing = {k: protocol[k] for k in ("name", "max_length", "stride")}
         results = []
         for data in datasets:

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from biomamba.data.collate import pad_right
+
 LEGACY_LENGTH = 512
 
 
@@ -23,14 +25,11 @@ def pad_id_of(tokenizer) -> int:
 
 def legacy_batch(tokenizer, texts, length: int = LEGACY_LENGTH):
     """(input_ids (b, length), real-token counts before padding, truncated count)."""
-    pad = pad_id_of(tokenizer)
-    rows, real, truncated = [], [], 0
-    for ids in tokenizer(list(texts))["input_ids"]:
-        truncated += len(ids) > length
-        ids = ids[:length]
-        real.append(len(ids))
-        rows.append(ids + [pad] * (length - len(ids)))
-    return torch.tensor(rows, dtype=torch.long), real, truncated
+    encoded = tokenizer(list(texts))["input_ids"]
+    truncated = sum(len(ids) > length for ids in encoded)
+    rows = [ids[:length] for ids in encoded]
+    ids, _ = pad_right(rows, pad_id_of(tokenizer), width=length)
+    return ids, [len(row) for row in rows], truncated
 
 
 @torch.no_grad()

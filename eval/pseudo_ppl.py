@@ -15,7 +15,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from biomamba.eval.ppl_protocol import length_batches
+from biomamba.data.collate import pad_right
+from biomamba.metrics.rolling import length_batches
 
 
 @dataclasses.dataclass
@@ -75,12 +76,7 @@ def pseudo_document_scores(model, tokenizer, token_lists: list, max_length: int,
     pad = tokenizer.pad_token_id or 0
     lengths = [len(r.input_ids) for r in rows]
     for batch in length_batches(lengths, batch_size):
-        width = lengths[batch[0]]
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for k, i in enumerate(batch):
-            ids[k, :lengths[i]] = torch.tensor(rows[i].input_ids)
-            mask[k, :lengths[i]] = 1
+        ids, mask = pad_right([rows[i].input_ids for i in batch], pad)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (b, l, vocab)
         at = torch.tensor([rows[i].position for i in batch], device=device)
         picked = logits[torch.arange(len(batch), device=device), at]  # (b, vocab)

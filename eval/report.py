@@ -1,13 +1,15 @@
-"""Tables and plots from finished runs: `biomamba report KIND ...`.
+"""Tables and plots from finished runs: `biomamba report SCHEMA ...`, one layer per results schema.
 
-  biomamba report train RUN_DIR [RUN_DIR ...]   pretraining runs: table + loss curves
-  biomamba report ppl OUT.json [OUT.json ...]   eval-ppl results: models x datasets table + bar chart
+  biomamba report train RUN_DIR [RUN_DIR ...]      pretraining runs: table + loss curves
+  biomamba report ppl OUT.json [OUT.json ...]      eval-ppl results: models x datasets table + bar chart
+  biomamba report finetune RUN_DIR [RUN_DIR ...]   fine-tuning runs: mean +- std over seeds, verdicts
 
-Each kind lives in its own module (eval/report_KIND.py) with add_arguments(parser) and run(args).
+Each schema's report lives in its own module (eval/report_SCHEMA.py) with add_arguments(parser) and
+run(args).
 """
 import importlib
 
-KINDS = {
+SCHEMAS = {
     "train": "biomamba.eval.report_train",
     "ppl": "biomamba.eval.report_ppl",
     "finetune": "biomamba.eval.report_finetune",
@@ -15,15 +17,10 @@ KINDS = {
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, module_name in KINDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # a report kind not built yet
-        child = sub.add_parser(kind, help=(module.__doc__ or "").strip().splitlines()[0],
+    sub = parser.add_subparsers(dest="schema", metavar="SCHEMA", required=True)
+    for schema, module_name in SCHEMAS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(schema, help=(module.__doc__ or "").strip().splitlines()[0],
                                description=module.__doc__)
         module.add_arguments(child)
         child.set_defaults(report_run=module.run)

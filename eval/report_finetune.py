@@ -1,4 +1,5 @@
-"""`biomamba report finetune RUN_DIR [RUN_DIR ...] [--out DIR]`: fine-tuning runs side by side.
+"""The report layer of fine-tuning results: one run's results.md (results_markdown, written by
+`biomamba finetune`), and `biomamba report finetune RUN_DIR [RUN_DIR ...] [--out DIR]`: runs side by side.
 
 One row per run (from RUN_DIR/results.json): model, parameters, seeds, test accuracy, macro-F1 and
 weighted-F1 as mean ± sample std over seeds, val macro-F1, wall time per seed, and the difference in
@@ -10,6 +11,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+from biomamba.io import write_report
 
 
 def add_arguments(parser):
@@ -31,6 +34,37 @@ def _pm(mean, std, spec=".4f"):
     return f"{format(mean, spec)} ± {format(std, spec)}"
 
 
+NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
+
+
+def results_markdown(r: dict) -> str:
+    """RUN_DIR/results.md of one `biomamba finetune` run: all its seeds."""
+    b = r["budget"]
+    counts = {s: sum(c.values()) for s, c in r["examples"].items()}
+    params = "-" if r.get("parameters") is None else f"{r['parameters'] / 1e6:.2f}M"
+    lines = [f"# Fine-tuning: {r['task']}", "",
+             f"model `{r['model']}` ({r['model_family']}, {params} parameters); seeds {r['seeds']}; "
+             f"{b['max_steps']} steps x batch {b['batch_size']}, lr {b['lr']:g} ({b['schedule']}), "
+             f"max length {b['max_length']}; examples train {counts['train']:,} / val {counts['val']:,} / "
+             f"test {counts['test']:,}. Test scores are those of the step with the best val macro-F1; "
+             f"± is the {r['std_definition']}.", "",
+             "| metric | val | test |", "|---|---|---|"]
+    for key, name in NAMES.items():
+        lines.append(f"| {name} | {_pm(r['mean']['val'][key], r['std']['val'][key])} | "
+                     f"{_pm(r['mean']['test'][key], r['std']['test'][key])} |")
+    lines.append(f"| wall time per seed (s) | {_pm(r['mean']['wall_s'], r['std']['wall_s'], '.1f')} | |")
+    lines += ["", "| seed | best step | val macro-F1 | test accuracy | test macro-F1 | test weighted-F1 | wall s |",
+              "|---|---|---|---|---|---|---|"]
+    for s in r["per_seed"]:
+        t = s["test"]
+        lines.append(f"| {s['seed']} | {s['best_step']} | {s['val']['macro_f1']:.4f} | {t['accuracy']:.4f} | "
+                     f"{t['macro_f1']:.4f} | {t['weighted_f1']:.4f} | {s['wall_s']:.1f} |")
+    lines += ["", "Per class (test F1 over seeds):", "", "| class | F1 | support |", "|---|---|---|"]
+    for name, c in r["per_class_test_f1"].items():
+        lines.append(f"| {name} | {_pm(c['mean'], c['std'])} | {c['support']} |")
+    return "\n".join(lines) + "\n"
+
+
 def comparison(runs: list[dict]) -> list[dict]:
     """Each run against the first on the same task: differences of mean test macro-F1 and accuracy,
     and the pooled standard error of the macro-F1 difference (sqrt(s1^2/n1 + s2^2/n2))."""
@@ -41,7 +75,7 @@ def comparison(runs: list[dict]) -> list[dict]:
         diff = {k: r["mean"]["test"][k] - ref["mean"]["test"][k] for k in ("macro_f1", "accuracy")} if same_task else {}
         se = math.sqrt(r["std"]["test"]["macro_f1"] ** 2 / len(r["seeds"])
                        + ref["std"]["test"]["macro_f1"] ** 2 / len(ref["seeds"])) if same_task else None
-        rows.append({"run": r["run"], "task": r["task"], "model": r["model"], "model_kind": r.get("model_kind"),
+        rows.append({"run": r["run"], "task": r["task"], "model": r["model"], "model_family": r.get("model_family", r.get("model_kind")),
                      "parameters": r.get("parameters"), "seeds": r["seeds"], "mean": r["mean"], "std": r["std"],
                      "delta_vs_first": diff, "delta_macro_f1_se": se})
     return rows
@@ -74,7 +108,7 @@ def table(rows) -> str:
         d_f1 = f"{delta['macro_f1']:+.4f}" if delta else "-"
         d_acc = f"{delta['accuracy']:+.4f}" if delta else "-"
         lines.append(
-            f"| {r['run']} | {r['task']} | {r['model_kind']} `{Path(r['model']).name or r['model']}` | {params} | "
+            f"| {r['run']} | {r['task']} | {r['model_family']} `{Path(r['model']).name or r['model']}` | {params} | "
             f"{len(r['seeds'])} | {_pm(m['test']['accuracy'], s['test']['accuracy'])} | "
             f"{_pm(m['test']['macro_f1'], s['test']['macro_f1'])} | "
             f"{_pm(m['test']['weighted_f1'], s['test']['weighted_f1'])} | "
@@ -94,8 +128,6 @@ def run(args) -> int:
     text = "# Fine-tuning runs\n\nMean ± sample standard deviation over seeds; test scores at the step " \
            "with the best val macro-F1.\n\n" + table(rows) + "\n" + "\n".join(verdicts(rows)) + "\n"
     out = Path(args.out or args.runs[0])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune_report.md").write_text(text)
-    (out / "finetune_report.json").write_text(json.dumps({"runs": rows, "verdicts": verdicts(rows)}, indent=2) + "\n")
+    write_report(out, "finetune_report", text, {"runs": rows, "verdicts": verdicts(rows)})
     print(text)
     return 0

@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+from biomamba.io import save_figure, write_report
+
 METRICS = [  # (key, title, format)
     ("bits_per_byte", "Bits per byte (lower is better; comparable across tokenizers)", ".4f"),
     ("word_perplexity", "Word perplexity (comparable across tokenizers)", ".2f"),
@@ -93,7 +95,7 @@ def plot_bits_per_byte(rows, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -106,8 +108,7 @@ def run(args) -> int:
     out = Path(args.out or Path(args.results[0]).parent)
     out.mkdir(parents=True, exist_ok=True)
     table = report_markdown(rows)
-    (out / "ppl_report.md").write_text(table)
-    (out / "ppl_report.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_report(out, "ppl_report", table, rows)
     plot_bits_per_byte(rows, out / "ppl.png")
     print(table)
     print(f"wrote {out / 'ppl_report.md'}, {out / 'ppl_report.json'}, {out / 'ppl.png'}")

@@ -1,11 +1,13 @@
 """`biomamba report train RUN_DIR [RUN_DIR ...] [--out DIR]`: pretraining runs side by side.
 
-A markdown table (final train loss, val loss / perplexity / bits per byte, tokens/s, parameters),
-the same as JSON, and loss curves (loss.png).
+A markdown table (final train loss, val loss / perplexity / packed bits per byte, tokens/s,
+parameters), the same as JSON, and loss curves (loss.png).
 """
 import json
 import sys
 from pathlib import Path
+
+from biomamba.io import save_figure, write_report
 
 
 def add_arguments(parser):
@@ -18,8 +20,8 @@ def read_metrics(run_dir: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run_dir} a run directory?)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if r.get("kind") != "val"]
-    val = [r for r in rows if r.get("kind") == "val"]
+    train = [r for r in rows if r.get("split") != "val"]
+    val = [r for r in rows if r.get("split") == "val"]
     return train, val
 
 
@@ -30,11 +32,12 @@ def run_summary(run_dir: Path) -> dict:
     tail = train[-20:] or [{}]
     return {
         "run": Path(run_dir).name, "steps": train[-1]["step"] if train else 0,
-        "parameters": resolved.get("parameters"), "scan_backend": resolved.get("scan_backend"),
+        "parameters": resolved.get("parameters"),
+        "scan_backend": resolved.get("backends", {}).get("selective_scan", resolved.get("scan_backend")),
         "train_loss": sum(r["loss"] for r in tail) / len(tail) if train else None,
         "tokens_per_s": sum(r["tokens_per_s"] for r in tail) / len(tail) if train else None,
         "val_loss": val[-1]["loss"] if val else None, "val_ppl": val[-1]["ppl"] if val else None,
-        "val_bpb": val[-1]["bpb"] if val else None,
+        "val_packed_bits_per_byte": val[-1]["packed_bits_per_byte"] if val else None,
     }
 
 
@@ -43,12 +46,12 @@ def _fmt(value, spec):
 
 
 def train_table(summaries) -> str:
-    lines = ["| run | parameters | steps | train loss (last 20) | val loss | val ppl | val bits/byte | train tokens/s | scan |",
+    lines = ["| run | parameters | steps | train loss (last 20) | val loss | val ppl | val packed bits/byte | train tokens/s | scan |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         params = "-" if s["parameters"] is None else f"{s['parameters'] / 1e6:.2f}M"
         lines.append(f"| {s['run']} | {params} | {s['steps']} | {_fmt(s['train_loss'], '.4f')} | "
-                     f"{_fmt(s['val_loss'], '.4f')} | {_fmt(s['val_ppl'], '.2f')} | {_fmt(s['val_bpb'], '.4f')} | "
+                     f"{_fmt(s['val_loss'], '.4f')} | {_fmt(s['val_ppl'], '.2f')} | {_fmt(s['val_packed_bits_per_byte'], '.4f')} | "
                      f"{_fmt(s['tokens_per_s'], ',.0f')} | {s['scan_backend'] or '-'} |")
     return "\n".join(lines) + "\n"
 
@@ -72,7 +75,7 @@ def plot_losses(run_dirs, path: Path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -85,8 +88,7 @@ def run(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = train_table(summaries)
-    (out / "report.md").write_text(table)
-    (out / "report.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    write_report(out, "report", table, summaries)
     plot_losses([Path(r) for r in args.runs], out / "loss.png")
     print(table)
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'loss.png'}")

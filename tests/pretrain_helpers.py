@@ -72,13 +72,13 @@ def run_pretrain(run_dir, data_dir, *overrides, check=True):
 def losses(run_dir):
     """(step, train loss) of each optimizer step."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in rows if r.get("kind") != "val"]
+    return [(r["step"], r["loss"]) for r in rows if r.get("split") != "val"]
 
 
 def val_losses(run_dir):
     """(step, val loss, tokens scored) of each validation."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["tokens"]) for r in rows if r.get("kind") == "val"]
+    return [(r["step"], r["loss"], r["tokens"]) for r in rows if r.get("split") == "val"]
 
 
 def assert_same_validation(one, two):

@@ -16,9 +16,9 @@ from biomamba.data.errors import DataError
 from biomamba.eval import perplexity, report_ppl
 from biomamba.eval.ppl_data import load_data, parse_spec
 from biomamba.eval.ppl_legacy import legacy_padded
-from biomamba.eval.ppl_metrics import count_bytes, count_words, perplexity_metrics
+from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, load_model
-from biomamba.eval.ppl_protocol import causal_document_scores, rolling_windows
+from biomamba.metrics.rolling import causal_document_scores, rolling_windows
 from biomamba.eval.pseudo_ppl import masked_rows, pseudo_document_scores
 
 CORPUS = [
@@ -209,7 +209,7 @@ def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
     loaded, _ = load_model(bert_dir)
     assert loaded.scoring == "masked"
     texts = [SHORT, CORPUS[0], CORPUS[2]]
-    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    token_lists = perplexity.encode(loaded.tokenizer, texts, add_special_tokens=False)
     sums = pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, 64, None, batch_size=7)
     for text, got in zip(texts, sums):
         assert got == pytest.approx(direct_pll(loaded.model, loaded.tokenizer, text), rel=1e-5)
@@ -218,7 +218,7 @@ def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
 @pytest.mark.parametrize("stride", [None, 3])
 def test_pseudo_windows_mask_every_token_once(bert_dir, stride):
     loaded, _ = load_model(bert_dir)
-    tokens = perplexity.encode(loaded.tokenizer, [LONG])[0]
+    tokens = perplexity.encode(loaded.tokenizer, [LONG], add_special_tokens=False)[0]
     rows = masked_rows(tokens, loaded.tokenizer, 12, stride)
     assert [r.target for r in rows] == tokens
     for r in rows:
@@ -371,3 +371,45 @@ def test_cli_errors_are_one_line(tmp_path, gpt2_dir, capsys):
     assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "d.txt"), "--out", str(tmp_path / "o.json"),
                 "--max-length", "8", "--stride", "9"]) == 1
     assert "--stride" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- lm-eval itself as the peer
+
+@pytest.fixture(scope="module")
+def bos_mamba_dir(tmp_path_factory, mamba_dir):
+    """mamba_dir's model with a tokenizer whose post-processor prepends BOS, as Llama's does."""
+    from tokenizers.processors import TemplateProcessing
+    path = tmp_path_factory.mktemp("bos_mamba")
+    tok = PreTrainedTokenizerFast.from_pretrained(str(mamba_dir))
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                              special_tokens=[("<|endoftext|>", 0)])
+    tok.save_pretrained(path)
+    BioMambaForCausalLM.from_pretrained(mamba_dir).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("add_bos_token", [None, "false"])
+def test_eval_ppl_equals_lm_eval_loglikelihood_rolling_with_a_bos_adding_tokenizer(bos_mamba_dir, tmp_path,
+                                                                                    add_bos_token):
+    """lm-eval 0.4.13's HFLM on the same model and tokenizer: by default both encode with the
+    tokenizer's own BOS (and score it); --add-bos-token false is its add_bos_token=False."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    texts = [SHORT, CORPUS[0], LONG, CORPUS[4]]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "ppl.json"
+    args = ["--model", str(bos_mamba_dir), "--data", f"jsonl:{tmp_path / 'docs.jsonl'}", "--out", str(out),
+            "--max-length", "16", "--batch-size", "3", "--device", "cpu", "--no-progress"]
+    assert cli(args + (["--add-bos-token", add_bos_token] if add_bos_token else [])) == 0
+    ours = json.loads(out.read_text())["results"][0]
+
+    loaded, _ = load_model(bos_mamba_dir)
+    assert loaded.tokenizer(SHORT)["input_ids"][0] == 0  # the tokenizer adds BOS itself
+    flag = {None: None, "false": False}[add_bos_token]
+    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, max_length=16, batch_size=3,
+              add_bos_token=flag)
+    requests = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate(texts)]
+    theirs = lm.loglikelihood_rolling(requests, disable_tqdm=True)
+    assert ours["sum_logprob"] == pytest.approx(sum(theirs), rel=1e-5)
+    assert ours["tokens"] == sum(len(lm.tok_encode(t)) for t in texts)

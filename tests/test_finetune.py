@@ -17,7 +17,7 @@ from biomamba.train.config import ConfigError, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
 from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_classifier_tokenizer,
                                    selected_step)
-from biomamba.train.finetune_tasks import Example, TaskError, load_task
+from biomamba.data.task_loaders import Example, TaskError, load_task
 
 FAST = ["logging.wandb=false", "optim.warmup_steps=1", "train.batch_size=8", "data.eval_batch_size=32"]
 TOY = [*FAST, "data.val_fraction=0.2", "data.test_fraction=0.2"]  # for write_separable_task files
@@ -132,7 +132,9 @@ def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected
             "train.batch_size=16", "train.max_steps=60", "train.eval_every=20", "optim.lr=3e-3"]
     assert run_finetune(*args) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["labels"] == ["drug", "gene"] and results["model_kind"] == kind
+    assert results["labels"] == ["drug", "gene"] and results["model_family"] == kind
+    # every run records the backend of every op it used (BERTs have no selective-scan ops)
+    assert set(results["backends"]) == ({"selective_scan", "causal_conv1d"} if kind == "biomamba" else set())
     assert results["mean"]["test"]["accuracy"] >= 0.95
     assert results["mean"]["test"]["macro_f1"] >= 0.95
     assert_saved_model_reproduces_test_scores(args, loader, kind)
@@ -155,7 +157,7 @@ def sentence_role_runs(prepared, mamba_dir, bert_dir, tmp_path_factory):
 def test_sentence_roles_end_to_end(sentence_role_runs, name, kind):
     run = sentence_role_runs / name
     results = json.loads((run / "results.json").read_text())
-    assert results["model_kind"] == kind and results["task"] == "sentence-roles"
+    assert results["model_family"] == kind and results["task"] == "sentence-roles"
     assert results["labels"] == ["BACKGROUND", "OBJECTIVE", "METHODS", "RESULTS", "CONCLUSIONS"]
     assert [s["seed"] for s in results["per_seed"]] == [1, 2]
     for seed in results["per_seed"]:
@@ -165,14 +167,14 @@ def test_sentence_roles_end_to_end(sentence_role_runs, name, kind):
     for split in ("val", "test"):
         assert set(results["mean"][split]) == set(results["std"][split]) == {"accuracy", "macro_f1", "weighted_f1"}
     rows = [json.loads(line) for line in (run / "seed_1" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "kind" not in r] == list(range(1, 7))
-    assert [r["step"] for r in rows if r.get("kind") == "val"] == [3, 6]
+    assert [r["step"] for r in rows if "split" not in r] == list(range(1, 7))
+    assert [r["step"] for r in rows if r.get("split") == "val"] == [3, 6]
     assert "± " in (run / "results.md").read_text()
 
 
 def first_losses(run, seed):
     rows = [json.loads(line) for line in (run / f"seed_{seed}" / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "kind" not in r]
+    return [r["loss"] for r in rows if "split" not in r]
 
 
 def test_seeds_give_different_runs_and_the_spread_is_reported(sentence_role_runs):
@@ -216,7 +218,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
     cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
     model = build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg).eval()
     checkpointer = Checkpointer(tmp_path)
-    best = finetune.BestModel(tmp_path, load_classifier_tokenizer(str(mamba_dir), "biomamba", cfg), checkpointer)
+    best = finetune.BestModel(tmp_path, load_classifier_tokenizer(str(mamba_dir), "biomamba", cfg))
 
     def improve(step):
         with torch.no_grad():
@@ -352,8 +354,9 @@ def test_lora_on_a_tiny_bert_runs_and_merges(bert_dir, tmp_path, capsys):
                         "--out", out, "--seeds", "1", *TOY, "model.lora=true", "train.max_steps=4",
                         "train.eval_every=2") == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["model_kind"] == "bert" and 0 < results["trainable_parameters"] < results["parameters"] / 4
-    assert f"{results['trainable_parameters'] / 1e6:.3f}M trained, LoRA" in capsys.readouterr().out
+    assert results["model_family"] == "bert" and 0 < results["trainable_parameters"] < results["parameters"] / 4
+    header = capsys.readouterr().out
+    assert "LoRA" in header and f"({results['trainable_parameters'] / 1e6:.3f}M trained)" in header
     model = AutoModelForSequenceClassification.from_pretrained(out / "seed_1" / "model")
     assert type(model).__name__ == "BertForSequenceClassification"
     assert not any("lora" in name for name in model.state_dict())
@@ -515,7 +518,7 @@ def test_pretrain_bert_matches_size_and_loads_for_finetuning(prepared, tmp_path)
     results = json.loads((run / "results.json").read_text())
     assert results["final"]["tokens_seen"] == 4 * 4 * 64  # the Mamba's token budget: steps x batch x seq_len
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r.get("kind") == "val"] == [2, 4]
+    assert [r["step"] for r in rows if r.get("split") == "val"] == [2, 4]
     from biomamba import BioMambaConfig, BioMambaForCausalLM
     mamba = sum(p.numel() for p in BioMambaForCausalLM(BioMambaConfig.from_preset("debug", vocab_size=512)).parameters())
     assert abs(results["resolved"]["parameters"] - mamba) / mamba < 0.35  # whole layers at width 32
@@ -527,4 +530,4 @@ def test_pretrain_bert_matches_size_and_loads_for_finetuning(prepared, tmp_path)
     out = tmp_path / "ft"
     assert run_finetune("--task", "sentence-roles", "--model", run / "model", "--out", out, "--seeds", "1",
                         f"data.dir={prepared}", *FAST, "train.max_steps=2", "train.eval_every=2") == 0
-    assert json.loads((out / "results.json").read_text())["model_kind"] == "bert"
+    assert json.loads((out / "results.json").read_text())["model_family"] == "bert"

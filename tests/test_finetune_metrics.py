@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from biomamba.eval.classification import classification_metrics, mean_std, summarise_seeds
+from biomamba.metrics.classification import classification_metrics, mean_std, summarise_seeds
 from biomamba.eval.report_finetune import comparison, table, verdicts
 
 CASES = [

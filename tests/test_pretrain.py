@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from biomamba.train.config import load_config
-from biomamba.train.loop import NonFiniteLoss, Task, Trainer
+from biomamba.train.checkpoint import Checkpointer
+from biomamba.train.loop import NonFiniteLoss, Objective, Trainer
 from tests.model_helpers import tiny_model
 from tests.pretrain_helpers import (ROOT, assert_same_validation, keep_checkpoints_up_to, losses, pretrain_command,
                                     run_pretrain, run_two_processes)
@@ -31,15 +32,15 @@ def straight_run(data_dir, tmp_path_factory):
 def test_run_writes_config_metrics_and_final_model(straight_run):
     config = yaml.safe_load((straight_run / "config.yaml").read_text())
     assert config["train"]["max_steps"] == 30
-    assert config["resolved"]["scan_backend"] in ("cpu", "torch")
+    assert config["resolved"]["backends"]["selective_scan"] in ("cpu", "torch")
     assert len(config["resolved"]["git_commit"]) >= 7
     rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r.get("kind") != "val"]
+    train = [r for r in rows if r.get("split") != "val"]
     assert [r["step"] for r in train] == list(range(1, 31))
     assert {"loss", "lr", "grad_norm", "tokens_seen", "tokens_per_s"} <= set(train[0])
-    val = [r for r in rows if r.get("kind") == "val"]
+    val = [r for r in rows if r.get("split") == "val"]
     assert [r["step"] for r in val] == [10, 20, 30]
-    assert all(r["bpb"] > 0 and math.isclose(r["ppl"], math.exp(r["loss"]), rel_tol=1e-9) for r in val)
+    assert all(r["packed_bits_per_byte"] > 0 and math.isclose(r["ppl"], math.exp(r["loss"]), rel_tol=1e-9) for r in val)
     first, last = [r["loss"] for r in train[:5]], [r["loss"] for r in train[-5:]]
     assert sum(last) / 5 < sum(first) / 5 - 0.3  # it learns
     assert (straight_run / "model" / "model.safetensors").is_file()
@@ -99,14 +100,15 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         loss = m(input_ids=b, labels=b).loss
         return loss * float("nan") if current["step"] == 3 else loss
 
-    task = Task(batches_for=batches_for, loss_fn=loss_fn, items_in=lambda b: b.numel())
-    trainer = Trainer(model, task, cfg, tmp_path, logger=_NullLogger(), device=torch.device("cpu"))
+    objective = Objective(batches_for=batches_for, loss_fn=loss_fn, items_in=lambda b: b.numel())
+    trainer = Trainer(model, objective, cfg, _NullLogger(), Checkpointer(tmp_path), torch.device("cpu"))
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan .* at step 3.*step_0000002"):
         trainer.fit()
     assert [p.name for p in trainer.checkpointer.complete()][-1] == "step_0000002"
 
     cfg.train.on_nonfinite = "skip"
-    skipping = Trainer(tiny_model(), task, cfg, tmp_path / "skip", logger=_NullLogger(), device=torch.device("cpu"))
+    skipping = Trainer(tiny_model(), objective, cfg, _NullLogger(), Checkpointer(tmp_path / "skip"),
+                       torch.device("cpu"))
     final = skipping.fit()
     assert skipping.skipped == 1 and final["skipped_steps"] == 1 and final["step"] == 6
 
@@ -143,7 +145,7 @@ def test_wandb_offline_history_matches_metrics(data_dir, tmp_path):
     expected = dict(losses(run_dir))
     assert {s: logged[s]["train/loss"] for s in expected} == pytest.approx(expected)
     assert {"train/lr", "train/grad_norm", "train/tokens_per_s"} <= set(logged[1])
-    assert {"val/loss", "val/ppl", "val/bpb"} <= set().union(*[set(h) for h in history if h["_step"] == 3])
+    assert {"val/loss", "val/ppl", "val/packed_bits_per_byte"} <= set().union(*[set(h) for h in history if h["_step"] == 3])
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["config"]["update"]["train"]["max_steps"] == 3
 
@@ -166,3 +168,30 @@ def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path
     assert abs(gpt - mamba) / mamba < 0.25
     trace = [loss for _, loss in losses(tmp_path / "gpt")]
     assert sum(trace[-5:]) / 5 < sum(trace[:5]) / 5 - 0.3
+
+
+def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(data_dir, tmp_path):
+    """The path a GPU user takes first (train.precision=bf16), exercised on CPU with autocast."""
+    settings = ("train.max_steps=6", "train.save_every=3", "train.keep_last=5", "train.eval_every=6")
+    straight, fp32 = tmp_path / "bf16", tmp_path / "fp32"
+    run_pretrain(straight, data_dir, "train.precision=bf16", *settings)
+    run_pretrain(fp32, data_dir, "train.precision=fp32", *settings)
+    resolved = yaml.safe_load((straight / "config.yaml").read_text())["resolved"]
+    assert resolved["precision"] == "bf16 autocast"
+    bf16_losses = [loss for _, loss in losses(straight)]
+    assert all(math.isfinite(loss) for loss in bf16_losses)
+    assert bf16_losses != [loss for _, loss in losses(fp32)]  # autocast really ran in bf16
+    assert bf16_losses == pytest.approx([loss for _, loss in losses(fp32)], rel=0.05)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    keep_checkpoints_up_to(resumed, 3)
+    run_pretrain(resumed, data_dir, "train.precision=bf16", *settings)
+    assert losses(resumed) == losses(straight)
+
+
+def test_a_data_dir_never_prepared_is_one_line_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_pretrain(tmp_path / "run", tmp_path / "empty", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and "biomamba prepare" in result.stderr

@@ -16,11 +16,11 @@ from biomamba.modeling import BioMambaForEmbedding, pool
 from biomamba.encoding import encode, format_passage, format_query, tokenize_batch
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
 from biomamba.retrieval import DenseIndex, Encoder, RetrievalError, write_index
-from biomamba.eval.retrieval import (beir_task, evaluate_run, heldout_tasks, pubmed_task, reciprocal_rank_fusion,
-                            trec_order)
+from biomamba.data.retrieval_tasks import beir_task, heldout_tasks, pubmed_task
+from biomamba.metrics.retrieval import evaluate_run, reciprocal_rank_fusion, trec_order
 from tests.pretrain_helpers import ROOT
 from biomamba.train.config import ConfigError, load_config
-from biomamba.train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
+from biomamba.train.retrieval import (RetrievalRunConfig, build_model, check_config, info_nce,
                                    train_retrieval)
 
 TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
@@ -176,7 +176,7 @@ def embedded_1976_documents():
 
 @pytest.mark.slow
 def test_bm25_title_to_abstract_reproduces_the_known_level_on_the_1976_80_file():
-    from biomamba.eval.retrieval import bm25_run
+    from biomamba.retrieval import bm25_run
     task = pubmed_task(embedded_1976_documents(), "title-abstract")
     assert len(task.queries) == 14832  # every citation with a title and an abstract
     result = evaluate_run(task.qrels, bm25_run(task))
@@ -209,7 +209,7 @@ def separable_config(separable, data_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trained(separable, data_dir, tokenizer, tmp_path_factory):
-    from biomamba.eval.retrieval import dense_run
+    from biomamba.retrieval import dense_run
     cfg = separable_config(separable, data_dir)
     task = beir_task(separable)
     untrained = Encoder(build_model(cfg, len(tokenizer), tokenizer.eos_token_id).eval(), tokenizer)
@@ -223,12 +223,12 @@ def trained(separable, data_dir, tokenizer, tmp_path_factory):
 def test_training_lowers_the_contrastive_loss_and_raises_recall_at_1(trained):
     run_dir, before, after = trained
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r["loss"] for r in rows if r.get("kind") != "val"]
+    train = [r["loss"] for r in rows if r.get("split") != "val"]
     assert len(train) == 50
     assert np.mean(train[-5:]) < 0.5 * np.mean(train[:5])
     assert after["Recall@1"] >= before["Recall@1"] + 0.3 and after["Recall@1"] >= 0.75
     assert (run_dir / "model" / "tokenizer.json").is_file() and (run_dir / "results.json").is_file()
-    val = [r for r in rows if r.get("kind") == "val"]
+    val = [r for r in rows if r.get("split") == "val"]
     assert val and "beir:separable/Recall@1" in val[-1]
 
 
@@ -245,7 +245,7 @@ def test_info_nce_masks_false_negatives_and_hard_negative_columns():
 
 
 def test_pubmed_pairs_with_bm25_hard_negatives_exclude_the_positive(data_dir, tokenizer):
-    from biomamba.train.retrieval_train import ContrastiveBatches, build_sources
+    from biomamba.train.retrieval import ContrastiveBatches, build_sources
     cfg = load_config(None, [f"data.dir={data_dir}", "model.preset=debug", "loss.hard_negatives=2",
                              "train.batch_size=4"], schema=RetrievalRunConfig, check=check_config)
     sources = build_sources(cfg)

@@ -84,3 +84,70 @@ def test_checkpointer_ignores_incomplete_and_keeps_last_k(tmp_path):
     (partial / "model").mkdir(parents=True)
     assert ckpt.latest().name == "step_0000030"
     assert ckpt.load(ckpt.latest())["x"] == 30 and (ckpt.latest() / MARKER).is_file()
+
+
+def test_a_section_keeps_its_schemas_defaults_for_keys_a_file_does_not_name(tmp_path):
+    """retrieval's optim defaults (lr 1e-4) hold when a YAML optim section sets only warmup."""
+    from biomamba.train.retrieval import RetrievalRunConfig, check_config
+    path = tmp_path / "ret.yaml"
+    path.write_text("model:\n  preset: debug\noptim:\n  warmup_steps: 3\n")
+    cfg = load_config(path, ["data.dir=x"], schema=RetrievalRunConfig, check=check_config)
+    assert cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 3 and cfg.optim.weight_decay == 0.01
+
+
+def test_choices_and_bounds_are_declared_once_on_the_field_and_checked_everywhere():
+    from biomamba.train.finetune_config import FinetuneConfig, check_finetune
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.grad_accum=0", "model.pooling=max", "data.max_length=2"],
+                    schema=FinetuneConfig, check=check_finetune)
+    message = str(error.value)
+    assert "train.grad_accum must be >= 1, got 0" in message
+    assert "model.pooling must be one of last, mean; got 'max'" in message
+    assert "data.max_length must be >= 4, got 2" in message
+
+
+def test_trainer_state_holds_only_tensors_and_plain_data(tmp_path):
+    """trainer.pt loads with weights_only=True and restores every RNG exactly."""
+    import random
+    ckpt = Checkpointer(tmp_path)
+    path = ckpt.save(1, tiny_model(), {"items_seen": 5})
+    state = torch.load(path / "trainer.pt", weights_only=True)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    from biomamba.train.checkpoint import set_rng_state
+    set_rng_state(state["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused_naming_the_file(tmp_path):
+    from biomamba.checkpoints import CheckpointError
+    ckpt = Checkpointer(tmp_path)
+    path = ckpt.save(1, tiny_model(), {})
+    torch.save({"optimizer": np.zeros(3)}, path / "trainer.pt")  # a pickled numpy array: arbitrary code
+    with pytest.raises(CheckpointError, match=r"trainer\.pt: refused to load"):
+        ckpt.load(path)
+
+
+def test_checkpoint_files_reach_the_disk_before_the_complete_marker(tmp_path, monkeypatch):
+    from biomamba.train import checkpoint
+    flushed = []
+
+    def record(directory):
+        flushed.append((sorted(p.name for p in directory.rglob("*") if p.is_file()), (directory / MARKER).exists()))
+
+    monkeypatch.setattr(checkpoint, "fsync_tree", record)
+    Checkpointer(tmp_path).save(1, tiny_model(), {})
+    files, marker_present = flushed[0]
+    assert {"trainer.pt", "model.safetensors", "config.json"} <= set(files) and not marker_present
+
+
+def test_auto_chooses_only_backends_a_test_on_that_device_has_shown(monkeypatch):
+    """On CUDA, auto never picks our unverified CUDA kernel: mamba_ssm if it imports, else torch."""
+    from biomamba import ops
+    available = {"mamba_ssm": True, "cuda": True, "torch": True}
+    monkeypatch.setattr(ops, "_is_available", lambda name: available.get(name, False))
+    cuda = torch.device("cuda")
+    assert ops.resolve_backend("auto", cuda) == "mamba_ssm"
+    available["mamba_ssm"] = False
+    with pytest.warns(UserWarning, match="'mamba_ssm' unavailable, using 'torch'"):
+        assert ops.resolve_backend("auto", cuda) == "torch"
+    assert ops.resolve_backend("cuda", cuda) == "cuda"  # by name, ours is still there to test

@@ -3,13 +3,17 @@
 RUN_DIR/checkpoints/step_0000100/
     model/            save_pretrained output (safetensors + config.json): loads anywhere (under
                       finetune's model.lora: peft adapter files + the unmerged state instead)
-    trainer.pt        optimizer, scheduler, RNG states, data position, step, counters
+    trainer.pt        optimizer, scheduler, RNG states, data position, step, counters: tensors and
+                      plain Python values only, read back with torch.load(weights_only=True)
     COMPLETE          written last; a directory without it is not a checkpoint
-A checkpoint is written into `step_N.tmp`, completed, then renamed: a run killed at any moment
-leaves either the previous checkpoints or the new one, never a half-written one that looks done.
+A checkpoint is written into `step_N.tmp`, flushed to disk (fsync), marked complete, then renamed: a
+run killed at any moment, or a machine that loses power, leaves either the previous checkpoints or
+the new one, never a half-written one that looks done. A trainer.pt that holds anything but tensors
+and plain data (a pickled object could run code on load) is refused with a message naming the file.
 write_model_dir writes the model directories runs leave for users (RUN_DIR/model) the same way.
 """
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -17,13 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biomamba.io import replace_dir
+from biomamba.checkpoints import CheckpointError
+from biomamba.io import fsync_tree, replace_dir, write_text
 
 MARKER = "COMPLETE"
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values (numpy's as its MT19937 key array)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -31,7 +40,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -54,6 +65,11 @@ class Checkpointer:
         done = self.complete()
         return done[-1] if done else None
 
+    def latest_step(self) -> int:
+        """The step of the latest complete checkpoint, 0 if there is none (where a run resumes)."""
+        latest = self.latest()
+        return int((latest / MARKER).read_text()) if latest else 0
+
     def save(self, step: int, model, trainer_state: dict, weights: dict | None = None) -> Path:
         """`weights`: the whole model's state dict when the module holds only a shard (FSDP)."""
         final = self.root / f"step_{step:07d}"
@@ -62,14 +78,22 @@ class Checkpointer:
         (tmp / "model").mkdir(parents=True)
         model.save_pretrained(tmp / "model", state_dict=weights)
         torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
-        (tmp / MARKER).write_text(f"{step}\n")
+        fsync_tree(tmp)  # every file on disk before the marker says the checkpoint is complete
+        write_text(tmp / MARKER, f"{step}\n")
         replace_dir(tmp, final)  # a rerun reaching a step that was saved before: replace it whole
         self._prune()
         return final
 
     def load(self, path: Path, mmap: bool = False) -> dict:
         """`mmap`: tensors stay in the file until read (for ranks that each keep only a shard)."""
-        return torch.load(path / "trainer.pt", map_location="cpu", weights_only=False, mmap=mmap)
+        file = path / "trainer.pt"
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(
+                f"{file}: refused to load: it holds objects other than tensors and plain data, and "
+                f"unpickling them could run code ({_unpickler_reason(error)}). Resume only from "
+                "checkpoints written by this version of biomamba, or start a new run directory") from None
 
     def _prune(self):
         for stale in self.complete()[: -self.keep_last]:
@@ -90,4 +114,11 @@ def write_model_dir(out: Path, model, tokenizer=None, weights: dict | None = Non
         tokenizer.save_pretrained(tmp)
     for name, obj in (extra or {}).items():
         (tmp / name).write_text(json.dumps(obj) + "\n")
+    fsync_tree(tmp)
     replace_dir(tmp, out)
+
+
+def _unpickler_reason(error) -> str:
+    """The line of torch's weights_only error that names what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if "Unsupported" in line or "Unpickler" in line]
+    return lines[0] if lines else "not a weights-only file"

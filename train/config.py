@@ -2,8 +2,14 @@
 
     cfg = load_config("configs/tiny-cpu.yaml", ["train.max_steps=20", "logging.wandb=false"])
 
-Validation collects every problem (unknown key, wrong type, impossible combination) and raises
-them together in one ConfigError. The merged config is what a run writes to RUN_DIR/config.yaml.
+One way to declare a setting, for every command's schema: a dataclass field whose default is the
+default, `choice(default, allowed)` for a closed set of values and `at_least(default, minimum)` for a
+lower bound. A section's defaults come from its parent's default instance, so a schema sets other
+defaults for a shared section with `field(default_factory=lambda: OptimConfig(lr=...))`, and a YAML
+file that names a few keys of that section keeps the schema's defaults for the rest.
+Validation collects every problem (unknown key, wrong type, value not allowed, impossible
+combination) and raises them together in one ConfigError. The merged config is what a run writes to
+RUN_DIR/config.yaml.
 """
 import dataclasses
 import types
@@ -20,20 +26,33 @@ class ConfigError(ValueError):
     """Every problem found in a config, one per line."""
 
 
+def choice(default, allowed):
+    """A setting that takes one of `allowed` (checked wherever it is set)."""
+    allowed = tuple(allowed)
+    assert default in allowed, (default, allowed)
+    return field(default=default, metadata={"choices": allowed})
+
+
+def at_least(default, minimum):
+    """A number that must be >= minimum (None stays allowed where the type admits it)."""
+    return field(default=default, metadata={"min": minimum})
+
+
 @dataclass
 class ModelConfig:
-    arch: str = "mamba"  # mamba | transformer (GPT-NeoX) | bert (masked LM); parameter counts matched
+    # transformer: the GPT-NeoX baseline, bert: a masked LM; both parameter-matched to the Mamba
+    arch: str = choice("mamba", ("mamba", "transformer", "bert"))
     preset: str = "tiny"  # a BioMambaConfig preset (biomamba/config.py)
-    d_model: int | None = None  # overrides of the preset; None keeps the preset's value
-    n_layer: int | None = None
-    d_state: int | None = None
-    scan_backend: str = "auto"
+    d_model: int | None = at_least(None, 1)  # overrides of the preset; None keeps the preset's value
+    n_layer: int | None = at_least(None, 1)
+    d_state: int | None = at_least(None, 1)
+    scan_backend: str = choice("auto", SCAN_BACKENDS)
 
 
 @dataclass
 class DataConfig:
     dir: str = "data/pubmed"  # a directory written by `biomamba prepare`
-    seq_len: int = 256
+    seq_len: int = at_least(256, 2)
 
 
 @dataclass
@@ -44,27 +63,27 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    warmup_steps: int = 20
-    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
+    warmup_steps: int = at_least(20, 0)
+    schedule: str = choice("cosine", ("cosine", "wsd", "constant"))  # wsd: warmup-stable-decay
     decay_fraction: float = 0.2  # wsd: the final fraction of steps that decays
     grad_clip: float = 1.0  # 0 disables clipping
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 100
-    batch_size: int = 8  # sequences per micro-batch per process
-    grad_accum: int = 1
-    save_every: int = 50
-    keep_last: int = 2
-    eval_every: int = 50
-    eval_batches: int = 8  # val set: the first eval_batches x batch_size x processes val windows
-    log_every: int = 1
+    max_steps: int = at_least(100, 1)
+    batch_size: int = at_least(8, 1)  # sequences (examples) per micro-batch per process
+    grad_accum: int = at_least(1, 1)
+    save_every: int = at_least(50, 1)
+    keep_last: int = at_least(2, 1)
+    eval_every: int = at_least(50, 1)
+    eval_batches: int = at_least(8, 1)  # val set: eval_batches x batch_size x processes val windows
+    log_every: int = at_least(1, 1)
     init_from: str | None = None  # any checkpoint BioMambaForCausalLM.from_pretrained loads
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    on_nonfinite: str = "stop"  # stop | skip
-    parallel: str = "ddp"  # under torchrun: ddp (whole model per rank) | fsdp (sharded, large models)
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+    precision: str = choice("auto", ("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
+    on_nonfinite: str = choice("stop", ("stop", "skip"))
+    parallel: str = choice("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (whole model per rank) | fsdp
 
 
 @dataclass
@@ -74,9 +93,9 @@ class LoggingConfig:
     name: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    mode: str = "auto"  # auto (online if W&B is configured, else offline) | offline | online
-    samples: int = 2  # sample generations logged at each validation
-    sample_tokens: int = 24
+    mode: str = choice("auto", ("auto", "offline", "online"))  # auto: online if W&B is configured
+    samples: int = at_least(2, 0)  # sample generations logged at each validation
+    sample_tokens: int = at_least(24, 1)
 
 
 @dataclass
@@ -87,22 +106,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
-
-
-# Allowed values of the shared loop's settings; each task's config adds its own.
-LOOP_CHOICES = {
-    "optim.schedule": ("cosine", "wsd", "constant"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "fp32", "bf16"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "train.parallel": ("ddp", "fsdp"),
-    "logging.mode": ("auto", "offline", "online"),
-}
-CHOICES = {
-    "model.arch": ("mamba", "transformer", "bert"),
-    "model.scan_backend": SCAN_BACKENDS,
-    **LOOP_CHOICES,
-}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -124,27 +127,43 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, annotation)
 
 
-def _build(cls, values: dict, prefix: str, problems: list):
+def _build(cls, values: dict, prefix: str, problems: list, defaults=None):
+    """An instance of `cls` from `values`, every other field from `defaults` (default: cls())."""
+    defaults = defaults if defaults is not None else cls()
     hints = typing.get_type_hints(cls)
-    kwargs = {}
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
             problems.append(f"unknown key {prefix}{key} (known: {', '.join(sorted(known))})")
+    kwargs = {}
     for f in dataclasses.fields(cls):
+        default = getattr(defaults, f.name)
         if f.name not in values:
+            kwargs[f.name] = default
             continue
         value, hint = _coerce_float(values[f.name], hints[f.name]), hints[f.name]
         if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
+            if isinstance(value, dict):
+                kwargs[f.name] = _build(hint, value, f"{prefix}{f.name}.", problems, default)
+            else:
                 problems.append(f"{prefix}{f.name} must be a mapping, got {value!r}")
-                continue
-            kwargs[f.name] = _build(hint, value, f"{prefix}{f.name}.", problems)
+                kwargs[f.name] = default
         elif not _type_ok(value, hint):
             problems.append(f"{prefix}{f.name}: expected {_type_name(hint)}, got {value!r}")
+            kwargs[f.name] = default
         else:
             kwargs[f.name] = float(value) if hint is float else value
+            _check_field(f, kwargs[f.name], prefix, problems)
     return cls(**kwargs)
+
+
+def _check_field(f, value, prefix, problems):
+    """The allowed values (choice) and lower bound (at_least) declared on the field."""
+    allowed, minimum = f.metadata.get("choices"), f.metadata.get("min")
+    if allowed is not None and value not in allowed:
+        problems.append(f"{prefix}{f.name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    if minimum is not None and value is not None and value < minimum:
+        problems.append(f"{prefix}{f.name} must be >= {minimum}, got {value}")
 
 
 def _coerce_float(value, hint):
@@ -192,20 +211,8 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def check_choices(cfg, choices: dict, problems: list):
-    """Each dotted setting in `choices` holds one of its allowed values."""
-    flat = to_dict(cfg)
-    for dotted, allowed in choices.items():
-        section, name = dotted.split(".")
-        if flat[section][name] not in allowed:
-            problems.append(f"{dotted} must be one of {', '.join(allowed)}; got {flat[section][name]!r}")
-
-
 def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
-    """The checks of the shared loop's own settings (train.*, optim.*), for every task's config."""
-    for name in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "eval_every", "log_every"):
-        if getattr(t, name) < 1:
-            problems.append(f"train.{name} must be >= 1, got {getattr(t, name)}")
+    """The cross-field checks of the shared loop's settings (train.*, optim.*), for every schema."""
     if o.lr <= 0:
         problems.append(f"optim.lr must be > 0, got {o.lr}")
     if not 0 <= o.min_lr_ratio <= 1:
@@ -217,10 +224,7 @@ def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
 
 
 def _check(cfg: RunConfig, problems: list):
-    check_choices(cfg, CHOICES, problems)
     check_loop(cfg.train, cfg.optim, problems)
-    if cfg.data.seq_len < 2:
-        problems.append(f"data.seq_len must be >= 2, got {cfg.data.seq_len}")
     if cfg.model.arch != "mamba" and cfg.train.init_from:
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
 

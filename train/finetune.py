@@ -54,20 +54,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biomamba.eval.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
-from biomamba.io import discard
-from biomamba.train import distributed
-from biomamba.train.checkpoint import MARKER
+from biomamba.checkpoints import CheckpointError
+from biomamba.data.task_loaders import SPLITS, TaskError, load_task, subsample
+from biomamba.eval.report_finetune import results_markdown
+from biomamba.io import discard, write_report, write_text
+from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from biomamba.resolve import ModelSpecError
+from biomamba.train.checkpoint import Checkpointer
 from biomamba.train.config import ConfigError, load_config, to_dict
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_classifier_tokenizer,
-                                   model_kind, save_selected, save_trainable, selected_step)
-from biomamba.train.finetune_report import write_results
-from biomamba.train.finetune_tasks import SPLITS, TaskError, load_task, subsample
-from biomamba.train.logger import RunLogger
-from biomamba.train.loop import NonFiniteLoss, Task, Trainer
-from biomamba.train.models import count_parameters
-from biomamba.train.pretrain import git_commit, pick_device, write_run_config
+from biomamba.train.finetune_models import (build_classifier, collate, encode, load_classifier_tokenizer,
+                                            classifier_family, save_selected, save_trainable, selected_step)
+from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
+from biomamba.train.run import RunSpec, execute, in_session, write_run_config
 
 LORA_BEST = "lora_best"  # seed_N/lora_best/step_N.safetensors: LoRA trainable tensors at each val improvement
 
@@ -182,9 +181,7 @@ class Selection:
 
     def add(self, step, val, test):
         self.evals.append({"step": step, "val": val, "test": test})
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"evals": self.evals}) + "\n")
-        tmp.replace(self.path)
+        write_text(self.path, json.dumps({"evals": self.evals}) + "\n")
 
 
 class BestModel:
@@ -196,9 +193,9 @@ class BestModel:
     complete directory, so an interruption at any moment leaves the right one of the two whole.
     """
 
-    def __init__(self, seed_dir: Path, tokenizer, checkpointer):
+    def __init__(self, seed_dir: Path, tokenizer):
         self.path, self.kept = seed_dir / "model", seed_dir / "model.checkpointed"
-        self.tokenizer, self.checkpointer = tokenizer, checkpointer
+        self.tokenizer, self.checkpointer = tokenizer, Checkpointer(seed_dir)
 
     @property
     def step(self) -> int | None:
@@ -224,25 +221,24 @@ class BestModel:
         shutil.rmtree(self.path.with_name(self.path.name + ".tmp"), ignore_errors=True)
 
     def checkpoint_step(self) -> int:
-        latest = self.checkpointer.latest()
-        return int((latest / MARKER).read_text()) if latest else 0
+        return self.checkpointer.latest_step()
 
 
-def make_evaluate(data, cfg, pad_id, names, selection, logger_ref, on_best=None):
-    """Val at every evaluation; test (and on_best(model, step)) whenever val macro-F1 improves."""
+def make_evaluate(data, cfg, pad_id, names, selection):
+    """Val at every evaluation; test whenever val macro-F1 improves (a new best: the loop keeps it)."""
     batch_size = cfg.data.eval_batch_size
 
-    def evaluate(model, step):
+    def evaluate(model, step) -> Evaluation:
         val = score(model, data["val"], batch_size, pad_id, names)
-        test = None
-        if selection.is_better(val):
+        test, rows = None, {}
+        improved = selection.is_better(val)
+        if improved:
             test = score(model, data["test"], batch_size, pad_id, names)
-            if on_best is not None:
-                on_best(model, step)
-            logger_ref[0].log({"step": step, "kind": "test", **{f"test_{k}": v for k, v in summary(test).items()},
-                               **{f"best_val_{k}": v for k, v in summary(val).items()}}, "finetune")
+            rows["finetune"] = {"split": "test", **{f"test_{k}": v for k, v in summary(test).items()},
+                                **{f"best_val_{k}": v for k, v in summary(val).items()}}
         selection.add(step, val, test)
-        return {**summary(val), "best_macro_f1": selection.best["val"]["macro_f1"]}
+        metrics = {**summary(val), "best_macro_f1": selection.best["val"]["macro_f1"]}
+        return Evaluation(metrics, rows=rows, best=improved)
 
     return evaluate
 
@@ -255,128 +251,118 @@ def budget_fingerprint(cfg) -> dict:
     return {k: d[k] for k in ("task", "model", "data", "optim", "train")}
 
 
-def record_parameters(model, resolved, run_dir, cfg):
-    """Parameters in all and trained (adapters + head under LoRA), once per run, into config.yaml."""
-    if "parameters" not in resolved:
-        resolved["parameters"] = count_parameters(model)
-        resolved["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        write_run_config(run_dir, cfg, resolved)
-
-
 def lora_best(seed_dir: Path, step: int) -> Path:
     return seed_dir / LORA_BEST / f"step_{step:07d}.safetensors"
 
 
-def seed_logger(seed, seed_dir, run_dir, cfg, resolved, start) -> RunLogger:
+def seed_logging(cfg, run_dir: Path, seed: int):
+    """One W&B run per seed, named after the run and grouped with its other seeds."""
     log_cfg = cfg.logging
-    log_cfg = type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
-                               "group": log_cfg.group or run_dir.name})
-    return RunLogger(seed_dir, {**to_dict(cfg), "seed": seed, "resolved": resolved}, log_cfg,
-                     cfg.train.max_steps, start)
+    return type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
+                            "group": log_cfg.group or run_dir.name})
 
 
-def train_seed(seed, cfg, data, tokenizer, kind, labels, run_dir: Path, device, resolved) -> dict:
-    seed_dir = run_dir / f"seed_{seed}"
+def finished_seed(seed: int, seed_dir: Path, cfg) -> dict | None:
+    """A seed's results when it finished with this budget; a ConfigError when with another one."""
     done = seed_dir / "results.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("budget") != budget_fingerprint(cfg):
-            raise ConfigError(f"{seed_dir} was trained with another config; use a new --out")
-        print(f"seed {seed}: already done ({done})", file=sys.stderr)
+    if not done.is_file():
+        return None
+    previous = json.loads(done.read_text())
+    if previous.get("budget") != budget_fingerprint(cfg):
+        raise ConfigError(f"{seed_dir} was trained with another config; use a new --out")
+    print(f"seed {seed}: already done ({done})", file=sys.stderr)
+    return previous
+
+
+def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device) -> dict:
+    seed_dir = run_dir / f"seed_{seed}"
+    previous = finished_seed(seed, seed_dir, cfg)
+    if previous is not None:
         return previous
-    seed_dir.mkdir(parents=True, exist_ok=True)
     start_time = time.perf_counter()
     torch.manual_seed(seed)
-    model = build_classifier(cfg.model.path, kind, labels, cfg).to(device)
-    record_parameters(model, resolved, run_dir, cfg)
+    model = build_classifier(cfg.model.path, family, labels, cfg).to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = ExampleBatches(data["train"]["encoded"], data["train"]["labels"], cfg.train.batch_size,
                              cfg.train.grad_accum, seed, pad_id)
-    logger_ref = [None]
-    task = Task(batches_for=batches.for_step, loss_fn=classification_loss, items_in=lambda b: len(b["labels"]),
-                evaluate=None, prefix="finetune")
-    trainer = Trainer(model, task, cfg, seed_dir, logger=None, device=device)
-    start = trainer.resume()
-    selection = Selection(seed_dir / "selection.json", start)
+    resumed = Checkpointer(seed_dir).latest_step()
+    selection = Selection(seed_dir / "selection.json", resumed)
     if cfg.model.lora:  # merged into seed_N/model once training is done, from the adapters saved here
         on_best = lambda m, step: save_trainable(m, lora_best(seed_dir, step))
     else:
-        best_model = BestModel(seed_dir, tokenizer, trainer.checkpointer)
-        best_model.reconcile(start)
+        best_model = BestModel(seed_dir, tokenizer)
+        best_model.reconcile(resumed)
         on_best = best_model.save
-    task.evaluate = make_evaluate(data, cfg, pad_id, labels, selection, logger_ref, on_best)
-    trainer.logger = logger_ref[0] = logger = seed_logger(seed, seed_dir, run_dir, cfg, resolved, start)
-    logger.write(f"seed {seed}: {kind} {resolved['parameters'] / 1e6:.2f}M parameters "
-                 f"({resolved['trainable_parameters'] / 1e6:.3f}M trained{', LoRA' if cfg.model.lora else ''}), "
-                 f"{len(batches.encoded):,} train examples" + (f"; resuming after step {start}" if start else ""))
-    try:
-        trainer.fit()
+    objective = Objective(batches_for=batches.for_step, loss_fn=classification_loss,
+                          items_in=lambda b: len(b["labels"]), prefix="finetune", on_best=on_best,
+                          evaluate=make_evaluate(data, cfg, pad_id, labels, selection))
+
+    def on_finish(trainer, final) -> dict:
+        """seed_N/model = the val-selected model, and this seed's results."""
         best = selection.best
         if cfg.model.lora:  # the val-selected model, whose test scores are reported, merged for users
             save_selected(model, tokenizer, seed_dir / "model", best["step"], lora_best(seed_dir, best["step"]))
         else:
             best_model.reconcile(trainer.step)  # the last step is checkpointed: model.checkpointed/ goes
             if best_model.step != best["step"]:  # a seed begun before models were saved, or model/ deleted
-                logger.write(f"warning: {best_model.path} does not hold the selected step {best['step']} "
-                             f"(it holds {best_model.step}); its test scores are still reported")
-        result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
-                  "final_val": summary(selection.evals[-1]["val"]), "steps": trainer.step,
-                  "wall_s": time.perf_counter() - start_time, "resumed_from": start,
-                  "train_examples_per_s": trainer.items_seen / max(time.perf_counter() - start_time, 1e-9),
-                  "parameters": resolved["parameters"], "trainable_parameters": resolved["trainable_parameters"],
-                  "budget": budget_fingerprint(cfg)}
-        logger.close({f"finetune/test_{k}": v for k, v in summary(best["test"]).items()})
-    except BaseException:
-        logger.close()
-        raise
-    tmp = seed_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(done)
-    return result
+                trainer.logger.write(f"warning: {best_model.path} does not hold the selected step {best['step']} "
+                                     f"(it holds {best_model.step}); its test scores are still reported")
+        wall = time.perf_counter() - start_time
+        return {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
+                "final_val": summary(selection.evals[-1]["val"]), "wall_s": wall, "resumed_from": resumed,
+                "train_examples_per_s": trainer.items_seen / max(wall, 1e-9), "budget": budget_fingerprint(cfg)}
+
+    describe = (f"seed {seed}: {family}, {len(batches.encoded):,} train examples"
+                + (", LoRA" if cfg.model.lora else ""))
+    spec = RunSpec(cfg, seed_dir, model, objective, device, tokenizer, facts={"seed": seed}, describe=describe,
+                   final_model=False, on_finish=on_finish, logging=seed_logging(cfg, run_dir, seed))
+    execute(spec)
+    return json.loads((seed_dir / "results.json").read_text())
 
 
 # ----------------------------------------------------------------------------- the run
 
-def prepare_data(cfg, tokenizer, kind):
+def prepare_data(cfg, tokenizer, family):
     task = load_task(cfg.task, cfg.data)
     task = subsample(task, cfg.data.max_train_examples, cfg.data.max_eval_examples, cfg.data.subset_seed)
-    data = {split: {"encoded": encode(task.splits[split], tokenizer, kind, cfg.data.max_length),
+    data = {split: {"encoded": encode(task.splits[split], tokenizer, family, cfg.data.max_length),
                     "labels": [e.label for e in task.splits[split]]} for split in SPLITS}
     return task, data
 
 
 def finetune(cfg, run_dir: Path) -> dict:
-    distributed.require_one_process("finetune")
-    device = torch.device(pick_device(cfg.train.device))
-    kind = model_kind(cfg.model.path)
-    tokenizer = load_classifier_tokenizer(cfg.model.path, kind, cfg)
-    task, data = prepare_data(cfg, tokenizer, kind)
+    return in_session(cfg.train.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device))
+
+
+def _finetune(cfg, run_dir: Path, device) -> dict:
+    family = classifier_family(cfg.model.path)
+    tokenizer = load_classifier_tokenizer(cfg.model.path, family, cfg)
+    task, data = prepare_data(cfg, tokenizer, family)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = {"model_kind": kind, "labels": task.labels, "task_source": task.source,
-                "examples": task.counts(), "git_commit": git_commit(), "device": str(device),
-                "mean_tokens": {s: float(np.mean([len(e["input_ids"]) for e in data[s]["encoded"]])) for s in SPLITS}}
-    write_run_config(run_dir, cfg, resolved)
-    per_seed = [train_seed(seed, cfg, data, tokenizer, kind, task.labels, run_dir, device, resolved)
-                for seed in cfg.seeds]
-    results = aggregate(cfg, task, per_seed, resolved)
-    write_results(run_dir, results)
+    facts = {"model_family": family, "labels": task.labels, "task_source": task.source, "examples": task.counts(),
+             "mean_tokens": {s: float(np.mean([len(e["input_ids"]) for e in data[s]["encoded"]])) for s in SPLITS}}
+    write_run_config(run_dir, cfg, facts)
+    per_seed = [train_seed(seed, cfg, data, tokenizer, family, task.labels, run_dir, device) for seed in cfg.seeds]
+    results = aggregate(cfg, task, per_seed, facts)
+    write_report(run_dir, "results", results_markdown(results), results)
     return results
 
 
-def aggregate(cfg, task, per_seed, resolved) -> dict:
+def aggregate(cfg, task, per_seed, facts) -> dict:
     rows = [{k: r[k] for k in ("seed", "best_step", "val", "test", "wall_s", "steps")} for r in per_seed]
     mean, std = {}, {}
     for split in ("val", "test"):
         mean[split], std[split] = summarise_seeds([r[split] for r in rows])
     mean["wall_s"], std["wall_s"] = mean_std([r["wall_s"] for r in rows])
     per_class = {name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
-    return {"task": cfg.task, "model": cfg.model.path, "model_kind": resolved["model_kind"],
-            "parameters": per_seed[0].get("parameters"),
-            "trainable_parameters": per_seed[0].get("trainable_parameters"), "seeds": list(cfg.seeds), "per_seed": rows,
+    resolved = per_seed[0]["resolved"]
+    return {"task": cfg.task, "model": cfg.model.path, "model_family": facts["model_family"],
+            "parameters": resolved["parameters"], "trainable_parameters": resolved["trainable_parameters"],
+            "backends": resolved["backends"], "seeds": list(cfg.seeds), "per_seed": rows,
             "mean": mean, "std": std,
             "per_class_test_f1": {n: {"mean": m, "std": s, "support": rows[0]["test"]["per_class"][n]["support"]}
                                   for n, (m, s) in per_class.items()},
-            "examples": resolved["examples"], "labels": task.labels,
+            "examples": facts["examples"], "labels": task.labels,
             "budget": {"max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size * cfg.train.grad_accum,
                        "lr": cfg.optim.lr, "schedule": cfg.optim.schedule, "max_length": cfg.data.max_length},
             "std_definition": "sample standard deviation over seeds (ddof=1)"}
@@ -386,7 +372,7 @@ def run(args) -> int:
     try:
         cfg = config_from_args(args)
         results = finetune(cfg, Path(args.out))
-    except (ConfigError, NonFiniteLoss, TaskError, ModelSpecError) as error:
+    except (ConfigError, NonFiniteLoss, TaskError, ModelSpecError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (FileNotFoundError, OSError, ValueError) as error:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from biomamba.data.collate import pad_right
 from biomamba.io import atomic_open
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_family, read_config
 from biomamba.train.checkpoint import write_model_dir
@@ -25,7 +26,7 @@ HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
 SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, the step it was taken at
 
 
-def model_kind(spec: str) -> str:
+def classifier_family(spec: str) -> str:
     """'biomamba' for Mamba checkpoints of any layout, else 'bert' (any AutoModel checkpoint)."""
     if not Path(spec).exists():
         return "bert"  # a hub name: transformers resolves it (needs the user's network)
@@ -33,21 +34,21 @@ def model_kind(spec: str) -> str:
     return "biomamba" if family == "biomamba" else "bert"
 
 
-def load_classifier_tokenizer(spec: str, kind: str, cfg):
+def load_classifier_tokenizer(spec: str, family: str, cfg):
     """model.tokenizer, else the model dir's tokenizer; for BioMamba, else data.dir's tokenizer/."""
     if not Path(spec).exists() and not cfg.model.tokenizer:  # a hub name (the user's network)
         from transformers import AutoTokenizer
         return AutoTokenizer.from_pretrained(spec)
-    fallbacks = [Path(cfg.data.dir) / "tokenizer"] if kind == "biomamba" and cfg.data.dir else []
+    fallbacks = [Path(cfg.data.dir) / "tokenizer"] if family == "biomamba" and cfg.data.dir else []
     return load_tokenizer(find_tokenizer_dir(spec, cfg.model.tokenizer, fallbacks,
                                              hint="set model.tokenizer=DIR or data.dir=PREPARED_DIR"))
 
 
-def build_classifier(spec: str, kind: str, labels: list[str], cfg):
+def build_classifier(spec: str, family: str, labels: list[str], cfg):
     """A classifier with a freshly initialised head over `labels` (seed torch first)."""
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
-    if kind == "biomamba":
+    if family == "biomamba":
         from biomamba.modeling import BioMambaForSequenceClassification
         model = BioMambaForSequenceClassification.from_pretrained(
             spec, num_labels=len(labels), id2label=id2label, label2id=label2id, pooling=cfg.model.pooling,
@@ -58,23 +59,23 @@ def build_classifier(spec: str, kind: str, labels: list[str], cfg):
             spec, num_labels=len(labels), id2label=id2label, label2id=label2id,
             problem_type="single_label_classification", ignore_mismatched_sizes=True)
     model.train()
-    return with_lora(model, kind, cfg.model) if cfg.model.lora else model
+    return with_lora(model, family, cfg.model) if cfg.model.lora else model
 
 
-def with_lora(model, kind, model_cfg):
+def with_lora(model, family, model_cfg):
     """LoRA adapters on the frozen backbone (peft); the classifier head stays fully trainable."""
     try:
         import peft
     except ImportError:
         raise ModelSpecError("model.lora=true needs peft: pip install 'biomamba[lora]' (or pip install peft)") from None
-    targets = model_cfg.lora_target_modules or LORA_TARGETS.get(kind)
-    ignored = sorted(set(targets or ()) & set(LORA_IGNORED.get(kind, ())))
+    targets = model_cfg.lora_target_modules or LORA_TARGETS.get(family)
+    ignored = sorted(set(targets or ()) & set(LORA_IGNORED.get(family, ())))
     if ignored:
         raise ModelSpecError(f"model.lora_target_modules: {', '.join(ignored)} cannot take LoRA in a BioMamba "
-                             f"(their weights are read directly, an adapter would never run); use {LORA_TARGETS[kind]}")
+                             f"(their weights are read directly, an adapter would never run); use {LORA_TARGETS[family]}")
     config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha,
                              lora_dropout=model_cfg.lora_dropout, target_modules=targets,
-                             modules_to_save=HEADS[kind])
+                             modules_to_save=HEADS[family])
     with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         peft_model = peft.get_peft_model(model, config)
@@ -141,11 +142,11 @@ def selected_step(directory: Path) -> int | None:
 
 # ----------------------------------------------------------------------------- encoding
 
-def encode(examples, tokenizer, kind: str, max_length: int) -> list[dict]:
+def encode(examples, tokenizer, family: str, max_length: int) -> list[dict]:
     """Token ids (and BERT token type ids) per example, at most max_length tokens each."""
     texts = [e.text for e in examples]
     pairs = [e.text_pair for e in examples]
-    if kind == "bert":
+    if family == "bert":
         has_pair = any(p is not None for p in pairs)
         out = tokenizer(texts, [p or "" for p in pairs] if has_pair else None, truncation=True,
                         max_length=max_length)
@@ -174,17 +175,10 @@ def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
 
 def collate(items: list[dict], labels, pad_id: int) -> dict:
     """Right-padded tensors: input_ids, attention_mask, [token_type_ids], labels."""
-    length = max(len(item["input_ids"]) for item in items)
-    batch = {"input_ids": torch.full((len(items), length), pad_id, dtype=torch.long),
-             "attention_mask": torch.zeros((len(items), length), dtype=torch.long)}
+    ids, mask = pad_right([item["input_ids"] for item in items], pad_id)
+    batch = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in items[0]:
-        batch["token_type_ids"] = torch.zeros((len(items), length), dtype=torch.long)
-    for row, item in enumerate(items):
-        n = len(item["input_ids"])
-        batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
-        batch["attention_mask"][row, :n] = 1
-        if "token_type_ids" in batch:
-            batch["token_type_ids"][row, :n] = torch.tensor(item["token_type_ids"])
+        batch["token_type_ids"], _ = pad_right([item["token_type_ids"] for item in items], 0)
     if labels is not None:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
     return batch

@@ -1,7 +1,7 @@
 """The one logger: RUN_DIR/metrics.jsonl first, W&B on top, a progress bar; rank 0 only.
 
 metrics.jsonl holds one JSON object per optimizer step ({"step", "loss", "lr", "grad_norm",
-"tokens_seen", "tokens_per_s", ...}) and one per validation ({"step", "kind": "val", ...}).
+"tokens_seen", "tokens_per_s", ...}) and one per validation ({"step", "split": "val", ...}).
 W&B gets the same numbers under `{prefix}/{name}` (train/loss, val/ppl, ...), the full config, and
 a table of sample generations. W&B runs offline unless the user has configured it (WANDB_API_KEY,
 `wandb login`) or asks for logging.mode=online; `logging.wandb=false` turns it off.
@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from biomamba.io import write_text
 
 
 def _wandb_configured() -> bool:
@@ -43,9 +45,7 @@ class RunLogger:
             return
         keep = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        tmp.replace(self.metrics_path)
+        write_text(self.metrics_path, "".join(line + "\n" for line in keep))
 
     def _start_wandb(self, config, cfg):
         import wandb
@@ -53,7 +53,7 @@ class RunLogger:
         mode = cfg.mode if cfg.mode != "auto" else ("online" if _wandb_configured() else "offline")
         id_file = self.run_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
-        id_file.write_text(run_id + "\n")
+        write_text(id_file, run_id + "\n")
         return wandb.init(project=cfg.project, name=cfg.name or self.run_dir.name, group=cfg.group,
                           tags=list(cfg.tags), config=config, dir=str(self.run_dir), mode=mode,
                           id=run_id, resume="allow")
@@ -65,7 +65,7 @@ class RunLogger:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb_run is not None:
-            self.wandb_run.log({f"{prefix}/{k}": v for k, v in row.items() if k not in ("step", "kind")},
+            self.wandb_run.log({f"{prefix}/{k}": v for k, v in row.items() if k not in ("step", "split")},
                                step=row["step"])
 
     def advance(self, step: int, loss: float):
@@ -87,15 +87,32 @@ class RunLogger:
             table = wandb.Table(columns=["step", "prompt", "generation"], data=[list(s) for s in self.samples])
             self.wandb_run.log({"val/samples": table}, step=step)
 
+    def summarize(self, results: dict):
+        """A run's results as the W&B run summary: every number, named by its path (test/macro_f1)."""
+        if self.wandb_run is not None:
+            for key, value in flatten_numbers(results).items():
+                self.wandb_run.summary[key] = value
+
     def write(self, message: str):
         if self.enabled:
             tqdm.write(message)
 
-    def close(self, summary: dict | None = None):
+    def close(self):
         if not self.enabled:
             return
         self.bar.close()
         if self.wandb_run is not None:
-            for key, value in (summary or {}).items():
-                self.wandb_run.summary[key] = value
             self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def flatten_numbers(tree: dict, prefix: str = "") -> dict:
+    """{"test": {"macro_f1": 0.5}} -> {"test/macro_f1": 0.5}; strings, lists and None are left out."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_numbers(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat

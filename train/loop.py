@@ -1,23 +1,25 @@
 """The one training loop, shared by pretraining, fine-tuning and retrieval training.
 
-A task hands the loop four things:
+Each command hands the loop an Objective:
     batches_for(step) -> list of micro-batches   deterministic in `step`: that is the data position
     loss_fn(model, micro_batch) -> scalar loss   mean over the micro-batch's scored items
     items_in(micro_batch) -> int                 tokens (or examples) counted for throughput
-    evaluate(model, step) -> dict                optional validation metrics (rank 0)
+    evaluate(model, step) -> Evaluation          optional validation (rank 0, or every FSDP rank)
+    on_best(model, step)                         optional: called when an Evaluation says best
 The loop owns the optimizer, schedule, gradient accumulation and clipping, autocast, non-finite
-handling, checkpoints (via Checkpointer), logging (via RunLogger) and exact resume.
+handling, checkpoints (via Checkpointer), logging (via RunLogger) and exact resume. The run skeleton
+(train/run.py) builds it; commands do not.
 """
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from biomamba.train import distributed
-from biomamba.train.checkpoint import Checkpointer, set_rng_state
+from biomamba.train.checkpoint import set_rng_state
 from biomamba.train.models import tied_parameters
 from biomamba.train.schedule import lr_factor
 
@@ -27,11 +29,22 @@ class NonFiniteLoss(RuntimeError):
 
 
 @dataclass
-class Task:
+class Evaluation:
+    """What an objective's evaluate(model, step) returns."""
+    metrics: dict  # logged as val/NAME and printed
+    samples: list = field(default_factory=list)  # (prompt, generation) pairs: samples.jsonl + a W&B table
+    rows: dict = field(default_factory=dict)  # more rows to log, {prefix: row} (finetune: test at a new best)
+    best: bool = False  # a new best model: the loop calls objective.on_best(model, step)
+
+
+@dataclass
+class Objective:
+    """What a command trains for: its batches, its loss and how it is validated (see module doc)."""
     batches_for: Callable
     loss_fn: Callable
     items_in: Callable
     evaluate: Callable | None = None
+    on_best: Callable | None = None
     prefix: str = "train"
 
 
@@ -49,9 +62,9 @@ def param_groups(model, weight_decay):
 
 
 class Trainer:
-    def __init__(self, model, task: Task, cfg, run_dir, logger, device):
-        self.model, self.task, self.cfg, self.device = model, task, cfg, device
-        self.logger = logger
+    def __init__(self, model, objective: Objective, cfg, logger, checkpointer, device):
+        self.model, self.objective, self.cfg, self.device = model, objective, cfg, device
+        self.logger, self.checkpointer = logger, checkpointer
         self.raw_model = model.module if hasattr(model, "module") else model
         # FSDP shards live on all ranks: gathering weights and evaluating are collectives
         self.sharded = distributed.is_sharded(model)
@@ -60,7 +73,6 @@ class Trainer:
                                            betas=(o.beta1, o.beta2), eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, cfg.optim, cfg.train.max_steps))
-        self.checkpointer = Checkpointer(run_dir, cfg.train.keep_last)
         self.step, self.items_seen, self.skipped = 0, 0, 0
 
     # ------------------------------------------------------------------ resume
@@ -127,17 +139,17 @@ class Trainer:
         for index, batch in enumerate(micro_batches):
             skip_sync = index < len(micro_batches) - 1
             with distributed.no_sync(self.model, skip_sync), self._autocast():
-                loss = self.task.loss_fn(self.model, batch) / len(micro_batches)
+                loss = self.objective.loss_fn(self.model, batch) / len(micro_batches)
             with distributed.no_sync(self.model, skip_sync):
                 loss.backward()
             total += loss.detach()
-            items += self.task.items_in(batch)
+            items += self.objective.items_in(batch)
         return distributed.mean(total), distributed.sum_int(items)
 
     def train_step(self) -> dict:
         self.step += 1
         start = time.perf_counter()
-        loss, items = self._forward_backward(self.task.batches_for(self.step))
+        loss, items = self._forward_backward(self.objective.batches_for(self.step))
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -173,24 +185,33 @@ class Trainer:
             self.model.train()
             row = self.train_step()
             if distributed.is_main():
-                self.logger.log(row, self.task.prefix)
+                self.logger.log(row, self.objective.prefix)
                 self.logger.advance(self.step, row["loss"])
             last_row = row
-            if self.task.evaluate and (self.step % t.eval_every == 0 or self.step == t.max_steps):
+            if self.objective.evaluate and (self.step % t.eval_every == 0 or self.step == t.max_steps):
                 last_eval = self._evaluate()
             if self.step % t.save_every == 0 or self.step == t.max_steps:
                 self.save()
         return {**last_row, **last_eval}
 
     def _evaluate(self) -> dict:
-        metrics = {}
+        result = None
         if distributed.is_main() or self.sharded:  # FSDP: each forward gathers from every rank
             self.raw_model.eval()
             with torch.no_grad(), self._autocast():
-                metrics = self.task.evaluate(self.raw_model, self.step)
+                result = self.objective.evaluate(self.raw_model, self.step)
         if distributed.is_main():
-            self.logger.log({"step": self.step, "kind": "val", **metrics}, "val")
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            self.logger.write(f"step {self.step}: {summary}")
+            self._record(result)
         distributed.barrier()
-        return metrics
+        return result.metrics if result is not None else {}
+
+    def _record(self, result: Evaluation):
+        """Log an evaluation, its samples and extra rows; keep a new best model (rank 0)."""
+        self.logger.log({"step": self.step, "split": "val", **result.metrics}, "val")
+        self.logger.log_samples(self.step, result.samples)
+        for prefix, row in result.rows.items():
+            self.logger.log({"step": self.step, **row}, prefix)
+        if result.best and self.objective.on_best is not None:
+            self.objective.on_best(self.raw_model, self.step)
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if isinstance(v, float))
+        self.logger.write(f"step {self.step}: {summary}")

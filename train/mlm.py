@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from biomamba.train import distributed
+from biomamba.train.loop import Evaluation
 from biomamba.train.windows import val_windows
 
 MASK_RATE = 0.15
@@ -85,7 +86,6 @@ def make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg):
                                                       reduction="sum").item()
             scored += int((labels != -100).sum())
         loss = nats / scored
-        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "masked_tokens": scored}
+        return Evaluation({"loss": loss, "ppl": math.exp(min(loss, 50.0)), "masked_tokens": scored})
 
-    evaluate.samples = []  # no generations from a masked LM
     return evaluate

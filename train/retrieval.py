@@ -1,174 +1,381 @@
-"""Dense retrieval with BioMamba: train, evaluate against BM25, index a corpus, search it.
+"""`biomamba retrieval train`: contrastive training of a BioMamba dense retriever (BMRetriever-style)
+on the run skeleton.
 
   biomamba retrieval train --config configs/retrieval-tiny.yaml --out runs/retrieval \\
       model.init_from=demo_out/tiny/model data.dir=demo_out/data
-  biomamba retrieval eval --model runs/retrieval/model --data demo_out/data --out runs/retrieval/eval
-  biomamba retrieval eval --model M --beir nfcorpus/ --beir scifact/ --out OUT
-  biomamba retrieval eval --model M --bioasq BioASQ-training12b.json --corpus demo_out/data --out OUT
-  biomamba retrieval index --model runs/retrieval/model --corpus demo_out/data --out runs/index
-  biomamba retrieval search --index runs/index --query "statin induced myopathy" -k 10
 
-train: InfoNCE with in-batch (and optional BM25 hard) negatives on pairs from the prepared PubMed
-  data (title -> abstract, CONCLUSIONS -> rest of a structured abstract), BEIR training qrels and
-  BioASQ; BMRetriever's templates; the shared loop (resumable), checkpointer and logger (metrics.jsonl,
-  W&B prefix "retrieval"). Writes RUN_DIR/model (with tokenizer), config.yaml, results.json.
-eval: held-out tasks from the prepared data's test split, BEIR dirs, BioASQ; dense, BM25 (bm25s,
-  stemmed) and hybrid (reciprocal rank fusion) in one table of nDCG@10, Recall@10, Recall@100,
-  MRR@10 computed by pytrec_eval; writes OUT/retrieval.md and OUT/retrieval.json.
-index: float16 embedding shards + ids; search: exact inner product (faiss when installed).
+
+Loss: InfoNCE with in-batch negatives, optionally plus BM25-mined hard negatives. For a micro-batch
+of B (query, passage) pairs and H hard negatives per query, the passages are the B positives then
+the B*H negatives; logits = q @ p.T / temperature, (B, B*(1+H)); the target of query i is passage i.
+A passage that is also a positive of query i (another pair of the same query, a shared document)
+is masked out of query i's row rather than counted as a negative.
+
+Pair sources (each step draws one micro-batch from one source, round robin over sources):
+  title-abstract, conclusion-rest   from the prepared data's train split (data.kinds)
+  beir:DIR                          the qrels/train.tsv of each BEIR directory in data.beir
+  bioasq                            data.bioasq (BioASQ JSON) over data.dir's documents
 """
-import argparse
-import json
+from __future__ import annotations
+
+import dataclasses
 import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomamba.encoding import DEFAULT_INSTRUCTION
-from biomamba.retrieval import RetrievalError
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-ACTIONS = ("train", "eval", "index", "search")
+from biomamba.checkpoints import CheckpointError
+from biomamba.config import SCAN_BACKENDS
+from biomamba.data.documents import plain_abstract
+from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
+from biomamba.data.retrieval_tasks import beir_task, pubmed_task
+from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
+from biomamba.metrics.retrieval import evaluate_run
+from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer
+from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
+from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, TrainConfig, at_least, check_loop,
+                                   choice, load_config)
+from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
+from biomamba.train.run import RunSpec, execute, in_session
+
+
+@dataclass
+class RetrievalModelConfig:
+    init_from: str | None = None  # a pretrained Mamba checkpoint dir (e.g. RUN_DIR/model)
+    preset: str | None = None  # only without init_from: a randomly initialised preset (tests, debugging)
+    pooling: str = choice("last", ("last", "mean"))  # last: the appended EOS
+    embedding_dim: int | None = at_least(None, 1)  # a linear projection to this size; None keeps d_model
+    scan_backend: str = choice("auto", SCAN_BACKENDS)
+
+
+@dataclass
+class RetrievalDataConfig:
+    dir: str | None = "demo_out/data"  # a prepared dir: pairs from its train split, validation from val
+    tokenizer: str | None = None  # default: model.init_from's tokenizer, else DIR/tokenizer
+    kinds: list[str] = field(default_factory=lambda: ["title-abstract", "conclusion-rest"])
+    beir: list[str] = field(default_factory=list)  # BEIR dirs: training pairs from qrels/train.tsv
+    eval_beir: list[str] = field(default_factory=list)  # BEIR dirs validated on qrels/test.tsv
+    bioasq: str | None = None  # BioASQ JSON: question -> document pairs over DIR's documents
+    max_pairs: int | None = None  # per source; None keeps all
+    query_max_length: int = at_least(64, 2)
+    passage_max_length: int = at_least(256, 2)
+    eval_docs: int = at_least(400, 1)  # validation documents per held-out task (val split)
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05
+    hard_negatives: int = at_least(0, 0)  # BM25-mined negatives per query (0: in-batch negatives only)
+    mine_depth: int = at_least(20, 1)  # negatives are drawn from the BM25 top mine_depth, positives excluded
+    query_template: str = QUERY_TEMPLATE
+    passage_template: str = PASSAGE_TEMPLATE
+
+
+@dataclass
+class RetrievalRunConfig:
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    data: RetrievalDataConfig = field(default_factory=RetrievalDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, weight_decay=0.01))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, eval_every=100, save_every=100))
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(group="retrieval"))
+    seed: int = 0
+
+
+def check_config(cfg: RetrievalRunConfig, problems: list):
+    m, d, loss, t, o = cfg.model, cfg.data, cfg.loss, cfg.train, cfg.optim
+    if not m.init_from and not m.preset:
+        problems.append("model.init_from (a pretrained checkpoint dir) is required "
+                        "(or model.preset for a randomly initialised model)")
+    unknown = [k for k in d.kinds if k not in ("title-abstract", "conclusion-rest")]
+    if unknown:
+        problems.append(f"data.kinds: unknown {unknown}; choose from title-abstract, conclusion-rest")
+    if (d.kinds or d.bioasq) and not d.dir:
+        problems.append("data.kinds / data.bioasq need data.dir (a prepared data directory)")
+    if not (d.kinds and d.dir) and not d.beir and not d.bioasq:
+        problems.append("no training pairs: set data.dir with data.kinds, data.beir or data.bioasq")
+    if loss.temperature <= 0:
+        problems.append(f"loss.temperature must be > 0, got {loss.temperature}")
+    if loss.hard_negatives > loss.mine_depth:
+        problems.append(f"need loss.hard_negatives <= loss.mine_depth, got {loss.hard_negatives}, {loss.mine_depth}")
+    if t.batch_size < 2:
+        problems.append(f"train.batch_size must be >= 2 (in-batch negatives), got {t.batch_size}")
+    check_loop(t, o, problems)
+    if "{q}" not in loss.query_template or "{text}" not in loss.passage_template:
+        problems.append("loss.query_template needs {q} (and may use {instruction}); loss.passage_template needs {text}")
+
+
+# ----------------------------------------------------------------------------- pair sources
+
+@dataclass
+class PairSource:
+    """Training pairs over one passage list: pair i = (queries[query_of[i]], passages[positive[i]])."""
+
+    name: str
+    instruction: str
+    queries: list
+    passages: list  # [{"title", "text"}]
+    query_of: np.ndarray
+    positive: np.ndarray
+    positives_of: list = dataclasses.field(default_factory=list)  # per query: set of passage indices
+    bm25: object = None
+
+    def __post_init__(self):
+        if not self.positives_of:
+            self.positives_of = [set() for _ in self.queries]
+            for q, p in zip(self.query_of, self.positive):
+                self.positives_of[q].add(int(p))
+
+    def __len__(self):
+        return len(self.query_of)
+
+
+def pubmed_source(documents, kind, max_pairs=None) -> PairSource:
+    pairs = pubmed_pairs(documents, kind)[:max_pairs]
+    n = len(pairs)
+    return PairSource(kind, INSTRUCTIONS[kind], [q for _, q, _ in pairs], [p for _, _, p in pairs],
+                      np.arange(n), np.arange(n))
+
+
+def qrels_source(name, instruction, queries: dict, corpus: dict, qrels: dict, max_pairs=None) -> PairSource:
+    """Pairs from judged (grade > 0) query-document pairs; unknown ids raise RetrievalError."""
+    bad = sorted({q for q in qrels if q not in queries} | {d for docs in qrels.values() for d in docs if d not in corpus})
+    if bad:
+        raise RetrievalError(f"{name}: qrels name ids missing from its queries/corpus, e.g. {bad[:3]}")
+    qids = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
+    dids = sorted({d for q in qids for d, g in qrels[q].items() if g > 0})
+    doc_index = {d: i for i, d in enumerate(dids)}
+    pairs = [(qi, doc_index[d]) for qi, q in enumerate(qids) for d, g in sorted(qrels[q].items()) if g > 0]
+    pairs = pairs[:max_pairs]
+    if not pairs:
+        raise RetrievalError(f"{name}: no judged pair with grade > 0")
+    return PairSource(name, instruction, [queries[q] for q in qids], [corpus[d] for d in dids],
+                      np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+
+
+def beir_source(directory, max_pairs=None) -> PairSource:
+    from biomamba.data.beir import load_beir
+    from biomamba.data.errors import DataError
+
+    directory = Path(directory)
+    if not (directory / "qrels" / "train.tsv").is_file():
+        raise RetrievalError(f"{directory}: missing qrels/train.tsv (data.beir needs training qrels)")
+    try:
+        data = load_beir(directory)
+    except DataError as error:
+        raise RetrievalError(str(error)) from None
+    instruction = INSTRUCTIONS.get(directory.name.lower(), INSTRUCTIONS["bioasq"])
+    return qrels_source(f"beir:{directory.name}", instruction, data.queries, data.corpus, data.qrels["train"], max_pairs)
+
+
+def bioasq_source(path, documents, max_pairs=None) -> PairSource:
+    from biomamba.data.bioasq import load_bioasq
+
+    corpus = {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in documents}
+    questions = load_bioasq(path)
+    queries = {q.id: q.body for q in questions}
+    qrels = {q.id: {d: 1 for d in q.documents if d in corpus} for q in questions}
+    return qrels_source("bioasq", INSTRUCTIONS["bioasq"], queries, corpus,
+                        {q: docs for q, docs in qrels.items() if docs}, max_pairs)
+
+
+def build_sources(cfg) -> list[PairSource]:
+    from biomamba.data.documents import read_documents
+    from biomamba.data.errors import DataError
+
+    d, sources = cfg.data, []
+    documents = []
+    if d.dir and (d.kinds or d.bioasq):
+        try:
+            documents = list(read_documents(d.dir, split="train"))
+        except DataError as error:
+            raise RetrievalError(f"data.dir={error}") from None
+    sources += [pubmed_source(documents, kind, d.max_pairs) for kind in d.kinds] if d.dir else []
+    sources += [beir_source(b, d.max_pairs) for b in d.beir]
+    if d.bioasq:
+        sources.append(bioasq_source(d.bioasq, list(read_documents(d.dir)), d.max_pairs))
+    too_small = [f"{s.name} ({len(s)} pairs)" for s in sources if len(s) < cfg.train.batch_size]
+    if too_small:
+        raise RetrievalError(f"sources smaller than train.batch_size={cfg.train.batch_size}: {', '.join(too_small)}")
+    return sources
+
+
+# ----------------------------------------------------------------------------- batches and loss
+
+class ContrastiveBatches:
+    """Micro-batches that are a pure function of the step (exact resume): one source per step."""
+
+    def __init__(self, sources, tokenizer, cfg):
+        self.sources, self.tokenizer, self.cfg = sources, tokenizer, cfg
+        self.eos_id, self.pad_id = special_ids(tokenizer)
+        if cfg.loss.hard_negatives:
+            for source in sources:
+                source.bm25 = BM25([" ".join(filter(None, (p["title"], p["text"]))) for p in source.passages])
+
+    def for_step(self, step: int) -> list[dict]:
+        source = self.sources[(step - 1) % len(self.sources)]
+        t = self.cfg.train
+        return [self.make(source, np.random.default_rng([self.cfg.seed, step, micro]))
+                for micro in range(t.grad_accum)]
+
+    def make(self, source: PairSource, rng) -> dict:
+        pairs = rng.choice(len(source), size=self.cfg.train.batch_size, replace=False)
+        queries = source.query_of[pairs]
+        passages = list(source.positive[pairs])
+        passages += self.hard_negatives(source, queries, rng)
+        return self.encode(source, queries, passages)
+
+    def hard_negatives(self, source, queries, rng) -> list[int]:
+        h, depth = self.cfg.loss.hard_negatives, self.cfg.loss.mine_depth
+        if not h or source.bm25 is None:  # validation sources: in-batch negatives only
+            return []
+        _, found = source.bm25.search([source.queries[q] for q in queries], depth + len(max(
+            (source.positives_of[q] for q in queries), key=len)))
+        out = []
+        for q, row in zip(queries, found):
+            candidates = [int(j) for j in row if int(j) not in source.positives_of[q]][:depth]
+            if len(candidates) < h:  # a tiny corpus: fill with random non-positives
+                others = [j for j in range(len(source.passages)) if j not in source.positives_of[q] and j not in candidates]
+                candidates += list(rng.choice(others, size=min(h - len(candidates), len(others)), replace=False))
+            out += [int(j) for j in rng.choice(candidates, size=h, replace=False)]
+        return out
+
+    def encode(self, source, queries, passages) -> dict:
+        loss_cfg, d = self.cfg.loss, self.cfg.data
+        q_text = [format_query(source.queries[q], source.instruction, loss_cfg.query_template) for q in queries]
+        p_text = [format_passage(source.passages[p]["title"], source.passages[p]["text"], loss_cfg.passage_template)
+                  for p in passages]
+        q_ids, q_mask = tokenize_batch(self.tokenizer, q_text, d.query_max_length, self.eos_id, self.pad_id)
+        p_ids, p_mask = tokenize_batch(self.tokenizer, p_text, d.passage_max_length, self.eos_id, self.pad_id)
+        # False negatives: passage j is a positive of query i but is not its target (column i).
+        exclude = torch.tensor([[p in source.positives_of[q] for p in passages] for q in queries])
+        exclude.fill_diagonal_(False)
+        return {"q_ids": q_ids, "q_mask": q_mask, "p_ids": p_ids, "p_mask": p_mask, "exclude": exclude}
+
+
+def info_nce(q: torch.Tensor, p: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None):
+    """q (B, d), p (B*(1+H), d), both L2-normalised; the target of row i is column i."""
+    logits = q.float() @ p.float().T / temperature  # (B, B*(1+H))
+    if exclude is not None:
+        logits = logits.masked_fill(exclude.to(logits.device), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(q), device=logits.device))
+
+
+def make_loss_fn(temperature: float):
+    def loss_fn(model, batch):
+        device = next(model.parameters()).device
+        q = model(input_ids=batch["q_ids"].to(device), attention_mask=batch["q_mask"].to(device)).embeddings
+        p = model(input_ids=batch["p_ids"].to(device), attention_mask=batch["p_mask"].to(device)).embeddings
+        return info_nce(q, p, temperature, batch["exclude"])
+    return loss_fn
+
+
+def items_in(batch) -> int:
+    return int(batch["q_mask"].sum() + batch["p_mask"].sum())  # tokens encoded
+
+
+# ----------------------------------------------------------------------------- validation
+
+def make_evaluate(cfg, tokenizer, batches: ContrastiveBatches):
+    """Val-split held-out tasks (and eval_beir test qrels): dense metrics + the val contrastive loss."""
+    from biomamba.data.documents import read_documents
+
+    d = cfg.data
+    tasks, val_sources = [], []
+    if d.dir and d.kinds:
+        val_docs = list(read_documents(d.dir, split="val"))
+        # Per kind, the first eval_docs val documents that make a pair: the file order puts the
+        # 1976-80 file (no structured abstracts) first, so a plain prefix has no conclusion pairs.
+        by_kind = {kind: [doc for doc in val_docs if PAIR_KINDS[kind](doc)][: d.eval_docs] for kind in d.kinds}
+        tasks += [pubmed_task(docs, kind) for kind, docs in by_kind.items() if docs]
+        val_sources = [pubmed_source(docs, kind) for kind, docs in by_kind.items()]
+    tasks += [beir_task(b, "test") for b in d.eval_beir]
+    loss_fn = make_loss_fn(cfg.loss.temperature)
+    # The val contrastive loss: one fixed in-batch-negatives batch per val source that fills one.
+    val_batches = [batches.make(s, np.random.default_rng([cfg.seed, 0, 1 << 30]))
+                   for s in val_sources if len(s) >= cfg.train.batch_size]
+
+    def evaluate(model, step) -> Evaluation:
+        metrics = {}
+        if val_batches:
+            metrics["loss"] = float(np.mean([loss_fn(model, b).item() for b in val_batches]))
+        encoder = Encoder(model, tokenizer, cfg.loss.query_template, cfg.loss.passage_template,
+                          max(d.query_max_length, d.passage_max_length))
+        for task in tasks:
+            run, _ = dense_run(encoder, task, batch_size=cfg.train.batch_size)
+            result = evaluate_run(task.qrels, run)
+            metrics.update({f"{task.name}/{m}": result[m] for m in ("nDCG@10", "Recall@1", "Recall@10")})
+        return Evaluation(metrics)
+
+    return evaluate
+
+
+# ----------------------------------------------------------------------------- the run
+
+def build_model(cfg, vocab_size: int, eos_id: int):
+    from biomamba import BioMambaConfig
+    from biomamba.modeling import BioMambaForEmbedding
+
+    m = cfg.model
+    torch.manual_seed(cfg.seed)
+    if m.init_from:
+        model = BioMambaForEmbedding.from_pretrained(m.init_from, pooling=m.pooling, embedding_dim=m.embedding_dim)
+        if model.config.vocab_size < vocab_size:
+            raise RetrievalError(f"model.init_from={m.init_from}: vocabulary {model.config.vocab_size} < "
+                                 f"the tokenizer's {vocab_size}")
+    else:
+        config = BioMambaConfig.from_preset(m.preset, vocab_size=vocab_size, eos_token_id=eos_id,
+                                            bos_token_id=eos_id, pad_token_id=eos_id, pooling=m.pooling,
+                                            embedding_dim=m.embedding_dim)
+        model = BioMambaForEmbedding(config)
+    model.config.scan_backend = m.scan_backend
+    return model.train()
+
+
+def tokenizer_dir(cfg) -> Path:
+    """data.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
+    try:
+        return find_tokenizer_dir(cfg.model.init_from or cfg.data.dir or ".", cfg.data.tokenizer,
+                                  [Path(cfg.data.dir) / "tokenizer"] if cfg.data.dir else [],
+                                  hint="set data.tokenizer=DIR, or use a model.init_from dir holding one")
+    except ModelSpecError as error:
+        raise RetrievalError(str(error)) from None
+
+
+def train_retrieval(cfg, run_dir: Path) -> dict:
+    return in_session(cfg.train.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
+
+
+def _train(cfg, run_dir: Path, device) -> dict:
+    tok_dir = tokenizer_dir(cfg)
+    tokenizer = load_tokenizer(tok_dir)
+    eos_id, _ = special_ids(tokenizer)
+    sources = build_sources(cfg)
+    model = build_model(cfg, len(tokenizer), eos_id).to(device)
+    batches = ContrastiveBatches(sources, tokenizer, cfg)
+    objective = Objective(batches_for=batches.for_step, loss_fn=make_loss_fn(cfg.loss.temperature),
+                          items_in=items_in, evaluate=make_evaluate(cfg, tokenizer, batches), prefix="retrieval")
+    init = cfg.model.init_from or f"random {cfg.model.preset} (no pretrained checkpoint)"
+    facts = {"tokenizer": str(tok_dir), "init": init, "sources": {s.name: len(s) for s in sources}}
+    describe = f"retrieval from {init}; pairs " + ", ".join(f"{k} {v:,}" for k, v in facts["sources"].items())
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
 
 
 def add_arguments(parser):
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = sub.add_parser("train", help="contrastive training from a pretrained checkpoint")
-    t.add_argument("--config", help="YAML config (e.g. configs/retrieval-tiny.yaml)")
-    t.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
-    t.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides, e.g. model.init_from=DIR data.dir=DIR train.max_steps=50")
-
-    e = sub.add_parser("eval", help="dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks")
-    e.add_argument("--model", help="retrieval model dir (omit for BM25 only)")
-    e.add_argument("--tokenizer", help="tokenizer dir (default: the model dir, else DATA/tokenizer)")
-    e.add_argument("--data", help="prepared data dir: held-out tasks from its test split")
-    e.add_argument("--split", default="test", help="split of --data to evaluate (default test)")
-    e.add_argument("--kinds", nargs="+", default=["title-abstract", "conclusion-rest"],
-                   choices=["title-abstract", "conclusion-rest"], help="held-out tasks from --data")
-    e.add_argument("--max-queries", type=int, help="at most this many queries per held-out task")
-    e.add_argument("--distractors", nargs="+", default=[], metavar="SPLIT",
-                   help="add the passages of these splits of --data to the held-out corpora "
-                        "(e.g. --distractors train val: the whole prepared data as corpus)")
-    e.add_argument("--beir", action="append", default=[], help="a BEIR directory (repeatable)")
-    e.add_argument("--beir-split", default="test", help="qrels split of the BEIR dirs (default test)")
-    e.add_argument("--bioasq", help="BioASQ task B JSON (needs --corpus)")
-    e.add_argument("--corpus", help="corpus for --bioasq: a BEIR corpus.jsonl/dir or a prepared dir")
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--out", required=True, help="directory for retrieval.md and retrieval.json")
-
-    i = sub.add_parser("index", help="embed a corpus into float16 shards + ids")
-    i.add_argument("--model", required=True, help="retrieval model dir")
-    i.add_argument("--tokenizer", help="tokenizer dir (default: the model dir)")
-    i.add_argument("--corpus", required=True, help="a prepared data dir or a BEIR dir / corpus.jsonl")
-    i.add_argument("--out", required=True, help="index directory")
-    i.add_argument("--batch-size", type=int, default=32)
-
-    s = sub.add_parser("search", help="search an index; prints rank, score, PMID and title")
-    s.add_argument("--index", required=True)
-    s.add_argument("--query", action="append", required=True, help="a query (repeatable)")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--model", help="default: the model the index was built with")
-    s.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
-    s.add_argument("--backend", default="auto", choices=["auto", "exact", "faiss"])
-    s.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-
-
-# ----------------------------------------------------------------------------- actions
-
-def load_encoder(model_dir, tokenizer=None, data=None):
-    from biomamba.retrieval import Encoder
-
-    if tokenizer is None and not (Path(model_dir) / "tokenizer.json").is_file() and data:
-        tokenizer = str(Path(data) / "tokenizer")
-    return Encoder.from_pretrained(model_dir, tokenizer_dir=tokenizer)
-
-
-def run_eval(args) -> int:
-    from biomamba.eval.retrieval import beir_task, bioasq_task, evaluate_task, heldout_tasks, write_results
-
-    if not (args.data or args.beir or args.bioasq):
-        raise RetrievalError("nothing to evaluate: give --data, --beir or --bioasq")
-    if args.bioasq and not args.corpus:
-        raise RetrievalError("--bioasq needs --corpus (the documents its questions are searched in)")
-    tasks = heldout_tasks(args.data, args.split, args.kinds, args.max_queries,
-                           args.distractors) if args.data else []
-    tasks += [beir_task(b, args.beir_split) for b in args.beir]
-    tasks += [bioasq_task(args.bioasq, args.corpus)] if args.bioasq else []
-    encoder = load_encoder(args.model, args.tokenizer, args.data) if args.model else None
-    results = []
-    for task in tasks:
-        start = time.perf_counter()
-        results.append(evaluate_task(task, encoder, args.batch_size, progress=sys.stderr.isatty()))
-        print(f"{task.name}: {len(task.queries)} queries, {len(task.corpus)} documents, "
-              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
-    table = write_results(args.out, results, {"model": args.model, "data": args.data, "split": args.split})
-    print(table, end="")
-    return 0
-
-
-def corpus_rows(path):
-    """(ids, titles, {"title", "text"} passages) of a corpus file or directory."""
-    from biomamba.eval.retrieval import load_corpus
-
-    corpus = load_corpus(path)
-    if not corpus:
-        raise RetrievalError(f"{path}: the corpus is empty")
-    ids = list(corpus)
-    return ids, [corpus[i]["title"] for i in ids], [corpus[i] for i in ids]
-
-
-def run_index(args) -> int:
-    from biomamba.retrieval import write_index
-
-    encoder = load_encoder(args.model, args.tokenizer)
-    ids, titles, docs = corpus_rows(args.corpus)
-    start = time.perf_counter()
-    embeddings = encoder.encode_corpus(docs, batch_size=args.batch_size, progress=sys.stderr.isatty())
-    seconds = time.perf_counter() - start
-    write_index(args.out, ids, titles, embeddings, {"model": str(Path(args.model).resolve()),
-                                                     "corpus": str(args.corpus),
-                                                     "passage_template": encoder.passage_template})
-    print(f"indexed {len(ids):,} documents in {seconds:.1f} s ({len(ids) / max(seconds, 1e-9):.1f} docs/s) "
-          f"-> {args.out}")
-    return 0
-
-
-def run_search(args) -> int:
-    from biomamba.retrieval import DenseIndex
-
-    index = DenseIndex(args.index, backend=args.backend)
-    model = args.model or index.meta.get("model")
-    if not model:
-        raise RetrievalError(f"{args.index}: meta.json names no model; pass --model")
-    encoder = load_encoder(model)
-    queries = encoder.encode(args.query, instruction=args.instruction)
-    for query, hits in zip(args.query, index.search(queries, args.k)):
-        if args.json:
-            print(json.dumps({"query": query, "hits": [{"id": i, "title": t, "score": s} for i, t, s in hits]}))
-            continue
-        print(f"query: {query}")
-        for rank, (doc_id, title, score) in enumerate(hits, start=1):
-            label = f"PMID {doc_id}" if doc_id.isdigit() else doc_id
-            print(f"{rank:3d}  {score:.4f}  {label}  {title}")
-    return 0
+    parser.add_argument("--config", help="YAML config (e.g. configs/retrieval-tiny.yaml)")
+    parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. model.init_from=DIR data.dir=DIR train.max_steps=50")
 
 
 def run(args) -> int:
-    from biomamba.checkpoints import CheckpointError
-    from biomamba.data.errors import DataError
-
-    if args.action == "train":
-        from biomamba.train.retrieval_train import run_train
-        return run_train(args)
-    action = {"eval": run_eval, "index": run_index, "search": run_search}[args.action]
     try:
-        return action(args)
-    except (RetrievalError, CheckpointError, DataError, FileNotFoundError) as error:
+        cfg = load_config(args.config, args.overrides, schema=RetrievalRunConfig, check=check_config)
+        train_retrieval(cfg, Path(args.out))
+    except (ConfigError, NonFiniteLoss, RetrievalError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":  # python -m biomamba.train.retrieval ...
-    parser = argparse.ArgumentParser(prog="biomamba retrieval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    raise SystemExit(run(parser.parse_args()))
+    return 0

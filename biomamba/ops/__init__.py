@@ -39,7 +39,7 @@ from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_to
                                     selective_state_update_ref)
 
 __all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
-           "selective_scan_ref", "resolve_backend", "backends_used", "BackendUnavailable"]
+           "selective_scan_ref", "resolve_backend", "backends_used", "reset_backends_used", "BackendUnavailable"]
 
 _USED = {}  # op name -> backend chosen on the last call (recorded for run configs)
 
@@ -113,6 +113,11 @@ def resolve_backend(backend, device) -> str:
 def backends_used() -> dict:
     """{op name: backend} chosen by the most recent calls; written into run configs."""
     return dict(_USED)
+
+
+def reset_backends_used():
+    """Forget earlier calls (a run records only what it used itself)."""
+    _USED.clear()
 
 
 # ----------------------------------------------------------------------------- selective scan

@@ -19,6 +19,8 @@ import dataclasses
 import numpy as np
 import torch
 
+from biomamba.data.collate import pad_right
+
 
 @dataclasses.dataclass
 class Window:
@@ -94,17 +96,11 @@ def score_windows(model, windows: list[Window], n_docs: int, batch_size: int, de
     sums = np.zeros(n_docs, dtype=np.float64)
     lengths = [len(w.input_ids) for w in windows]
     for batch in length_batches(lengths, batch_size, max_tokens):
-        width = lengths[batch[0]]
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        targets = torch.zeros_like(ids)
-        mask = torch.zeros_like(ids)
-        scored = torch.zeros(len(batch), width, dtype=torch.bool)
+        ids, mask = pad_right([windows[i].input_ids for i in batch], 0)
+        targets, _ = pad_right([windows[i].targets for i in batch], 0)
+        scored = torch.zeros_like(mask, dtype=torch.bool)
         for row, i in enumerate(batch):
-            w, m = windows[i], lengths[i]
-            ids[row, :m] = torch.tensor(w.input_ids)
-            targets[row, :m] = torch.tensor(w.targets)
-            mask[row, :m] = 1
-            scored[row, m - w.n_scored: m] = True
+            scored[row, lengths[i] - windows[i].n_scored: lengths[i]] = True
         logp = token_logprobs(model, ids.to(device), mask.to(device), targets.to(device)).double().cpu()
         per_row = logp.masked_fill(~scored, 0.0).sum(dim=1).numpy()
         for row, i in enumerate(batch):

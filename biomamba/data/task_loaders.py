@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: where the examples come from, how they split, and the label set.
+"""Fine-tuning (classification) tasks: where the examples come from, how they split, the label set.
 
 TASK is one of
   sentence-roles          the prepared dir's tasks/sentence-roles.jsonl (data.dir=PREPARED_DIR): a
@@ -12,18 +12,18 @@ TASK is one of
   hf:DIR                  a `datasets` save_to_disk directory: a DatasetDict with train and
                           validation/val/dev and test splits, or one Dataset; same columns
 Without a split column (BioASQ, PubMedQA, files without `split`, a single HF Dataset), an example goes
-to test / val / train by a hash of its id (or its text): u < data.test_fraction -> test, then val.
+to test / val / train by a hash of its id (or its text), the prepared data's rule
+(biomamba.data.splits.split_of): u < data.test_fraction -> test, then val.
 Every problem with a task file raises TaskError naming the file.
 """
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from biomamba.data.splits import SPLITS, split_of
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -51,13 +51,7 @@ class TaskData:
             for s, rows in self.splits.items()}
 
 
-# ----------------------------------------------------------------------------- splitting
-
-def hash_split(key: str, val_fraction: float, test_fraction: float) -> str:
-    """The prepared data's rule (biomamba.data.splits), for any string key."""
-    u = int.from_bytes(hashlib.sha256(str(key).encode("utf-8")).digest()[:8], "big") / 2.0**64
-    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
-
+# ----------------------------------------------------------------------------- building
 
 def _build(name, source, records, labels, data_cfg) -> TaskData:
     """records: (key, split or None, text, text_pair, label name). Unknown labels are an error."""
@@ -66,7 +60,7 @@ def _build(name, source, records, labels, data_cfg) -> TaskData:
     for key, split, text, pair, label in records:
         if label not in index:
             raise TaskError(f"{source}: label {label!r} (example {key}) is not one of {labels}")
-        split = split or hash_split(key, data_cfg.val_fraction, data_cfg.test_fraction)
+        split = split or split_of(key, data_cfg.val_fraction, data_cfg.test_fraction)
         splits[split].append(Example(text, pair, index[label]))
     task = TaskData(name, list(labels), splits, source)
     for split, rows in splits.items():

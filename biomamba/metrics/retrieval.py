@@ -1,0 +1,71 @@
+"""Retrieval metrics as trec_eval computes them (pytrec_eval), and reciprocal rank fusion.
+
+nDCG@10 = ndcg_cut_10, Recall@k = recall_k, MRR@10 = recip_rank over each query's top 10. trec_eval
+ranks a run by score descending and breaks score ties by document id descending (string order);
+MRR@10 truncates each run to its first 10 documents in that same order before recip_rank. A query
+with judgments but no retrieved documents scores 0 (trec_eval itself would skip it); queries without
+a positive judgment are left out. Fusion: score(d) = sum_s 1 / (RRF_K + rank_s(d)) over each run's
+top `depth`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from biomamba.retrieval import RetrievalError
+
+METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@1": "recall_1", "Recall@10": "recall_10", "Recall@100": "recall_100"}
+MEASURES = {"ndcg_cut.10", "recall.1,10,100", "recip_rank"}
+DEPTH = 100  # documents retrieved per query
+RRF_K = 60
+
+
+
+def trec_order(scores: dict) -> list[tuple[str, float]]:
+    """A query's run {doc: score} in trec_eval's order: score descending, ties by doc id descending."""
+    return sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def truncate_run(run: dict, depth: int) -> dict:
+    return {qid: dict(trec_order(docs)[:depth]) for qid, docs in run.items()}
+
+
+def evaluate_run(qrels: dict, run: dict) -> dict:
+    """Mean nDCG@10, Recall@1/10/100, MRR@10 over the queries with a positive judgment.
+
+    qrels {qid: {doc: int grade}}, run {qid: {doc: float score}}. Returns the means plus "queries"
+    and "per_query" {qid: {metric: value}}. Raises RetrievalError on run queries absent from qrels.
+    """
+    import pytrec_eval
+
+    qrels = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items()
+             if any(g > 0 for g in docs.values())}
+    if not qrels:
+        raise RetrievalError("the qrels hold no query with a relevant (grade > 0) document")
+    unknown = sorted(set(run) - set(qrels))
+    if unknown:
+        raise RetrievalError(f"{len(unknown)} run queries are not in the qrels, e.g. {unknown[:3]}")
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if docs}
+    full = pytrec_eval.RelevanceEvaluator(qrels, MEASURES).evaluate(run)
+    top10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncate_run(run, 10))
+    per_query = {}
+    for qid in qrels:
+        row = {name: full.get(qid, {}).get(key, 0.0) for name, key in METRICS.items()}
+        row["MRR@10"] = top10.get(qid, {}).get("recip_rank", 0.0)
+        per_query[qid] = row
+    names = [*METRICS, "MRR@10"]
+    means = {name: float(np.mean([row[name] for row in per_query.values()])) for name in names}
+    return {**means, "queries": len(per_query), "per_query": per_query}
+
+
+def reciprocal_rank_fusion(runs: list[dict], k: int = RRF_K, depth: int = DEPTH) -> dict:
+    """Fuse runs by RRF: each document scores sum over runs of 1 / (k + its 1-based rank)."""
+    fused: dict = {}
+    for run in runs:
+        for qid, docs in run.items():
+            target = fused.setdefault(qid, {})
+            for rank, (doc, _) in enumerate(trec_order(docs)[:depth], start=1):
+                target[doc] = target.get(doc, 0.0) + 1.0 / (k + rank)
+    return truncate_run(fused, depth)
+
+
+# ----------------------------------------------------------------------------- tasks
