@@ -152,7 +152,8 @@ def assert_documents_isolated(selective_scan, backend, dtype=torch.float64, devi
 
     def same(a, b, what):
         if exact:
-            assert torch.equal(a, b), f"{what}: max difference {(a.double() - b.double()).abs().max().item():.3g}"
+            difference = (a.double() - b.double()).abs().max().item()
+            assert torch.equal(a, b), f"{what}: max difference {difference:.3g}"
         else:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{what}: {m}")
 

@@ -134,9 +134,9 @@ def test_cpu_result_does_not_depend_on_thread_count():
 # ----------------------------------------------------------------------------- packed documents (seq_idx)
 
 def reset_cases():
-    """Every document layout on the cases long enough to cross the kernel's 64-step chunks, and
-    on one short case of each B/C layout."""
-    for case in [ALL_CASES[0], ALL_CASES[1], ALL_CASES[2], *EXTRA_CASES[:3]]:
+    """Every document layout on the shared cases (each B/C layout, and a single step) and on the
+    n = 16 cases that cross the kernel's 64-step chunks several times (l = 300, 70)."""
+    for case in [*ALL_CASES[:4], *EXTRA_CASES[:3]]:
         for resets in RESETS:
             yield pytest.param(case, resets, id=f"{case[0]}-{resets}")
 

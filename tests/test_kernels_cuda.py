@@ -357,8 +357,8 @@ def test_causal_conv1d_matches_torch(width, activation, with_bias, dtype):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("resets", list(RESETS))
-@pytest.mark.parametrize("b,d,l,n,bc", [(2, 6, 200, 16, "var"), (1, 10, 130, 5, "group"), (3, 4, 77, 33, "const"),
-                                        (2, 5, 70, 129, "var")])
+@pytest.mark.parametrize("b,d,l,n,bc", [(2, 6, 200, 16, "var"), (1, 10, 130, 5, "group"),
+                                        (3, 4, 77, 33, "const"), (2, 5, 70, 129, "var")])
 def test_scan_with_resets_matches_ref(resets, b, d, l, n, bc):
     """Document starts on and off the 64-step state chunks and the backward's 8/16-step sub-chunks;
     n = 129 takes the 8-states-per-lane kernels."""

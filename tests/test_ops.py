@@ -196,7 +196,7 @@ def test_causal_conv1d_packed_documents_never_see_each_other():
 
 def test_causal_conv1d_one_document_equals_no_seq_idx():
     g = torch.Generator().manual_seed(2)
-    x, weight, bias = torch.randn(2, 5, 11, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, generator=g)
+    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((2, 5, 11), (5, 4), (5,)))
     plain = ops.causal_conv1d(x, weight, bias, "silu")
     same_doc = ops.causal_conv1d(x, weight, bias, "silu", seq_idx=torch.zeros(2, 11, dtype=torch.int64))
     assert max_relative_error([same_doc], [plain]) < 1e-6
