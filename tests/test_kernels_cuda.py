@@ -80,6 +80,13 @@ def test_backend_unavailable_without_cuda():
     assert str(second.value) == message
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_conv_backend_cuda_by_name_unavailable_without_cuda():
+    x, weight = torch.randn(1, 4, 5), torch.randn(4, 3)
+    with pytest.raises(ops.BackendUnavailable, match="backend='torch'"):
+        ops.causal_conv1d(x, weight, backend="cuda", seq_idx=torch.zeros(1, 5, dtype=torch.int64))
+
+
 def test_import_does_not_touch_cuda():
     code = ("import torch, biomamba.ops.cuda as k; "
             "assert not torch.cuda.is_initialized(); assert k._STATE == {}")
