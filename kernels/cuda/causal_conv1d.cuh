@@ -30,7 +30,8 @@ __device__ __forceinline__ float conv_pre(const Conv1dParams& p, long long row, 
 #pragma unroll
   for (int k = 0; k < W; ++k) {
     const int ti = t - (W - 1) + k;
-    if (ti >= 0 && same_document(ids, ti, t)) acc = fmaf(p.weight[d * W + k], load<T>(p.x, row + ti), acc);
+    if (ti >= 0 && same_document(ids, ti, t))
+      acc = fmaf(p.weight[d * W + k], load<T>(p.x, row + ti), acc);
   }
   return acc;
 }
