@@ -3,6 +3,7 @@
     python bench/scan.py                  # the full table (a few minutes on 2 cores)
     python bench/scan.py --quick          # one repetition, small time box
     python bench/scan.py --resets-only    # only the seq_idx table (below)
+    python bench/scan.py --resets-only --cpu-time   # the same, timed in process CPU time
 
 Compared, at fp32 with mamba's options (D, z, delta_bias, softplus; B/C variable (b, n, l)):
     cpu           biomamba's C++ kernel (kernels/cpu)
@@ -18,7 +19,10 @@ over cpu's.
 
 A second table times document resets: the same forward+backward with seq_idx (documents of 150 to
 250 tokens, as packed PubMed abstracts) and without, per backend, at L = 1024; its ratio is
-with / without (goal: within 1.05). Not a test: nothing is asserted.
+with / without (goal: within 1.05). On cores shared with other busy processes wall time swings
+by tens of percent between runs; --cpu-time times the table in the process's CPU time on one
+thread, which counts the work done rather than the waiting (one thread: with two, a thread spinning
+at a barrier for its descheduled peer burns CPU time too). Not a test: nothing is asserted.
 """
 import argparse
 import importlib.util
@@ -75,33 +79,37 @@ def make_scan(name, seq_idx=None):
     return lambda *args: mamba_selective_scan(*args, delta_softplus=True, use_mambapy=True)
 
 
-def fwd_bwd_seconds(scan, leaves):
-    """Wall time (s) of one forward + backward of out.sum()."""
+def fwd_bwd_seconds(scan, leaves, clock=time.perf_counter):
+    """Time (s, on `clock`) of one forward + backward of out.sum()."""
     for t in leaves:
         t.grad = None
-    start = time.perf_counter()
+    start = clock()
     scan(*leaves).sum().backward()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def best_times(scans, tensors, reps, warmup=1):
+def best_times(scans, tensors, reps, warmup=1, clock=time.perf_counter):
     """Best of `reps` runs per scan ({name: scan}) after `warmup` runs, the scans taking turns run
     by run so that a burst of load from other processes hits all of them alike."""
     leaves = [t.clone().requires_grad_() for t in tensors]
     best = {}
     for rep in range(warmup + reps):
         for name in scans:
-            elapsed = fwd_bwd_seconds(scans[name], leaves)
+            elapsed = fwd_bwd_seconds(scans[name], leaves, clock)
             if rep >= warmup:
                 best[name] = min(best.get(name, float("inf")), elapsed)
     return best
 
 
-def resets_table(reps):
+def resets_table(reps, cpu_time=False):
     """Forward+backward with seq_idx against without, per backend, at the L = 1024 shapes."""
     backends = ("cpu", "torch")
+    clock = time.process_time if cpu_time else time.perf_counter
+    threads = torch.get_num_threads()
+    if cpu_time:
+        torch.set_num_threads(1)
     print("\ndocument resets: forward+backward with seq_idx (documents of 150-250 tokens) and without, "
-          "fp32, same options; ms (ratio = with / without)")
+          f"fp32, same options; {'process CPU' if cpu_time else 'wall'} ms (ratio = with / without)")
     header = (f"{'shape':<18}{'b':>3}{'d':>6}{'n':>4}{'L':>6}{'docs/row':>9}"
               + "".join(f"{name:>30}" for name in backends))
     print(header)
@@ -115,11 +123,12 @@ def resets_table(reps):
         for name in backends:
             scans[name] = make_scan(name)
             scans[name + "+seq_idx"] = make_scan(name, seq_idx)
-        times = best_times(scans, tensors, reps)
+        times = best_times(scans, tensors, reps, clock=clock)
         docs = (seq_idx[:, -1] - seq_idx[:, 0] + 1).float().mean().item()
         cells = "".join(f"{times[name] * 1e3:>10.1f} {times[name + '+seq_idx'] * 1e3:>10.1f} "
                         f"({times[name + '+seq_idx'] / times[name]:>5.3f}x)" for name in backends)
         print(f"{label:<18}{batch:>3}{dim:>6}{n:>4}{length:>6}{docs:>9.1f}" + cells, flush=True)
+    torch.set_num_threads(threads)
 
 
 def main():
@@ -129,13 +138,15 @@ def main():
                         help="skip longer transformers runs once one took this many seconds")
     parser.add_argument("--quick", action="store_true", help="one repetition, 5 s time box")
     parser.add_argument("--resets-only", action="store_true", help="only the seq_idx table")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time the seq_idx table in process CPU time on one thread, not wall time")
     args = parser.parse_args()
     reps, budget = (1, 5.0) if args.quick else (args.reps, args.hf_budget)
     if args.resets_only:
         ops.selective_scan(*scan_inputs(1, 2, 2, 3), backend="cpu")  # build/load the extension
         print(f"load average {os.getloadavg()[0]:.1f} (other processes on these cores inflate every time); "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        resets_table(reps)
+        resets_table(reps, args.cpu_time)
         return
 
     names = ["cpu", "torch", "transformers"]
@@ -175,7 +186,7 @@ def main():
     print(f"\ntiny model, B=4 L=256: 4 layers x {tiny * 1e3:.1f} ms = {4 * tiny * 1e3:.0f} ms of scan "
           f"per step, a ceiling of {4 * 256 / (4 * tiny):,.0f} tokens/s from the scan alone "
           f"(goal: 50 x 70 = 3,500 tokens/s end to end)")
-    resets_table(reps)
+    resets_table(reps, args.cpu_time)
 
 
 if __name__ == "__main__":
