@@ -3,6 +3,10 @@
     python bench/scan_gpu.py            # 130m shapes: batch 8, d_inner 1536, d_state 16, length 2048
     python bench/scan_gpu.py --check    # first check each backend against `ref` (small sizes)
 
+Each of our backends also runs with seq_idx (documents of 150-250 tokens, as packed PubMed
+abstracts) in rows named "<backend>+seq_idx", whose last column is the time over the same backend
+without seq_idx (goal: within 1.05); mamba_ssm has no seq_idx.
+
 Roofline: the bytes a scan must move (read u, delta, z, B, C, write out; backward: read those and
 dout, write du, ddelta, dz, dB, dC) divided by the device bandwidth measured with a large copy.
 """
@@ -36,10 +40,22 @@ def make_inputs(b, d, n, l, dtype, seed=0):
     return [u, delta, A, B, C, D, z, bias]
 
 
-def scan_call(backend, fn_mamba):
+def packed_document_ids(b, l, shortest=150, longest=250, seed=0):
+    """(b, l) int32 document ids on the GPU: documents of shortest..longest tokens per row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(b, l, dtype=torch.int32)
+    for row in range(b):
+        start = int(torch.randint(0, longest, (1,), generator=g))
+        while start < l:
+            ids[row, start:] += 1
+            start += int(torch.randint(shortest, longest + 1, (1,), generator=g))
+    return ids.cuda()
+
+
+def scan_call(backend, fn_mamba, seq_idx=None):
     if backend == "mamba_ssm":
         return lambda *a: fn_mamba(*a, delta_softplus=True)
-    return lambda *a: ops.selective_scan(*a, delta_softplus=True, backend=backend)
+    return lambda *a: ops.selective_scan(*a, delta_softplus=True, backend=backend, seq_idx=seq_idx)
 
 
 def time_ms(fn, warmup=3, iters=10):
@@ -85,16 +101,22 @@ def fwd_bwd(call, inputs):
 
 def check(backends, fn_mamba):
     ok = True
+    seq_idx = packed_document_ids(2, 300)
     for dtype in (torch.float32, torch.bfloat16):
         inputs = make_inputs(2, 24, 16, 300, dtype, seed=1)
-        want = ops.selective_scan(*[t.double() for t in inputs], delta_softplus=True, backend="ref")
-        for name in backends:
-            got = scan_call(name, fn_mamba)(*inputs)
-            err = (got.double() - want).abs().max().item()
-            tol = 2e-3 if dtype == torch.float32 else 5e-2 * want.abs().max().item()
-            status = "ok" if err <= tol else "FAIL"
-            ok &= status == "ok"
-            print(f"check {name:9s} {str(dtype):15s} max|out - ref| = {err:.2e} (tol {tol:.1e}) {status}")
+        for resets in (None, seq_idx):
+            want = ops.selective_scan(*[t.double() for t in inputs], delta_softplus=True, backend="ref",
+                                      seq_idx=resets)
+            for name in backends:
+                if resets is not None and name == "mamba_ssm":
+                    continue
+                got = scan_call(name, fn_mamba, resets)(*inputs)
+                err = (got.double() - want).abs().max().item()
+                tol = 2e-3 if dtype == torch.float32 else 5e-2 * want.abs().max().item()
+                status = "ok" if err <= tol else "FAIL"
+                ok &= status == "ok"
+                label = name + ("+seq_idx" if resets is not None else "")
+                print(f"check {label:17s} {str(dtype):15s} max|out - ref| = {err:.2e} (tol {tol:.1e}) {status}")
     return ok
 
 
@@ -123,26 +145,31 @@ def main():
     b, d, n, l = args.batch, args.d_inner, args.d_state, args.length
     bw = bandwidth_gbs()
     print(f"shape: batch {b}, d_inner {d}, d_state {n}, length {l}; measured bandwidth {bw:.0f} GB/s")
-    header = f"{'dtype':9s} {'backend':10s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'x cuda':>7s} {'% roofline':>11s}"
+    seq_idx = packed_document_ids(b, l)
+    header = (f"{'dtype':9s} {'backend':14s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'x cuda':>7s} "
+              f"{'% roofline':>11s} {'x no seq_idx':>13s}")
     print(header)
     print("-" * len(header))
     for dtype in (torch.bfloat16, torch.float32):
         inputs = make_inputs(b, d, n, l, dtype)
         fwd_bytes, all_bytes = scan_bytes(b, d, n, l, dtype)
         rows = {}
-        for name in ["cuda", "mamba_ssm", "torch"]:
+        for name in ["cuda", "cuda+seq_idx", "mamba_ssm", "torch", "torch+seq_idx"]:
             if name == "mamba_ssm" and fn_mamba is None:
-                print(f"{str(dtype)[6:]:9s} {name:10s} not installed")
+                print(f"{str(dtype)[6:]:9s} {name:14s} not installed")
                 continue
-            call = scan_call(name, fn_mamba)
-            iters = args.iters if name != "torch" else max(1, args.iters // 5)
+            backend, _, resets = name.partition("+")
+            call = scan_call(backend, fn_mamba, seq_idx if resets else None)
+            iters = args.iters if backend != "torch" else max(1, args.iters // 5)
             with torch.no_grad():
                 fwd = time_ms(lambda: call(*inputs), warmup=2, iters=iters)
             total = time_ms(fwd_bwd(call, inputs), warmup=1, iters=iters)
             rows[name] = (fwd, total)
             roof = all_bytes / (bw * 1e9) * 1e3  # ms at full bandwidth
             ratio = total / rows["cuda"][1]
-            print(f"{str(dtype)[6:]:9s} {name:10s} {fwd:9.3f} {total:11.3f} {ratio:7.2f} {100 * roof / total:10.1f}%")
+            vs_plain = f" {total / rows[backend][1]:13.3f}" if resets else ""
+            print(f"{str(dtype)[6:]:9s} {name:14s} {fwd:9.3f} {total:11.3f} {ratio:7.2f} "
+                  f"{100 * roof / total:10.1f}%{vs_plain}")
         torch.cuda.empty_cache()
 
 

@@ -16,7 +16,8 @@ import torch
 
 from biomamba import ops
 from biomamba.ops import cpu as kernels_cpu
-from tests.scan_cases import CASES, max_relative_error, run_scan, scan_inputs
+from tests.scan_cases import (CASES, RESETS, assert_documents_isolated, max_relative_error, packed_seq_idx,
+                              run_scan, scan_inputs)
 
 EXTRA_CASES = [  # (name, b, d, l, n, layout of B/C, groups)
     ("fixed-n16", 2, 5, 300, 16, "fixed", 1),
@@ -130,6 +131,71 @@ def test_cpu_result_does_not_depend_on_thread_count():
     assert max_relative_error(one, many) < 1e-6  # only the order of the B/C gradient sums differs
 
 
+# ----------------------------------------------------------------------------- packed documents (seq_idx)
+
+def reset_cases():
+    """Every document layout on the shared cases (each B/C layout, and a single step) and on the
+    n = 16 cases that cross the kernel's 64-step chunks several times (l = 300, 70)."""
+    for case in [*ALL_CASES[:4], *EXTRA_CASES[:3]]:
+        for resets in RESETS:
+            yield pytest.param(case, resets, id=f"{case[0]}-{resets}")
+
+
+@functools.lru_cache(maxsize=None)
+def reference_with_resets(case, resets):
+    seq_idx = packed_seq_idx(case[1], case[3], RESETS[resets])
+    return run_scan(ops.selective_scan, inputs(case), "ref", seq_idx=seq_idx)
+
+
+@pytest.mark.parametrize("case,resets", list(reset_cases()))
+def test_cpu_with_resets_matches_reference_float64(case, resets):
+    seq_idx = packed_seq_idx(case[1], case[3], RESETS[resets])
+    got = run_scan(ops.selective_scan, inputs(case), "cpu", seq_idx=seq_idx)
+    assert max_relative_error(got, reference_with_resets(case, resets)) < 1e-10
+
+
+@pytest.mark.parametrize("case,resets", list(reset_cases()))
+def test_cpu_with_resets_matches_reference_float32(case, resets):
+    seq_idx = packed_seq_idx(case[1], case[3], RESETS[resets], dtype=torch.int32)
+    got = run_scan(ops.selective_scan, inputs(case, torch.float32), "cpu", seq_idx=seq_idx)
+    assert max_relative_error(got, reference_with_resets(case, resets)) < 5e-6
+
+
+@pytest.mark.parametrize("case", [ALL_CASES[2], EXTRA_CASES[1]], ids=lambda c: c[0])
+def test_cpu_with_resets_without_options_matches_reference(case):
+    """No D, z, delta_bias or softplus: the reset path without the optional terms."""
+    seq_idx = packed_seq_idx(case[1], case[3], RESETS["off-chunk-edges"])
+    tensors = inputs(case, softplus=False)
+    want = run_scan(ops.selective_scan, tensors, "ref", False, False, False, False, seq_idx=seq_idx)
+    got = run_scan(ops.selective_scan, tensors, "cpu", False, False, False, False, seq_idx=seq_idx)
+    assert max_relative_error(got, want) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_packed_documents_never_see_each_other(dtype):
+    assert_documents_isolated(ops.selective_scan, "cpu", dtype=dtype)
+
+
+def test_cpu_int64_ids_that_collide_as_int32_stay_apart():
+    """int64 ids are renumbered, not narrowed: 0 and 2**32 are one id in int32."""
+    tensors = scan_inputs(1, 5, 20, 16, "variable", 1)
+    seq_idx = torch.tensor([[0] * 9 + [2 ** 32] * 11])
+    want = run_scan(ops.selective_scan, tensors, "ref", seq_idx=seq_idx)
+    got = run_scan(ops.selective_scan, tensors, "cpu", seq_idx=seq_idx)
+    assert max_relative_error(got, want) < 1e-10
+    assert max_relative_error(got[:1], run_scan(ops.selective_scan, tensors, "cpu")[:1]) > 1e-3
+
+
+def test_cpu_forward_with_resets_without_grad_matches_with_grad():
+    tensors = scan_inputs(2, 5, 131, 16, "variable", 1, dtype=torch.float32)
+    seq_idx = packed_seq_idx(2, 131, RESETS["on-chunk-edges"])
+    with torch.no_grad():
+        out, last = ops.selective_scan(*tensors, True, True, backend="cpu", seq_idx=seq_idx)
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    out_g, last_g = ops.selective_scan(*leaves, True, True, backend="cpu", seq_idx=seq_idx)
+    assert torch.equal(out, out_g.detach()) and torch.equal(last, last_g.detach())
+
+
 # ----------------------------------------------------------------------------- errors
 
 def bad_call(**changes):
@@ -163,11 +229,15 @@ def test_binding_checks_name_the_argument():
     ext = kernels_cpu._extension
     u, delta, A, B, C, D, z, bias = scan_inputs(2, 5, 7, 3, "fixed", 1, dtype=torch.float32)
     with pytest.raises(RuntimeError, match="delta must have dtype"):
-        ext.forward(u, delta.double(), A, B, C, D, z, bias, True, True)
+        ext.forward(u, delta.double(), A, B, C, D, z, bias, None, True, True)
     with pytest.raises(RuntimeError, match="C must be contiguous"):
-        ext.forward(u, delta, A, B, C.t().contiguous().t(), D, z, bias, True, True)
+        ext.forward(u, delta, A, B, C.t().contiguous().t(), D, z, bias, None, True, True)
     with pytest.raises(RuntimeError, match="state size n = 300"):
-        ext.forward(u, delta, torch.zeros(5, 300), B, C, D, z, bias, True, True)
+        ext.forward(u, delta, torch.zeros(5, 300), B, C, D, z, bias, None, True, True)
+    with pytest.raises(RuntimeError, match="seq_idx must have dtype Int"):
+        ext.forward(u, delta, A, B, C, D, z, bias, torch.zeros(2, 7, dtype=torch.int64), True, True)
+    with pytest.raises(RuntimeError, match=r"seq_idx must have shape \[2, 7\]"):
+        ext.forward(u, delta, A, B, C, D, z, bias, torch.zeros(2, 6, dtype=torch.int32), True, True)
 
 
 # ----------------------------------------------------------------------------- availability

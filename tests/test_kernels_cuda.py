@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from biomamba import ops
+from tests.scan_cases import (RESETS, assert_conv_documents_isolated, assert_documents_isolated,
+                              conv_documents_alone, packed_seq_idx)
 
 KERNELS = pathlib.Path(__file__).resolve().parent.parent / "kernels" / "cuda"
 KERNEL_SOURCES = ("selective_scan.cu", "state_update.cu", "causal_conv1d.cu")
@@ -78,6 +80,13 @@ def test_backend_unavailable_without_cuda():
     assert str(second.value) == message
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_conv_backend_cuda_by_name_unavailable_without_cuda():
+    x, weight = torch.randn(1, 4, 5), torch.randn(4, 3)
+    with pytest.raises(ops.BackendUnavailable, match="backend='torch'"):
+        ops.causal_conv1d(x, weight, backend="cuda", seq_idx=torch.zeros(1, 5, dtype=torch.int64))
+
+
 def test_import_does_not_touch_cuda():
     code = ("import torch, biomamba.ops.cuda as k; "
             "assert not torch.cuda.is_initialized(); assert k._STATE == {}")
@@ -118,7 +127,14 @@ def _scan_inputs(b, d, l, n, dtype, bc, with_z, with_D, with_bias, seed=0, group
     return [u, delta, A, Bm, Cm, D, z, bias]
 
 
-def _run(backend, inputs, softplus, grad_out, grad_last, dtype=None):
+def _grad_or_zero(x):
+    """x's gradient; zero where autograd left none (last_state does not depend on D, z or C)."""
+    if x is None:
+        return None
+    return torch.zeros_like(x) if x.grad is None else x.grad.detach().clone()
+
+
+def _run(backend, inputs, softplus, grad_out, grad_last, dtype=None, seq_idx=None):
     """Outputs and gradients of one backend, inputs cast to `dtype` (float ones) when given."""
     leaves = []
     for t in inputs:
@@ -130,15 +146,15 @@ def _run(backend, inputs, softplus, grad_out, grad_last, dtype=None):
             x = x.to(dtype)
         leaves.append(x.requires_grad_(True))
     out, last = ops.selective_scan(*leaves, delta_softplus=softplus, return_last_state=True,
-                                   backend=backend)
+                                   backend=backend, seq_idx=seq_idx)
     (out.double() * grad_out.double()).sum().backward(inputs=[x for x in leaves if x is not None],
                                                       retain_graph=True)
-    grads = [None if x is None else x.grad.detach().clone() for x in leaves]
+    grads = [_grad_or_zero(x) for x in leaves]
     for x in leaves:
         if x is not None:
             x.grad = None
     (last.double() * grad_last.double()).sum().backward(inputs=[x for x in leaves if x is not None])
-    grads_last = [None if x is None else x.grad.detach().clone() for x in leaves]
+    grads_last = [_grad_or_zero(x) for x in leaves]
     return out.detach(), last.detach(), grads, grads_last
 
 
@@ -161,6 +177,8 @@ def _assert_close(got, want, what, rtol, atol):
 @pytest.mark.parametrize("b,d,l,n", [(2, 6, 77, 16), (1, 10, 130, 5), (3, 4, 200, 33)])
 def test_scan_float32_matches_ref(bc, with_z, with_D, with_bias, softplus, b, d, l, n):
     inputs = _scan_inputs(b, d, l, n, torch.float32, bc, with_z, with_D, with_bias)
+    if not softplus:  # delta as softplus would leave it, positive: exp(delta A) < 1 keeps float32 finite
+        inputs[1] = inputs[1].abs()
     g = torch.Generator().manual_seed(1)
     grad_out = torch.randn(b, d, l, generator=g).cuda()
     grad_last = torch.randn(b, d, n, generator=g).cuda()
@@ -339,3 +357,84 @@ def test_causal_conv1d_matches_torch(width, activation, with_bias, dtype):
     for name, gk, gr in zip(("dx", "dweight", "dbias"), grads_k, grads_r):
         if gr is not None:
             _assert_close(gk, gr, name, *tol)
+
+
+# ----------------------------------------------------------------------------- GPU: packed documents
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("resets", list(RESETS))
+@pytest.mark.parametrize("b,d,l,n,bc", [(2, 6, 200, 16, "var"), (1, 10, 130, 5, "group"),
+                                        (3, 4, 77, 33, "const"), (2, 5, 70, 129, "var")])
+def test_scan_with_resets_matches_ref(resets, b, d, l, n, bc):
+    """Document starts on and off the 64-step state chunks and the backward's 8/16-step sub-chunks;
+    n = 129 takes the 8-states-per-lane kernels."""
+    inputs = _scan_inputs(b, d, l, n, torch.float32, bc, True, True, True, seed=5)
+    seq_idx = packed_seq_idx(b, l, RESETS[resets]).cuda()
+    g = torch.Generator().manual_seed(6)
+    grad_out = torch.randn(b, d, l, generator=g).cuda()
+    grad_last = torch.randn(b, d, n, generator=g).cuda()
+    ref = _run("ref", inputs, True, grad_out, grad_last, dtype=torch.float64, seq_idx=seq_idx)
+    got = _run("cuda", inputs, True, grad_out, grad_last, seq_idx=seq_idx)
+    _assert_close(got[0], ref[0], "out", 6e-4, 2e-3)
+    _assert_close(got[1], ref[1], "last_state", 6e-4, 2e-3)
+    for which, grads_k, grads_r in (("out", got[2], ref[2]), ("last_state", got[3], ref[3])):
+        for name, gk, gr in zip(NAMES, grads_k, grads_r):
+            if gr is not None:
+                _assert_close(gk, gr, f"d{name} (from {which})", 1e-3, 3e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_scan_int32_and_int64_ids_agree():
+    inputs = _scan_inputs(2, 6, 150, 16, torch.float32, "var", True, True, True)
+    seq_idx = packed_seq_idx(2, 150, RESETS["off-chunk-edges"])
+    grad_out, grad_last = torch.randn(2, 6, 150, device="cuda"), torch.randn(2, 6, 16, device="cuda")
+    wide = _run("cuda", inputs, True, grad_out, grad_last, seq_idx=seq_idx.cuda())
+    narrow = _run("cuda", inputs, True, grad_out, grad_last, seq_idx=seq_idx.int().cuda())
+    _assert_close(wide[0], narrow[0], "out", 0, 0)
+    for name, gw, gn in zip(NAMES, wide[2], narrow[2]):
+        _assert_close(gw, gn, f"d{name}", 1e-6, 1e-6)  # atomics may sum in another order
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_scan_packed_documents_never_see_each_other():
+    assert_documents_isolated(ops.selective_scan, "cuda", dtype=torch.float32, device="cuda", exact=False)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("resets", ["adjacent-and-length-1", "off-chunk-edges", "first-position"])
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_with_resets_matches_documents_alone(resets, width, dtype):
+    b, d, l = 2, 7, 131
+    seq_idx = packed_seq_idx(b, l, RESETS[resets]).cuda()
+    x = torch.randn(b, d, l, device="cuda").to(dtype)
+    w, bias = torch.randn(d, width, device="cuda"), torch.randn(d, device="cuda")
+    grad = torch.randn(b, d, l, device="cuda")
+
+    def run(fn, cast=None):
+        leaves = [t.detach().clone() if cast is None else t.detach().to(cast) for t in (x, w, bias)]
+        leaves = [t.requires_grad_(True) for t in leaves]
+        out = fn(*leaves)
+        (out.double() * grad.double()).sum().backward()
+        return out.detach(), [t.grad for t in leaves]
+
+    out_r, grads_r = run(lambda xx, ww, bb: conv_documents_alone(xx, ww, bb, "silu", seq_idx), torch.float64)
+    out_k, grads_k = run(lambda xx, ww, bb: ops.causal_conv1d(xx, ww, bb, "silu", backend="cuda",
+                                                              seq_idx=seq_idx))
+    tol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 3e-2)
+    _assert_close(out_k, out_r, "out", *tol)
+    for name, gk, gr in zip(("dx", "dweight", "dbias"), grads_k, grads_r):
+        _assert_close(gk, gr, name, *tol)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_causal_conv1d_packed_documents_never_see_each_other():
+    def conv(*args, **kwargs):
+        return ops.causal_conv1d(*args, **kwargs, backend="cuda")
+
+    assert_conv_documents_isolated(conv, dtype=torch.float32, device="cuda", exact=False)

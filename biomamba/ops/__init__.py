@@ -2,8 +2,8 @@
 
 Public functions (same arguments and semantics as mamba_ssm / causal_conv1d):
     selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend="auto")
-    causal_conv1d(x, weight, bias=None, activation=None, backend="auto")
+                   return_last_state=False, backend="auto", *, seq_idx=None)
+    causal_conv1d(x, weight, bias=None, activation=None, backend="auto", *, seq_idx=None)
     causal_conv1d_update(x, conv_state, weight, bias=None, activation=None)
     selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False)
 
@@ -16,6 +16,13 @@ Recurrence (Mamba paper, Algorithm 2), per channel d and time t:
     delta_t = softplus(delta_t + delta_bias)         (when delta_softplus)
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t       (h: (n,))
     y_t = <h_t, C_t> + D * u_t ;  out_t = y_t * silu(z_t)
+
+Packed documents (seq_idx: (b, l) integer document ids, causal_conv1d's and mamba_ssm Mamba-2's
+convention): where seq_idx[b, t] != seq_idx[b, t-1] the scan takes h_{t-1} = 0, so each document
+starts from the zero state; last_state is the state after the last position. The conv's out[t]
+sums only the x[t-k] with seq_idx[t-k] == seq_idx[t]. Nothing of one document reaches another,
+forward or backward. Every backend honours seq_idx except "mamba_ssm" (its Mamba-1 scan has no
+such argument): "auto" skips it for such calls, and asking for it by name is an error.
 
 Backends of selective_scan:
     "ref"       sequential, autograd through every step, computes in float32 or float64: the truth
@@ -35,8 +42,8 @@ import warnings
 
 from biomamba.ops import scan_torch
 from biomamba.ops.compiled import BackendUnavailable
-from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_torch, selective_scan_ref,
-                                    selective_state_update_ref)
+from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_torch, check_seq_idx,
+                                    selective_scan_ref, selective_state_update_ref)
 
 __all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
            "selective_scan_ref", "resolve_backend", "backends_used", "reset_backends_used", "BackendUnavailable"]
@@ -56,11 +63,15 @@ def _mamba_ssm_scan():
     return selective_scan_fn
 
 
-def _compiled_scan(kind):
+def _compiled_module(kind):
     """The forward/backward glue of our compiled kernels, imported only when asked for."""
     module = importlib.import_module(f"biomamba.ops.{kind}")
     module.check_available()  # raises BackendUnavailable with instructions
-    return module.selective_scan
+    return module
+
+
+def _compiled_scan(kind):
+    return _compiled_module(kind).selective_scan
 
 
 def _scan_impl(name):
@@ -91,21 +102,31 @@ def _is_available(name):
 # that kind of device has shown. Our "cuda" kernel joins the CUDA list once its GPU tests have
 # passed on a GPU (bench/RESULTS_GPU_TODO.md); until then ask for backend="cuda" by name.
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "torch")}
+WITHOUT_SEQ_IDX = ("mamba_ssm",)  # scan backends that cannot reset at document boundaries
 _AUTO_NOTES = set()
 
 
-def resolve_backend(backend, device) -> str:
-    """The concrete backend `backend` means for tensors on `device` ("auto" -> fastest available)."""
+def resolve_backend(backend, device, seq_idx=False) -> str:
+    """The concrete backend `backend` means for tensors on `device` ("auto" -> fastest available);
+    with seq_idx=True only backends that honour document resets qualify."""
     if backend != "auto":
+        if seq_idx and backend in WITHOUT_SEQ_IDX:
+            raise BackendUnavailable(
+                f"selective_scan backend {backend!r} cannot honour seq_idx (its Mamba-1 scan has no "
+                "document resets); use backend='auto', 'torch', 'cpu' or 'cuda', or pass seq_idx=None")
         return backend
     preferred = AUTO_ORDER.get(device.type, ("torch",))
     for name in preferred:
+        if seq_idx and name in WITHOUT_SEQ_IDX:
+            continue
         if _is_available(name):
-            if name != preferred[0] and (device.type, name) not in _AUTO_NOTES:
-                # Not silent: say once which faster backend is missing and why results may be slower.
-                _AUTO_NOTES.add((device.type, name))
+            if name != preferred[0] and (device.type, name, seq_idx) not in _AUTO_NOTES:
+                # Not silent: say once which faster backend is not used and why results may be slower.
+                _AUTO_NOTES.add((device.type, name, seq_idx))
+                why = ("cannot honour seq_idx" if seq_idx and preferred[0] in WITHOUT_SEQ_IDX
+                       else "unavailable")
                 warnings.warn(f"selective_scan backend 'auto' on {device.type}: "
-                              f"{preferred[0]!r} unavailable, using {name!r}", stacklevel=3)
+                              f"{preferred[0]!r} {why}, using {name!r}", stacklevel=3)
             return name
     raise BackendUnavailable(f"no selective_scan backend for device {device}")
 
@@ -123,12 +144,16 @@ def reset_backends_used():
 # ----------------------------------------------------------------------------- selective scan
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend="auto"):
-    """The selective scan of Mamba; see the module docstring for shapes and backends."""
-    name = resolve_backend(backend, u.device)
+                   return_last_state=False, backend="auto", *, seq_idx=None):
+    """The selective scan of Mamba; see the module docstring for shapes, backends and seq_idx."""
+    if seq_idx is not None:
+        check_seq_idx(seq_idx, u, "selective_scan")
+    name = resolve_backend(backend, u.device, seq_idx=seq_idx is not None)
     _USED["selective_scan"] = name
     impl = _scan_impl(name)
-    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if seq_idx is None:  # every backend, mamba_ssm's included, without the argument
+        return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, seq_idx=seq_idx)
 
 
 # ----------------------------------------------------------------------------- one-step update
@@ -143,13 +168,22 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
 
 # ----------------------------------------------------------------------------- causal conv1d
 
-def causal_conv1d(x, weight, bias=None, activation=None, backend="auto"):
-    """Depthwise causal conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's dtype."""
+def causal_conv1d(x, weight, bias=None, activation=None, backend="auto", *, seq_idx=None):
+    """Depthwise causal conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's dtype.
+
+    seq_idx (b, l): out[t] sums only the inputs of t's own document. "auto" is the torch conv;
+    our CUDA kernel ("cuda", widths 2..4) is asked for by name until its GPU tests have passed.
+    """
+    if seq_idx is not None:
+        check_seq_idx(seq_idx, x, "causal_conv1d")
+    if backend == "cuda":
+        _USED["causal_conv1d"] = "cuda"
+        return _compiled_module("cuda").causal_conv1d(x, weight, bias, activation, seq_idx=seq_idx)
     if backend not in ("auto", "torch", "ref"):
         raise BackendUnavailable(f"causal_conv1d backend {backend!r} is not built into biomamba; "
-                                 "use 'auto' or 'torch'")
+                                 "use 'auto', 'torch' or 'cuda'")
     _USED["causal_conv1d"] = "torch"
-    return causal_conv1d_torch(x, weight, bias, activation)
+    return causal_conv1d_torch(x, weight, bias, activation, seq_idx=seq_idx)
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):

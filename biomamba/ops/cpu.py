@@ -13,6 +13,7 @@ The extension is compiled with torch.utils.cpp_extension.load into torch's exten
 (TORCH_EXTENSIONS_DIR if set), silently unless the build fails (about 40 s on 2 cores, once). It
 needs gcc or clang (GCC vector extensions; no -march flags, so a cached build is portable). The
 gradient through the returned last state is supported (it seeds the adjoint recurrence).
+seq_idx (document resets) reaches the kernel as int32 ids (reference.seq_idx_int32).
 """
 import os
 import shutil
@@ -20,6 +21,7 @@ import shutil
 import torch
 
 from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
+from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["selective_scan.cpp"]
@@ -88,7 +90,7 @@ def _extension_module():
 
 # ----------------------------------------------------------------------------- input checks
 
-def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
+def _check_inputs(u, delta, A, B, C, D, z, delta_bias, seq_idx):
     """Readable errors naming the argument; the C++ binding checks its own (converted) inputs too."""
     named = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
     for name, t in named.items():
@@ -119,6 +121,8 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias):
         if named[name] is not None and tuple(named[name].shape) != (d,):
             raise ValueError(f"selective_scan (cpu): {name} must be (d,) = ({d},), "
                              f"got {tuple(named[name].shape)}")
+    if seq_idx is not None:
+        check_seq_idx(seq_idx, u, "selective_scan (cpu)")
 
 
 def _check_bc(name, X, b, d, l, n):
@@ -162,16 +166,17 @@ def _maybe(t, compute):
 
 class _SelectiveScanCpu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, seq_idx):
         compute = torch.promote_types(u.dtype, torch.float32)
         ext = _extension_module()
         tensors = [_maybe(u, compute), _maybe(delta, compute), _maybe(A, compute),
                    _bc_to_kernel(B, compute), _bc_to_kernel(C, compute),
                    _maybe(D, compute), _maybe(z, compute), _maybe(delta_bias, compute)]
+        ids = None if seq_idx is None else seq_idx_int32(seq_idx)
         save = any(ctx.needs_input_grad[:8])
-        out, last, states = ext.forward(*tensors, bool(delta_softplus), save)
+        out, last, states = ext.forward(*tensors, ids, bool(delta_softplus), save)
         if save:
-            ctx.save_for_backward(*tensors, states)
+            ctx.save_for_backward(*tensors, ids, states)
             ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
             ctx.bc_dims = (B.dim(), C.dim())
             ctx.delta_softplus = bool(delta_softplus)
@@ -180,28 +185,28 @@ class _SelectiveScanCpu(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_last=None):
-        *tensors, states = ctx.saved_tensors
+        *tensors, ids, states = ctx.saved_tensors
         compute = tensors[0].dtype
         grad_last = None if grad_last is None else grad_last.to(compute).contiguous()
         gu, gdelta, gz, gA, gD, gbias, gB, gC = _extension.backward(
-            *tensors, ctx.delta_softplus, states, grad_out.to(compute).contiguous(), grad_last)
+            *tensors, ids, ctx.delta_softplus, states, grad_out.to(compute).contiguous(), grad_last)
         u_t, delta_t, A_t, B_t, C_t, D_t, z_t, bias_t = ctx.dtypes
         return (gu.to(u_t), gdelta.to(delta_t), gA.sum(0).to(A_t),
                 _bc_from_kernel(gB, ctx.bc_dims[0], B_t), _bc_from_kernel(gC, ctx.bc_dims[1], C_t),
                 None if D_t is None else gD.sum(0).to(D_t),
                 None if z_t is None else gz.to(z_t),
                 None if bias_t is None else gbias.sum(0).to(bias_t),
-                None, None)
+                None, None, None)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False):
+                   return_last_state=False, seq_idx=None):
     """The "cpu" backend of biomamba.ops.selective_scan (same arguments and results).
 
     Returns out (b, d, l) in u's dtype and, if asked, last_state (b, d, n) in the compute dtype
     (float32, or float64 for float64 inputs), like the "ref" and "torch" backends.
     """
-    _check_inputs(u, delta, A, B, C, D, z, delta_bias)
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, seq_idx)
     check_available()
     return _SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                   return_last_state)
+                                   return_last_state, seq_idx)

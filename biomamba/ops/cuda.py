@@ -12,13 +12,15 @@ import time; check_available() does, once, and caches its verdict.
 
 Dtypes: u, delta, z (and variable B/C) run in u's dtype (float32, float16 or bfloat16); A, D,
 delta_bias and constant B/C in float32; all arithmetic is float32. Outputs are in u's dtype,
-last_state float32, gradients in each input's own dtype.
+last_state float32, gradients in each input's own dtype. seq_idx (document resets, scan and conv)
+reaches the kernels as int32 ids (reference.seq_idx_int32).
 """
 import os
 
 import torch
 
 from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
+from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 _SOURCE_DIR = kernel_source_dir("cuda")
 _SOURCES = ("binding.cpp", "selective_scan.cu", "state_update.cu", "causal_conv1d.cu")
@@ -128,6 +130,14 @@ def _cast_back(grad, like):
     return None if grad is None or like is None else grad.to(like.dtype)
 
 
+def _kernel_ids(seq_idx, x, op):
+    """seq_idx checked against x (b, d, l) and as the kernels take it: int32 (b, l), or None."""
+    if seq_idx is None:
+        return None
+    check_seq_idx(seq_idx, x, f"{op} (cuda)")
+    return seq_idx_int32(seq_idx)
+
+
 # ----------------------------------------------------------------------------- selective scan
 
 def _bc_for_kernel(X, dtype):
@@ -148,11 +158,11 @@ def _bc_grad(grad, original):
 
 class _SelectiveScanCuda(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, ids):
         ext = _ext()
         dtype = u.dtype
         args = (u.contiguous(), _as(delta, dtype), _f32(A), _bc_for_kernel(B, dtype),
-                _bc_for_kernel(C, dtype), _f32(D), _as(z, dtype), _f32(delta_bias))
+                _bc_for_kernel(C, dtype), _f32(D), _as(z, dtype), _f32(delta_bias), ids)
         out, last_state, chunk_states = ext.scan_fwd(*args, bool(delta_softplus))
         ctx.save_for_backward(*args, chunk_states)
         ctx.delta_softplus = bool(delta_softplus)
@@ -163,25 +173,25 @@ class _SelectiveScanCuda(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_last_state=None):
-        u, delta, A, B, C, D, z, delta_bias, chunk_states = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, ids, chunk_states = ctx.saved_tensors
         grad_out = torch.zeros_like(u) if grad_out is None else grad_out.to(u.dtype).contiguous()
-        grads = _ext().scan_bwd(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, chunk_states,
+        grads = _ext().scan_bwd(u, delta, A, B, C, D, z, delta_bias, ids, ctx.delta_softplus, chunk_states,
                                 grad_out, _f32(grad_last_state))
         du, ddelta, dA, dB, dC, dD, dz, dbias = grads
         o_u, o_delta, o_A, o_B, o_C, o_D, o_z, o_bias = ctx.originals
         return (_cast_back(du, o_u), _cast_back(ddelta, o_delta), _cast_back(dA, o_A),
                 _bc_grad(dB, o_B), _bc_grad(dC, o_C), _cast_back(dD, o_D), _cast_back(dz, o_z),
-                _cast_back(dbias, o_bias), None, None)
+                _cast_back(dbias, o_bias), None, None, None)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False):
+                   return_last_state=False, seq_idx=None):
     """The "cuda" backend of biomamba.ops.selective_scan (same arguments and results)."""
-    _check_tensors("selective_scan", u, delta, A, B, C, D, z, delta_bias)
+    _check_tensors("selective_scan", u, delta, A, B, C, D, z, delta_bias, seq_idx)
     if A.is_complex():
         raise NotImplementedError("biomamba's selective_scan supports real A only")
     return _SelectiveScanCuda.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                    return_last_state)
+                                    return_last_state, _kernel_ids(seq_idx, u, "selective_scan"))
 
 
 # ----------------------------------------------------------------------------- one-step update
@@ -212,24 +222,26 @@ def _silu_flag(activation):
 
 class _CausalConv1dCuda(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, activation):
+    def forward(ctx, x, weight, bias, activation, ids):
         silu = _silu_flag(activation)
         x_c, w_c, b_c = x.contiguous(), _f32(weight), _f32(bias)
-        out = _ext().conv1d_fwd(x_c, w_c, b_c, silu)
-        ctx.save_for_backward(x_c, w_c, b_c)
+        out = _ext().conv1d_fwd(x_c, w_c, b_c, ids, silu)
+        ctx.save_for_backward(x_c, w_c, b_c, ids)
         ctx.silu = silu
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias = ctx.saved_tensors
-        dx, dweight, dbias = _ext().conv1d_bwd(x, weight, bias, grad_out.to(x.dtype).contiguous(), ctx.silu)
+        x, weight, bias, ids = ctx.saved_tensors
+        dx, dweight, dbias = _ext().conv1d_bwd(x, weight, bias, ids, grad_out.to(x.dtype).contiguous(),
+                                               ctx.silu)
         w_dtype, b_dtype = ctx.dtypes
-        return dx, dweight.to(w_dtype), None if bias is None else dbias.to(b_dtype), None
+        return dx, dweight.to(w_dtype), None if bias is None else dbias.to(b_dtype), None, None
 
 
-def causal_conv1d(x, weight, bias=None, activation=None):
-    """Depthwise causal conv (ops.causal_conv1d): x (b, d, l), weight (d, w), w in 2..4 -> (b, d, l)."""
-    _check_tensors("causal_conv1d", x, weight, bias)
-    return _CausalConv1dCuda.apply(x, weight, bias, activation)
+def causal_conv1d(x, weight, bias=None, activation=None, seq_idx=None):
+    """Depthwise causal conv (ops.causal_conv1d): x (b, d, l), weight (d, w), w in 2..4 -> (b, d, l);
+    with seq_idx (b, l), only taps of t's own document count."""
+    _check_tensors("causal_conv1d", x, weight, bias, seq_idx)
+    return _CausalConv1dCuda.apply(x, weight, bias, activation, _kernel_ids(seq_idx, x, "causal_conv1d"))

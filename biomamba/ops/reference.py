@@ -6,6 +6,13 @@ tested against (same arguments; float64 in, float64 out).
     selective_state_update_ref    one decoding step of the scan
     causal_conv1d_torch           depthwise causal conv via F.conv1d (the "torch"/"ref" conv backend)
     causal_conv1d_update_torch    one decoding step of the conv
+
+Document resets (`seq_idx`, (b, l) integer document ids, as in causal_conv1d and mamba_ssm's
+Mamba-2): where seq_idx[b, t] != seq_idx[b, t-1] the scan treats h_{t-1} as zero, and the conv
+sums only inputs x[t-k] with seq_idx[t-k] == seq_idx[t]. Packing gives each document one
+contiguous run of positions; for such ids "same id" and "no change in between" are the same thing.
+    check_seq_idx                 shape/dtype/device checks naming the argument
+    seq_idx_int32                 the int32 ids the compiled kernels compare
 """
 import torch
 import torch.nn.functional as F
@@ -23,9 +30,47 @@ def _expand_bc(X, d):
     return X.repeat_interleave(d // groups, dim=1)  # (b, d, n, l)
 
 
+def check_seq_idx(seq_idx, x, op):
+    """seq_idx must be an integer (b, l) tensor on x's device, x being (b, d, l)."""
+    if not isinstance(seq_idx, torch.Tensor):
+        raise TypeError(f"{op}: seq_idx must be a tensor of document ids, got {type(seq_idx).__name__}")
+    if seq_idx.dtype.is_floating_point or seq_idx.dtype.is_complex or seq_idx.dtype == torch.bool:
+        raise TypeError(f"{op}: seq_idx must hold integer document ids (int32 or int64), got {seq_idx.dtype}")
+    expected = (x.shape[0], x.shape[-1])
+    if tuple(seq_idx.shape) != expected:
+        raise ValueError(f"{op}: seq_idx must be (b, l) = {expected} to match the input "
+                         f"{tuple(x.shape)}, got {tuple(seq_idx.shape)}")
+    if seq_idx.device != x.device:
+        raise ValueError(f"{op}: seq_idx must be on the input's device {x.device}, got {seq_idx.device}")
+
+
+def seq_idx_int32(seq_idx):
+    """The ids the compiled kernels take: int32 (b, l), contiguous.
+
+    int32 ids pass through unchanged. Wider ids are renumbered per row as run numbers 0, 1, 2, ...
+    (a new number wherever the id changes) rather than narrowed, so that no two neighbouring
+    documents can wrap to one id; this keeps every scan reset, and every conv comparison as long
+    as each document is one contiguous run.
+    """
+    if seq_idx.dtype == torch.int32:
+        return seq_idx.contiguous()
+    changes = seq_idx[:, 1:] != seq_idx[:, :-1]  # (b, l - 1)
+    return F.pad(changes.cumsum(dim=1, dtype=torch.int32), (1, 0))  # (b, l)
+
+
+def same_document_as_previous(seq_idx, dtype):
+    """(b, l) in `dtype`: 1 where position t continues the document of t - 1, 0 at a new one
+    (position 0 counts as continuing: the state before it is zero anyway)."""
+    same = seq_idx[:, 1:] == seq_idx[:, :-1]  # (b, l - 1)
+    return F.pad(same, (1, 0), value=True).to(dtype)
+
+
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
-    """Sequential reference (mamba_ssm's selective_scan_ref, real A, float64 kept as float64)."""
+                       return_last_state=False, seq_idx=None):
+    """Sequential reference (mamba_ssm's selective_scan_ref, real A, float64 kept as float64).
+
+    With seq_idx, h_{t-1} is multiplied by 0 where a new document starts at t.
+    """
     dtype_in = u.dtype
     compute = torch.promote_types(dtype_in, torch.float32)
     u, delta, A = u.to(compute), delta.to(compute), A.to(compute)
@@ -41,8 +86,11 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     else:
         deltaB_u = torch.einsum("bdl,bdnl,bdl->bdln", delta, Bx, u)
     x = u.new_zeros(batch, dim, A.shape[1])  # (b, d, n)
+    keep = None if seq_idx is None else same_document_as_previous(seq_idx, compute)  # (b, l)
     ys = []
     for i in range(length):
+        if keep is not None:
+            x = x * keep[:, i, None, None]
         x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
         if Cx.dim() == 2:
             ys.append(torch.einsum("bdn,dn->bd", x, Cx))
@@ -94,11 +142,31 @@ def _activation(name):
     return _ACTIVATIONS[name]
 
 
-def causal_conv1d_torch(x, weight, bias=None, activation=None):
-    """Depthwise causal conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's dtype."""
+def causal_conv1d_torch(x, weight, bias=None, activation=None, seq_idx=None):
+    """Depthwise causal conv: x (b, d, l), weight (d, w), bias (d,) -> (b, d, l) in x's dtype.
+
+    With seq_idx (b, l), out[t] sums only the x[t - k] of the same document as t.
+    """
+    if seq_idx is not None:
+        return _causal_conv1d_documents(x, weight, bias, activation, seq_idx)
     width = weight.shape[-1]
     out = F.conv1d(x.to(weight.dtype), weight.unsqueeze(1), bias, padding=width - 1,
                    groups=x.shape[1])[..., : x.shape[-1]]
+    return _activation(activation)(out).to(x.dtype)
+
+
+def _causal_conv1d_documents(x, weight, bias, activation, seq_idx):
+    """The conv as a sum of `width` shifted copies of x, each masked where the shifted position
+    belongs to another document (a select, not a subtraction: nothing of the other document,
+    not even rounding, reaches the output or flows back)."""
+    width, length = weight.shape[-1], x.shape[-1]
+    padded = F.pad(x.to(weight.dtype), (width - 1, 0))  # (b, d, l + w - 1)
+    ids = F.pad(seq_idx, (width - 1, 0))  # the pad's ids do not matter: its x is zero
+    out = torch.zeros_like(padded[..., :length]) if bias is None else bias[:, None].expand(-1, length)
+    for k in range(width):  # tap k reads x[t - (w - 1) + k]
+        same = (ids[:, k:k + length] == seq_idx).unsqueeze(1)  # (b, 1, l)
+        tap = weight[:, k, None] * padded[..., k:k + length]
+        out = out + torch.where(same, tap, torch.zeros((), dtype=tap.dtype))
     return _activation(activation)(out).to(x.dtype)
 
 

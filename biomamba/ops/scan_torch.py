@@ -11,9 +11,14 @@ Gradients (per step t, channel d, state n; h_t = dA_t h_{t-1} + dBu_t, y_t = <h_
     gh_t   = gy_t C_t + dA_{t+1} gh_{t+1}
     g dA_t = gh_t h_{t-1}      -> g delta += sum_n g dA_t dA_t A ;  g A += sum_{b,t} g dA_t dA_t delta
     g dBu_t = gh_t             -> g delta += sum_n gh_t u B ; g u += sum_n gh_t delta B ; g B, g C
+Document resets (seq_idx) set dA_t to zero where a new document starts at t: the forward then
+drops h_{t-1}, and the same masked dA_t cuts the adjoint carry and zeroes g dA_t in backward, so
+neither direction crosses a boundary and the formulas above stay as they are.
 """
 import torch
 import torch.nn.functional as F
+
+from biomamba.ops.reference import same_document_as_previous
 
 CHUNK = 128  # time steps recomputed together in backward; bounds memory, not a numeric choice
 
@@ -80,9 +85,23 @@ def _chunk_adjoint(carry, dA, gyC):
     return torch.stack(grads), carry
 
 
+def _keep_mask(seq_idx, compute):
+    """(l, b, 1, 1): 1 where step t continues the document of t - 1, 0 where one starts; None
+    without seq_idx."""
+    if seq_idx is None:
+        return None
+    return same_document_as_previous(seq_idx, compute).t()[..., None, None]
+
+
+def _decay(dt, A, keep, s, e):
+    """dA_t = exp(delta_t A) for steps [s, e), zero at document starts: (t, b, d, n)."""
+    dA = torch.exp(dt[s:e, ..., None] * A)
+    return dA if keep is None else dA.mul_(keep[s:e])
+
+
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, seq_idx):
         compute = torch.promote_types(u.dtype, torch.float32)
         b, d, length = u.shape
         dt = _delta(delta, delta_bias, delta_softplus, compute)  # (l, b, d)
@@ -90,27 +109,28 @@ class _SelectiveScan(torch.autograd.Function):
         kind_b, B_t = _bc_to_time_major(B.to(compute), d)
         kind_c, C_t = _bc_to_time_major(C.to(compute), d)
         A_c = A.to(compute)
+        keep = _keep_mask(seq_idx, compute)
         h = u.new_zeros(b, d, A.shape[1], dtype=compute)
         starts, ys = [], []
         for s in range(0, length, CHUNK):
             e = min(s + CHUNK, length)
             starts.append(h)
-            dA = torch.exp(dt[s:e, ..., None] * A_c)
+            dA = _decay(dt, A_c, keep, s, e)
             dBu = (dt[s:e] * u_t[s:e])[..., None] * _bc_chunk(kind_b, B_t, s, e, d)
             hs = _chunk_states(h, dA, dBu)
             ys.append((hs * _bc_chunk(kind_c, C_t, s, e, d)).sum(-1))
             h = hs[-1]
         y = torch.cat(ys).permute(1, 2, 0).contiguous()  # (b, d, l)
         out = _finish(y, u, D, z, compute)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts))
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, torch.stack(starts), keep)
         ctx.delta_softplus = delta_softplus
         out = out.to(u.dtype)
         return (out, h) if return_last_state else out
 
     @staticmethod
     def backward(ctx, grad_out, grad_last=None):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        return _backward(ctx, u, delta, A, B, C, D, z, delta_bias, starts, grad_out, grad_last)
+        u, delta, A, B, C, D, z, delta_bias, starts, keep = ctx.saved_tensors
+        return _backward(ctx, u, delta, A, B, C, D, z, delta_bias, starts, keep, grad_out, grad_last)
 
 
 def _delta(delta, delta_bias, softplus, compute):
@@ -127,7 +147,7 @@ def _finish(y, u, D, z, compute):
     return out if z is None else out * F.silu(z.to(compute))
 
 
-def _backward(ctx, u, delta, A, B, C, D, z, delta_bias, starts, grad_out, grad_last):
+def _backward(ctx, u, delta, A, B, C, D, z, delta_bias, starts, keep, grad_out, grad_last):
     compute = torch.promote_types(u.dtype, torch.float32)
     b, d, length = u.shape
     dt = _delta(delta, delta_bias, ctx.delta_softplus, compute)
@@ -150,7 +170,7 @@ def _backward(ctx, u, delta, A, B, C, D, z, delta_bias, starts, grad_out, grad_l
     for index in range(len(chunk_starts) - 1, -1, -1):
         s = chunk_starts[index]
         e = min(s + CHUNK, length)
-        dA = torch.exp(dt[s:e, ..., None] * A_c)
+        dA = _decay(dt, A_c, keep, s, e)
         Bc, Cc = _bc_chunk(kind_b, B_t, s, e, d), _bc_chunk(kind_c, C_t, s, e, d)
         du = dt[s:e] * u_t[s:e]
         hs = _chunk_states(starts[index], dA, du[..., None] * Bc)
@@ -189,7 +209,7 @@ def _pack_grads(ctx, u, delta, A, B, C, D, z, delta_bias, dt, g_dt, g_u, g_z, g_
     return (g_u.permute(1, 2, 0).to(u.dtype), g_delta.to(delta.dtype), g_A.to(A.dtype), g_B, g_C,
             None if D is None else g_D.to(D.dtype),
             None if z is None else g_z.permute(1, 2, 0).to(z.dtype),
-            g_bias, None, None)
+            g_bias, None, None, None)
 
 
 def _sum_or_cat(kind, chunks):
@@ -200,8 +220,9 @@ def _sum_or_cat(kind, chunks):
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         return_last_state=False):
+                         return_last_state=False, seq_idx=None):
     """The "torch" backend of biomamba.ops.selective_scan (same arguments and results)."""
     if A.is_complex():
         raise NotImplementedError("biomamba's selective_scan supports real A only")
-    return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                                seq_idx)

@@ -10,6 +10,10 @@
 // recomputes the chunk's states and exp(dt A) into per-thread buffers (kChunk x n), then runs
 // the adjoint gh_t = gy_t C_t + exp(dt_{t+1} A) gh_{t+1} backwards through the chunk, seeded
 // with the gradient of the returned last state. Loops over n go W lanes at a time (Lanes<T, W>).
+//
+// Document resets: with seq_idx (b, l) int32, a step t whose id differs from step t-1's starts a
+// new document from h = 0. The backward's recompute does the same and stores exp(dt A) = 0 for
+// that step, which zeroes both the carry into step t-1 and the gradient of dt A at t.
 #pragma once
 
 #include <algorithm>
@@ -28,8 +32,19 @@ struct ScanArgs {
   const T *u, *delta, *A, *B, *C, *D, *z, *delta_bias;  // D, z, delta_bias may be null
   bool B_var, C_var, softplus;
   int64_t B_groups, C_groups;  // groups of a variable B/C (1 for (b, n, l))
+  const int32_t* seq_idx;      // (b, l) document ids, or null (one document per row)
   T* chunk_states;             // (b, d, nchunks, n), null when no backward will follow
 };
+
+// The row's document ids, or null; starts_document(ids, t): step t begins a new document.
+template <typename T>
+inline const int32_t* row_ids(const ScanArgs<T>& a, int64_t b) {
+  return a.seq_idx ? a.seq_idx + b * a.len : nullptr;
+}
+
+inline bool starts_document(const int32_t* ids, int64_t t) {
+  return ids && t > 0 && ids[t] != ids[t - 1];
+}
 
 template <typename T>
 struct ForwardOut {
@@ -83,6 +98,7 @@ void forward_row(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t b, int64_
   const T Dv = a.D ? a.D[c] : T(0), bias = a.delta_bias ? a.delta_bias[c] : T(0);
   const T* u = a.u + row * L;
   const T* z = a.z ? a.z + row * L : nullptr;
+  const int32_t* ids = row_ids(a, b);
   T* out = o.out + row * L;
   for (int64_t s = 0, k = 0; s < L; s += kChunk, ++k) {
     if (a.chunk_states) {
@@ -96,6 +112,9 @@ void forward_row(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t b, int64_
       const V dtv = Ln::set1(dt[i]), dtu = Ln::set1(dt[i] * u[t]);
       const T* Bt = Brow + t * Bstep;
       const T* Ct = Crow + t * Cstep;
+      if (starts_document(ids, t)) {
+        for (int j = 0; j < NV; ++j) h[j] = Ln::set1(T(0));
+      }
       V acc = Ln::set1(T(0));
       for (int j = 0; j < NV; ++j) {
         h[j] = Ln::exp(dtv * A[j]) * h[j] + dtu * Ln::load(Bt + j * W);
@@ -151,6 +170,7 @@ void backward_row(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int
   const T* u = a.u + row * L;
   const T* z = a.z ? a.z + row * L : nullptr;
   const T* gout = g.grad_out + row * L;
+  const int32_t* ids = row_ids(a, b);
   T *gu = g.gu + row * L, *gdelta = g.gdelta + row * L;
   T* gz = g.gz ? g.gz + row * L : nullptr;
   T gD = T(0), gbias = T(0);
@@ -169,6 +189,10 @@ void backward_row(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int
       const T* Ct = Crow + t * Cstep;
       T* hs = buf.h + i * N;
       T* dA = buf.dA + i * N;
+      const bool reset = starts_document(ids, t);
+      if (reset) {
+        for (int j = 0; j < NV; ++j) h[j] = Ln::set1(T(0));
+      }
       V acc = Ln::set1(T(0));
       for (int j = 0; j < NV; ++j) {
         const V e = Ln::exp(dtv * A[j]);
@@ -177,6 +201,7 @@ void backward_row(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int
         Ln::store(hs + j * W, h[j]);
         acc += h[j] * Ln::load(Ct + j * W);
       }
+      if (reset) std::fill(dA, dA + N, T(0));  // step t does not depend on h_{t-1}
       y[i] = Ln::sum(acc) + Dv * u[t];
     }
     // 2. adjoint, last step first

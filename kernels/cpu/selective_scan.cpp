@@ -1,6 +1,6 @@
 // Python binding of the CPU selective scan: argument checks, dtype/state-size dispatch, threading.
 //
-// Called only from biomamba/kernels_cpu.py, which converts inputs to the compute dtype (float32
+// Called only from biomamba/ops/cpu.py, which converts inputs to the compute dtype (float32
 // or float64), makes them contiguous and puts a variable B/C in time-major (b, g, l, n) layout;
 // the checks here guard that contract with messages naming the argument.
 #include <torch/extension.h>
@@ -62,7 +62,8 @@ const T* ptr_or_null(const optional<Tensor>& t) {
 template <typename T>
 ScanArgs<T> make_args(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                       const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
-                      const optional<Tensor>& delta_bias, bool softplus, T* chunk_states) {
+                      const optional<Tensor>& delta_bias, const optional<Tensor>& seq_idx,
+                      bool softplus, T* chunk_states) {
   ScanArgs<T> a;
   a.batch = u.size(0);
   a.dim = u.size(1);
@@ -82,6 +83,7 @@ ScanArgs<T> make_args(const Tensor& u, const Tensor& delta, const Tensor& A, con
   a.B_groups = a.B_var ? B.size(1) : 1;
   a.C_groups = a.C_var ? C.size(1) : 1;
   a.softplus = softplus;
+  a.seq_idx = seq_idx.has_value() ? seq_idx->data_ptr<int32_t>() : nullptr;
   a.chunk_states = chunk_states;
   return a;
 }
@@ -126,7 +128,7 @@ constexpr int64_t kRowsPerUnit = 8;  // forward rows handed out together
 
 void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                   const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
-                  const optional<Tensor>& delta_bias) {
+                  const optional<Tensor>& delta_bias, const optional<Tensor>& seq_idx) {
   TORCH_CHECK(u.dim() == 3, "selective_scan (cpu): u must be (b, d, l), got ", u.sizes());
   TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble,
               "selective_scan (cpu): the kernel computes in float32 or float64, got u of dtype ",
@@ -145,14 +147,22 @@ void check_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const T
   check_optional(D, "D", u, {u.size(1)});
   check_optional(z, "z", u, u.sizes());
   check_optional(delta_bias, "delta_bias", u, {u.size(1)});
+  if (seq_idx.has_value()) {  // document ids: compared, never computed with, hence int32 whatever u is
+    TORCH_CHECK(seq_idx->device().is_cpu(), "selective_scan (cpu): seq_idx must be a CPU tensor, got ",
+                seq_idx->device());
+    TORCH_CHECK(seq_idx->scalar_type() == at::kInt, "selective_scan (cpu): seq_idx must have dtype ",
+                at::kInt, ", got ", seq_idx->scalar_type());
+    TORCH_CHECK(seq_idx->is_contiguous(), "selective_scan (cpu): seq_idx must be contiguous");
+    check_shape(*seq_idx, "seq_idx", {u.size(0), u.size(2)});
+  }
 }
 
 // Returns (out (b, d, l), last_state (b, d, n), chunk_states (b, d, ceil(l / kChunk), n) or empty).
 std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Tensor& A,
                                  const Tensor& B, const Tensor& C, const optional<Tensor>& D,
                                  const optional<Tensor>& z, const optional<Tensor>& delta_bias,
-                                 bool softplus, bool save_states) {
-  check_inputs(u, delta, A, B, C, D, z, delta_bias);
+                                 const optional<Tensor>& seq_idx, bool softplus, bool save_states) {
+  check_inputs(u, delta, A, B, C, D, z, delta_bias, seq_idx);
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
   const int64_t nchunks = (len + kChunk - 1) / kChunk;
   Tensor out = at::empty_like(u);
@@ -160,7 +170,7 @@ std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Ten
   Tensor states = save_states ? at::empty({batch, dim, nchunks, n}, u.options())
                               : at::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_forward", [&] {
-    const auto a = make_args<scalar_t>(u, delta, A, B, C, D, z, delta_bias, softplus,
+    const auto a = make_args<scalar_t>(u, delta, A, B, C, D, z, delta_bias, seq_idx, softplus,
                                        save_states ? states.data_ptr<scalar_t>() : nullptr);
     const ForwardOut<scalar_t> o{out.data_ptr<scalar_t>(), last.data_ptr<scalar_t>()};
     dispatch_state<scalar_t>(n, [&](auto shape) {
@@ -190,9 +200,10 @@ int64_t choose_parts(int64_t batch, int64_t dim) {
 std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Tensor& A,
                                   const Tensor& B, const Tensor& C, const optional<Tensor>& D,
                                   const optional<Tensor>& z, const optional<Tensor>& delta_bias,
-                                  bool softplus, const Tensor& chunk_states,
-                                  const Tensor& grad_out, const optional<Tensor>& grad_last) {
-  check_inputs(u, delta, A, B, C, D, z, delta_bias);
+                                  const optional<Tensor>& seq_idx, bool softplus,
+                                  const Tensor& chunk_states, const Tensor& grad_out,
+                                  const optional<Tensor>& grad_last) {
+  check_inputs(u, delta, A, B, C, D, z, delta_bias, seq_idx);
   const int64_t batch = u.size(0), dim = u.size(1), len = u.size(2), n = A.size(1);
   const int64_t nchunks = (len + kChunk - 1) / kChunk;
   check_tensor(chunk_states, "chunk_states", u);
@@ -212,7 +223,7 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Te
   Tensor gB = bc_grad(B), gC = bc_grad(C);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
     using T = scalar_t;
-    const auto a = make_args<T>(u, delta, A, B, C, D, z, delta_bias, softplus,
+    const auto a = make_args<T>(u, delta, A, B, C, D, z, delta_bias, seq_idx, softplus,
                                 chunk_states.data_ptr<T>());
     BackwardArgs<T> g;
     g.grad_out = grad_out.data_ptr<T>();

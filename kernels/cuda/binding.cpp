@@ -1,6 +1,6 @@
 // Torch binding of biomamba's CUDA kernels: checks every argument (device, dtype, shape,
 // contiguity) with a message naming it, allocates outputs, and calls the torch-free launchers
-// declared in biomamba_cuda.h. The autograd glue is biomamba/kernels_cuda.py.
+// declared in biomamba_cuda.h. The autograd glue is biomamba/ops/cuda.py.
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,9 +59,17 @@ int check_bc(const Tensor& X, const char* name, const Tensor& u, int64_t n) {
 }
 
 
+// seq_idx: optional (b, l) int32 document ids on `device`; returns its pointer or null.
+const int* seq_idx_ptr(const OptTensor& seq_idx, const at::Device& device, int64_t b, int64_t l) {
+  if (!seq_idx) return nullptr;
+  check_tensor(*seq_idx, "seq_idx", device, at::kInt, {b, l});
+  return seq_idx->data_ptr<int>();
+}
+
 biomamba::ScanParams scan_params(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                  const Tensor& C, const OptTensor& D, const OptTensor& z,
-                                 const OptTensor& delta_bias, bool delta_softplus) {
+                                 const OptTensor& delta_bias, const OptTensor& seq_idx,
+                                 bool delta_softplus) {
   TORCH_CHECK(u.is_cuda(), "u must be a CUDA tensor, got a tensor on ", u.device());
   TORCH_CHECK(u.dim() == 3, "u must be (b, d, l), got ", u.sizes());
   TORCH_CHECK(A.dim() == 2, "A must be (d, n), got ", A.sizes());
@@ -90,6 +98,7 @@ biomamba::ScanParams scan_params(const Tensor& u, const Tensor& delta, const Ten
   p.A = A.data_ptr<float>();
   p.D = D ? D->data_ptr<float>() : nullptr;
   p.delta_bias = delta_bias ? delta_bias->data_ptr<float>() : nullptr;
+  p.seq_idx = seq_idx_ptr(seq_idx, dev, b, l);
   const char* problem = biomamba::selective_scan_validate(p);
   TORCH_CHECK(problem == nullptr, "selective_scan: ", problem ? problem : "");
   return p;
@@ -98,8 +107,8 @@ biomamba::ScanParams scan_params(const Tensor& u, const Tensor& delta, const Ten
 // -> [out (b, d, l) in u's dtype, last_state (b, d, n) float32, chunk_states (b, d, chunks, n) float32]
 std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                              const Tensor& C, const OptTensor& D, const OptTensor& z,
-                             const OptTensor& delta_bias, bool delta_softplus) {
-  biomamba::ScanParams p = scan_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+                             const OptTensor& delta_bias, const OptTensor& seq_idx, bool delta_softplus) {
+  biomamba::ScanParams p = scan_params(u, delta, A, B, C, D, z, delta_bias, seq_idx, delta_softplus);
   const c10::cuda::CUDAGuard guard(u.device());
   const auto f32 = u.options().dtype(at::kFloat);
   Tensor out = at::empty_like(u);
@@ -117,9 +126,9 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
 // (dB, dC in the shape of B, C); absent inputs give undefined tensors (None in Python).
 std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                              const Tensor& C, const OptTensor& D, const OptTensor& z,
-                             const OptTensor& delta_bias, bool delta_softplus,
+                             const OptTensor& delta_bias, const OptTensor& seq_idx, bool delta_softplus,
                              const Tensor& chunk_states, const Tensor& dout, const OptTensor& dlast_state) {
-  biomamba::ScanParams p = scan_params(u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  biomamba::ScanParams p = scan_params(u, delta, A, B, C, D, z, delta_bias, seq_idx, delta_softplus);
   const auto dev = u.device();
   check_tensor(chunk_states, "chunk_states", dev, at::kFloat,
                {p.batch, p.dim, biomamba::selective_scan_num_chunks(p.len), p.dstate});
@@ -191,7 +200,8 @@ Tensor state_update(const Tensor& state, const Tensor& x, const Tensor& dt, cons
   return out;
 }
 
-biomamba::Conv1dParams conv_params(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu) {
+biomamba::Conv1dParams conv_params(const Tensor& x, const Tensor& weight, const OptTensor& bias,
+                                   const OptTensor& seq_idx, bool silu) {
   TORCH_CHECK(x.is_cuda(), "x must be a CUDA tensor, got a tensor on ", x.device());
   TORCH_CHECK(x.dim() == 3, "x must be (b, d, l), got ", x.sizes());
   TORCH_CHECK(weight.dim() == 2, "weight must be (d, width), got ", weight.sizes());
@@ -209,11 +219,13 @@ biomamba::Conv1dParams conv_params(const Tensor& x, const Tensor& weight, const 
   p.x = x.data_ptr();
   p.weight = weight.data_ptr<float>();
   p.bias = bias ? bias->data_ptr<float>() : nullptr;
+  p.seq_idx = seq_idx_ptr(seq_idx, dev, b, l);
   return p;
 }
 
-Tensor conv1d_fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias, bool silu) {
-  biomamba::Conv1dParams p = conv_params(x, weight, bias, silu);
+Tensor conv1d_fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias, const OptTensor& seq_idx,
+                  bool silu) {
+  biomamba::Conv1dParams p = conv_params(x, weight, bias, seq_idx, silu);
   const c10::cuda::CUDAGuard guard(x.device());
   Tensor out = at::empty_like(x);
   p.out = out.data_ptr();
@@ -224,8 +236,8 @@ Tensor conv1d_fwd(const Tensor& x, const Tensor& weight, const OptTensor& bias, 
 
 // -> [dx (x's dtype), dweight float32, dbias float32 or undefined]
 std::vector<Tensor> conv1d_bwd(const Tensor& x, const Tensor& weight, const OptTensor& bias,
-                               const Tensor& dout, bool silu) {
-  biomamba::Conv1dParams p = conv_params(x, weight, bias, silu);
+                               const OptTensor& seq_idx, const Tensor& dout, bool silu) {
+  biomamba::Conv1dParams p = conv_params(x, weight, bias, seq_idx, silu);
   check_tensor(dout, "dout", x.device(), x.scalar_type(), {p.batch, p.dim, p.len});
   const c10::cuda::CUDAGuard guard(x.device());
   Tensor dx = at::empty_like(x);
@@ -245,16 +257,16 @@ std::vector<Tensor> conv1d_bwd(const Tensor& x, const Tensor& weight, const OptT
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "biomamba CUDA kernels: selective scan, state update, causal conv1d";
   m.def("scan_fwd", &scan_fwd, "selective scan forward", py::arg("u"), py::arg("delta"), py::arg("A"),
-        py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"),
+        py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("seq_idx"),
         py::arg("delta_softplus"));
   m.def("scan_bwd", &scan_bwd, "selective scan backward", py::arg("u"), py::arg("delta"), py::arg("A"),
-        py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"),
+        py::arg("B"), py::arg("C"), py::arg("D"), py::arg("z"), py::arg("delta_bias"), py::arg("seq_idx"),
         py::arg("delta_softplus"), py::arg("chunk_states"), py::arg("dout"), py::arg("dlast_state"));
   m.def("state_update", &state_update, "one decoding step of the scan (state updated in place)",
         py::arg("state"), py::arg("x"), py::arg("dt"), py::arg("A"), py::arg("B"), py::arg("C"),
         py::arg("D"), py::arg("z"), py::arg("dt_bias"), py::arg("dt_softplus"));
   m.def("conv1d_fwd", &conv1d_fwd, "causal depthwise conv1d forward", py::arg("x"), py::arg("weight"),
-        py::arg("bias"), py::arg("silu"));
+        py::arg("bias"), py::arg("seq_idx"), py::arg("silu"));
   m.def("conv1d_bwd", &conv1d_bwd, "causal depthwise conv1d backward", py::arg("x"), py::arg("weight"),
-        py::arg("bias"), py::arg("dout"), py::arg("silu"));
+        py::arg("bias"), py::arg("seq_idx"), py::arg("dout"), py::arg("silu"));
 }

@@ -5,6 +5,8 @@
 // Every tensor is contiguous, row-major, on one device. Shapes (b batch, d channels, l length,
 // n d_state, g groups): u, delta, z, out (b, d, l); A (d, n); D, delta_bias (d,);
 // B, C either constant (d, n) float32 or variable (b, g, n, l) in the input dtype.
+// seq_idx (b, l) int32 document ids, optional: where seq_idx[t] != seq_idx[t-1] the scan starts
+// again from h = 0, and the conv sums only the x[t-k] with seq_idx[t-k] == seq_idx[t].
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -33,6 +35,7 @@ struct ScanParams {
   const float* A = nullptr;
   const float* D = nullptr;            // optional
   const float* delta_bias = nullptr;   // optional
+  const int* seq_idx = nullptr;        // optional (b, l) document ids
   // forward outputs
   void* out = nullptr;                 // (b, d, l), input dtype
   float* last_state = nullptr;         // (b, d, n)
@@ -84,6 +87,7 @@ struct Conv1dParams {
   const void* x = nullptr;        // (b, d, l)
   const float* weight = nullptr;  // (d, width)
   const float* bias = nullptr;    // optional (d,)
+  const int* seq_idx = nullptr;   // optional (b, l) document ids
   void* out = nullptr;            // (b, d, l)
   const void* dout = nullptr;     // backward
   void* dx = nullptr;             // backward (b, d, l), fully written

@@ -20,6 +20,11 @@
 // dB/dC of variable B/C are summed over the block's channels in shared memory, then atomically
 // added (float32) to global accumulators; dA, dD, ddelta_bias and constant dB/dC are summed in
 // registers and atomically added once at the end.
+//
+// Document resets (seq_idx): stage_chunk also stages, per step, whether a new document starts
+// there (the same for every channel of the block's batch row). The recurrences then set h = 0
+// before such a step, and the adjoint uses dA_t = 0 at it, which cuts the carry into step t-1
+// and zeroes the gradient of delta_t A there.
 #pragma once
 #include "biomamba_cuda.h"
 #include "common.cuh"
@@ -39,14 +44,15 @@ struct ScanLayout {
 };
 
 // Shared-memory layout; rows of staged (channel or state) x time data are tc + 1 floats apart so
-// that lanes reading one time step of different rows hit different banks.
+// that lanes reading one time step of different rows hit different banks. Both end with tc ints:
+// the document-start flags of the staged steps.
 struct ScanSmem {
   static __host__ __device__ int fwd_floats(const ScanLayout& L) {
-    return (3 * L.dt + 2 * L.np) * (L.tc + 1);
+    return (3 * L.dt + 2 * L.np) * (L.tc + 1) + L.tc;
   }
   static __host__ __device__ int bwd_floats(const ScanLayout& L, int ns) {
     return (7 * L.dt + 2 * L.np) * (L.tc + 1) + L.tc * ns * (kThreads + L.nl) +
-           (kStateChunk / L.tc) * ns * kThreads;
+           (kStateChunk / L.tc) * ns * kThreads + L.tc;
   }
 };
 
@@ -66,13 +72,20 @@ struct BlockChannels {
 
 // Stage time steps [t0, t0 + steps) of u, delta (bias + softplus applied) and variable B
 // (and, when `grads`, the softplus derivative, gy = dout * silu(z), and variable C) into shared
-// memory. Rows of absent channels / states and steps past `steps` are zero, so the recurrence on
-// them keeps h = 0 and contributes nothing.
+// memory, and with seq_idx the document-start flags. Rows of absent channels / states and steps
+// past `steps` are zero, so the recurrence on them keeps h = 0 and contributes nothing.
 template <typename T>
 __device__ void stage_chunk(const ScanParams& p, const ScanLayout& L, const BlockChannels& ch,
                             int t0, int steps, bool grads, float* u_s, float* dt_s, float* sg_s,
-                            float* gy_s, float* B_s, float* C_s) {
+                            float* gy_s, float* B_s, float* C_s, int* start_s) {
   const int ts = L.tc + 1, b = blockIdx.z;
+  if (p.seq_idx) {
+    const int* ids = p.seq_idx + (long long)b * p.len;
+    for (int tt = threadIdx.x; tt < L.tc; tt += kThreads) {
+      const int t = t0 + tt;
+      start_s[tt] = tt < steps && t > 0 && ids[t] != ids[t - 1];
+    }
+  }
   for (int i = threadIdx.x; i < L.dt * L.tc; i += kThreads) {
     const int c = i / L.tc, tt = i % L.tc;
     float uv = 0.f, dv = 0.f, sg = 1.f, gy = 0.f;
@@ -157,6 +170,7 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(ScanParams p, ScanLa
   float* y_s = dt_s + L.dt * ts;
   float* B_s = y_s + L.dt * ts;
   float* C_s = B_s + L.np * ts;
+  int* start_s = reinterpret_cast<int*>(C_s + L.np * ts);  // document starts (with seq_idx)
 
   const BlockChannels ch(p, L);
   const int tid = threadIdx.x, ln = tid % L.nl, lc = tid / L.nl, b = blockIdx.z;
@@ -177,13 +191,17 @@ __global__ void __launch_bounds__(kThreads) scan_fwd_kernel(ScanParams p, ScanLa
       for (int s = 0; s < NS; ++s)
         if (ls.has[s]) p.chunk_states[base + s * L.nl + ln] = h[s];
     }
-    stage_chunk<T>(p, L, ch, t0, steps, false, u_s, dt_s, nullptr, nullptr, B_s, nullptr);
+    stage_chunk<T>(p, L, ch, t0, steps, false, u_s, dt_s, nullptr, nullptr, B_s, nullptr, start_s);
     stage_c<T>(p, L, ch, t0, steps, C_s);
     __syncthreads();
 
     for (int tt = 0; tt < steps; ++tt) {
       const float dtv = dt_s[lc * ts + tt];
       const float du = dtv * u_s[lc * ts + tt];
+      if (p.seq_idx && start_s[tt]) {  // uniform over the block: no divergence
+#pragma unroll
+        for (int s = 0; s < NS; ++s) h[s] = 0.f;
+      }
       float y = 0.f;
 #pragma unroll
       for (int s = 0; s < NS; ++s) {
@@ -255,6 +273,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
   float* C_s = B_s + L.np * ts;
   float* hs = C_s + L.np * ts;            // [tc][NS][kThreads + nl]: h_t, then overwritten by gh_t
   float* sub_h = hs + L.tc * NS * hrow;   // [n_sub_max][NS][kThreads]: start state of each sub-chunk
+  int* start_s = reinterpret_cast<int*>(sub_h + (kStateChunk / L.tc) * NS * kThreads);
 
   const BlockChannels ch(p, L);
   const int tid = threadIdx.x, ln = tid % L.nl, lc = tid / L.nl, b = blockIdx.z;
@@ -286,13 +305,15 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
       for (int s = 0; s < NS; ++s) sub_h[(j * NS + s) * kThreads + tid] = h[s];
       if (j == n_sub - 1) break;
       const int t0 = cs + j * L.tc;  // a full sub-chunk: only the last one can be partial
-      stage_chunk<T>(p, L, ch, t0, L.tc, false, u_s, dt_s, nullptr, nullptr, B_s, nullptr);
+      stage_chunk<T>(p, L, ch, t0, L.tc, false, u_s, dt_s, nullptr, nullptr, B_s, nullptr, start_s);
       __syncthreads();
       for (int tt = 0; tt < L.tc; ++tt) {
         const float dtv = dt_s[lc * ts + tt];
         const float du = dtv * u_s[lc * ts + tt];
+        const bool start = p.seq_idx && start_s[tt];
 #pragma unroll
         for (int s = 0; s < NS; ++s) {
+          if (start) h[s] = 0.f;
           const float Bv = p.b_var ? B_s[(s * L.nl + ln) * ts + tt] : ls.Bk[s];
           h[s] = fmaf(exp2f(dtv * ls.A2[s]), h[s], du * Bv);
         }
@@ -303,7 +324,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
     // (2) sub-chunks last to first
     for (int j = n_sub - 1; j >= 0; --j) {
       const int t0 = cs + j * L.tc, steps = min(L.tc, ce - t0);
-      stage_chunk<T>(p, L, ch, t0, steps, true, u_s, dt_s, sg_s, gy_s, B_s, C_s);
+      stage_chunk<T>(p, L, ch, t0, steps, true, u_s, dt_s, sg_s, gy_s, B_s, C_s, start_s);
       __syncthreads();
 
       // (2a) recompute the states of the sub-chunk
@@ -312,12 +333,14 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
       for (int tt = 0; tt < steps; ++tt) {
         const float dtv = dt_s[lc * ts + tt], uv = u_s[lc * ts + tt], gyv = gy_s[lc * ts + tt];
         const float du = dtv * uv;
+        const bool start = p.seq_idx && start_s[tt];
         float y = 0.f;
 #pragma unroll
         for (int s = 0; s < NS; ++s) {
           const int row = (s * L.nl + ln) * ts + tt;
           const float Bv = p.b_var ? B_s[row] : ls.Bk[s];
           const float Cv = p.c_var ? C_s[row] : ls.Ck[s];
+          if (start) h[s] = 0.f;
           h[s] = fmaf(exp2f(dtv * ls.A2[s]), h[s], du * Bv);
           hs[(tt * NS + s) * hrow + tid] = h[s];
           y = fmaf(h[s], Cv, y);
@@ -338,6 +361,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
       for (int tt = steps - 1; tt >= 0; --tt) {
         const float dtv = dt_s[lc * ts + tt], uv = u_s[lc * ts + tt], gyv = gy_s[lc * ts + tt];
         const float du = dtv * uv;
+        const bool start = p.seq_idx && start_s[tt];  // h_{t-1} did not enter h_t
         float gdt = 0.f, gu = 0.f;
 #pragma unroll
         for (int s = 0; s < NS; ++s) {
@@ -345,7 +369,7 @@ __global__ void __launch_bounds__(kThreads) scan_bwd_kernel(ScanParams p, ScanLa
           const float Bv = p.b_var ? B_s[row] : ls.Bk[s];
           const float Cv = p.c_var ? C_s[row] : ls.Ck[s];
           const float gh = fmaf(gyv, Cv, carry[s]);
-          const float dA = exp2f(dtv * ls.A2[s]);
+          const float dA = start ? 0.f : exp2f(dtv * ls.A2[s]);
           const float h_prev = tt > 0 ? hs[((tt - 1) * NS + s) * hrow + tid]
                                       : sub_h[(j * NS + s) * kThreads + tid];
           const float g_dtA = gh * h_prev * dA;  // gradient of delta_t * A
