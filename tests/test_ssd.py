@@ -70,9 +70,17 @@ def run_ssd(tensors, chunk_size, backend, options, weights=None):
     return {**results, **{f"grad {k}": g for k, g in zip(inputs, grads)}}
 
 
+def error(got, ref):
+    """max_relative_error, except against an all-zero reference (the gradient of A when nothing
+    decays, e.g. one step from a zero state), where only the absolute error means anything."""
+    if not ref.any():
+        return got.abs().max().item()
+    return max_relative_error([got], [ref])
+
+
 def assert_close(got, ref, bound):
     assert got.keys() == ref.keys()
-    errors = {k: max_relative_error([got[k]], [ref[k]]) for k in ref}
+    errors = {k: error(got[k], ref[k]) for k in ref}
     assert max(errors.values()) < bound, errors
 
 
@@ -184,13 +192,18 @@ def test_later_document_outputs_have_no_gradient_into_the_earlier(backend):
 
 # ----------------------------------------------------------------------------- precision, gradcheck
 
+# (b, l, h, p, g, n, chunk_size). A chunk as long as a real one (256) is where float32 running sums
+# of dA would cost 100x the reference's error (ops/ssd_torch.py, decay_exponents).
+PRECISION_CASES = {"chunk-16": ((2, 50, 6, 3, 2, 5), 16), "chunk-256": ((1, 300, 4, 8, 1, 16), 256)}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_torch_backend_low_precision_within_2x_of_reference_at_same_dtype(dtype):
-    shape = (2, 50, 6, 3, 2, 5)
-    truth = run_ssd(ssd_inputs(*shape), 16, "ref", ALL_ON)
+@pytest.mark.parametrize("shape,chunk_size", PRECISION_CASES.values(), ids=PRECISION_CASES.keys())
+def test_torch_backend_low_precision_within_2x_of_reference_at_same_dtype(dtype, shape, chunk_size):
+    truth = run_ssd(ssd_inputs(*shape), chunk_size, "ref", ALL_ON)
     low = ssd_inputs(*shape, dtype=dtype)
-    ref_err = max_relative_error(run_ssd(low, 16, "ref", ALL_ON).values(), truth.values())
-    got_err = max_relative_error(run_ssd(low, 16, "torch", ALL_ON).values(), truth.values())
+    ref_err = max_relative_error(run_ssd(low, chunk_size, "ref", ALL_ON).values(), truth.values())
+    got_err = max_relative_error(run_ssd(low, chunk_size, "torch", ALL_ON).values(), truth.values())
     assert got_err <= 2 * ref_err
 
 

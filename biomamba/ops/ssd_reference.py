@@ -132,6 +132,7 @@ def ssd_state_update_ref(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt
     """One step of the scan: updates `state` (b, h, p, n) in place and returns y (b, h, p).
 
     x, z: (b, h, p); dt: (b, h); A, dt_bias: (h,); B, C: (b, g, n); D: (h, p) or (h,).
+    dt_limit clamps as in the scan, so steps equal the scan; mamba_ssm's Mamba2.step does not clamp.
     """
     compute = compute_dtype(state.dtype)
     h = x.shape[1]

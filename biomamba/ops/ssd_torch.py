@@ -39,16 +39,16 @@ def _chunked_segments(seq_idx, pad, chunk_size):
     return segments.reshape(segments.shape[0], -1, chunk_size)
 
 
-def segment_sums(dA):
-    """(..., T) -> (..., T, T): [t, s] = dA_{s+1} + ... + dA_t for s <= t, -inf for s > t.
+def decay_exponents(dA):
+    """(b, g, r, c, T) -> (b, g, r, c, T, S): [t, s] = dA_{s+1} + ... + dA_t (any t, s), and the
+    running sums (b, g, r, c, T) they are differences of.
 
-    Summed down each column rather than as cumsum differences: the result is as accurate as the
-    sequential product of decays, however long the chunk."""
-    T = dA.shape[-1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=dA.device).tril()
-    strictly_below = causal.tril(-1)
-    sums = dA[..., :, None].expand(*dA.shape, T).masked_fill(~strictly_below, 0).cumsum(dim=-2)
-    return sums.masked_fill(~causal, float("-inf"))
+    The running sums are taken in float64: a float32 sum of a long chunk reaches hundreds, where
+    float32's spacing (3e-5 at 300) would be the error of every decay; in float64 the differences
+    are as accurate as the sequential product of decays. Only this (T, S) subtraction runs in
+    float64; its result is cast back to dA's dtype."""
+    running = dA.to(torch.float64).cumsum(dim=-1)
+    return (running[..., :, None] - running[..., None, :]).to(dA.dtype), running.to(dA.dtype)
 
 
 def ssd_scan_torch(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
@@ -65,28 +65,28 @@ def ssd_scan_torch(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, ini
     B_c = _chunked(B.to(compute), pad, chunk_size)  # (b, c, T, g, n)
     C_c = _chunked(C.to(compute), pad, chunk_size)  # (b, c, T, g, n)
     dA = (dt_c * A.to(compute).view(g, r)).permute(0, 3, 4, 1, 2)  # (b, g, r, c, T)
+    dt_x = x_c * dt_c[..., None]  # (b, c, T, g, r, p)
     segments = None if seq_idx is None else _chunked_segments(seq_idx, pad, chunk_size)  # (b, c, T)
     # Segment each chunk's entering state was carried in: the previous chunk's last (0 at the start).
     entering = None if segments is None else F.pad(segments[:, :-1, -1], (1, 0))  # (b, c)
+    exponents, running = decay_exponents(dA)  # (b, g, r, c, T, S), (b, g, r, c, T)
 
-    # 1. Within chunks. L[t, s]: decay from step s to step t; zero across documents.
-    exponents = segment_sums(dA)  # (b, g, r, c, T, S)
+    # 1. Within chunks. L[t, s]: decay from step s to step t; zero for s > t and across documents.
+    unseen = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).triu(1)  # (T, S)
     if segments is not None:
-        other_document = segments[..., :, None] != segments[..., None, :]  # (b, c, T, S)
-        exponents = exponents.masked_fill(other_document[:, None, None], float("-inf"))
-    L = torch.exp(exponents)
+        unseen = unseen | (segments[..., :, None] != segments[..., None, :])[:, None, None]  # (b, 1, 1, c, T, S)
+    L = torch.exp(exponents.masked_fill(unseen, float("-inf")))
     scores = torch.einsum("bctgn,bcsgn->bgcts", C_c, B_c)  # (b, g, c, T, S): C_t . B_s
-    weights = scores[:, :, None] * L * dt_c.permute(0, 3, 4, 1, 2)[..., None, :]  # (b, g, r, c, T, S)
-    y_diag = torch.einsum("bgrcts,bcsgrp->bctgrp", weights, x_c)  # (b, c, T, g, r, p)
+    y_diag = torch.einsum("bgrcts,bcsgrp->bctgrp", scores[:, :, None] * L, dt_x)  # (b, c, T, g, r, p)
 
     # 2. Each chunk's own inputs, decayed to its last step: L's last row is that decay, already
     # zero for steps of an earlier document than the chunk's last one.
-    to_end = (L[..., -1, :] * dt_c.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)  # (b, c, S, g, r)
-    chunk_states = torch.einsum("bcsgrp,bcsgn->bcgrpn", x_c * to_end[..., None], B_c)  # (b, c, g, r, p, n)
+    to_end = L[..., -1, :].permute(0, 3, 4, 1, 2)  # (b, c, S, g, r)
+    chunk_states = torch.einsum("bcsgrp,bcsgn->bcgrpn", dt_x * to_end[..., None], B_c)  # (b, c, g, r, p, n)
 
     # 3. The state entering each chunk: one step per chunk, decayed by the chunk's whole dA and cut
     # where a document starts inside the chunk.
-    carry = torch.exp(dA.sum(dim=-1))  # (b, g, r, c)
+    carry = torch.exp(running[..., -1])  # (b, g, r, c)
     if segments is not None:
         carry = carry * (segments[:, :, -1] == entering).to(compute)[:, None, None]
     state = (x_c.new_zeros(b, g, r, p, n) if initial_states is None
@@ -99,7 +99,7 @@ def ssd_scan_torch(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, ini
 
     # 4. Entering states to outputs, decayed from the chunk's start to each step t (inclusive);
     # only steps still in the document the state was carried in see it.
-    from_start = dA.cumsum(dim=-1)  # (b, g, r, c, T)
+    from_start = running
     if segments is not None:
         new_document = (segments != entering[..., None])[:, None, None]  # (b, 1, 1, c, T)
         from_start = from_start.masked_fill(new_document, float("-inf"))
