@@ -10,7 +10,8 @@ scan, in Mamba2's gated norm), on the tensors' device (--device, CUDA when there
     transformers  transformers' `mamba2_chunk_scan`, the PyTorch SSD path of its Mamba2 on CPU
     mamba_ssm     mamba_ssm's Triton `mamba_chunk_scan_combined`, only if it imports (CUDA)
 Each time is the best of --reps runs after a warm-up, the backends taking turns run by run so that
-load from other processes hits all alike (the load average is printed first); ratio = time / torch.
+load from other processes hits all alike (the load average is printed first); "ref", which takes
+seconds, runs once without warm-up, and is skipped at the largest shape. Ratio = time / torch.
 Then the peak memory of one "torch" forward+backward at l 1024 and 4096 (130m-like heads): linear
 in length means about 4x. On CPU it is the peak resident memory (VmHWM) of a fresh child process above
 its resident memory just before the call; on CUDA, torch.cuda.max_memory_allocated above the inputs.
@@ -111,7 +112,9 @@ def print_times(names, reps, device):
         runnable = [name for name in names if name != "ref" or b * l * h * p * n <= REF_MAX_STATE_STEPS]
         scans = {name: make_scan(name, chunk) for name in runnable}
         for backward in (False, True):
-            times = best_times(runnable, scans, tensors, reps, backward, device)
+            times = best_times([name for name in runnable if name != "ref"], scans, tensors, reps, backward, device)
+            if "ref" in runnable:  # seconds, not milliseconds: one run, no warm-up
+                times.update(best_times(["ref"], scans, tensors, 1, backward, device, warmup=0))
             cells = [f"{'skipped (memory)':>24}" if name not in times else
                      f"{times[name] * 1e3:>15.1f}" + (" " * 9 if name == "torch" else
                                                      f" ({times[name] / times['torch']:>5.1f}x)")

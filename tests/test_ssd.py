@@ -15,7 +15,7 @@ CASES = [
     ("single-step", 2, 1, 3, 2, 1, 3, 4),
 ]
 
-ALL_ON = dict(D="hp", z=True, dt_bias=True, dt_softplus=True, dt_limit=(0.05, 1.5), initial_states=True,
+ALL_ON = dict(D="hp", z=True, dt_bias=True, dt_softplus=True, dt_limit=(0.2, 1.5), initial_states=True,
               seq_idx=True, return_final_states=True)
 OFF = dict(D=None, z=False, dt_bias=False, dt_softplus=False, dt_limit=(0.0, float("inf")),
            initial_states=False, seq_idx=False, return_final_states=False)
@@ -25,8 +25,9 @@ OPTION_SETS = {"all-on": ALL_ON, "all-off": OFF, "D-per-head": {**ALL_ON, "D": "
 
 
 def ssd_inputs(b, l, h, p, g, n, dtype=torch.float64, seed=0):
-    """Seeded inputs with realistic ranges (A < 0; dt around softplus's bend; sorted document ids,
-    some rows not starting at id 0, so initial_states are dropped there as mamba_ssm does)."""
+    """Seeded inputs with realistic ranges (A < 0; dt around softplus's bend, so that dt_limit
+    (0.2, 1.5) clamps at both ends; sorted document ids, every second row starting at id 1 or more,
+    so initial_states are dropped there, as mamba_ssm does)."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
@@ -37,7 +38,7 @@ def ssd_inputs(b, l, h, p, g, n, dtype=torch.float64, seed=0):
         A=-(torch.rand(h, generator=gen, dtype=torch.float64) * 2 + 0.2).to(dtype),
         B=rand(b, l, g, n), C=rand(b, l, g, n), D_hp=rand(h, p), D_h=rand(h), z=rand(b, l, h, p),
         dt_bias=rand(h, scale=0.5), initial_states=rand(b, h, p, n),
-        seq_idx=torch.randint(0, 4, (b, l), generator=gen).sort(dim=1).values)
+        seq_idx=torch.randint(0, 4, (b, l), generator=gen).sort(dim=1).values + torch.arange(b)[:, None] % 2)
 
 
 def random_weights(out_shape, final_shape, seed=1):
@@ -58,10 +59,11 @@ def run_ssd(tensors, chunk_size, backend, options, weights=None):
                           return_final_states=options["return_final_states"], backend=backend)
     out, final = result if options["return_final_states"] else (result, None)
     assert isinstance(out, torch.Tensor) and out.shape == tensors["x"].shape and out.dtype == tensors["x"].dtype
+    assert final is None or final.dtype == torch.promote_types(out.dtype, torch.float32)
     w_out, w_final = weights or random_weights(out.shape, tensors["initial_states"].shape)
-    loss = (out * w_out.to(out.dtype)).sum()
+    loss = (out * w_out.to(out)).sum()  # .to(out): out's dtype and device
     if final is not None:
-        loss = loss + (final * w_final.to(final.dtype)).sum()
+        loss = loss + (final * w_final.to(final)).sum()
     inputs = {"x": leaves["x"], "dt": leaves["dt"], "A": leaves["A"], "B": leaves["B"], "C": leaves["C"],
               **({"D": D} if D is not None else {}),
               **{k: v for k, v in optional.items() if v is not None and k != "seq_idx"}}
@@ -224,7 +226,7 @@ def test_reference_passes_gradcheck():
 def test_state_update_steps_equal_the_scan(D_name):
     b, l, h, p, g, n = 2, 9, 6, 3, 2, 5
     t = ssd_inputs(b, l, h, p, g, n)
-    options = dict(D=t[D_name], z=t["z"], dt_bias=t["dt_bias"], dt_softplus=True, dt_limit=(0.05, 1.5))
+    options = dict(D=t[D_name], z=t["z"], dt_bias=t["dt_bias"], dt_softplus=True, dt_limit=(0.2, 1.5))
     full, final = ops.ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], 4, initial_states=t["initial_states"],
                                return_final_states=True, backend="ref", **options)
     state = t["initial_states"].clone()
@@ -243,12 +245,50 @@ def test_reference_matches_transformers_mamba2_chunk_scan():
     t = ssd_inputs(2, 37, 6, 3, 2, 5)  # no z, D per head, no seq_idx: the options it has
     args = (t["x"], t["dt"], t["A"], t["B"], t["C"], 8)
     options = dict(D=t["D_h"], dt_bias=t["dt_bias"], initial_states=t["initial_states"], dt_softplus=True,
-                   dt_limit=(0.05, 1.5), return_final_states=True)
+                   dt_limit=(0.2, 1.5), return_final_states=True)
     ref64 = ops.ssd_scan(*args, **options, backend="ref")
     ref32 = ops.ssd_scan(*[a.float() if torch.is_tensor(a) else a for a in args],
                          **{k: v.float() if torch.is_tensor(v) else v for k, v in options.items()}, backend="ref")
     theirs = peer.mamba2_chunk_scan(*args, **options)
     assert max_relative_error(theirs, ref64) <= 2 * max_relative_error(ref32, ref64)
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def on_cuda(tensors, dtype):
+    return {k: (v.to(dtype) if v.is_floating_point() else v.int()).cuda() for k, v in tensors.items()}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_backend_on_cuda_within_2x_of_reference_at_same_dtype(dtype):
+    shape, chunk_size = (2, 300, 8, 16, 2, 32), 64
+    truth = run_ssd(ssd_inputs(*shape), chunk_size, "ref", ALL_ON)
+    low = on_cuda(ssd_inputs(*shape), dtype)
+    ref_err = max_relative_error([t.cpu() for t in run_ssd(low, chunk_size, "ref", ALL_ON).values()], truth.values())
+    got_err = max_relative_error([t.cpu() for t in run_ssd(low, chunk_size, "torch", ALL_ON).values()],
+                                 truth.values())
+    assert got_err <= 2 * ref_err
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_mamba_ssm_backend_matches_reference():
+    """mamba_ssm's Triton kernels in float32 (their matmuls run in TF32) against the float64
+    reference, held to mamba_ssm's own test tolerance (1e-2, tests/ops/triton/test_ssd.py)."""
+    shape, chunk_size = (2, 300, 8, 16, 2, 32), 64
+    t = on_cuda(ssd_inputs(*shape), torch.float32)
+    try:
+        ops.ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], chunk_size, backend="mamba_ssm")
+    except ops.BackendUnavailable as error:
+        pytest.skip(str(error))
+    truth = run_ssd(ssd_inputs(*shape), chunk_size, "ref", ALL_ON)
+    got = {k: v.cpu() for k, v in run_ssd(t, chunk_size, "mamba_ssm", ALL_ON).items()}
+    assert_close(got, truth, 1e-2)
 
 
 # ----------------------------------------------------------------------------- dispatch and errors
