@@ -112,15 +112,16 @@ def print_times(names, reps, device):
         runnable = [name for name in names if name != "ref" or b * l * h * p * n <= REF_MAX_STATE_STEPS]
         scans = {name: make_scan(name, chunk) for name in runnable}
         for backward in (False, True):
-            times = best_times([name for name in runnable if name != "ref"], scans, tensors, reps, backward, device)
+            fast = [name for name in runnable if name != "ref"]
+            times = best_times(fast, scans, tensors, reps, backward, device)
             if "ref" in runnable:  # seconds, not milliseconds: one run, no warm-up
                 times.update(best_times(["ref"], scans, tensors, 1, backward, device, warmup=0))
             cells = [f"{'skipped (memory)':>24}" if name not in times else
                      f"{times[name] * 1e3:>15.1f}" + (" " * 9 if name == "torch" else
                                                      f" ({times[name] / times['torch']:>5.1f}x)")
                      for name in names]
-            print(f"{label:<11}{b:>3}{l:>6}{h:>4}{p:>4}{n:>5}{chunk:>5}  {'fwd+bwd' if backward else 'fwd':<8}"
-                  + "".join(cells), flush=True)
+            kind = "fwd+bwd" if backward else "fwd"
+            print(f"{label:<11}{b:>3}{l:>6}{h:>4}{p:>4}{n:>5}{chunk:>5}  {kind:<8}" + "".join(cells), flush=True)
 
 
 def memory_status_bytes(field):

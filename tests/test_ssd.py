@@ -58,7 +58,8 @@ def run_ssd(tensors, chunk_size, backend, options, weights=None):
                           D=D, **optional, dt_softplus=options["dt_softplus"], dt_limit=options["dt_limit"],
                           return_final_states=options["return_final_states"], backend=backend)
     out, final = result if options["return_final_states"] else (result, None)
-    assert isinstance(out, torch.Tensor) and out.shape == tensors["x"].shape and out.dtype == tensors["x"].dtype
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == tensors["x"].shape and out.dtype == tensors["x"].dtype
     assert final is None or final.dtype == torch.promote_types(out.dtype, torch.float32)
     w_out, w_final = weights or random_weights(out.shape, tensors["initial_states"].shape)
     loss = (out * w_out.to(out)).sum()  # .to(out): out's dtype and device
@@ -171,7 +172,8 @@ def test_earlier_document_does_not_reach_the_next(backend):
     changed = {k: v.clone() for k, v in packed.items()}
     for name in ("x", "dt", "B", "C", "z"):  # A's last token, everything about it
         changed[name][:, la - 1] += 1.0
-    first, second = run_ssd(packed, chunk_size, backend, options), run_ssd(changed, chunk_size, backend, options)
+    first = run_ssd(packed, chunk_size, backend, options)
+    second = run_ssd(changed, chunk_size, backend, options)
     assert not torch.equal(first["out"][:, :la], second["out"][:, :la])  # the change is real
     for name in ("out", "grad x", "grad dt", "grad B", "grad C", "grad z"):
         assert torch.equal(first[name][:, la:], second[name][:, la:]), name
@@ -247,8 +249,8 @@ def test_reference_matches_transformers_mamba2_chunk_scan():
     options = dict(D=t["D_h"], dt_bias=t["dt_bias"], initial_states=t["initial_states"], dt_softplus=True,
                    dt_limit=(0.2, 1.5), return_final_states=True)
     ref64 = ops.ssd_scan(*args, **options, backend="ref")
-    ref32 = ops.ssd_scan(*[a.float() if torch.is_tensor(a) else a for a in args],
-                         **{k: v.float() if torch.is_tensor(v) else v for k, v in options.items()}, backend="ref")
+    as_float32 = {k: v.float() if torch.is_tensor(v) else v for k, v in options.items()}
+    ref32 = ops.ssd_scan(*[a.float() if torch.is_tensor(a) else a for a in args], **as_float32, backend="ref")
     theirs = peer.mamba2_chunk_scan(*args, **options)
     assert max_relative_error(theirs, ref64) <= 2 * max_relative_error(ref32, ref64)
 
@@ -269,7 +271,8 @@ def test_torch_backend_on_cuda_within_2x_of_reference_at_same_dtype(dtype):
     shape, chunk_size = (2, 300, 8, 16, 2, 32), 64
     truth = run_ssd(ssd_inputs(*shape), chunk_size, "ref", ALL_ON)
     low = on_cuda(ssd_inputs(*shape), dtype)
-    ref_err = max_relative_error([t.cpu() for t in run_ssd(low, chunk_size, "ref", ALL_ON).values()], truth.values())
+    ref_err = max_relative_error([t.cpu() for t in run_ssd(low, chunk_size, "ref", ALL_ON).values()],
+                                 truth.values())
     got_err = max_relative_error([t.cpu() for t in run_ssd(low, chunk_size, "torch", ALL_ON).values()],
                                  truth.values())
     assert got_err <= 2 * ref_err
@@ -298,7 +301,8 @@ def test_unavailable_and_unknown_backends_say_what_to_do():
     args = (t["x"], t["dt"], t["A"], t["B"], t["C"], 4)
     with pytest.raises(ops.BackendUnavailable, match=r"pip install 'biomamba\[cuda\]'"):
         ops.ssd_scan(*args, backend="mamba_ssm")
-    with pytest.raises(ValueError, match="unknown ssd_scan backend 'fast'; choose one of auto, ref, torch, mamba_ssm"):
+    choices = "unknown ssd_scan backend 'fast'; choose one of auto, ref, torch, mamba_ssm"
+    with pytest.raises(ValueError, match=choices):
         ops.ssd_scan(*args, backend="fast")
 
 

@@ -74,7 +74,8 @@ def ssd_scan_torch(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, ini
     # 1. Within chunks. L[t, s]: decay from step s to step t; zero for s > t and across documents.
     unseen = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).triu(1)  # (T, S)
     if segments is not None:
-        unseen = unseen | (segments[..., :, None] != segments[..., None, :])[:, None, None]  # (b, 1, 1, c, T, S)
+        other_document = segments[..., :, None] != segments[..., None, :]  # (b, c, T, S)
+        unseen = unseen | other_document[:, None, None]  # (b, 1, 1, c, T, S)
     L = torch.exp(exponents.masked_fill(unseen, float("-inf")))
     scores = torch.einsum("bctgn,bcsgn->bgcts", C_c, B_c)  # (b, g, c, T, S): C_t . B_s
     y_diag = torch.einsum("bgrcts,bcsgrp->bctgrp", scores[:, :, None] * L, dt_x)  # (b, c, T, g, r, p)
