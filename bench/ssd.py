@@ -116,12 +116,18 @@ def print_times(names, reps, device):
             times = best_times(fast, scans, tensors, reps, backward, device)
             if "ref" in runnable:  # seconds, not milliseconds: one run, no warm-up
                 times.update(best_times(["ref"], scans, tensors, 1, backward, device, warmup=0))
-            cells = [f"{'skipped (memory)':>24}" if name not in times else
-                     f"{times[name] * 1e3:>15.1f}" + (" " * 9 if name == "torch" else
-                                                     f" ({times[name] / times['torch']:>5.1f}x)")
-                     for name in names]
             kind = "fwd+bwd" if backward else "fwd"
-            print(f"{label:<11}{b:>3}{l:>6}{h:>4}{p:>4}{n:>5}{chunk:>5}  {kind:<8}" + "".join(cells), flush=True)
+            print(f"{label:<11}{b:>3}{l:>6}{h:>4}{p:>4}{n:>5}{chunk:>5}  {kind:<8}"
+                  + "".join(cell(name, times) for name in names), flush=True)
+
+
+def cell(name, times):
+    """One table cell: ms, and the ratio to torch for the others."""
+    if name not in times:
+        return f"{'skipped (memory)':>24}"
+    if name == "torch":
+        return f"{times[name] * 1e3:>15.1f}" + " " * 9
+    return f"{times[name] * 1e3:>15.1f} ({times[name] / times['torch']:>5.1f}x)"
 
 
 def memory_status_bytes(field):
