@@ -1,5 +1,7 @@
 """The Mamba-2 SSD scan: the chunked "torch" backend against the sequential float64 reference,
 documents packed with seq_idx, low precision, the decoding step, and one peer (transformers)."""
+import sys
+
 import pytest
 import torch
 
@@ -312,6 +314,14 @@ def test_auto_is_torch_on_cpu_and_recorded():
     assert ops.backends_used()["ssd_scan"] == "ref"
     ops.ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], 4)
     assert ops.backends_used()["ssd_scan"] == "torch"
+
+
+def test_auto_on_cuda_without_mamba_ssm_says_it_uses_torch(monkeypatch):
+    monkeypatch.setattr(ops, "_AUTO_NOTES", set())  # the warning is given once per process
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # as if not installed
+    notice = "ssd_scan backend 'auto' on cuda: 'mamba_ssm' unavailable, using 'torch'"
+    with pytest.warns(UserWarning, match=notice):
+        assert ops.resolve_ssd_backend("auto", torch.device("cuda")) == "torch"
 
 
 def test_wrong_shapes_are_all_named_in_one_error():
