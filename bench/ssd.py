@@ -13,8 +13,9 @@ Each time is the best of --reps runs after a warm-up, the backends taking turns 
 load from other processes hits all alike (the load average is printed first); "ref", which takes
 seconds, runs once without warm-up, and is skipped at the largest shape. Ratio = time / torch.
 Then the peak memory of one "torch" forward+backward at l 1024 and 4096 (130m-like heads): linear
-in length means about 4x. On CPU it is the peak resident memory (VmHWM) of a fresh child process above
-its resident memory just before the call; on CUDA, torch.cuda.max_memory_allocated above the inputs.
+in length means about 4x. On CPU it is the peak resident memory (VmHWM) of a fresh child process
+above its resident memory just before the call, glibc told to unmap every freed block over 64 KiB;
+on CUDA, torch.cuda.max_memory_allocated above the inputs.
 Not a test: nothing is asserted.
 """
 import argparse
@@ -165,8 +166,11 @@ def print_memory(device):
         if device.type == "cuda":
             peaks[length] = peak_extra_bytes(length, device)
         else:  # a fresh process per length: its peak (VmHWM) only ever grows
+            # glibc returns every block over 64 KiB to the system when freed, so the peak resident
+            # memory is the peak of live tensors (its default threshold adapts, and the figure wanders).
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
             child = subprocess.run([sys.executable, __file__, "--memory-child", str(length)],
-                                   capture_output=True, text=True, check=True)
+                                   capture_output=True, text=True, check=True, env=env)
             peaks[length] = int(child.stdout.strip())
         print(f"  l {length:>5}: {peaks[length] / 2**20:>8.0f} MiB", flush=True)
     print(f"  ratio {peaks[4096] / peaks[1024]:.2f} for 4x the length (linear: 4)")
