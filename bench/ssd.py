@@ -2,6 +2,7 @@
 
     python bench/ssd.py                   # the full table (a few minutes on 2 cores)
     python bench/ssd.py --quick           # one repetition
+    OMP_NUM_THREADS=1 python bench/ssd.py # steadier figures on cores other processes share
 
 Compared, at fp32 with Mamba-2's scan options (D per head, dt_bias, softplus; z stays outside the
 scan, in Mamba2's gated norm), on the tensors' device (--device, CUDA when there is one):
