@@ -21,14 +21,14 @@ every run seed and model whatever the file order.
 Every problem with a task file raises TaskError naming the file.
 """
 import csv
-import heapq
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from biomamba.data.splits import SPLITS, split_of, unit_hash
+from biomamba.data.sampling import HashSample
+from biomamba.data.splits import SPLITS, split_of
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -59,34 +59,12 @@ class TaskData:
 
 # ----------------------------------------------------------------------------- building
 
-class SplitSample:
-    """The examples of one split: all of them, or the `cap` whose (seed, key) hash is lowest."""
-
-    def __init__(self, cap: int | None, seed: int):
-        self.cap, self.seed, self.kept, self.seen = cap, seed, [], 0
-
-    def add(self, key: str, record: tuple):
-        self.seen += 1
-        if self.cap is None:
-            self.kept.append((0.0, self.seen, record))
-            return
-        item = (-unit_hash(f"{self.seed}:{key}"), self.seen, record)  # a max-heap of the lowest hashes
-        if len(self.kept) < self.cap:
-            heapq.heappush(self.kept, item)
-        elif item > self.kept[0]:
-            heapq.heapreplace(self.kept, item)
-
-    def records(self) -> list[tuple]:
-        """The kept records in file order."""
-        return [record for _, _, record in sorted(self.kept, key=lambda item: item[1])]
-
-
 def _build(name, source, records, labels, data_cfg) -> TaskData:
     """records (streamed): (key, split or None, text, text_pair, label name); `labels` the class names,
     or None to take the sorted names found. Unknown labels are an error."""
     caps = {"train": data_cfg.max_train_examples, "val": data_cfg.max_eval_examples,
             "test": data_cfg.max_eval_examples}
-    samples = {s: SplitSample(caps[s], data_cfg.subset_seed) for s in SPLITS}
+    samples = {s: HashSample(caps[s], data_cfg.subset_seed) for s in SPLITS}
     found = set()
     for key, split, text, pair, label in records:
         if labels is not None and label not in labels:
@@ -96,7 +74,7 @@ def _build(name, source, records, labels, data_cfg) -> TaskData:
         samples[split].add(key, (text, pair, label))
     labels = list(labels) if labels is not None else sorted(found)
     index = {label: i for i, label in enumerate(labels)}
-    splits = {s: [Example(text, pair, index[label]) for text, pair, label in samples[s].records()] for s in SPLITS}
+    splits = {s: [Example(text, pair, index[label]) for text, pair, label in samples[s].items()] for s in SPLITS}
     task = TaskData(name, labels, splits, source, {s: samples[s].seen for s in SPLITS})
     for split, rows in splits.items():
         if not rows:
