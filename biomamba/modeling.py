@@ -119,6 +119,8 @@ class MambaMixer(nn.Module):
         """Tokens that continue a filled cache, one recurrent step each: (b, d_inner, l) -> same."""
         conv_state = cache.get_conv_state(self.layer_idx)  # (b, d_inner, d_conv), updated in place
         ssm_state = cache.get_recurrent_state(self.layer_idx)  # (b, d_inner, n), updated in place
+        if x.shape[-1] == 1:  # the decoding step (skips the stack's copy)
+            return self._step(x[:, :, 0], z[:, :, 0], A, conv_state, ssm_state).unsqueeze(-1)
         steps = [self._step(x[:, :, t], z[:, :, t], A, conv_state, ssm_state) for t in range(x.shape[-1])]
         return torch.stack(steps, dim=-1)
 
