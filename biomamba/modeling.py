@@ -81,8 +81,9 @@ class MambaMixer(nn.Module):
                 p.data = p.data.float()
         return self
 
-    def forward(self, hidden_states, attention_mask=None, cache=None):
-        """hidden_states: (b, l, d_model) -> (b, l, d_model); pads enter neither the conv nor the scan."""
+    def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
+        """hidden_states: (b, l, d_model) -> (b, l, d_model); pads enter neither the conv nor the scan,
+        and with seq_idx (b, l) packed documents never see each other (conv and scan reset)."""
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2E*D, l)
         x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
         x = _mask_padding(x, attention_mask)
@@ -90,7 +91,7 @@ class MambaMixer(nn.Module):
         if cache is not None and cache.has_previous_state(self.layer_idx):
             y = self._steps(x, z, A, cache)
         else:
-            y = self._scan(x, z, A, attention_mask, cache)
+            y = self._scan(x, z, A, attention_mask, cache, seq_idx)
         return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))  # (b, l, d_model)
 
     def _ssm_params(self, x):
@@ -98,18 +99,19 @@ class MambaMixer(nn.Module):
         n = self.config.d_state
         return torch.split(self.x_proj(x), [self.config.dt_rank, n, n], dim=-1)
 
-    def _scan(self, x, z, A, attention_mask, cache):
+    def _scan(self, x, z, A, attention_mask, cache, seq_idx=None):
         """Whole-sequence path; fills `cache` with the final conv and SSM states when given."""
         if cache is not None:  # keeps the last d_conv inputs of the conv, left-padded with zeros
             cache.update_conv_state(x, self.layer_idx, conv_kernel_size=self.config.d_conv)
-        x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
+                              seq_idx=seq_idx)
         x = _mask_padding(x, attention_mask).transpose(1, 2)  # (b, l, d_inner)
         dt, B, C = self._ssm_params(x)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, l); bias added in the scan
         y = ops.selective_scan(
             x.transpose(1, 2), dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=cache is not None, backend=self.config.scan_backend)
+            return_last_state=cache is not None, backend=self.config.scan_backend, seq_idx=seq_idx)
         if cache is not None:
             y, last_state = y
             cache.update_recurrent_state(last_state, self.layer_idx)
@@ -142,9 +144,9 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
         self.mixer = MambaMixer(config, layer_idx)
 
-    def forward(self, hidden_states, attention_mask=None, cache=None):
+    def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
-        mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache)
+        mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache, seq_idx)
         return residual + mixed
 
 
@@ -240,10 +242,18 @@ class BioMambaModel(BioMambaPreTrainedModel):
         self.embedding = value
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache_params=None,
-                use_cache=None, output_hidden_states=None, return_dict=None, **unused):
-        """last_hidden_state (b, l, d_model); hidden_states: each block's output, then the final norm's."""
+                use_cache=None, output_hidden_states=None, return_dict=None, seq_idx=None, position_ids=None,
+                **unused):
+        """last_hidden_state (b, l, d_model); hidden_states: each block's output, then the final norm's.
+
+        seq_idx (b, l): ids of packed documents; the scan and conv state reset where the id changes, so
+        no document sees another. Without it, position ids that restart at 0 inside a row and no
+        attention mask (transformers' padding-free batches, DataCollatorWithFlattening) mean the same.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if seq_idx is None and attention_mask is None:
+            seq_idx = documents_from_positions(position_ids)
         if use_cache is None:  # transformers' Mamba: the config's choice, never while training
             use_cache = self.config.use_cache and not self.training
         if output_hidden_states is None:
@@ -253,7 +263,7 @@ class BioMambaModel(BioMambaPreTrainedModel):
             cache_params = new_cache(self.config)
         all_hidden = () if output_hidden_states else None
         for layer in self.layers:
-            hidden = layer(hidden, attention_mask, cache_params)
+            hidden = layer(hidden, attention_mask, cache_params, seq_idx)
             if output_hidden_states:
                 all_hidden += (hidden,)
         hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
@@ -262,6 +272,17 @@ class BioMambaModel(BioMambaPreTrainedModel):
         output = BioMambaOutput(last_hidden_state=hidden, cache_params=cache_params if use_cache else None,
                                 hidden_states=all_hidden)
         return _returned(output, return_dict, self.config)
+
+
+def documents_from_positions(position_ids):
+    """Document ids (b, l) from position ids that restart at 0 within a row; None when none restarts
+    (an ordinary batch: nothing to reset)."""
+    if position_ids is None or position_ids.dim() != 2:
+        return None
+    starts = position_ids == 0
+    if not bool(starts[:, 1:].any()):
+        return None
+    return torch.cumsum(starts, dim=-1)
 
 
 def causal_lm_loss(logits, labels, attention_mask=None, num_items_in_batch=None):
@@ -306,12 +327,14 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache_params=None,
                 labels=None, output_hidden_states=None, return_dict=None, use_cache=None,
-                logits_to_keep=0, num_items_in_batch=None, **unused):
+                logits_to_keep=0, num_items_in_batch=None, seq_idx=None, position_ids=None, **unused):
         """logits: (b, l, vocab) in fp32 (the last `logits_to_keep` positions when > 0); loss when
-        labels are given (see causal_lm_loss). Arguments in transformers' MambaForCausalLM order."""
+        labels are given (see causal_lm_loss). Arguments in transformers' MambaForCausalLM order;
+        seq_idx / position_ids: packed documents (see BioMambaModel.forward)."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                             cache_params=cache_params, use_cache=use_cache,
-                            output_hidden_states=output_hidden_states, return_dict=True)
+                            output_hidden_states=output_hidden_states, return_dict=True, seq_idx=seq_idx,
+                            position_ids=position_ids)
         hidden = slice_logits_to_keep(out.last_hidden_state, logits_to_keep)
         logits = self.lm_head(hidden.to(self.lm_head.weight.dtype)).float()
         loss = None
@@ -382,9 +405,10 @@ class BioMambaForSequenceClassification(BioMambaPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, return_dict=None,
-                **unused):
+                seq_idx=None, position_ids=None, **unused):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                               use_cache=False, return_dict=True).last_hidden_state
+                               use_cache=False, return_dict=True, seq_idx=seq_idx,
+                               position_ids=position_ids).last_hidden_state
         pooled = pool(hidden, attention_mask, self.config.pooling)
         logits = self.score(pooled.to(self.score.weight.dtype)).float()  # (b, num_labels)
         loss = None if labels is None else F.cross_entropy(logits, labels)
@@ -415,9 +439,11 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
                            if config.embedding_dim else None)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, return_dict=None, **unused):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, return_dict=None, seq_idx=None,
+                position_ids=None, **unused):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                               use_cache=False, return_dict=True).last_hidden_state
+                               use_cache=False, return_dict=True, seq_idx=seq_idx,
+                               position_ids=position_ids).last_hidden_state
         pooled = pool(hidden, attention_mask, self.config.pooling)
         if self.projection is not None:
             pooled = self.projection(pooled)
