@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from biomamba.data.errors import DataError
-from biomamba.data.medline import MedlineRecord
+from biomamba.data.medline import MedlineRecord, join_sections
 
 PARTS = ("pmid", "title", "abstract", "year", "journal", "languages", "publication_types")
 REQUIRED = ("pmid", "title", "abstract")
@@ -103,3 +103,26 @@ def iter_rows(path) -> Iterator[dict]:
 def iter_records(path, fields: dict[str, str]) -> Iterator[MedlineRecord]:
     for number, row in enumerate(iter_rows(path), 1):
         yield row_record(row, fields, f"{path} row {number}")
+
+
+def dataset_texts(path, spec: str | None = None) -> tuple[list[str], int]:
+    """The documents of a dataset (its files as `prepare --hf PATH` finds them, in that order) and
+    how many rows were empty: with `spec` a single column, that column's text; else (a --hf-fields
+    spec, or none for the default) title + newline + abstract, the text `prepare` makes of the row."""
+    from biomamba.data.inputs import resolve_inputs
+
+    column = spec if spec and "=" not in spec and spec not in PRESETS else None
+    fields = None if column else parse_fields(spec)
+    texts, empty = [], 0
+    for item in resolve_inputs(hf=[path]):
+        for number, row in enumerate(iter_rows(item.path), 1):
+            if column is not None:
+                text = " ".join(_strings(_get(row, column)))
+            else:
+                rec = row_record(row, fields, f"{item.path} row {number}")
+                text = "\n".join(part for part in (rec.title, join_sections(rec.sections)) if part)
+            if text:
+                texts.append(text)
+            else:
+                empty += 1
+    return texts, empty
