@@ -41,9 +41,10 @@ def _split_codes(u: np.ndarray, val_fraction: float, test_fraction: float) -> np
 
 
 def _documents_job(job) -> dict:
-    docs_dir, unit, categories, mask, val_fraction, test_fraction = job
+    docs_dir, unit, categories, packed_mask, val_fraction, test_fraction = job
     t = store.load_table(docs_dir, unit, "pmid", "is_doc", "with_abstract", "text_bytes", "split_u",
                          "sample_bucket", "section_start", "section_category")
+    mask = np.unpackbits(packed_mask, count=t["pmid"].size).astype(bool)
     rows = np.flatnonzero(mask & t["is_doc"])
     index = np.empty(rows.size, dtype=store.DOC_DTYPE)
     index["row"], index["split"] = rows, _split_codes(t["split_u"][rows], val_fraction, test_fraction)

@@ -3,7 +3,8 @@
 Every stage of `prepare` is such a map: a job reads and writes only its own input's files, so the
 outputs never depend on how many workers ran or in which order jobs finished. One worker runs the
 jobs in this process (no fork); more fork a pool for the stage. Workers encode with one thread
-each (TOKENIZERS_PARALLELISM=false): the parallelism is the processes.
+each (TOKENIZERS_PARALLELISM=false): the parallelism is the processes. `run_in_child` runs one
+memory-hungry call (the tokenizer trainer) in a child, so its memory is returned when it ends.
 """
 from __future__ import annotations
 
@@ -21,9 +22,29 @@ def _init_worker(initializer, initargs) -> None:
         initializer(*initargs)
 
 
+def _guarded(fn, job):
+    try:
+        return fn(job)
+    except Exception:
+        raise
+    except BaseException as err:  # a pool worker that lets KeyboardInterrupt out dies and the pool hangs
+        raise RuntimeError(f"{type(err).__name__} in a worker: {err}") from None
+
+
 def _call(item):
     fn, index, job = item
-    return index, fn(job)
+    return index, _guarded(fn, job)
+
+
+def _context():
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+
+
+def run_in_child(fn: Callable, job):
+    """fn(job) in a child process: the memory it takes goes back to the system when it ends (the
+    tokenizer trainer's would otherwise stay with this process and every worker forked later)."""
+    with _context().Pool(1) as pool:
+        return pool.apply(_guarded, (fn, job))
 
 
 @contextlib.contextmanager
@@ -59,9 +80,8 @@ def run_jobs(fn: Callable, jobs: Sequence, workers: int, desc: str, progress: bo
                 results[i] = fn(job)
                 bar.update(weights[i])
             return results
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with _forking_quietly():
-            pool = ctx.Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(initializer, initargs))
+            pool = _context().Pool(min(workers, len(jobs)), initializer=_init_worker, initargs=(initializer, initargs))
         with pool:
             items = [(fn, i, job) for i, job in enumerate(jobs)]
             for i, result in pool.imap_unordered(_call, items):

@@ -1,8 +1,9 @@
 """Prepare PubMed for pretraining and fine-tuning: parse MEDLINE XML (or HF datasets), split by PMID
 hash, train a byte-level BPE tokenizer, write packed token shards and fine-tuning task files.
 
-Every stage runs one job per input file over --workers processes, with memory that does not grow
-with the corpus, and outputs that do not depend on the worker count:
+Every stage runs one job per input file over --workers processes; memory is bounded by the largest
+input file and the tokenizer sample (plus a bit per citation and per possible PMID), whatever the
+number of files; outputs do not depend on the worker count:
   parse       each input -> its record store in documents/ (the only copy of the text)
   documents   PubMed's update rules (one pass over all PMIDs), splits, exclusions -> documents/catalog.json
   tokenizer   a hash sample of the train text, at most --tokenizer-sample-bytes, trains the BPE
@@ -40,6 +41,7 @@ from biomamba.data.exclude import read_exclusions
 from biomamba.data.inputs import resolve_inputs
 from biomamba.data.manifest import MANIFEST, load_manifest  # noqa: F401  (load_manifest is re-exported)
 from biomamba.data.parsing import parse_inputs
+from biomamba.data.pool import run_in_child
 from biomamba.data.sample import DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts, write_sample
 from biomamba.data.shards import DEFAULT_SHARD_TOKENS, token_dtype, write_shards
 from biomamba.data.splits import SPLITS, check_fractions
@@ -140,7 +142,7 @@ def summary(m: dict, seconds: float, timings: dict | None = None) -> str:
         lines.append(f"task {name}: {t['rows']} rows, train labels {t['labels']['train']}")
     lines += [f"skipped {s['file']}: {s['error']}" for s in m["skipped_files"]]
     if timings:
-        lines.append("stages " + "  ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        lines.append("stages (wall, cpu) " + "  ".join(f"{k} {v['wall']:.1f}s {v['cpu']:.1f}s" for k, v in timings.items()))
     lines.append(f"done in {seconds:.1f}s")
     return "\n".join(lines)
 
@@ -154,11 +156,20 @@ def _exclusions(paths) -> tuple[set[str], list[dict]]:
     return pmids, info
 
 
+def _clocks() -> tuple[float, float, float]:
+    """(wall, CPU of this process, CPU of this process and its finished workers), in seconds."""
+    t = os.times()
+    return time.perf_counter(), t.user + t.system, t.user + t.system + t.children_user + t.children_system
+
+
 @contextlib.contextmanager
 def _timed(timings: dict, stage: str):
-    start = time.perf_counter()
+    """timings[stage] = {"wall", "cpu" (workers included: a stage's pool is joined by its end),
+    "cpu_main" (this process alone: the stage's serial part, plus the tokenizer trainer's threads)}."""
+    start = _clocks()
     yield
-    timings[stage] = time.perf_counter() - start
+    wall, main, cpu = (b - a for a, b in zip(start, _clocks()))
+    timings[stage] = {"wall": round(wall, 3), "cpu": round(cpu, 3), "cpu_main": round(main, 3)}
 
 
 def _remove_earlier_layout(out: Path) -> None:
@@ -180,7 +191,7 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
             retrain_tokenizer: bool = False, timings: dict | None = None) -> dict:
     """Run (or resume) every stage into `out`; write and return the manifest.
 
-    `timings` (if given) receives the seconds of each stage; they also go to DIR/.stages/timings.json.
+    `timings` (if given) receives each stage's wall and CPU seconds; they also go to DIR/.stages/timings.json.
     """
     _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, tokenizer_sample_bytes,
                    shard_tokens)
@@ -219,12 +230,17 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
     return manifest
 
 
+def _train_job(job) -> None:
+    paths, vocab_size, tok_dir, progress = job
+    tk.train_tokenizer(sample_texts(paths), vocab_size, tok_dir, progress)
+
+
 def _train_on_sample(out: Path, docs: dict, vocab_size: int, cap_bytes: int, workers: int, progress: bool) -> dict:
     """Train the BPE on the hash sample of the train text; return the sample's description."""
     buckets = sample_buckets(docs["sample_histogram"], cap_bytes)
     paths, documents, size = write_sample(out / store.DOCUMENTS_DIR, docs["units"], buckets, out / SAMPLE_DIR,
                                           workers, progress)
-    tk.train_tokenizer(sample_texts(paths), vocab_size, out / "tokenizer", progress)
+    run_in_child(_train_job, (paths, vocab_size, out / "tokenizer", progress))
     shutil.rmtree(out / SAMPLE_DIR, ignore_errors=True)
     return {"cap_bytes": cap_bytes, "train_text_bytes": int(docs["sample_histogram"].sum()), "bytes": size,
             "documents": documents, "buckets": buckets, "of_buckets": SAMPLE_BUCKETS, "rule": RULE,

@@ -66,7 +66,8 @@ def file_survivors(events: np.ndarray, record_of: np.ndarray, n_records: int, la
 
 
 def keep_masks(units: Sequence, load: Callable) -> tuple[list[np.ndarray], int]:
-    """Per unit, the mask of its surviving records; and how many distinct PMIDs were deleted.
+    """Per unit, the mask of its surviving records, bit-packed (np.packbits: 4.6 MB for 37M
+    records); and how many distinct PMIDs were deleted.
 
     load(unit) -> (pmids, deleted_pmid, deleted_before), int64 arrays of that unit's table.
     """
@@ -75,7 +76,7 @@ def keep_masks(units: Sequence, load: Callable) -> tuple[list[np.ndarray], int]:
     for i in range(len(units) - 1, -1, -1):
         pmids, deleted_pmid, deleted_before = load(units[i])
         events, record_of = file_events(pmids, deleted_pmid, deleted_before)
-        masks[i] = file_survivors(events, record_of, pmids.size, later)
+        masks[i] = np.packbits(file_survivors(events, record_of, pmids.size, later))
         later.add(events)
         fresh = np.unique(deleted_pmid)
         n_deleted += int((~deleted.contains(fresh)).sum())
