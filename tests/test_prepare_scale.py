@@ -19,7 +19,7 @@ from biomamba.data.documents import document_text, read_documents
 from biomamba.data.errors import DataError
 from biomamba.data.inputs import resolve_inputs
 from biomamba.data.medline import Deletion, read_medline
-from biomamba.data.prepare import load_manifest, prepare
+from biomamba.data.prepare import load_manifest, prepare, summary
 from biomamba.data.shards import ConcatTokens, TokenShards
 from biomamba.data.updates import PmidSet, file_events, file_survivors, keep_masks
 from tests.conftest import data_article_xml, data_medline_xml, data_random_articles, data_write
@@ -158,6 +158,7 @@ def test_an_added_update_file_changes_only_what_it_must(tmp_path, small_corpus):
     second = prepare(out, files + [update], **SMALL)
 
     assert second["tokenizer"] == first["tokenizer"] and second["tokenizer"]["sample"]["inputs"] == 3
+    assert "tokenizer kept from an earlier run on other inputs" in summary(second, 0.0)
     assert _mtimes(out, "medline_a2*") == untouched
     assert all(_mtimes(out / "shards", "medline_a.*.bin")[n] != t for n, t in touched.items())
     docs = {d["pmid"]: d for d in read_documents(out)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -45,6 +46,7 @@ from biomamba.data.pool import run_in_child
 from biomamba.data.sample import DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts, write_sample
 from biomamba.data.shards import DEFAULT_SHARD_TOKENS, token_dtype, write_shards
 from biomamba.data.splits import SPLITS, check_fractions
+from biomamba.data.store import unit_id
 from biomamba.data.tasks import write_tasks
 
 DOCUMENT_ORDER = "order of each PMID's winning record: input files by name, records in file order"
@@ -137,6 +139,9 @@ def summary(m: dict, seconds: float, timings: dict | None = None) -> str:
     if sample:
         lines.append(f"tokenizer sample {sample['documents']} documents, {sample['bytes']} of "
                      f"{sample['train_text_bytes']} train text bytes (cap {sample['cap_bytes']})")
+        if sample["inputs_sha256"] != _inputs_hash([unit_id(i["file"], i["sha256"]) for i in m["inputs"]]):
+            lines.append(f"tokenizer kept from an earlier run on other inputs ({sample['inputs']} files); "
+                         "--retrain-tokenizer trains it on these")
     lines += [f"{s:5s}  documents {v['documents']:7d}  tokens {v['tokens']:10d}" for s, v in m["splits"].items()]
     for name, t in m["tasks"].items():
         lines.append(f"task {name}: {t['rows']} rows, train labels {t['labels']['train']}")
@@ -244,7 +249,12 @@ def _train_on_sample(out: Path, docs: dict, vocab_size: int, cap_bytes: int, wor
     shutil.rmtree(out / SAMPLE_DIR, ignore_errors=True)
     return {"cap_bytes": cap_bytes, "train_text_bytes": int(docs["sample_histogram"].sum()), "bytes": size,
             "documents": documents, "buckets": buckets, "of_buckets": SAMPLE_BUCKETS, "rule": RULE,
-            "inputs": len(docs["units"])}
+            "inputs": len(docs["units"]), "inputs_sha256": _inputs_hash([e["unit"] for e in docs["units"]])}
+
+
+def _inputs_hash(units) -> str:
+    """Which inputs (name and content) a tokenizer was trained on, as one hash."""
+    return hashlib.sha256("\n".join(units).encode()).hexdigest()
 
 
 def _tokenizer_stage(out: Path, docs: dict, vocab_size, given, sample_bytes, retrain, workers, progress) -> dict:
