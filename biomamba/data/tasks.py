@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tqdm import tqdm
+
 from biomamba.io import atomic_open, sha256_file, write_json
 from biomamba.data import stages, store
 from biomamba.data.documents import document_text
@@ -100,12 +102,13 @@ def _fragment_job(job) -> None:
                                                     "labels": labels})
 
 
-def _copy(src, start: int, length: int, dst, digest) -> None:
+def _copy(src, start: int, length: int, dst, digest, bar) -> None:
     src.seek(start)
     while length:
         block = src.read(min(length, 1 << 24))
         dst.write(block)
         digest.update(block)
+        bar.update(len(block))
         length -= len(block)
 
 
@@ -118,24 +121,26 @@ def _reusable(out: Path, name: str, stamp: dict | None) -> dict:
     return {r["docs"]: r for r in stamp["result"]["ranges"][name]} if intact else {}
 
 
-def _assemble(out: Path, name: str, units: list[dict], old: dict) -> tuple[dict, list[dict]]:
+def _assemble(out: Path, name: str, units: list[dict], old: dict, progress: bool = False) -> tuple[dict, list[dict]]:
     """tasks/NAME.jsonl from each unit's rows: the last run's file range where the unit is
     unchanged, else its fragment. Returns the meta and the units' ranges."""
     path, digest, ranges, offset = out / "tasks" / f"{name}.jsonl", hashlib.sha256(), [], 0
     labels = {s: collections.Counter() for s in SPLITS}
     with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(desc=f"write tasks/{name}.jsonl", unit="B", unit_scale=True,
+                                       disable=not progress))
         previous = stack.enter_context(open(path, "rb")) if old else None
         f = stack.enter_context(atomic_open(path, "wb"))
         for entry in units:
             if entry["docs"] in old:
                 part = dict(old[entry["docs"]], offset=offset)
-                _copy(previous, old[entry["docs"]]["offset"], part["length"], f, digest)
+                _copy(previous, old[entry["docs"]]["offset"], part["length"], f, digest, bar)
             else:
                 rows_path, meta_path = _fragment(out, entry, name)
                 part = dict(json.loads(meta_path.read_text()), docs=entry["docs"], offset=offset,
                             length=rows_path.stat().st_size)
                 with open(rows_path, "rb") as rows:
-                    _copy(rows, 0, part["length"], f, digest)
+                    _copy(rows, 0, part["length"], f, digest, bar)
             for split, counts in part["labels"].items():
                 labels[split].update(counts)
             ranges.append(part)
@@ -164,7 +169,7 @@ def write_tasks(out, units: list[dict], workers: int = 1, progress: bool = False
              weights=[e["documents"] for e in todo], unit="doc")
     metas, ranges = {}, {}
     for name in TASKS:
-        metas[name], ranges[name] = _assemble(out, name, units, old[name])
+        metas[name], ranges[name] = _assemble(out, name, units, old[name], progress)
     outputs = [m["file"] for m in metas.values()] + [f"tasks/{n}.meta.json" for n in metas]
     stages.mark_done(out, "tasks", key, outputs, {"metas": metas, "ranges": ranges},
                      hashes={m["file"]: m["sha256"] for m in metas.values()})
