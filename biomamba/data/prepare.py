@@ -218,7 +218,7 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
         docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
     with _timed(timings, "tokenizer"):
         tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
-                                    retrain_tokenizer, workers, progress)
+                                    retrain_tokenizer, workers, progress, timings)
     with _timed(timings, "shards"):
         tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
                "eos_id": tok_info["eos_id"]}
@@ -240,12 +240,14 @@ def _train_job(job) -> None:
     tk.train_tokenizer(sample_texts(paths), vocab_size, tok_dir, progress)
 
 
-def _train_on_sample(out: Path, docs: dict, vocab_size: int, cap_bytes: int, workers: int, progress: bool) -> dict:
+def _train_on_sample(out: Path, docs: dict, vocab_size: int, cap_bytes: int, workers: int, progress: bool,
+                     timings: dict) -> dict:
     """Train the BPE on the hash sample of the train text; return the sample's description."""
     buckets = sample_buckets(docs["sample_histogram"], cap_bytes)
     paths, documents, size = write_sample(out / store.DOCUMENTS_DIR, docs["units"], buckets, out / SAMPLE_DIR,
                                           workers, progress)
-    run_in_child(_train_job, (paths, vocab_size, out / "tokenizer", progress))
+    with _timed(timings, "tokenizer training"):  # one process (on --workers threads), inside "tokenizer"
+        run_in_child(_train_job, (paths, vocab_size, out / "tokenizer", progress))
     shutil.rmtree(out / SAMPLE_DIR, ignore_errors=True)
     return {"cap_bytes": cap_bytes, "train_text_bytes": int(docs["sample_histogram"].sum()), "bytes": size,
             "documents": documents, "buckets": buckets, "of_buckets": SAMPLE_BUCKETS, "rule": RULE,
@@ -257,7 +259,8 @@ def _inputs_hash(units) -> str:
     return hashlib.sha256("\n".join(units).encode()).hexdigest()
 
 
-def _tokenizer_stage(out: Path, docs: dict, vocab_size, given, sample_bytes, retrain, workers, progress) -> dict:
+def _tokenizer_stage(out: Path, docs: dict, vocab_size, given, sample_bytes, retrain, workers, progress,
+                     timings: dict) -> dict:
     """The tokenizer DIR already holds if it is the one asked for (whatever inputs it was trained
     on), else a new one: trained on the sample, or copied from `given`."""
     if given is None:
@@ -270,7 +273,7 @@ def _tokenizer_stage(out: Path, docs: dict, vocab_size, given, sample_bytes, ret
         for stale in tk.FILES:
             (tok_dir / stale).unlink(missing_ok=True)
         if given is None:
-            sample = _train_on_sample(out, docs, vocab_size, sample_bytes, workers, progress)
+            sample = _train_on_sample(out, docs, vocab_size, sample_bytes, workers, progress, timings)
             info = dict(tk.tokenizer_info(tok_dir, tk.EOS), source="trained", sample=sample)
         else:
             info = dict(tk.tokenizer_info(tok_dir, tk.copy_tokenizer(given, tok_dir)), source="given")
