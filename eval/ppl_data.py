@@ -14,7 +14,7 @@
                                        mapping (default pmid=pmid,title=title,abstract=abstract): the
                                        document is title + newline + abstract, as `prepare` makes it;
                                        rows with no text are skipped and counted
-A SPEC without a KIND: prefix is inferred: a directory with documents.jsonl -> prepared (val),
+A SPEC without a KIND: prefix is inferred: a directory `prepare` wrote -> prepared (val),
 *.json -> bioasq, *.jsonl -> jsonl, anything else -> text.
 
 An empty document (whitespace only) in a text or JSONL file is an error naming the line; BioASQ
