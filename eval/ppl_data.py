@@ -8,7 +8,13 @@
                                        answer and each question body is one document
     jsonl:FILE.jsonl[:FIELD]           one JSON object a line; the document is its FIELD (default text)
     text:FILE.txt                      plain text; documents are separated by blank lines
-A SPEC without a KIND: prefix is inferred: a directory with documents.jsonl -> prepared (val),
+    hf:PATH[:FIELDS]                   a Hugging Face dataset (a save_to_disk dir, parquet/arrow/jsonl
+                                       files or a dir of them), streamed with `datasets`: FIELDS is
+                                       one column (the document is its text) or a `prepare --hf-fields`
+                                       mapping (default pmid=pmid,title=title,abstract=abstract): the
+                                       document is title + newline + abstract, as `prepare` makes it;
+                                       rows with no text are skipped and counted
+A SPEC without a KIND: prefix is inferred: a directory `prepare` wrote -> prepared (val),
 *.json -> bioasq, *.jsonl -> jsonl, anything else -> text.
 
 An empty document (whitespace only) in a text or JSONL file is an error naming the line; BioASQ
@@ -25,7 +31,7 @@ from biomamba.data.errors import DataError
 
 BIOASQ_PARTS = ("snippets", "ideal", "questions")
 DEFAULT_BIOASQ_PARTS = ("snippets", "ideal")
-KINDS = ("prepared", "bioasq", "jsonl", "text")
+KINDS = ("prepared", "bioasq", "jsonl", "text", "hf")
 
 
 @dataclasses.dataclass
@@ -59,7 +65,8 @@ def load_data(spec: str) -> EvalData:
     kind, path, option = parse_spec(spec)
     if not path.exists():
         raise DataError(path, f"no such file or directory (data spec {spec!r})")
-    loader = {"prepared": load_prepared, "bioasq": load_bioasq_texts, "jsonl": load_jsonl, "text": load_text}[kind]
+    loader = {"prepared": load_prepared, "bioasq": load_bioasq_texts, "jsonl": load_jsonl, "text": load_text,
+              "hf": load_hf}[kind]
     data = loader(path, option)
     data.spec = spec
     if not data.texts:
@@ -129,6 +136,13 @@ def load_jsonl(path: Path, field: str | None) -> EvalData:
                 raise DataError(f"{path}:{number}", f"empty document (field {field!r} is blank)")
             texts.append(text)
     return EvalData(name=path.stem, spec="", texts=texts)
+
+
+def load_hf(path: Path, option: str | None) -> EvalData:
+    from biomamba.data.hf import dataset_texts
+
+    texts, empty = dataset_texts(path, option)
+    return EvalData(name=path.stem if path.is_file() else path.name, spec="", texts=texts, skipped_empty=empty)
 
 
 def load_text(path: Path, option: str | None = None) -> EvalData:
