@@ -148,7 +148,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
     facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
                 f"{batches.global_batch} x {cfg.data.seq_len}")
-    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
+                           job_type="pretrain", source_model=cfg.train.init_from))
 
 
 def run(args) -> int:
