@@ -1,6 +1,6 @@
-"""Every result on the W&B dashboard: eval-ppl, finetune's seeds and summary, retrieval eval and bench
-runs, each read back from its offline files by wandb's own reader (`wandb leet inspect`), tied to the
-pretraining run of the model it measured."""
+"""Every result on the W&B dashboard: eval-ppl, finetune's seeds and summary, retrieval training and
+eval, and bench runs, each read back from its offline files by wandb's own reader (`wandb leet
+inspect`), tied to the pretraining run of the model it measured."""
 import argparse
 import json
 import os
@@ -16,6 +16,8 @@ from biomamba.eval import perplexity
 from biomamba.eval import retrieval as retrieval_eval
 from biomamba.tracking import model_origin
 from biomamba.train import finetune
+from biomamba.train.config import load_config
+from biomamba.train.retrieval import RetrievalRunConfig, check_config, train_retrieval
 from tests.conftest import data_medline_xml, data_random_articles, data_write
 from tests.pretrain_helpers import ROOT, run_pretrain
 from tests.test_finetune import write_separable_task
@@ -126,10 +128,32 @@ def test_no_wandb_writes_no_wandb_directory(pretrained, tmp_path):
     assert (tmp_path / "ppl.json").is_file() and not (tmp_path / "wandb").exists()
 
 
-# ----------------------------------------------------------------------------- retrieval eval
+# ----------------------------------------------------------------------------- retrieval train and eval
 
-def test_retrieval_eval_logs_ndcg_per_task_and_method(pretrained, data_dir, tmp_path):
-    run_dir, pretraining = pretrained
+@pytest.fixture(scope="module")
+def retriever(pretrained, data_dir, tmp_path_factory):
+    """A retriever trained for 2 steps from the pretraining run's model, W&B on: (run dir, its W&B run)."""
+    pretrain_dir, _ = pretrained
+    cfg = load_config(None, [f"model.init_from={pretrain_dir / 'model'}", f"data.dir={data_dir}",
+                             "data.kinds=[title-abstract]", "data.max_pairs=40", "data.eval_docs=20",
+                             "train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.batch_size=4",
+                             "optim.warmup_steps=1", "logging.wandb=true"],
+                      schema=RetrievalRunConfig, check=check_config)
+    run_dir = tmp_path_factory.mktemp("retrieval") / "run"
+    train_retrieval(cfg, run_dir)
+    return run_dir, wandb_run(run_dir)
+
+
+def test_retrieval_training_joins_the_group_of_the_model_it_starts_from(pretrained, retriever):
+    (pretrain_dir, pretraining), (run_dir, run) = pretrained, retriever
+    assert (run["run"]["job_type"], run["run"]["run_group"]) == ("retrieval-train", "tiny-group")
+    assert run["config"]["model_origin"]["run_id"] == pretraining["run"]["run_id"]
+    origin = model_origin(run_dir / "model")
+    assert (origin.group, origin.run_id) == ("tiny-group", run["run"]["run_id"])
+
+
+def test_retrieval_eval_logs_ndcg_per_task_and_method(retriever, data_dir, tmp_path):
+    run_dir, retrieval_train = retriever
     beir = write_beir(tmp_path / "toy", {"d1": ("Insulin", "insulin lowers glucose"), "d2": ("Kinase", "kinase in tumors"),
                                          "d3": ("Statin", "statin lowers cholesterol")},
                       {"q1": "glucose insulin", "q2": "tumor kinase"}, {"q1": {"d1": 1}, "q2": {"d2": 1}})
@@ -142,7 +166,7 @@ def test_retrieval_eval_logs_ndcg_per_task_and_method(pretrained, data_dir, tmp_
     saved = json.loads((out / "retrieval.json").read_text())["results"]
     run = wandb_run(out)
     assert run["run"]["job_type"] == "retrieval-eval" and run["run"]["run_group"] == "tiny-group"
-    assert run["config"]["model_origin"]["run_id"] == pretraining["run"]["run_id"]
+    assert run["config"]["model_origin"]["run_id"] == retrieval_train["run"]["run_id"]
     logged = {(r["task"], m): run["summary"][f"retrieval-eval/{r['task']}/{m}/nDCG@10"]
               for r in saved for m in ("dense", "bm25", "hybrid")}
     assert logged == {(r["task"], m): pytest.approx(r[m]["nDCG@10"], rel=1e-12)
