@@ -133,8 +133,8 @@ def resets_table(reps, cpu_time=False):
         reported += [[label, length, name, times[name] * 1e3, times[name + "+seq_idx"] * 1e3,
                       times[name + "+seq_idx"] / times[name]] for name in backends]
     torch.set_num_threads(threads)
-    report_table("resets", ["shape", "L", "backend", "ms", "ms with seq_idx", "with / without"], reported,
-                 key=("shape", "L", "backend"), ratios=("with / without",))
+    report_table("resets", ["shape", "L", "backend", "ms", "ms with seq_idx", "x no seq_idx"], reported,
+                 key=("shape", "L", "backend"), ratios=("x no seq_idx",))
 
 
 def main():

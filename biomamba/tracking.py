@@ -46,8 +46,8 @@ def resolve_mode(mode: str = "auto") -> str:
         raise ValueError(f"W&B mode must be one of {', '.join(MODES)}; got {mode!r}")
     if mode != "auto":
         return mode
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
-        return "disabled" if os.environ["WANDB_MODE"] == "disabled" else "offline"
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return os.environ["WANDB_MODE"]
     return "online" if wandb_configured() else "offline"
 
 
@@ -84,11 +84,10 @@ def training_run_dir(model_path) -> Path | None:
 
 def model_origin(model_path) -> ModelOrigin:
     """Where `model_path` came from: a training run's group and W&B id, or the directory's own name."""
-    path = Path(model_path)
+    path = Path(model_path).resolve()  # "." and "RUN/model/" have names too
     run_dir = training_run_dir(path)
     if run_dir is None:  # a plain model dir; "model" alone says nothing, its parent names it
-        name = path.parent.name if path.name == "model" and path.parent.name else path.name
-        return ModelOrigin(path=str(model_path), group=name or str(model_path))
+        return ModelOrigin(path=str(model_path), group=path.parent.name if path.name == "model" else path.name)
     return ModelOrigin(path=str(model_path), group=recorded_group(run_dir), run_dir=str(run_dir),
                        run_id=recorded_run_id(run_dir))
 
@@ -196,10 +195,10 @@ def flatten_numbers(tree: dict, prefix: str = "") -> dict:
 
 # ----------------------------------------------------------------------------- commands without a config
 
-def add_arguments(parser, default_group: str | None = None):
+def add_arguments(parser, default_group: str | None = None, files_in: str = "the --out directory"):
     """--wandb/--no-wandb, --wandb-project, --wandb-group for a command configured by flags."""
     parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
-                        help="log the results as a W&B run (default on; offline, under the --out directory, "
+                        help=f"log the results as a W&B run (default on; offline, files under {files_in}, "
                              "unless W&B is configured)")
     parser.add_argument("--wandb-project", default=PROJECT, metavar="NAME", help=f"W&B project (default {PROJECT})")
     model_rule = "the group of the run that trained the model, else the model directory's name"

@@ -77,7 +77,7 @@ def add_arguments(parser):
                              "tokenizer's own (a tokenizer that adds BOS/EOS has them scored); false: none")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tracking.add_arguments(parser)
+    tracking.add_arguments(parser, files_in="OUT.json's directory")
 
 
 def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
