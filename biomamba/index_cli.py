@@ -5,15 +5,18 @@
 The corpus is a prepared data dir (every document: title + plain abstract) or a BEIR dir /
 corpus.jsonl. `biomamba retrieval search --index runs/index` searches it.
 """
+import itertools
 import sys
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
-from biomamba.data.retrieval_tasks import load_corpus
+from biomamba.data.retrieval_tasks import iter_corpus
 from biomamba.resolve import ModelSpecError
-from biomamba.retrieval import RetrievalError, load_encoder, write_index
+from biomamba.retrieval import ENCODE_PART, IndexWriter, RetrievalError, load_encoder
 
 
 def add_arguments(parser):
@@ -27,20 +30,25 @@ def add_arguments(parser):
 def run(args) -> int:
     try:
         encoder = load_encoder(args.model, args.tokenizer)
-        corpus = load_corpus(args.corpus)
-        if not corpus:
+        count, seconds = build_index(encoder, iter_corpus(args.corpus), args)
+        if count == 0:
             raise RetrievalError(f"{args.corpus}: the corpus is empty")
     except (RetrievalError, CheckpointError, DataError, ModelSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    ids = list(corpus)
-    start = time.perf_counter()
-    embeddings = encoder.encode_corpus([corpus[i] for i in ids], batch_size=args.batch_size,
-                                       progress=sys.stderr.isatty())
-    seconds = time.perf_counter() - start
-    write_index(args.out, ids, [corpus[i]["title"] for i in ids], embeddings,
-                {"model": str(Path(args.model).resolve()), "corpus": str(args.corpus),
-                 "passage_template": encoder.passage_template})
-    print(f"indexed {len(ids):,} documents in {seconds:.1f} s ({len(ids) / max(seconds, 1e-9):.1f} docs/s) "
-          f"-> {args.out}")
+    print(f"indexed {count:,} documents in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} docs/s) -> {args.out}")
     return 0
+
+
+def build_index(encoder, corpus, args) -> tuple[int, float]:
+    """Encode the (streamed) corpus part by part into the index: memory is one part, not the corpus."""
+    meta = {"model": str(Path(args.model).resolve()), "corpus": str(args.corpus),
+            "passage_template": encoder.passage_template}
+    count, start = 0, time.perf_counter()
+    with IndexWriter(args.out, meta) as writer, tqdm(desc="index", unit="doc", disable=None, file=sys.stderr) as bar:
+        for part in iter(lambda: list(itertools.islice(corpus, ENCODE_PART)), []):
+            embeddings = encoder.encode_corpus([doc for _, doc in part], batch_size=args.batch_size)
+            writer.add([i for i, _ in part], [doc["title"] for _, doc in part], embeddings)
+            count += len(part)
+            bar.update(len(part))
+    return count, time.perf_counter() - start

@@ -30,6 +30,7 @@ from biomamba.modeling import BioMambaForEmbedding
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
 
 SHARD_ROWS = 65536
+ENCODE_PART = 16384  # documents encoded before they are searched (memory: their embeddings)
 
 
 class RetrievalError(ValueError):
@@ -82,52 +83,99 @@ def load_embedding_model(model_dir, pooling=None, embedding_dim=None):
 
 # ----------------------------------------------------------------------------- exact search
 
-def top_k(queries: np.ndarray, docs: np.ndarray, k: int, chunk: int = 1024):
+def top_k(queries: np.ndarray, docs: np.ndarray, k: int):
     """Exact maximum inner product: (scores, indices), each (m, min(k, n)), best first.
 
     Ties keep the lower document index first (a stable order, independent of chunking).
     """
-    k = min(k, len(docs))
-    docs_t = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
-    scores_out, index_out = [], []
-    for start in range(0, len(queries), chunk):
-        q = torch.from_numpy(np.ascontiguousarray(queries[start:start + chunk], dtype=np.float32))
-        scores = q @ docs_t.T  # (m, n)
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-        scores_out.append(torch.gather(scores, 1, order).numpy())
-        index_out.append(order.numpy())
-    if not scores_out:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return np.concatenate(scores_out), np.concatenate(index_out)
+    best = TopK(len(queries), k)
+    best.add(queries, docs)
+    return best.result()
+
+
+class TopK:
+    """Each query's k best documents over a corpus seen in parts (exact, streaming): add(queries,
+    docs_part) with the parts in corpus order; memory is the queries' k best, not the corpus.
+    Ties keep the lower document index first, however the corpus is cut."""
+
+    def __init__(self, n_queries: int, k: int):
+        self.k, self.seen = k, 0
+        self.scores = torch.empty((n_queries, 0), dtype=torch.float32)
+        self.index = torch.empty((n_queries, 0), dtype=torch.long)
+
+    def add(self, queries: np.ndarray, docs: np.ndarray, chunk: int = 1024):
+        docs_t = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        for start in range(0, len(docs_t), chunk * 16):
+            part = docs_t[start:start + chunk * 16]
+            scores = torch.cat([self.scores, q @ part.T], dim=1)  # (m, kept + part)
+            index = torch.cat([self.index, self.seen + torch.arange(len(part)).expand(len(q), -1)], dim=1)
+            order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :self.k]
+            self.scores, self.index = torch.gather(scores, 1, order), torch.gather(index, 1, order)
+            self.seen += len(part)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.scores.numpy(), self.index.numpy()
 
 
 # ----------------------------------------------------------------------------- the index
 
 def write_index(out, ids, titles, embeddings: np.ndarray, meta: dict | None = None,
                 shard_rows: int = SHARD_ROWS) -> Path:
-    """Write float16 shards + docs.jsonl + meta.json into OUT.tmp, then rename it over OUT in whole:
-    an interrupted run leaves the previous index (or none), never a half-written one."""
-    out = Path(out)
+    """An index of one batch of embeddings (see IndexWriter)."""
     if len(ids) != len(embeddings) or len(ids) != len(titles):
         raise RetrievalError(f"{len(ids)} ids, {len(titles)} titles, {len(embeddings)} embeddings")
-    if len(set(ids)) != len(ids):
-        raise RetrievalError("document ids repeat; each indexed document needs a distinct id")
-    tmp = out.with_name(out.name + ".tmp")
-    discard(tmp)
-    tmp.mkdir(parents=True)
-    shards = []
-    for number, start in enumerate(range(0, len(ids), shard_rows)):
-        name = f"emb_{number:05d}.npy"
-        np.save(tmp / name, np.asarray(embeddings[start:start + shard_rows], dtype=np.float16))
-        shards.append(name)
-    write_text(tmp / "docs.jsonl", "".join(json.dumps({"id": str(doc_id), "title": title}, ensure_ascii=False) + "\n"
-                                           for doc_id, title in zip(ids, titles)))
-    info = {**(meta or {}), "count": len(ids), "dim": int(embeddings.shape[1]) if len(ids) else 0,
-            "dtype": "float16", "shards": shards, "shard_rows": shard_rows}
-    write_text(tmp / "meta.json", json.dumps(info, indent=2) + "\n")
-    fsync_tree(tmp)
-    replace_dir(tmp, out)
-    return out
+    with IndexWriter(out, meta, shard_rows) as writer:
+        writer.add(ids, titles, embeddings)
+    return Path(out)
+
+
+class IndexWriter:
+    """Writes an index batch by batch (memory: one shard): float16 shards + docs.jsonl + meta.json,
+    built in OUT.tmp and renamed over OUT in whole on a clean exit, so an interrupted run leaves the
+    previous index (or none), never a half-written one."""
+
+    def __init__(self, out, meta: dict | None = None, shard_rows: int = SHARD_ROWS):
+        self.out, self.meta, self.shard_rows = Path(out), dict(meta or {}), shard_rows
+        self.tmp = self.out.with_name(self.out.name + ".tmp")
+        self.buffer, self.shards, self.ids, self.dim = [], [], set(), 0
+
+    def __enter__(self):
+        discard(self.tmp)
+        self.tmp.mkdir(parents=True)
+        self.docs = open(self.tmp / "docs.jsonl", "w", encoding="utf-8")
+        return self
+
+    def add(self, ids, titles, embeddings: np.ndarray):
+        for doc_id, title in zip(ids, titles):
+            if str(doc_id) in self.ids:
+                raise RetrievalError(f"document id {doc_id!r} repeats; each indexed document needs a distinct id")
+            self.ids.add(str(doc_id))
+            self.docs.write(json.dumps({"id": str(doc_id), "title": title}, ensure_ascii=False) + "\n")
+        self.dim = int(embeddings.shape[1]) if len(embeddings) else self.dim
+        self.buffer.append(np.asarray(embeddings, dtype=np.float16))
+        while sum(len(b) for b in self.buffer) >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int):
+        block = np.concatenate(self.buffer)
+        name = f"emb_{len(self.shards):05d}.npy"
+        np.save(self.tmp / name, block[:rows])
+        self.shards.append(name)
+        self.buffer = [block[rows:]] if rows < len(block) else []
+
+    def __exit__(self, kind, error, trace):
+        self.docs.close()
+        if kind is not None:
+            discard(self.tmp)
+            return
+        if self.buffer and sum(len(b) for b in self.buffer):
+            self._flush(sum(len(b) for b in self.buffer))
+        write_text(self.tmp / "meta.json", json.dumps({**self.meta, "count": len(self.ids), "dim": self.dim,
+                                                       "dtype": "float16", "shards": self.shards,
+                                                       "shard_rows": self.shard_rows}, indent=2) + "\n")
+        fsync_tree(self.tmp)
+        replace_dir(self.tmp, self.out)
 
 
 def faiss_available() -> bool:
@@ -151,12 +199,12 @@ class DenseIndex:
         missing = [s for s in self.meta["shards"] if not (self.path / s).is_file()]
         if missing or not (self.path / "docs.jsonl").is_file():
             raise RetrievalError(f"{self.path}: missing index files {missing or ['docs.jsonl']}")
-        parts = [np.load(self.path / s) for s in self.meta["shards"]]
-        self.embeddings = (np.concatenate(parts) if parts else np.zeros((0, self.meta["dim"]))).astype(np.float32)
+        self.shards = [np.load(self.path / s, mmap_mode="r") for s in self.meta["shards"]]  # read when searched
+        rows = sum(len(shard) for shard in self.shards)
         with open(self.path / "docs.jsonl", encoding="utf-8") as f:
             self.docs = [json.loads(line) for line in f if line.strip()]
-        if len(self.docs) != len(self.embeddings) or len(self.docs) != self.meta["count"]:
-            raise RetrievalError(f"{self.path}: {len(self.docs)} docs but {len(self.embeddings)} "
+        if len(self.docs) != rows or len(self.docs) != self.meta["count"]:
+            raise RetrievalError(f"{self.path}: {len(self.docs)} docs but {rows} "
                                  f"embeddings (meta says {self.meta['count']}); rebuild the index")
         if backend not in ("auto", "exact", "faiss"):
             raise RetrievalError(f"backend must be auto, exact or faiss; got {backend!r}")
@@ -169,21 +217,25 @@ class DenseIndex:
         return len(self.docs)
 
     def _scores(self, queries: np.ndarray, k: int):
-        if self.backend == "exact":
-            return top_k(queries, self.embeddings, k)
+        if self.backend == "exact":  # shard by shard: memory is one shard, not the index
+            best = TopK(len(queries), k)
+            for shard in self.shards:
+                best.add(queries, shard)
+            return best.result()
         import faiss
         if self._faiss is None:
-            self._faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
-            self._faiss.add(self.embeddings)
+            self._faiss = faiss.IndexFlatIP(self.meta["dim"])
+            for shard in self.shards:
+                self._faiss.add(np.asarray(shard, dtype=np.float32))
         return self._faiss.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(self)))
 
     def search(self, queries: np.ndarray, k: int = 10):
         if len(self) == 0:
             raise RetrievalError(f"{self.path}: the index is empty")
         queries = np.atleast_2d(queries)
-        if queries.shape[1] != self.embeddings.shape[1]:
+        if queries.shape[1] != self.meta["dim"]:
             raise RetrievalError(f"query dimension {queries.shape[1]} != index dimension "
-                                 f"{self.embeddings.shape[1]} (was the index built with another model?)")
+                                 f"{self.meta['dim']} (was the index built with another model?)")
         scores, index = self._scores(queries, k)
         return [[(self.docs[j]["id"], self.docs[j].get("title", ""), float(s)) for s, j in zip(row_s, row_i)]
                 for row_s, row_i in zip(scores, index)]
@@ -245,13 +297,17 @@ def dense_run(encoder, task, depth: int = 100, batch_size: int = 32,
     {"encode_docs_per_s", "encode_queries_per_s"}."""
     doc_ids, qids = list(task.corpus), list(task.queries)
     start = time.perf_counter()
-    docs = encoder.encode_corpus([task.corpus[d] for d in doc_ids], batch_size=batch_size, progress=progress)
-    doc_seconds = time.perf_counter() - start
-    start = time.perf_counter()
     queries = encoder.encode([task.queries[q] for q in qids], batch_size=batch_size,
                              instruction=task.instruction, progress=progress)
     query_seconds = time.perf_counter() - start
-    scores, indices = top_k(queries, docs, depth)
+    start = time.perf_counter()
+    best = TopK(len(qids), depth)
+    for part in range(0, len(doc_ids), ENCODE_PART):  # the corpus is encoded and searched in parts
+        docs = encoder.encode_corpus([task.corpus[d] for d in doc_ids[part:part + ENCODE_PART]],
+                                     batch_size=batch_size, progress=progress)
+        best.add(queries, docs)
+    doc_seconds = time.perf_counter() - start
+    scores, indices = best.result()
     return _run_from(qids, doc_ids, scores, indices), {
         "encode_docs_per_s": len(doc_ids) / max(doc_seconds, 1e-9),
         "encode_queries_per_s": len(qids) / max(query_seconds, 1e-9)}

@@ -531,3 +531,21 @@ def test_pretrain_bert_matches_size_and_loads_for_finetuning(prepared, tmp_path)
     assert run_finetune("--task", "sentence-roles", "--model", run / "model", "--out", out, "--seeds", "1",
                         f"data.dir={prepared}", *FAST, "train.max_steps=2", "train.eval_every=2") == 0
     assert json.loads((out / "results.json").read_text())["model_family"] == "bert"
+
+
+def test_capped_splits_keep_a_hash_subset_whatever_the_file_order(tmp_path):
+    """data.max_*_examples stream the file and keep the examples whose (seed, id) hash is lowest."""
+    import random
+    rows = [{"id": f"ex{i}", "text": f"text {i}", "label": "ab"[i % 2], "split": ("train", "val", "test")[i % 3]}
+            for i in range(300)]
+    shuffled = rows[:]
+    random.Random(0).shuffle(shuffled)
+    for name, part in (("a.jsonl", rows), ("b.jsonl", shuffled)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    caps = dict(max_train_examples=20, max_eval_examples=7)
+    a = load_task(f"jsonl:{tmp_path / 'a.jsonl'}", data_cfg(**caps))
+    b = load_task(f"jsonl:{tmp_path / 'b.jsonl'}", data_cfg(**caps))
+    assert [len(a.splits[s]) for s in ("train", "val", "test")] == [20, 7, 7] and a.seen["train"] == 100
+    assert {s: {e.text for e in a.splits[s]} for s in a.splits} == {s: {e.text for e in b.splits[s]} for s in b.splits}
+    other = load_task(f"jsonl:{tmp_path / 'a.jsonl'}", data_cfg(**caps, subset_seed=1))
+    assert {e.text for e in other.splits["train"]} != {e.text for e in a.splits["train"]}

@@ -271,3 +271,16 @@ def test_missing_compiler_is_reported_with_a_fix(monkeypatch):
     with pytest.raises(ops.BackendUnavailable) as second:  # the failure is cached too
         kernels_cpu.check_available()
     assert second.value is first.value
+
+
+def test_the_extension_name_follows_the_source_bytes(tmp_path):
+    """Two biomamba versions on one machine share torch_extensions: each loads only its own build."""
+    import shutil
+    from biomamba.ops.compiled import versioned_name
+    names = kernels_cpu.SOURCES + kernels_cpu.HEADERS
+    for name in names:
+        shutil.copy(kernels_cpu.SOURCE_DIR / name, tmp_path / name)
+    before = versioned_name("x", tmp_path, names)
+    assert before == versioned_name("x", kernels_cpu.SOURCE_DIR, names)
+    (tmp_path / names[-1]).write_text((tmp_path / names[-1]).read_text() + "\n// changed\n")
+    assert versioned_name("x", tmp_path, names) != before

@@ -274,7 +274,8 @@ def test_index_then_search_finds_a_planted_document(tmp_path, tokenizer):
     write_index(tmp_path / "index", ids, [d["title"] for d in docs], emb, {"model": "none"}, shard_rows=16)
     assert sorted(p.name for p in (tmp_path / "index").glob("emb_*.npy")) == ["emb_00000.npy", "emb_00001.npy", "emb_00002.npy"]
     index = DenseIndex(tmp_path / "index", backend="exact")
-    assert index.embeddings.shape == (40, 32) and np.load(tmp_path / "index" / "emb_00000.npy").dtype == np.float16
+    assert [s.shape for s in index.shards] == [(16, 32), (16, 32), (8, 32)]
+    assert np.load(tmp_path / "index" / "emb_00000.npy").dtype == np.float16
     hits = index.search(enc.encode_corpus([docs[23]]), k=5)[0]
     assert hits[0][:2] == ("10023", "Planted") and hits[0][2] == pytest.approx(1.0, abs=2e-3)
     assert [h[2] for h in hits] == sorted((h[2] for h in hits), reverse=True)
@@ -331,3 +332,37 @@ def test_under_torchrun_retrieval_training_refuses_and_writes_nothing(tmp_path, 
     with pytest.raises(ValueError, match=r"cannot run under torchrun \(WORLD_SIZE=2\)"):
         train_retrieval(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_streamed_search_over_corpus_parts_equals_one_exact_search():
+    """TopK over parts in corpus order = top_k over the whole, ties (lower index first) included."""
+    from biomamba.retrieval import TopK, top_k
+    rng = np.random.default_rng(0)
+    docs = rng.integers(-2, 3, size=(101, 6)).astype(np.float32)  # many exact ties
+    queries = rng.integers(-2, 3, size=(7, 6)).astype(np.float32)
+    whole = top_k(queries, docs, 15)
+    best = TopK(len(queries), 15)
+    for part in np.split(docs, [13, 14, 50, 99]):
+        best.add(queries, part)
+    np.testing.assert_array_equal(best.result()[1], whole[1])
+    np.testing.assert_array_equal(best.result()[0], whole[0])
+    order = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(whole[1], order)
+
+
+def test_index_written_in_batches_equals_one_batch_and_an_interrupted_one_keeps_the_old(tmp_path):
+    from biomamba.retrieval import IndexWriter
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((50, 8)).astype(np.float32)
+    ids, titles = [str(i) for i in range(50)], [f"t{i}" for i in range(50)]
+    write_index(tmp_path / "one", ids, titles, emb, shard_rows=16)
+    with IndexWriter(tmp_path / "parts", shard_rows=16) as writer:
+        for a, b in ((0, 7), (7, 40), (40, 50)):
+            writer.add(ids[a:b], titles[a:b], emb[a:b])
+    for name in ("docs.jsonl", "meta.json", "emb_00000.npy", "emb_00001.npy", "emb_00002.npy", "emb_00003.npy"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "parts" / name).read_bytes()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with IndexWriter(tmp_path / "parts", shard_rows=16) as writer:
+            writer.add(ids[:20], titles[:20], emb[:20])
+            raise RuntimeError("interrupted")
+    assert DenseIndex(tmp_path / "parts").meta["count"] == 50 and not (tmp_path / "parts.tmp").exists()

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from biomamba.checkpoints import CheckpointError
-from biomamba.data.task_loaders import SPLITS, TaskError, load_task, subsample
+from biomamba.data.task_loaders import SPLITS, TaskError, load_task
 from biomamba.eval.report_finetune import results_markdown
 from biomamba.io import discard, write_report, write_text
 from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
@@ -326,8 +326,7 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
 # ----------------------------------------------------------------------------- the run
 
 def prepare_data(cfg, tokenizer, family):
-    task = load_task(cfg.task, cfg.data)
-    task = subsample(task, cfg.data.max_train_examples, cfg.data.max_eval_examples, cfg.data.subset_seed)
+    task = load_task(cfg.task, cfg.data)  # streamed; data.max_*_examples keep a fixed hash subset
     data = {split: {"encoded": encode(task.splits[split], tokenizer, family, cfg.data.max_length),
                     "labels": [e.label for e in task.splits[split]]} for split in SPLITS}
     return task, data
@@ -343,6 +342,7 @@ def _finetune(cfg, run_dir: Path, device) -> dict:
     task, data = prepare_data(cfg, tokenizer, family)
     run_dir.mkdir(parents=True, exist_ok=True)
     facts = {"model_family": family, "labels": task.labels, "task_source": task.source, "examples": task.counts(),
+             "examples_in_source": task.seen,
              "mean_tokens": {s: float(np.mean([len(e["input_ids"]) for e in data[s]["encoded"]])) for s in SPLITS}}
     write_run_config(run_dir, cfg, facts)
     per_seed = [train_seed(seed, cfg, data, tokenizer, family, task.labels, run_dir, device) for seed in cfg.seeds]

@@ -27,8 +27,8 @@ class FinetuneModelConfig:
 class FinetuneDataConfig:
     dir: str | None = None  # a `biomamba prepare` directory (sentence-roles, publication-types)
     max_length: int = at_least(128, 4)  # tokens per example, special tokens included; longer: truncated
-    max_train_examples: int | None = at_least(None, 1)  # a fixed random subset (same for every seed, model)
-    max_eval_examples: int | None = at_least(None, 1)  # cap on val and on test, each
+    max_train_examples: int | None = at_least(None, 1)  # the examples whose (subset_seed, id) hash is lowest:
+    max_eval_examples: int | None = at_least(None, 1)  # the same subset for every seed and model; val, test each
     subset_seed: int = 0
     val_fraction: float = 0.1  # files without a split column: split by a hash of the example id
     test_fraction: float = 0.1

@@ -31,6 +31,7 @@ from biomamba.checkpoints import CheckpointError
 from biomamba.config import SCAN_BACKENDS
 from biomamba.data.documents import plain_abstract
 from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
+from biomamba.data.sampling import HashSample
 from biomamba.data.retrieval_tasks import beir_task, pubmed_task
 from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
 from biomamba.metrics.retrieval import evaluate_run
@@ -59,7 +60,7 @@ class RetrievalDataConfig:
     beir: list[str] = field(default_factory=list)  # BEIR dirs: training pairs from qrels/train.tsv
     eval_beir: list[str] = field(default_factory=list)  # BEIR dirs validated on qrels/test.tsv
     bioasq: str | None = None  # BioASQ JSON: question -> document pairs over DIR's documents
-    max_pairs: int | None = None  # per source; None keeps all
+    max_pairs: int | None = at_least(None, 1)  # per source, a fixed hash subset; None keeps all
     query_max_length: int = at_least(64, 2)
     passage_max_length: int = at_least(256, 2)
     eval_docs: int = at_least(400, 1)  # validation documents per held-out task (val split)
@@ -135,7 +136,11 @@ class PairSource:
 
 
 def pubmed_source(documents, kind, max_pairs=None) -> PairSource:
-    pairs = pubmed_pairs(documents, kind)[:max_pairs]
+    """Pairs of one kind streamed from document rows; data.max_pairs keeps a fixed hash subset."""
+    sample = HashSample(max_pairs)
+    for pair in pubmed_pairs(documents, kind):
+        sample.add(pair[0], pair)
+    pairs = sample.items()
     n = len(pairs)
     return PairSource(kind, INSTRUCTIONS[kind], [q for _, q, _ in pairs], [p for _, _, p in pairs],
                       np.arange(n), np.arange(n))
@@ -149,8 +154,12 @@ def qrels_source(name, instruction, queries: dict, corpus: dict, qrels: dict, ma
     qids = sorted(q for q, docs in qrels.items() if any(g > 0 for g in docs.values()))
     dids = sorted({d for q in qids for d, g in qrels[q].items() if g > 0})
     doc_index = {d: i for i, d in enumerate(dids)}
-    pairs = [(qi, doc_index[d]) for qi, q in enumerate(qids) for d, g in sorted(qrels[q].items()) if g > 0]
-    pairs = pairs[:max_pairs]
+    sample = HashSample(max_pairs)
+    for qi, q in enumerate(qids):
+        for d, g in sorted(qrels[q].items()):
+            if g > 0:
+                sample.add(f"{q}\t{d}", (qi, doc_index[d]))
+    pairs = sample.items()
     if not pairs:
         raise RetrievalError(f"{name}: no judged pair with grade > 0")
     return PairSource(name, instruction, [queries[q] for q in qids], [corpus[d] for d in dids],
@@ -173,10 +182,12 @@ def beir_source(directory, max_pairs=None) -> PairSource:
 
 
 def bioasq_source(path, documents, max_pairs=None) -> PairSource:
-    from biomamba.data.bioasq import load_bioasq
+    """BioASQ question -> document pairs; of the (streamed) documents only those questions name are kept."""
+    from biomamba.data.bioasq import load_bioasq, question_pmids
 
-    corpus = {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in documents}
     questions = load_bioasq(path)
+    wanted = question_pmids(questions)
+    corpus = {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in documents if d["pmid"] in wanted}
     queries = {q.id: q.body for q in questions}
     qrels = {q.id: {d: 1 for d in q.documents if d in corpus} for q in questions}
     return qrels_source("bioasq", INSTRUCTIONS["bioasq"], queries, corpus,
@@ -188,16 +199,17 @@ def build_sources(cfg) -> list[PairSource]:
     from biomamba.data.errors import DataError
 
     d, sources = cfg.data, []
-    documents = []
-    if d.dir and (d.kinds or d.bioasq):
+
+    def documents(split=None):  # streamed, once per source
         try:
-            documents = list(read_documents(d.dir, split="train"))
+            return read_documents(d.dir, split=split)
         except DataError as error:
             raise RetrievalError(f"data.dir={error}") from None
-    sources += [pubmed_source(documents, kind, d.max_pairs) for kind in d.kinds] if d.dir else []
+
+    sources += [pubmed_source(documents("train"), kind, d.max_pairs) for kind in d.kinds] if d.dir else []
     sources += [beir_source(b, d.max_pairs) for b in d.beir]
     if d.bioasq:
-        sources.append(bioasq_source(d.bioasq, list(read_documents(d.dir)), d.max_pairs))
+        sources.append(bioasq_source(d.bioasq, documents(), d.max_pairs))
     too_small = [f"{s.name} ({len(s)} pairs)" for s in sources if len(s) < cfg.train.batch_size]
     if too_small:
         raise RetrievalError(f"sources smaller than train.batch_size={cfg.train.batch_size}: {', '.join(too_small)}")

@@ -38,13 +38,12 @@ INSTRUCTIONS = {
 }
 
 
-def pubmed_pairs(documents, kind: str) -> list[tuple[str, str, dict]]:
-    """[(pmid, query, passage)] of one kind ("title-abstract" | "conclusion-rest") from document rows."""
+def pubmed_pairs(documents, kind: str):
+    """(pmid, query, passage) of one kind ("title-abstract" | "conclusion-rest") from document rows,
+    streamed."""
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair kind {kind!r}; choose from {', '.join(PAIR_KINDS)}")
-    out = []
     for doc in documents:
         pair = PAIR_KINDS[kind](doc)
         if pair is not None:
-            out.append((str(doc["pmid"]), *pair))
-    return out
+            yield (str(doc["pmid"]), *pair)

@@ -48,7 +48,7 @@ def pubmed_task(documents, kind: str, max_queries: int | None = None, distractor
     distractors: more document rows (e.g. other splits) whose passages of the same kind join the
     corpus, never as a relevant document; a larger corpus makes a lexically easy task harder.
     """
-    pairs = pubmed_pairs(documents, kind)
+    pairs = list(pubmed_pairs(documents, kind))
     corpus = {f"d:{pmid}": passage for pmid, _, passage in pairs}
     for pmid, _, passage in pubmed_pairs(distractors, kind):
         corpus.setdefault(f"d:{pmid}", passage)
@@ -101,6 +101,11 @@ def _prepared(data_dir, split=None):
 
 def load_corpus(path) -> dict:
     """{id: {"title", "text"}} from a BEIR dir / corpus.jsonl, or a prepared data dir."""
+    return dict(iter_corpus(path))
+
+
+def iter_corpus(path):
+    """(id, {"title", "text"}) of a prepared data dir's documents (streamed) or a BEIR corpus."""
     from biomamba.data.beir import load_beir
     from biomamba.data.documents import is_prepared
 
@@ -108,12 +113,12 @@ def load_corpus(path) -> dict:
     if path.name == "documents.jsonl":  # a prepared dir named by its documents file
         path = path.parent
     if path.is_dir() and is_prepared(path):
-        return {d["pmid"]: {"title": d["title"], "text": plain_abstract(d)} for d in _prepared(path)}
+        return ((d["pmid"], {"title": d["title"], "text": plain_abstract(d)}) for d in _prepared(path))
     if path.is_dir():
         path = path / "corpus.jsonl"
     if not path.is_file() or path.name != "corpus.jsonl":
         raise RetrievalError(f"{path}: no such corpus (give a BEIR dir / corpus.jsonl or a prepared data dir)")
-    return load_beir(path.parent, qrels=False).corpus
+    return iter(load_beir(path.parent, qrels=False).corpus.items())
 
 
 def bioasq_task(path, corpus_path) -> RetrievalTask:

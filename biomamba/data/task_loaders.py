@@ -14,6 +14,10 @@ TASK is one of
 Without a split column (BioASQ, PubMedQA, files without `split`, a single HF Dataset), an example goes
 to test / val / train by a hash of its id (or its text), the prepared data's rule
 (biomamba.data.splits.split_of): u < data.test_fraction -> test, then val.
+Files are streamed: with data.max_train_examples / data.max_eval_examples a split keeps the examples
+whose (data.subset_seed, id) hashes lowest, in a heap of at most that many, so memory is bounded by the
+caps and not by the file (PubMed's publication types have ~25M rows), and the subset is the same for
+every run seed and model whatever the file order.
 Every problem with a task file raises TaskError naming the file.
 """
 import csv
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from biomamba.data.sampling import HashSample
 from biomamba.data.splits import SPLITS, split_of
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
@@ -44,6 +49,7 @@ class TaskData:
     labels: list[str]  # class names by id
     splits: dict = field(default_factory=dict)  # split -> [Example]
     source: str = ""
+    seen: dict = field(default_factory=dict)  # split -> examples in the file, before the caps
 
     def counts(self) -> dict:
         return {s: {self.labels[i]: n for i, n in enumerate(
@@ -54,15 +60,22 @@ class TaskData:
 # ----------------------------------------------------------------------------- building
 
 def _build(name, source, records, labels, data_cfg) -> TaskData:
-    """records: (key, split or None, text, text_pair, label name). Unknown labels are an error."""
-    index = {label: i for i, label in enumerate(labels)}
-    splits = {s: [] for s in SPLITS}
+    """records (streamed): (key, split or None, text, text_pair, label name); `labels` the class names,
+    or None to take the sorted names found. Unknown labels are an error."""
+    caps = {"train": data_cfg.max_train_examples, "val": data_cfg.max_eval_examples,
+            "test": data_cfg.max_eval_examples}
+    samples = {s: HashSample(caps[s], data_cfg.subset_seed) for s in SPLITS}
+    found = set()
     for key, split, text, pair, label in records:
-        if label not in index:
-            raise TaskError(f"{source}: label {label!r} (example {key}) is not one of {labels}")
+        if labels is not None and label not in labels:
+            raise TaskError(f"{source}: label {label!r} (example {key}) is not one of {list(labels)}")
+        found.add(label)
         split = split or split_of(key, data_cfg.val_fraction, data_cfg.test_fraction)
-        splits[split].append(Example(text, pair, index[label]))
-    task = TaskData(name, list(labels), splits, source)
+        samples[split].add(key, (text, pair, label))
+    labels = list(labels) if labels is not None else sorted(found)
+    index = {label: i for i, label in enumerate(labels)}
+    splits = {s: [Example(text, pair, index[label]) for text, pair, label in samples[s].items()] for s in SPLITS}
+    task = TaskData(name, labels, splits, source, {s: samples[s].seen for s in SPLITS})
     for split, rows in splits.items():
         if not rows:
             raise TaskError(f"{source}: the {split} split of task {name} is empty "
@@ -74,8 +87,9 @@ def _build(name, source, records, labels, data_cfg) -> TaskData:
     return task
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+def _read_jsonl(path: Path):
+    """(line number, row) of each JSON object line, streamed."""
+    rows = 0
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -86,10 +100,10 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise TaskError(f"{path}:{number}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
                 raise TaskError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
+            rows += 1
+            yield number, row
     if not rows:
         raise TaskError(f"{path}: no rows")
-    return rows
 
 
 def _existing(path) -> Path:
@@ -111,7 +125,7 @@ def _prepared_file(data_cfg, name) -> Path:
 
 
 def _prepared_rows(path, text_key):
-    for number, row in enumerate(_read_jsonl(path), 1):
+    for number, row in _read_jsonl(path):
         missing = [k for k in (text_key, "label", "split") if k not in row]
         if missing:
             raise TaskError(f"{path}:{number}: missing {', '.join(missing)}")
@@ -170,11 +184,10 @@ def pubmedqa(spec, data_cfg) -> TaskData:
 
 # ----------------------------------------------------------------------------- generic tables
 
-def _table_records(rows, source, data_cfg):
-    """(key, split, text, pair, label) from dict rows; label names sorted (numbers as strings)."""
+def _table_records(rows, source, data_cfg, to_name=str):
+    """(key, split, text, pair, label) from (number, dict row) pairs, streamed; labels as names."""
     f = data_cfg
-    records = []
-    for number, row in enumerate(rows, 1):
+    for number, row in rows:
         missing = [k for k in (f.text_field, f.label_field) if row.get(k) in (None, "")]
         if missing:
             raise TaskError(f"{source}: row {number} has no {' / '.join(missing)} "
@@ -183,29 +196,34 @@ def _table_records(rows, source, data_cfg):
         if split not in (None, "") and split not in SPLIT_NAMES:
             raise TaskError(f"{source}: row {number} has split {split!r}; use train, val (validation, dev) or test")
         pair = row.get(f.text_pair_field)
-        records.append((str(row.get(f.id_field) or row[f.text_field]), SPLIT_NAMES.get(split),
-                        str(row[f.text_field]), None if pair in (None, "") else str(pair), str(row[f.label_field])))
-    labels = sorted({r[4] for r in records})
-    return records, labels
+        yield (str(row.get(f.id_field) or row[f.text_field]), SPLIT_NAMES.get(split),
+               str(row[f.text_field]), None if pair in (None, "") else str(pair), to_name(row[f.label_field]))
 
 
 def jsonl_task(spec, data_cfg) -> TaskData:
     path = _existing(spec)
-    records, labels = _table_records(_read_jsonl(path), str(path), data_cfg)
-    return _build(f"jsonl:{path.name}", str(path), records, labels, data_cfg)
+    return _build(f"jsonl:{path.name}", str(path), _table_records(_read_jsonl(path), str(path), data_cfg),
+                  None, data_cfg)
 
 
-def csv_task(spec, data_cfg) -> TaskData:
-    path = _existing(spec)
+def _csv_rows(path: Path):
+    """(row number, row) of a CSV/TSV file, streamed."""
+    rows = 0
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+            for number, row in enumerate(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","), 1):
+                rows += 1
+                yield number, row
     except (csv.Error, UnicodeDecodeError) as error:
         raise TaskError(f"{path}: not a readable CSV file ({error})") from None
     if not rows:
         raise TaskError(f"{path}: no rows (a header line and one row per example expected)")
-    records, labels = _table_records(rows, str(path), data_cfg)
-    return _build(f"csv:{path.name}", str(path), records, labels, data_cfg)
+
+
+def csv_task(spec, data_cfg) -> TaskData:
+    path = _existing(spec)
+    return _build(f"csv:{path.name}", str(path), _table_records(_csv_rows(path), str(path), data_cfg),
+                  None, data_cfg)
 
 
 def hf_task(spec, data_cfg) -> TaskData:
@@ -217,24 +235,22 @@ def hf_task(spec, data_cfg) -> TaskData:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
         raise TaskError(f"{path}: not a datasets directory ({error})") from None
-    parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {None: loaded}
-    records, names = [], None
-    for split, dataset in parts.items():
-        if split is not None and split not in SPLIT_NAMES:
-            continue
-        feature = dataset.features.get(data_cfg.label_field)
-        to_name = (lambda v: v)
-        if isinstance(feature, datasets.ClassLabel):  # integer ids -> the dataset's class names
-            names = feature.names
-            to_name = feature.int2str
-        rows = [{**row, data_cfg.label_field: to_name(row[data_cfg.label_field])
-                 if row.get(data_cfg.label_field) is not None else None, "split": split} for row in dataset]
-        part, _ = _table_records(rows, f"{path} ({split or 'all'})", data_cfg)
-        records += part
-    if not records:
+    parts = {s: d for s, d in (dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {None: loaded}).items()
+             if s is None or s in SPLIT_NAMES}
+    if not parts:
         raise TaskError(f"{path}: no train/validation/test splits")
-    labels = names or sorted({r[4] for r in records})
-    return _build(f"hf:{path.name}", str(path), records, labels, data_cfg)
+    features = [d.features.get(data_cfg.label_field) for d in parts.values()]
+    class_names = next((f.names for f in features if isinstance(f, datasets.ClassLabel)), None)
+
+    def records():  # memory-mapped Arrow rows, streamed; ClassLabel ids -> the dataset's class names
+        for split, dataset in parts.items():
+            feature = dataset.features.get(data_cfg.label_field)
+            to_name = feature.int2str if isinstance(feature, datasets.ClassLabel) else str
+            rows = ((n, {**row, "split": split}) for n, row in enumerate(dataset, 1))
+            yield from _table_records(rows, f"{path} ({split or 'all'})", data_cfg,
+                                      lambda v, to_name=to_name: None if v is None else to_name(v))
+
+    return _build(f"hf:{path.name}", str(path), records(), class_names, data_cfg)
 
 
 TASKS = {"sentence-roles": sentence_roles, "publication-types": publication_types}
@@ -251,17 +267,3 @@ def load_task(spec: str, data_cfg) -> TaskData:
         return FILE_TASKS[kind](path, data_cfg)
     raise TaskError(f"unknown task {spec!r}; use {' or '.join(TASKS)} (with data.dir=PREPARED_DIR), or "
                     + ", ".join(f"{k}:PATH" for k in FILE_TASKS))
-
-
-def subsample(task: TaskData, max_train, max_eval, seed: int) -> TaskData:
-    """A fixed random subset of each split (the same for every run seed and every model)."""
-    caps = {"train": max_train, "val": max_eval, "test": max_eval}
-    splits = {}
-    for split, rows in task.splits.items():
-        cap = caps[split]
-        if cap is None or len(rows) <= cap:
-            splits[split] = rows
-        else:
-            keep = np.sort(np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(rows))[:cap])
-            splits[split] = [rows[i] for i in keep]
-    return TaskData(task.name, task.labels, splits, task.source)

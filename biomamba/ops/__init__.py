@@ -36,11 +36,30 @@ Backends of selective_scan:
 of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); every choice is recorded in
 `backends_used()` so a run can write it into its config. Asking for an unavailable backend raises
 BackendUnavailable with the command that makes it available; there is no silent fallback.
+
+Mamba-2 (the SSD scan; mamba_ssm's `mamba_chunk_scan_combined` and Mamba2.step; names mapped to the
+paper in ops/ssd_reference.py):
+    ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+             seq_idx=None, dt_softplus=False, dt_limit=(0.0, inf), return_final_states=False,
+             backend="auto")
+    ssd_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
+                     dt_limit=(0.0, inf))
+Shapes (h = heads, p = headdim, g = groups of heads sharing B/C, n = d_state):
+    x, z: (b, l, h, p)   dt: (b, l, h)   A, dt_bias: (h,)   B, C: (b, l, g, n)   D: (h, p) or (h,)
+    initial_states, final_states, state: (b, h, p, n)   seq_idx: (b, l) integer document ids
+    out: (b, l, h, p) in x's dtype; final_states in float32 (float64 for float64 inputs)
+    ssd_state_update: x, z (b, h, p); dt (b, h); B, C (b, g, n); returns y (b, h, p)
+Backends of ssd_scan: "ref" (ops/ssd_reference.py, sequential, any float dtype: the truth),
+"torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length; "auto" on CPU),
+"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"). The choice is
+recorded in `backends_used()["ssd_scan"]`. ssd_state_update runs the reference step.
 """
 import importlib
 import warnings
 
 from biomamba.ops import scan_torch
+from biomamba.ops.ssd_reference import check_ssd_inputs, ssd_scan_ref, ssd_state_update_ref
+from biomamba.ops.ssd_torch import ssd_scan_torch
 from biomamba.ops.compiled import BackendUnavailable
 from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_torch, check_seq_idx,
                                     selective_scan_ref, selective_state_update_ref)
@@ -189,3 +208,72 @@ def causal_conv1d(x, weight, bias=None, activation=None, backend="auto", *, seq_
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
     """One step of the causal conv: x (b, d); conv_state (b, d, w) rolled in place -> (b, d)."""
     return causal_conv1d_update_torch(x, conv_state, weight, bias, activation)
+
+
+# ----------------------------------------------------------------------------- Mamba-2 SSD scan
+
+__all__ += ["ssd_scan", "ssd_state_update", "ssd_scan_ref"]
+
+# What "auto" may choose for ssd_scan, fastest first, per device type (elsewhere: "torch").
+SSD_AUTO_ORDER = {"cpu": ("torch",), "cuda": ("mamba_ssm", "torch")}
+
+
+def _mamba_ssm_ssd():
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception as error:  # ImportError, or Triton/CUDA pieces missing
+        raise BackendUnavailable(
+            f"ssd_scan backend 'mamba_ssm' is not available ({error}); it needs a CUDA machine and "
+            "`pip install 'biomamba[cuda]'` (mamba-ssm, causal-conv1d)") from error
+    return mamba_chunk_scan_combined
+
+
+def _ssd_impl(name):
+    if name == "ref":
+        return ssd_scan_ref
+    if name == "torch":
+        return ssd_scan_torch
+    if name == "mamba_ssm":
+        return _mamba_ssm_ssd()
+    raise ValueError(f"unknown ssd_scan backend {name!r}; choose one of auto, ref, torch, mamba_ssm")
+
+
+def resolve_ssd_backend(backend, device) -> str:
+    """The concrete ssd_scan backend `backend` means for tensors on `device`."""
+    if backend != "auto":
+        return backend
+    preferred = SSD_AUTO_ORDER.get(device.type, ("torch",))
+    for name in preferred:
+        try:
+            _ssd_impl(name)
+        except BackendUnavailable:
+            continue
+        if name != preferred[0] and ("ssd_scan", device.type, name) not in _AUTO_NOTES:
+            _AUTO_NOTES.add(("ssd_scan", device.type, name))  # say once why it may be slower
+            warnings.warn(f"ssd_scan backend 'auto' on {device.type}: "
+                          f"{preferred[0]!r} unavailable, using {name!r}", stacklevel=3)
+        return name
+    raise BackendUnavailable(f"no ssd_scan backend for device {device}")
+
+
+def ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+             seq_idx=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False,
+             backend="auto"):
+    """The SSD scan of Mamba-2: out (b, l, h, p), and final_states (b, h, p, n) when asked;
+    see the module docstring for shapes and backends."""
+    check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx)
+    name = resolve_ssd_backend(backend, x.device)
+    impl = _ssd_impl(name)
+    _USED["ssd_scan"] = name
+    return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
+                seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=dt_limit,
+                return_final_states=return_final_states)
+
+
+def ssd_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
+                     dt_limit=(0.0, float("inf"))):
+    """One decoding step of the SSD scan; updates `state` (b, h, p, n) in place, returns y (b, h, p).
+
+    x, z: (b, h, p); dt: (b, h); A, dt_bias: (h,); B, C: (b, g, n); D: (h, p) or (h,).
+    """
+    return ssd_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit)

@@ -20,7 +20,7 @@ import shutil
 
 import torch
 
-from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
+from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir, versioned_name
 from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 SOURCE_DIR = kernel_source_dir("cpu")
@@ -56,7 +56,7 @@ def _load_extension():
     # no -march=native, so the cached build runs on any x86-64/arm64 machine.
     try:
         return cpp_extension.load(
-            name=EXTENSION_NAME,
+            name=versioned_name(EXTENSION_NAME, SOURCE_DIR, SOURCES + HEADERS),
             sources=[str(SOURCE_DIR / name) for name in SOURCES],
             extra_include_paths=[str(SOURCE_DIR)],
             extra_cflags=["-O3", "-fopenmp"],

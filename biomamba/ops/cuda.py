@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir
+from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir, versioned_name
 from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 _SOURCE_DIR = kernel_source_dir("cuda")
@@ -81,7 +81,9 @@ def _load_extension():
         raise BackendUnavailable("backend 'cuda' must compile its kernels but finds no CUDA toolkit "
                                  f"(nvcc): install it and set CUDA_HOME, {_BUILD_HINT}")
     try:
-        return load(name=_JIT_NAME, sources=[str(_SOURCE_DIR / name) for name in _SOURCES],
+        headers = [p.name for p in _SOURCE_DIR.glob("*.cuh")] + [p.name for p in _SOURCE_DIR.glob("*.h")]
+        return load(name=versioned_name(_JIT_NAME, _SOURCE_DIR, [*_SOURCES, *headers]),
+                    sources=[str(_SOURCE_DIR / name) for name in _SOURCES],
                     extra_include_paths=[str(_SOURCE_DIR)], extra_cflags=["-O3"],
                     extra_cuda_cflags=list(_NVCC_FLAGS), verbose=bool(os.environ.get("BIOMAMBA_VERBOSE_BUILD")))
     except Exception as error:  # compiler errors, missing ninja, ...
