@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from biomamba.io import write_text
+from biomamba.runtime import git_commit
 
 PROJECT = "biomamba"
 MODES = ("auto", "offline", "online")
@@ -208,8 +209,8 @@ def add_arguments(parser, default_group: str | None = None, files_in: str = "the
 
 def start_for_command(args, *, job_type: str, name: str, directory, config: dict,
                       origin: ModelOrigin | None = None) -> Tracker:
-    """The run of a flag-configured command: --wandb-group, else the model's group; the model's
-    origin (training run id and dir) in the config as model_origin."""
-    config = {**config, "model_origin": origin.facts() if origin is not None else None}
+    """The run of a flag-configured command: --wandb-group, else the model's group; the code version
+    and the model's origin (training run id and dir) in the config as git_commit and model_origin."""
+    config = {**config, "git_commit": git_commit(), "model_origin": origin.facts() if origin is not None else None}
     return start_run(job_type=job_type, name=name, directory=directory, project=args.wandb_project,
                      group=group_for(args.wandb_group, origin), config=config, enabled=args.wandb)

@@ -110,6 +110,7 @@ def test_eval_ppl_logs_each_datasets_bits_per_byte_in_the_pretraining_group(pret
     assert run["run"]["run_group"] == pretraining["run"]["run_group"] == "tiny-group"
     assert run["config"]["model_origin"]["run_id"] == pretraining["run"]["run_id"]
     assert run["config"]["protocol"]["name"] == "loglikelihood_rolling"
+    assert run["config"]["git_commit"] == pretraining["config"]["resolved"]["git_commit"]
     assert [r["dataset"] for r in results] == ["pubmed-val", "notes"]
     for r in results:
         for metric in ("bits_per_byte", "word_perplexity", "token_perplexity", "byte_perplexity", "tokens", "documents"):

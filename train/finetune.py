@@ -62,6 +62,7 @@ from biomamba.eval.report_finetune import results_markdown
 from biomamba.io import discard, write_report, write_text
 from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
 from biomamba.resolve import ModelSpecError
+from biomamba.runtime import git_commit
 from biomamba.tracking import group_for, model_origin, recorded_run_id, start_run
 from biomamba.train.checkpoint import Checkpointer
 from biomamba.train.config import ConfigError, load_config, to_dict
@@ -365,7 +366,7 @@ def log_summary_run(cfg, run_dir: Path, results: dict):
     seed_ids = {str(r["seed"]): recorded_run_id(run_dir / f"seed_{r['seed']}") for r in results["per_seed"]}
     rows = [[r["seed"], r["best_step"], r["val"]["macro_f1"], r["test"]["accuracy"], r["test"]["macro_f1"],
              r["test"]["weighted_f1"], r["wall_s"], seed_ids[str(r["seed"])]] for r in results["per_seed"]]
-    config = {**to_dict(cfg), "model_origin": origin.facts(), "seed_runs": seed_ids}
+    config = {**to_dict(cfg), "git_commit": git_commit(), "model_origin": origin.facts(), "seed_runs": seed_ids}
     with start_run(job_type="finetune-summary", name=log_cfg.name or run_dir.name, directory=run_dir,
                    project=log_cfg.project, group=group_for(log_cfg.group, origin), tags=log_cfg.tags,
                    config=config, mode=log_cfg.mode, keep_id=True, enabled=log_cfg.wandb) as tracker:
