@@ -124,10 +124,6 @@ class Tracker:
         self.run = run
 
     @property
-    def active(self) -> bool:
-        return self.run is not None
-
-    @property
     def id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
