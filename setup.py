@@ -39,7 +39,7 @@ setup(
     package_data={"biomamba.kernels": KERNEL_SOURCES},
     install_requires=[
         "torch>=2.3,<2.14",
-        "transformers>=5.0,<6",
+        "transformers>=5.23,<6",  # DynamicCache linear-attention layers (tested on 5.23)
         "tokenizers>=0.20",
         "safetensors>=0.4",
         "numpy>=1.24",

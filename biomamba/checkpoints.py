@@ -1,4 +1,4 @@
-"""Load Mamba checkpoints from three layouts into BioMamba, through one explicit key map.
+"""Mamba checkpoints in three layouts, read into BioMamba (and written by export.py) through one map.
 
     ours        config.json (model_type "biomamba") + model.safetensors  (save_pretrained)
     hf          config.json (model_type "mamba") + model.safetensors / pytorch_model.bin
@@ -7,6 +7,8 @@
                 (state-spaces' own, e.g. state-spaces/mamba-130m)
 
 Parameter names are state-spaces' everywhere; HF differs only in `backbone.embeddings`.
+KEY_MAPS, HF_CONFIG_FIELDS and SSM_CFG_KEYS serve both directions: loading here, exporting in
+biomamba/export.py.
 """
 import json
 import math
@@ -14,16 +16,28 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from transformers import GenerationConfig
 
 from biomamba.config import BioMambaConfig
 from biomamba.resolve import mamba_layout
 
-# HF name fragment -> our name fragment; mamba_ssm needs none.
-HF_KEY_MAP = {"backbone.embeddings.": "backbone.embedding."}
+# layout -> {its tensor-name fragment: ours}; state-spaces names are ours.
+KEY_MAPS = {"ours": {}, "mamba_ssm": {}, "hf": {"backbone.embeddings.": "backbone.embedding."}}
+
+# transformers' MambaConfig field -> BioMambaConfig field (every field that changes what the model computes).
+HF_CONFIG_FIELDS = {
+    "vocab_size": "vocab_size", "hidden_size": "d_model", "num_hidden_layers": "n_layer", "state_size": "d_state",
+    "conv_kernel": "d_conv", "expand": "expand", "time_step_rank": "dt_rank", "time_step_min": "dt_min",
+    "time_step_max": "dt_max", "time_step_init_scheme": "dt_init", "time_step_scale": "dt_scale",
+    "time_step_floor": "dt_init_floor", "use_conv_bias": "conv_bias", "use_bias": "bias",
+    "layer_norm_epsilon": "rms_norm_eps", "residual_in_fp32": "residual_in_fp32", "pad_token_id": "pad_token_id",
+    "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "tie_word_embeddings": "tie_word_embeddings"}
 
 # state-spaces ssm_cfg keys that map 1:1 onto BioMambaConfig fields.
 SSM_CFG_KEYS = ("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
                 "dt_init_floor", "conv_bias", "bias")
+# mamba_ssm builds its RMSNorms with this epsilon; its config.json has no field for it.
+MAMBA_SSM_NORM_EPS = 1e-5
 
 
 class CheckpointError(ValueError):
@@ -53,17 +67,15 @@ def _pad_vocab(vocab_size, multiple):
 
 
 def config_from_hf(raw: dict) -> BioMambaConfig:
-    return BioMambaConfig(
-        vocab_size=raw["vocab_size"], d_model=raw["hidden_size"], n_layer=raw["num_hidden_layers"],
-        d_state=raw.get("state_size", 16), d_conv=raw.get("conv_kernel", 4), expand=raw.get("expand", 2),
-        dt_rank=raw.get("time_step_rank", "auto"), dt_min=raw.get("time_step_min", 0.001),
-        dt_max=raw.get("time_step_max", 0.1), dt_init=raw.get("time_step_init_scheme", "random"),
-        dt_scale=raw.get("time_step_scale", 1.0), dt_init_floor=raw.get("time_step_floor", 1e-4),
-        conv_bias=raw.get("use_conv_bias", True), bias=raw.get("use_bias", False),
-        rms_norm_eps=raw.get("layer_norm_epsilon", 1e-5), residual_in_fp32=raw.get("residual_in_fp32", True),
-        pad_token_id=raw.get("pad_token_id"), bos_token_id=raw.get("bos_token_id"),
-        eos_token_id=raw.get("eos_token_id"), tie_word_embeddings=raw.get("tie_word_embeddings", True),
-        pad_vocab_size_multiple=1)
+    """Our config from a transformers MambaConfig dict; a missing field takes the common default."""
+    fields = {"pad_token_id": None, "bos_token_id": None, "eos_token_id": None}  # absent means none
+    fields.update({ours: raw[theirs] for theirs, ours in HF_CONFIG_FIELDS.items() if theirs in raw})
+    return BioMambaConfig(**fields, pad_vocab_size_multiple=1)
+
+
+def hf_config_fields(config: BioMambaConfig) -> dict:
+    """transformers MambaConfig keyword arguments for a model computing what ours computes."""
+    return {theirs: getattr(config, ours) for theirs, ours in HF_CONFIG_FIELDS.items()}
 
 
 def config_from_mamba_ssm(raw: dict, path: Path) -> BioMambaConfig:
@@ -84,6 +96,20 @@ def config_from_mamba_ssm(raw: dict, path: Path) -> BioMambaConfig:
         **{key: ssm_cfg[key] for key in SSM_CFG_KEYS if key in ssm_cfg})
 
 
+def mamba_ssm_config_json(config: BioMambaConfig) -> dict:
+    """A state-spaces config.json (the keys its released checkpoints and MambaConfig use)."""
+    if config.rms_norm_eps != MAMBA_SSM_NORM_EPS:
+        raise CheckpointError(f"rms_norm_eps={config.rms_norm_eps}: mamba_ssm always uses "
+                              f"{MAMBA_SSM_NORM_EPS}, so its layout cannot hold this model")
+    # Our vocab_size is already padded; a multiple that does not divide it would pad it again.
+    multiple = config.pad_vocab_size_multiple or 1
+    multiple = multiple if config.vocab_size % multiple == 0 else 1
+    return {"d_model": config.d_model, "n_layer": config.n_layer, "vocab_size": config.vocab_size,
+            "ssm_cfg": {key: getattr(config, key) for key in SSM_CFG_KEYS}, "rms_norm": True,
+            "residual_in_fp32": config.residual_in_fp32, "fused_add_norm": True,
+            "pad_vocab_size_multiple": multiple, "tie_embeddings": config.tie_word_embeddings}
+
+
 def read_state_dict(path: Path) -> dict:
     """Tensors from model.safetensors (or its shards) or pytorch_model.bin (weights only)."""
     single = path / "model.safetensors"
@@ -99,13 +125,13 @@ def read_state_dict(path: Path) -> dict:
     raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
-def map_keys(state_dict: dict, fmt: str) -> dict:
-    if fmt != "hf":
-        return dict(state_dict)
+def map_keys(state_dict: dict, fmt: str, to_ours: bool = True) -> dict:
+    """Rename tensors from layout `fmt`'s names to ours, or (to_ours=False) from ours to `fmt`'s."""
+    pairs = KEY_MAPS[fmt].items() if to_ours else [(ours, theirs) for theirs, ours in KEY_MAPS[fmt].items()]
     mapped = {}
     for key, value in state_dict.items():
-        for theirs, ours in HF_KEY_MAP.items():
-            key = key.replace(theirs, ours)
+        for old, new in pairs:
+            key = key.replace(old, new)
         mapped[key] = value
     return mapped
 
@@ -159,6 +185,8 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
     if "backbone.embedding.weight" not in model.state_dict():  # a bare backbone (BioMambaModel)
         state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     load_state_dict_checked(model, state_dict, str(path))
+    if model.can_generate() and (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path)  # as save_pretrained wrote it
     dtype = dtype or torch_dtype
     if dtype is not None and dtype != "auto":
         model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)

@@ -22,6 +22,7 @@ COMMANDS = {
     "finetune": ("biomamba.train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
     "retrieval": (RETRIEVAL, "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
+    "export": ("biomamba.export", "write a causal LM in transformers' or state-spaces' layout (no biomamba needed)"),
     "report": ("biomamba.eval.report", "tables and plots from finished runs (report train RUN_DIR ...)"),
     "bench": ("biomamba.bench_cli", "run a benchmark script from bench/ (prints side-by-side ratios)"),
 }

@@ -67,6 +67,12 @@ class BioMambaConfig(PreTrainedConfig):
     def d_inner(self) -> int:
         return int(self.expand * self.d_model)
 
+    @property
+    def layer_types(self) -> list[str]:
+        # transformers' DynamicCache(config=...) gives each "linear_attention" layer a conv state and a
+        # recurrent state, as for its own Mamba; the tensors' shapes come from what the mixer stores.
+        return ["linear_attention"] * self.n_layer
+
     def check(self):
         """Collect every problem with the hyperparameters and raise them together."""
         problems = []

@@ -1,8 +1,9 @@
-"""Generate text from a checkpoint with the recurrent state cache.
+"""Generate text from a checkpoint with the recurrent state cache (transformers' `generate`).
 
 Examples:
   biomamba generate --model runs/tiny/final --prompt "The patients were randomised to"
   biomamba generate --model DIR --prompt "..." --do-sample --top-p 0.9 --seed 1
+  biomamba generate --model DIR --prompt "..." --num-beams 4 --repetition-penalty 1.2
 
 The model is any directory BioMambaForCausalLM loads (ours, HF Mamba, state-spaces). The tokenizer
 comes from --tokenizer, else the model directory, else the `tokenizer/` directory of a prepared
@@ -23,7 +24,9 @@ def add_arguments(parser):
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling RNG")
     parser.add_argument("--device", default="cpu")
 
 
@@ -42,13 +45,14 @@ def run(args):
         return 1
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side = "left"
     batch = tokenizer(args.prompt, return_tensors="pt", padding=True).to(args.device)
+    torch.manual_seed(args.seed)  # transformers' sampling draws from the global RNG
     out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
                          max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         generator=torch.Generator(args.device).manual_seed(args.seed))
+                         num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     for row in out:
         print(tokenizer.decode(row, skip_special_tokens=True))
         print("---")

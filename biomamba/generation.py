@@ -1,106 +1,65 @@
-"""Recurrent decoding: a conv/SSM state cache and a transformers-style `generate()`.
+"""Decoding: transformers' GenerationMixin runs it; this module holds what a Mamba model adds.
 
-A Mamba layer's whole past is two small tensors, so decoding costs the same per token at any
-length: conv_state (b, d_inner, d_conv) holds the last d_conv inputs of the causal conv, and
-ssm_state (b, d_inner, n) the scan state h_t.
+One way to generate: `BioMambaForCausalLM.generate` is transformers' `generate`, so every standard
+argument works (max_length / max_new_tokens / min_new_tokens, greedy, sampling, beam search,
+repetition penalty, stopping criteria, streamers, lists of EOS ids). Each step after the prompt
+runs the mixer's recurrent step (MambaMixer._step: ops.causal_conv1d_update and
+ops.selective_state_update), so a token costs the same at any length.
 
-Batches with padding: prompts are right-padded (attention_mask 1 then 0). The batch is prefilled up
-to the shortest prompt in one pass, then advanced one token per step, feeding each row its own
-prompt token while its prompt lasts and its generated token after; so every row gets exactly
-what it would get alone (no pad token ever enters a row's state before its last prompt token).
+The cache (`new_cache`) is transformers' own DynamicCache built from the config's `layer_types`,
+as for transformers' Mamba: per layer a conv state and a recurrent (SSM) state, created from the
+tensors the mixer stores, so their shapes are the mixer's business (Mamba-1: (b, d_inner, d_conv)
+and (b, d_inner, n)). Beam search reorders it with Cache.reorder_cache.
+
+Padding: pad positions never enter the state (the mixer zeroes them before the conv and before
+the scan). Leading pads therefore leave the state at zero, exactly as if the row started at its
+first real token, so left-padded prompts need nothing more. Trailing pads would sit between a
+prompt and its continuation, so `generate` first left-aligns right-padded prompts
+(`left_align`) and puts the prompt columns back as given afterwards (`restore_prompt_layout`).
 """
 import torch
+from transformers import DynamicCache
 
 
-class MambaCache:
-    """Per-layer conv and SSM states; `seqlen_offset` counts the tokens already consumed."""
-
-    def __init__(self, config, batch_size, device=None, dtype=torch.float32):
-        self.seqlen_offset = 0
-        shape_conv = (batch_size, config.d_inner, config.d_conv)
-        shape_ssm = (batch_size, config.d_inner, config.d_state)
-        # SSM states are fp32 (or fp64 when the model is): the recurrence accumulates.
-        ssm_dtype = torch.promote_types(dtype, torch.float32)
-        self.conv_states = [torch.zeros(shape_conv, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.ssm_states = [torch.zeros(shape_ssm, device=device, dtype=ssm_dtype) for _ in range(config.n_layer)]
+def new_cache(config) -> DynamicCache:
+    """An empty per-layer conv/recurrent state cache for a model with this config."""
+    return DynamicCache(config=config)
 
 
-def _filter_logits(logits, temperature, top_k, top_p):
-    """Temperature, then top-k, then nucleus (top-p) filtering, as transformers' warpers do."""
-    logits = logits / max(temperature, 1e-6)
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the first token always
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
+def has_right_padding(attention_mask) -> bool:
+    """True when some row has a padded (0) position after a real (1) one."""
+    real = attention_mask.bool()
+    seen_real = real.long().cummax(dim=-1).values.bool()
+    return bool((seen_real & ~real).any())
 
 
-def _next_tokens(logits, do_sample, temperature, top_k, top_p, generator):
-    if not do_sample:
-        return logits.argmax(-1)
-    probs = _filter_logits(logits, temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def trailing_pads(attention_mask) -> torch.Tensor:
+    """(b,) the number of positions after each row's last real token."""
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length, device=attention_mask.device)
+    last_real = torch.where(attention_mask.bool(), positions, -1).max(dim=-1).values  # (b,)
+    if bool((last_real < 0).any()):
+        raise ValueError("attention_mask has a row with no real token (every prompt needs one)")
+    return length - 1 - last_real
 
 
-def _eos_set(eos_token_id, device):
-    if eos_token_id is None:
-        return None
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-    return torch.tensor(ids, device=device)
+def _roll_rows(tensor, shift):
+    """Rotate each row of `tensor` (b, l) right by shift[row] positions."""
+    length = tensor.shape[1]
+    positions = torch.arange(length, device=tensor.device)
+    source = (positions[None, :] - shift[:, None]) % length  # (b, l)
+    return tensor.gather(1, source)
 
 
-@torch.no_grad()
-def generate(model, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False,
-             temperature=1.0, top_k=0, top_p=1.0, eos_token_id=None, pad_token_id=None,
-             generator=None, **unused):
-    """Generate up to `max_new_tokens` per row; returns (b, longest prompt + new) token ids.
+def left_align(input_ids, attention_mask):
+    """Move each row's trailing pads to its front: returns (input_ids, attention_mask, shift)."""
+    shift = trailing_pads(attention_mask)
+    return _roll_rows(input_ids, shift), _roll_rows(attention_mask, shift), shift
 
-    Each row is its prompt (without padding), then its new tokens, then `pad_token_id` (default:
-    the config's, else eos). A row stops after an EOS token (`eos_token_id`: int or list; None
-    never stops early). Sampling uses `generator` when given, for reproducible draws.
-    """
-    batch, prompt_len = input_ids.shape
-    device = input_ids.device
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if attention_mask is None:
-        lengths = torch.full((batch,), prompt_len, device=device)
-    else:
-        lengths = attention_mask.long().sum(-1)
-    if int(lengths.min()) < 1:
-        raise ValueError("every prompt needs at least one real token (attention_mask row of zeros)")
-    pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
-    pad = 0 if pad is None else pad
-    eos = _eos_set(eos_token_id, device)
 
-    cache = MambaCache(model.config, batch, device, next(model.parameters()).dtype)
-    start = int(lengths.min())
-    logits = model(input_ids[:, :start], cache_params=cache, use_cache=True).logits[:, -1]
-    total = int(lengths.max()) + max_new_tokens
-    tokens = torch.full((batch, total), pad, dtype=input_ids.dtype, device=device)
-    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    tokens[:, :prompt_len] = torch.where(real, input_ids, pad)
-    produced = torch.zeros(batch, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    if max_new_tokens == 0:
-        return tokens[:, : int(lengths.max())]
-    for position in range(start, total):
-        in_prompt = position < lengths
-        chosen = _next_tokens(logits, do_sample, temperature, top_k, top_p, generator)
-        generating = ~in_prompt & ~finished
-        chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
-        step_tokens = torch.where(in_prompt, tokens[:, position], chosen)
-        tokens[:, position] = step_tokens
-        produced += generating.long()
-        stop = produced >= max_new_tokens
-        if eos is not None:
-            stop |= torch.isin(step_tokens, eos) & generating
-        finished |= generating & stop
-        if bool(finished.all()):
-            return tokens[:, : position + 1]
-        logits = model(step_tokens[:, None], cache_params=cache, use_cache=True).logits[:, -1]
-    return tokens
+def restore_prompt_layout(sequences, shift, prompt_length):
+    """Undo `left_align` on the prompt columns of generated rows (b * k, prompt + new)."""
+    per_prompt = sequences.shape[0] // shift.shape[0]  # beams / num_return_sequences repeat rows
+    shift = shift.to(sequences.device).repeat_interleave(per_prompt)
+    prompt = _roll_rows(sequences[:, :prompt_length], -shift)
+    return torch.cat([prompt, sequences[:, prompt_length:]], dim=1)

@@ -9,6 +9,11 @@ Parameter names equal state-spaces/mamba's (in_proj, conv1d, x_proj, dt_proj, A_
 norm, norm_f, backbone.embedding, lm_head), so its checkpoints load by copying keys; HF's
 `MambaForCausalLM` differs only in `backbone.embeddings` (mapped in checkpoints.py).
 Official implementation: mamba_ssm/modules/mamba_simple.py (Mamba.forward, Mamba.step).
+
+Under transformers' tools the models behave as transformers' Mamba does: the causal LM is a
+GenerationMixin (see generation.py), `return_dict=False` gives tuples, `output_hidden_states` gives
+each block's output then the final normed state, `use_cache` defaults to the config's outside
+training, and the loss honours Trainer's `num_items_in_batch`.
 """
 import math
 from dataclasses import dataclass
@@ -16,14 +21,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from biomamba import ops
 from biomamba.config import BioMambaConfig
 from biomamba.encoding import encode
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
-from biomamba.generation import MambaCache, generate
+from biomamba.generation import has_right_padding, left_align, new_cache, restore_prompt_layout
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -42,10 +48,10 @@ class RMSNorm(nn.Module):
 
 
 def _mask_padding(x, attention_mask):
-    """Zero the positions where attention_mask is 0; x: (b, l, c)."""
+    """Zero the positions where attention_mask is 0; x: (b, c, l), attention_mask: (b, l)."""
     if attention_mask is None:
         return x
-    return (x * attention_mask[:, :, None]).to(x.dtype)
+    return (x * attention_mask[:, None, :]).to(x.dtype)
 
 
 class MambaMixer(nn.Module):
@@ -75,15 +81,17 @@ class MambaMixer(nn.Module):
                 p.data = p.data.float()
         return self
 
-    def forward(self, hidden_states, attention_mask=None, cache=None):
-        """hidden_states: (b, l, d_model) -> (b, l, d_model)."""
-        xz = self.in_proj(_mask_padding(hidden_states, attention_mask)).transpose(1, 2)  # (b, 2E*D, l)
+    def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
+        """hidden_states: (b, l, d_model) -> (b, l, d_model); pads enter neither the conv nor the scan,
+        and with seq_idx (b, l) packed documents never see each other (conv and scan reset)."""
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2E*D, l)
         x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
+        x = _mask_padding(x, attention_mask)
         A = -torch.exp(self.A_log.float())  # (d_inner, n)
-        if cache is not None and cache.seqlen_offset > 0:
-            y = self._step(x[:, :, 0], z[:, :, 0], A, cache).unsqueeze(-1)
+        if cache is not None and cache.has_previous_state(self.layer_idx):
+            y = self._steps(x, z, A, cache)
         else:
-            y = self._scan(x, z, A, attention_mask, cache)
+            y = self._scan(x, z, A, attention_mask, cache, seq_idx)
         return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))  # (b, l, d_model)
 
     def _ssm_params(self, x):
@@ -91,31 +99,40 @@ class MambaMixer(nn.Module):
         n = self.config.d_state
         return torch.split(self.x_proj(x), [self.config.dt_rank, n, n], dim=-1)
 
-    def _scan(self, x, z, A, attention_mask, cache):
+    def _scan(self, x, z, A, attention_mask, cache, seq_idx=None):
         """Whole-sequence path; fills `cache` with the final conv and SSM states when given."""
-        if cache is not None:  # the last d_conv inputs of the conv, left-padded with zeros
-            cache.conv_states[self.layer_idx] = F.pad(x, (self.config.d_conv - x.shape[-1], 0))
-        x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
-        x = _mask_padding(x.transpose(1, 2), attention_mask)  # (b, l, d_inner)
+        if cache is not None:  # keeps the last d_conv inputs of the conv, left-padded with zeros
+            cache.update_conv_state(x, self.layer_idx, conv_kernel_size=self.config.d_conv)
+        x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
+                              seq_idx=seq_idx)
+        x = _mask_padding(x, attention_mask).transpose(1, 2)  # (b, l, d_inner)
         dt, B, C = self._ssm_params(x)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, l); bias added in the scan
         y = ops.selective_scan(
             x.transpose(1, 2), dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=cache is not None, backend=self.config.scan_backend)
+            return_last_state=cache is not None, backend=self.config.scan_backend, seq_idx=seq_idx)
         if cache is not None:
-            y, cache.ssm_states[self.layer_idx] = y
+            y, last_state = y
+            cache.update_recurrent_state(last_state, self.layer_idx)
         return y  # (b, d_inner, l)
 
-    def _step(self, x, z, A, cache):
-        """One decoding step: x, z (b, d_inner) -> y (b, d_inner); updates the cache in place."""
-        x = ops.causal_conv1d_update(x, cache.conv_states[self.layer_idx],
-                                     self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
+    def _steps(self, x, z, A, cache):
+        """Tokens that continue a filled cache, one recurrent step each: (b, d_inner, l) -> same."""
+        conv_state = cache.get_conv_state(self.layer_idx)  # (b, d_inner, d_conv), updated in place
+        ssm_state = cache.get_recurrent_state(self.layer_idx)  # (b, d_inner, n), updated in place
+        if x.shape[-1] == 1:  # the decoding step (skips the stack's copy)
+            return self._step(x[:, :, 0], z[:, :, 0], A, conv_state, ssm_state).unsqueeze(-1)
+        steps = [self._step(x[:, :, t], z[:, :, t], A, conv_state, ssm_state) for t in range(x.shape[-1])]
+        return torch.stack(steps, dim=-1)
+
+    def _step(self, x, z, A, conv_state, ssm_state):
+        """One decoding step: x, z (b, d_inner) -> y (b, d_inner); updates both states in place."""
+        x = ops.causal_conv1d_update(x, conv_state, self.conv1d.weight.squeeze(1), self.conv1d.bias, "silu")
         dt, B, C = self._ssm_params(x)
         dt = F.linear(dt, self.dt_proj.weight)  # (b, d_inner)
-        return ops.selective_state_update(cache.ssm_states[self.layer_idx], x, dt, A, B, C,
-                                          self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(),
-                                          dt_softplus=True)
+        return ops.selective_state_update(ssm_state, x, dt, A, B, C, self.D.float(), z=z,
+                                          dt_bias=self.dt_proj.bias.float(), dt_softplus=True)
 
 
 class MambaBlock(nn.Module):
@@ -127,16 +144,16 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
         self.mixer = MambaMixer(config, layer_idx)
 
-    def forward(self, hidden_states, attention_mask=None, cache=None):
+    def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
-        mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache)
+        mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache, seq_idx)
         return residual + mixed
 
 
 @dataclass
 class BioMambaOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
-    cache_params: MambaCache | None = None
+    cache_params: object | None = None  # a transformers Cache (generation.new_cache)
     hidden_states: tuple | None = None
 
 
@@ -144,8 +161,14 @@ class BioMambaOutput(ModelOutput):
 class BioMambaCausalLMOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    cache_params: MambaCache | None = None
+    cache_params: object | None = None
     hidden_states: tuple | None = None
+
+
+def _returned(output: ModelOutput, return_dict, config):
+    """The output object, or its tuple of non-None fields when return_dict (else config's) is False."""
+    return_dict = config.return_dict if return_dict is None else return_dict
+    return output if return_dict else output.to_tuple()
 
 
 class BioMambaPreTrainedModel(PreTrainedModel):
@@ -219,32 +242,70 @@ class BioMambaModel(BioMambaPreTrainedModel):
         self.embedding = value
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache_params=None,
-                use_cache=False, output_hidden_states=False, **unused):
+                use_cache=None, output_hidden_states=None, return_dict=None, seq_idx=None, position_ids=None,
+                **unused):
+        """last_hidden_state (b, l, d_model); hidden_states: each block's output, then the final norm's.
+
+        seq_idx (b, l): ids of packed documents; the scan and conv state reset where the id changes, so
+        no document sees another. Without it, position ids that restart at 0 inside a row and no
+        attention mask (transformers' padding-free batches, DataCollatorWithFlattening) mean the same.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if seq_idx is None and attention_mask is None:
+            seq_idx = documents_from_positions(position_ids)
+        if use_cache is None:  # transformers' Mamba: the config's choice, never while training
+            use_cache = self.config.use_cache and not self.training
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         hidden = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds  # (b, l, d)
         if use_cache and cache_params is None:
-            cache_params = MambaCache(self.config, hidden.shape[0], hidden.device, hidden.dtype)
-        all_hidden = []
+            cache_params = new_cache(self.config)
+        all_hidden = () if output_hidden_states else None
         for layer in self.layers:
-            all_hidden.append(hidden)
-            hidden = layer(hidden, attention_mask, cache_params)
+            hidden = layer(hidden, attention_mask, cache_params, seq_idx)
+            if output_hidden_states:
+                all_hidden += (hidden,)
         hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
-        if cache_params is not None:
-            cache_params.seqlen_offset += hidden.shape[1]
-        return BioMambaOutput(last_hidden_state=hidden, cache_params=cache_params,
-                              hidden_states=tuple(all_hidden) + (hidden,) if output_hidden_states else None)
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        output = BioMambaOutput(last_hidden_state=hidden, cache_params=cache_params if use_cache else None,
+                                hidden_states=all_hidden)
+        return _returned(output, return_dict, self.config)
 
 
-def causal_lm_loss(logits, labels, attention_mask=None):
-    """Next-token cross-entropy: labels shifted inside; -100 and padded positions never score."""
-    if attention_mask is not None:
-        labels = labels.masked_fill(attention_mask == 0, -100)
+def documents_from_positions(position_ids):
+    """Document ids (b, l) from position ids that restart at 0 within a row; None when none restarts
+    (an ordinary batch: nothing to reset)."""
+    if position_ids is None or position_ids.dim() != 2:
+        return None
+    starts = position_ids == 0
+    if not bool(starts[:, 1:].any()):
+        return None
+    return torch.cumsum(starts, dim=-1)
+
+
+def causal_lm_loss(logits, labels, attention_mask=None, num_items_in_batch=None):
+    """Next-token cross-entropy, labels shifted inside; -100 targets and padding never score.
+
+    A target scores when it and the position predicting it are both real tokens: under left
+    padding a row's first token would be predicted from a pad, and alone it is never predicted.
+    The mean over scored targets, or their sum / num_items_in_batch when given, as transformers'
+    models do (Trainer passes the count over all gradient-accumulation micro-batches).
+    """
     targets = labels[:, 1:]  # (b, l-1)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    if attention_mask is not None:
+        real = attention_mask.bool()
+        targets = targets.masked_fill(~(real[:, 1:] & real[:, :-1]), -100)
+    reduction = "mean" if num_items_in_batch is None else "sum"
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                           reduction=reduction)
+    if num_items_in_batch is not None:
+        loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+    return loss
 
 
-class BioMambaForCausalLM(BioMambaPreTrainedModel):
+class BioMambaForCausalLM(BioMambaPreTrainedModel, GenerationMixin):
     """The backbone with a tied LM head (lm_head.weight is backbone.embedding.weight)."""
 
     _tied_weights_keys = {"lm_head.weight": "backbone.embedding.weight"}
@@ -264,33 +325,62 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None,
-                cache_params=None, use_cache=False, output_hidden_states=False, **unused):
-        """logits: (b, l, vocab) in fp32; loss when labels are given (see causal_lm_loss)."""
-        out = self.backbone(input_ids, attention_mask, inputs_embeds, cache_params, use_cache,
-                            output_hidden_states)
-        logits = self.lm_head(out.last_hidden_state.to(self.lm_head.weight.dtype)).float()
-        loss = None if labels is None else causal_lm_loss(logits, labels, attention_mask)
-        return BioMambaCausalLMOutput(loss=loss, logits=logits, cache_params=out.cache_params,
-                                      hidden_states=out.hidden_states)
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache_params=None,
+                labels=None, output_hidden_states=None, return_dict=None, use_cache=None,
+                logits_to_keep=0, num_items_in_batch=None, seq_idx=None, position_ids=None, **unused):
+        """logits: (b, l, vocab) in fp32 (the last `logits_to_keep` positions when > 0); loss when
+        labels are given (see causal_lm_loss). Arguments in transformers' MambaForCausalLM order;
+        seq_idx / position_ids: packed documents (see BioMambaModel.forward)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                            cache_params=cache_params, use_cache=use_cache,
+                            output_hidden_states=output_hidden_states, return_dict=True, seq_idx=seq_idx,
+                            position_ids=position_ids)
+        hidden = slice_logits_to_keep(out.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden.to(self.lm_head.weight.dtype)).float()
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, attention_mask, num_items_in_batch)
+        output = BioMambaCausalLMOutput(loss=loss, logits=logits, cache_params=out.cache_params,
+                                        hidden_states=out.hidden_states)
+        return _returned(output, return_dict, self.config)
 
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Recurrent decoding with a conv/SSM state cache; see biomamba.generation.generate."""
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+    def prepare_inputs_for_generation(self, input_ids, inputs_embeds=None, use_cache=None, cache_params=None,
+                                      attention_mask=None, is_first_iteration=False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, use_cache=use_cache, cache_params=cache_params,
+            attention_mask=attention_mask, is_first_iteration=is_first_iteration, **kwargs)
+        if use_cache and not is_first_iteration:
+            # A step feeds one real token per row to the cached state: the prompt's mask is spent.
+            model_inputs["attention_mask"] = None
+        return model_inputs
 
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """transformers' `generate` (every argument works; see biomamba/generation.py).
 
-
-
+        Prompts may be padded on either side. Right-padded rows are left-aligned before decoding,
+        and the returned rows keep the prompt columns as given, followed by the new tokens.
+        """
+        input_ids = kwargs.pop("input_ids", inputs)
+        attention_mask = kwargs.get("attention_mask")
+        if input_ids is None or attention_mask is None or not has_right_padding(attention_mask):
+            return super().generate(input_ids, generation_config, **kwargs)
+        aligned_ids, kwargs["attention_mask"], shift = left_align(input_ids, attention_mask)
+        output = super().generate(aligned_ids, generation_config, **kwargs)
+        if isinstance(output, torch.Tensor):
+            return restore_prompt_layout(output, shift, input_ids.shape[1])
+        output.sequences = restore_prompt_layout(output.sequences, shift, input_ids.shape[1])
+        return output
 # ----------------------------------------------------------------------------- thin heads
 
 def pool(hidden, attention_mask, how="last"):
-    """(b, l, d) -> (b, d): the last real token (right padding) or the mean over real tokens."""
+    """(b, l, d) -> (b, d): the last real token (padding on either side) or the mean over real tokens."""
     if attention_mask is None:
         return hidden[:, -1] if how == "last" else hidden.mean(1)
     mask = attention_mask.to(hidden.dtype)
     if how == "mean":
         return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-    last = attention_mask.long().sum(1) - 1  # index of the last real token of each row
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    last = torch.where(attention_mask.bool(), positions, -1).max(dim=1).values  # (b,) last real index
     if bool((last < 0).any()):
         raise ValueError("a row of attention_mask has no real token")
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
@@ -306,18 +396,24 @@ class BioMambaSequenceClassifierOutput(ModelOutput):
 class BioMambaForSequenceClassification(BioMambaPreTrainedModel):
     """Backbone + pooling (config.pooling) + a linear classifier over config.num_labels."""
 
+    accepts_loss_kwargs = False  # a per-example mean: Trainer must divide it over accumulation steps
+
     def __init__(self, config: BioMambaConfig):
         super().__init__(config)
         self.backbone = BioMambaModel(config)
         self.score = nn.Linear(config.d_model, config.num_labels, bias=True)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, **unused):
-        hidden = self.backbone(input_ids, attention_mask, inputs_embeds).last_hidden_state
+    def forward(self, input_ids=None, attention_mask=None, labels=None, inputs_embeds=None, return_dict=None,
+                seq_idx=None, position_ids=None, **unused):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                               use_cache=False, return_dict=True, seq_idx=seq_idx,
+                               position_ids=position_ids).last_hidden_state
         pooled = pool(hidden, attention_mask, self.config.pooling)
         logits = self.score(pooled.to(self.score.weight.dtype)).float()  # (b, num_labels)
         loss = None if labels is None else F.cross_entropy(logits, labels)
-        return BioMambaSequenceClassifierOutput(loss=loss, logits=logits, pooled=pooled)
+        output = BioMambaSequenceClassifierOutput(loss=loss, logits=logits, pooled=pooled)
+        return _returned(output, return_dict, self.config)
 
 
 @dataclass
@@ -330,8 +426,11 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
     """Backbone + pooling + optional projection, L2-normalised (a BMRetriever-style encoder).
 
     Inputs should end with an EOS token (`encode` appends it) so that "last" pooling reads a
-    representation of the whole text.
+    representation of the whole text. Output [0] is the embedding, so pipeline("feature-extraction")
+    returns it.
     """
+
+    accepts_loss_kwargs = False
 
     def __init__(self, config: BioMambaConfig):
         super().__init__(config)
@@ -340,13 +439,16 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
                            if config.embedding_dim else None)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **unused):
-        hidden = self.backbone(input_ids, attention_mask, inputs_embeds).last_hidden_state
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, return_dict=None, seq_idx=None,
+                position_ids=None, **unused):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                               use_cache=False, return_dict=True, seq_idx=seq_idx,
+                               position_ids=position_ids).last_hidden_state
         pooled = pool(hidden, attention_mask, self.config.pooling)
         if self.projection is not None:
             pooled = self.projection(pooled)
-        return BioMambaEmbeddingOutput(embeddings=F.normalize(pooled.float(), dim=-1),
-                                       last_hidden_state=hidden)
+        output = BioMambaEmbeddingOutput(embeddings=F.normalize(pooled.float(), dim=-1), last_hidden_state=hidden)
+        return _returned(output, return_dict, self.config)
 
     def encode(self, texts, batch_size: int = 32, instruction: str | None = None, tokenizer=None,
                max_length: int = 256, progress: bool = False, convert_to_numpy: bool = True):

@@ -83,3 +83,12 @@ def test_greedy_generation_equals_transformers(hf_model, hf_dir):
     theirs = hf_model.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=None,
                                pad_token_id=0)
     assert torch.equal(ours.generate(prompt, max_new_tokens=12), theirs)
+
+
+def test_generation_config_round_trips(tmp_path):
+    model = tiny_model()
+    model.generation_config.max_new_tokens = 7
+    model.generation_config.repetition_penalty = 1.3
+    model.save_pretrained(tmp_path)
+    loaded = BioMambaForCausalLM.from_pretrained(tmp_path).generation_config
+    assert (loaded.max_new_tokens, loaded.repetition_penalty) == (7, 1.3)

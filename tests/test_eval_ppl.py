@@ -350,7 +350,7 @@ def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
     assert docs["bytes"] == count_bytes(SHORT) + count_bytes(LONG)
     assert docs["bits_per_byte"] == pytest.approx(-want / docs["bytes"] / math.log(2), rel=1e-6)
     assert docs["tokenizer"]["sha256"] and docs["windowing"] == {"name": "loglikelihood_rolling",
-                                                                 "max_length": 16, "stride": 16}
+                                                                 "max_length": 16, "stride": 16, "packed": False}
     assert docs["legacy_padded"]["perplexity"] > 0 and "padding scored" in docs["legacy_padded"]["protocol"]
     assert cli(["--model", str(mamba_dir), "--data", str(tmp_path / "docs.txt"), "--out",
                 str(tmp_path / "mamba.json"), "--no-progress"]) == 0
@@ -413,3 +413,21 @@ def test_eval_ppl_equals_lm_eval_loglikelihood_rolling_with_a_bos_adding_tokeniz
     theirs = lm.loglikelihood_rolling(requests, disable_tqdm=True)
     assert ours["sum_logprob"] == pytest.approx(sum(theirs), rel=1e-5)
     assert ours["tokens"] == sum(len(lm.tok_encode(t)) for t in texts)
+
+
+def test_pack_is_refused_for_models_that_would_read_across_documents(tmp_path, gpt2_dir, capsys):
+    (tmp_path / "docs.txt").write_text(f"{SHORT}\n\n{LONG}\n")
+    assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "docs.txt"), "--out", str(tmp_path / "o.json"),
+                "--pack", "--no-progress"]) == 1
+    assert "--pack needs a model whose forward resets at document boundaries" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("max_length,stride", [(64, None), (16, None), (16, 5)])
+def test_packed_documents_score_as_they_do_alone(mamba_dir, max_length, stride):
+    """Several windows per row, isolated by seq_idx: every document's sum equals the one-per-row sum."""
+    loaded, _ = load_model(mamba_dir)
+    texts = [SHORT, CORPUS[0], LONG, CORPUS[4], "Aspirin.", CORPUS[2]]
+    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    alone = causal_document_scores(loaded.model, token_lists, 0, max_length, stride, batch_size=2)
+    packed = causal_document_scores(loaded.model, token_lists, 0, max_length, stride, batch_size=2, pack=max_length)
+    np.testing.assert_allclose(packed, alone, rtol=1e-5)

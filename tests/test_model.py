@@ -1,4 +1,4 @@
-"""The model's contract: caching, padding, loss, initialisation, presets, generation."""
+"""The model's contract: caching, padding, loss, initialisation, presets (generation: test_generation)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from tests.model_helpers import tiny_model
+from tests.model_helpers import padded_batch, tiny_model
 
 
 def test_full_forward_equals_prefix_then_cached_steps():
@@ -21,17 +21,38 @@ def test_full_forward_equals_prefix_then_cached_steps():
     assert (torch.cat(steps, 1) - full).abs().max() <= 1e-5
 
 
-def test_right_padded_batch_equals_each_sequence_alone():
-    model = tiny_model()
+def _real(rows, mask, row):
+    """The real (unpadded) positions of `row` in a padded (b, l, ...) tensor."""
+    return rows[row][mask[row].bool()]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_gives_each_sequence_its_own_logits_and_loss(side):
+    model = tiny_model(conv_bias=True, bias=True)  # biases would leak into pads if masked too late
     g = torch.Generator().manual_seed(1)
-    a, b = torch.randint(1, 97, (1, 17), generator=g), torch.randint(1, 97, (1, 9), generator=g)
-    batch = torch.zeros(2, 17, dtype=torch.long)
-    batch[0], batch[1, :9] = a[0], b[0]
-    mask = (torch.arange(17) < torch.tensor([[17], [9]])).long()
+    prompts = [torch.randint(1, 97, (n,), generator=g) for n in (17, 9, 3)]
+    ids, mask = padded_batch(prompts, side, pad_id=5)
     with torch.no_grad():
-        logits = model(batch, attention_mask=mask).logits
-        assert (logits[0] - model(a).logits[0]).abs().max() <= 1e-5
-        assert (logits[1, :9] - model(b).logits[0]).abs().max() <= 1e-5
+        batch = model(ids, attention_mask=mask, labels=ids, num_items_in_batch=1)
+        alone = [model(p[None], labels=p[None], num_items_in_batch=1) for p in prompts]
+    for row, single in enumerate(alone):
+        assert (_real(batch.logits, mask, row) - single.logits[0]).abs().max() <= 1e-5
+    # num_items_in_batch=1 makes the loss a sum over scored targets: the rows' own sums add up.
+    assert torch.allclose(batch.loss, sum(single.loss for single in alone), rtol=1e-5)
+
+
+def test_left_padded_cache_continues_as_each_sequence_alone():
+    model = tiny_model()
+    g = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(1, 97, (n,), generator=g) for n in (8, 3)]
+    ids, mask = padded_batch(prompts, "left")
+    nxt = torch.randint(1, 97, (2, 1), generator=g)
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask, use_cache=True)
+        stepped = model(nxt, cache_params=batch.cache_params).logits[:, -1]
+        for row, prompt in enumerate(prompts):
+            full = model(torch.cat([prompt, nxt[row]])[None]).logits[0, -1]
+            assert (stepped[row] - full).abs().max() <= 1e-5
 
 
 def test_loss_shifts_labels_and_never_scores_padding_or_ignored():
@@ -98,35 +119,22 @@ def test_config_reports_every_problem_at_once():
         BioMambaConfig.from_preset("7b")
 
 
-def test_generation_of_a_padded_batch_equals_each_prompt_alone():
+def test_loss_is_a_mean_or_a_sum_over_num_items_in_batch():
     model = tiny_model()
-    g = torch.Generator().manual_seed(3)
-    long, short = torch.randint(1, 97, (1, 8), generator=g), torch.randint(1, 97, (1, 5), generator=g)
-    batch = torch.zeros(2, 8, dtype=torch.long)
-    batch[0], batch[1, :5] = long[0], short[0]
-    mask = (torch.arange(8) < torch.tensor([[8], [5]])).long()
-    out = model.generate(batch, attention_mask=mask, max_new_tokens=6)
-    alone_long = model.generate(long, max_new_tokens=6)[0]
-    alone_short = model.generate(short, max_new_tokens=6)[0]
-    assert torch.equal(out[0, :14], alone_long)
-    assert torch.equal(out[1, :11], alone_short)
-    assert (out[1, 11:] == model.config.pad_token_id).all()
+    ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(7))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    scored = int((labels[:, 1:] != -100).sum())
+    with torch.no_grad():
+        mean = model(input_ids=ids, labels=labels).loss  # what our training loop calls
+        summed = model(input_ids=ids, labels=labels, num_items_in_batch=torch.tensor(1)).loss
+        over_all = model(input_ids=ids, labels=labels, num_items_in_batch=3 * scored).loss
+    assert torch.allclose(summed, mean * scored, rtol=1e-5)
+    assert torch.allclose(over_all, mean / 3, rtol=1e-5)
 
 
-def test_generation_stops_at_eos_and_sampling_is_reproducible():
-    model = tiny_model()
-    prompt = torch.randint(1, 97, (2, 4), generator=torch.Generator().manual_seed(4))
-    greedy = model.generate(prompt, max_new_tokens=8)
-    eos = int(greedy[0, 4])  # the first generated token of row 0
-    stopped = model.generate(prompt, max_new_tokens=8, eos_token_id=eos, pad_token_id=96)
-    assert torch.equal(stopped[0, :5], greedy[0, :5])
-    assert (stopped[0, 5:] == 96).all()
-    draws = [model.generate(prompt, max_new_tokens=8, do_sample=True, top_k=10, top_p=0.9,
-                            temperature=0.8, generator=torch.Generator().manual_seed(7)) for _ in range(2)]
-    assert torch.equal(draws[0], draws[1])
-
-
-def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path):
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path, side):
     from biomamba import BioMambaForEmbedding, BioMambaForSequenceClassification
     tiny_model().save_pretrained(tmp_path)
     classifier = BioMambaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
@@ -134,14 +142,13 @@ def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path):
     assert torch.equal(classifier.backbone.embedding.weight, lm.backbone.embedding.weight)
     g = torch.Generator().manual_seed(5)
     a, b = torch.randint(1, 97, (1, 9), generator=g), torch.randint(1, 97, (1, 4), generator=g)
-    batch = torch.zeros(2, 9, dtype=torch.long)
-    batch[0], batch[1, :4] = a[0], b[0]
-    mask = (torch.arange(9) < torch.tensor([[9], [4]])).long()
+    batch, mask = padded_batch([a[0], b[0]], side)
     with torch.no_grad():
         padded = classifier(batch, attention_mask=mask).logits
         assert torch.allclose(padded[1], classifier(b).logits[0], atol=1e-5)
         assert torch.allclose(padded[0], classifier(a).logits[0], atol=1e-5)
-        encoder = BioMambaForEmbedding.from_pretrained(tmp_path, pooling="mean")
-        emb = encoder(batch, attention_mask=mask).embeddings
-        assert torch.allclose(emb[1], encoder(b).embeddings[0], atol=1e-5)
-        assert torch.allclose(emb.norm(dim=-1), torch.ones(2))
+        for pooling in ("mean", "last"):
+            encoder = BioMambaForEmbedding.from_pretrained(tmp_path, pooling=pooling)
+            emb = encoder(batch, attention_mask=mask).embeddings
+            assert torch.allclose(emb[1], encoder(b).embeddings[0], atol=1e-5)
+            assert torch.allclose(emb.norm(dim=-1), torch.ones(2))

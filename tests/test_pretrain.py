@@ -90,17 +90,15 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = load_config(None, ["train.max_steps=6", "train.save_every=1", "optim.warmup_steps=1",
                              "logging.wandb=false"])
     batch = torch.randint(0, 97, (2, 8))
-    current = {}
 
-    def batches_for(step):
-        current["step"] = step
-        return [batch]
+    def batches_for(step):  # a pure function of the step, as the loop requires (it prefetches)
+        return [{"step": step, "ids": batch}]
 
     def loss_fn(m, b):  # the loss of step 3 is NaN
-        loss = m(input_ids=b, labels=b).loss
-        return loss * float("nan") if current["step"] == 3 else loss
+        loss = m(input_ids=b["ids"], labels=b["ids"]).loss
+        return loss * float("nan") if b["step"] == 3 else loss
 
-    objective = Objective(batches_for=batches_for, loss_fn=loss_fn, items_in=lambda b: b.numel())
+    objective = Objective(batches_for=batches_for, loss_fn=loss_fn, items_in=lambda b: b["ids"].numel())
     trainer = Trainer(model, objective, cfg, _NullLogger(), Checkpointer(tmp_path), torch.device("cpu"))
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss nan .* at step 3.*step_0000002"):
         trainer.fit()
@@ -195,3 +193,25 @@ def test_a_data_dir_never_prepared_is_one_line_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr and "biomamba prepare" in result.stderr
+
+
+def test_each_eos_starts_the_next_packed_document():
+    from biomamba.train.pretrain import document_ids
+    windows = torch.tensor([[5, 6, 0, 7, 0, 0, 8], [0, 1, 2, 3, 4, 5, 6]])
+    assert document_ids(windows, eos_id=0).tolist() == [[0, 0, 1, 1, 2, 3, 3], [1, 1, 1, 1, 1, 1, 1]]
+
+
+def test_document_resets_train_differently_and_resume_exactly(data_dir, tmp_path):
+    # windows of 256 tokens: these steps' windows hold document boundaries (the small data's
+    # abstracts average ~770 tokens with its 512-token vocabulary)
+    settings = ("train.max_steps=6", "train.save_every=3", "train.keep_last=5", "train.eval_every=6",
+                "data.seq_len=256")
+    straight = tmp_path / "resets"
+    run_pretrain(straight, data_dir, "data.document_resets=true", *settings)
+    run_pretrain(tmp_path / "plain", data_dir, *settings)
+    assert losses(straight) != losses(tmp_path / "plain")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    keep_checkpoints_up_to(resumed, 3)
+    run_pretrain(resumed, data_dir, "data.document_resets=true", *settings)
+    assert losses(resumed) == losses(straight)

@@ -53,6 +53,9 @@ class ModelConfig:
 class DataConfig:
     dir: str = "data/pubmed"  # a directory written by `biomamba prepare`
     seq_len: int = at_least(256, 2)
+    # packed documents never see each other: the scan and conv state reset at each document's EOS
+    # separator (seq_idx), as eval-ppl scores a document alone after EOS (model.arch=mamba)
+    document_resets: bool = False
 
 
 @dataclass
@@ -227,6 +230,9 @@ def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
     if cfg.model.arch != "mamba" and cfg.train.init_from:
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
+    if cfg.model.arch != "mamba" and cfg.data.document_resets:
+        problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
+                        f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):

@@ -12,6 +12,7 @@ handling, checkpoints (via Checkpointer), logging (via RunLogger) and exact resu
 """
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,6 +60,41 @@ def param_groups(model, weight_decay):
         else:
             decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Prefetcher:
+    """The micro-batches of step s+1 built in a background thread while step s trains. The data
+    position is the step, so prefetching changes no result; on a GPU the batches are pinned so their
+    copy to the device can overlap compute."""
+
+    def __init__(self, batches_for: Callable, last_step: int, pin: bool):
+        self.batches_for, self.last_step, self.pin = batches_for, last_step, pin
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self.pending = None  # (step, future)
+
+    def get(self, step: int):
+        if self.pending is not None and self.pending[0] == step:
+            batches = self.pending[1].result()  # re-raises what the thread raised
+        else:
+            batches = self._build(step)
+        self.pending = (step + 1, self.pool.submit(self._build, step + 1)) if step < self.last_step else None
+        return batches
+
+    def _build(self, step: int):
+        return _pinned(self.batches_for(step)) if self.pin else self.batches_for(step)
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pinned(batch):
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        return {k: _pinned(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_pinned(v) for v in batch)
+    return batch
 
 
 class Trainer:
@@ -149,7 +185,7 @@ class Trainer:
     def train_step(self) -> dict:
         self.step += 1
         start = time.perf_counter()
-        loss, items = self._forward_backward(self.objective.batches_for(self.step))
+        loss, items = self._forward_backward(self.prefetch.get(self.step))
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -179,6 +215,14 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> dict:
+        self.prefetch = Prefetcher(self.objective.batches_for, self.cfg.train.max_steps,
+                                   pin=self.device.type == "cuda")
+        try:
+            return self._fit()
+        finally:
+            self.prefetch.close()
+
+    def _fit(self) -> dict:
         t = self.cfg.train
         last_row, last_eval = {}, {}
         while self.step < t.max_steps:

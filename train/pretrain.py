@@ -68,9 +68,18 @@ def token_byte_lengths(tokenizer) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- the objective
 
-def lm_loss(model, batch):
-    batch = batch.to(next(model.parameters()).device)
-    return model(input_ids=batch, labels=batch).loss
+def document_ids(windows: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(b, l) ids of the packed documents: each EOS starts the next document, so the model predicts a
+    document's first token from the EOS alone (eval-ppl's prefix) and never from the one before."""
+    return torch.cumsum(windows == eos_id, dim=-1)
+
+
+def make_lm_loss(eos_id: int, resets: bool):
+    def lm_loss(model, batch):
+        batch = batch.to(next(model.parameters()).device)
+        extra = {"seq_idx": document_ids(batch, eos_id)} if resets else {}
+        return model(input_ids=batch, labels=batch, **extra).loss
+    return lm_loss
 
 
 def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
@@ -87,7 +96,8 @@ def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
         nats, tokens = 0.0, 0
         for chunk in windows.split(batch_size):
             chunk = chunk.to(device)
-            logits = model(input_ids=chunk).logits[:, :-1].float()
+            extra = {"seq_idx": document_ids(chunk, eos_id)} if cfg.data.document_resets else {}
+            logits = model(input_ids=chunk, **extra).logits[:, :-1].float()
             nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum")
             nats, tokens = nats + nll.item(), tokens + chunk[:, 1:].numel()
         loss = nats / tokens
@@ -126,7 +136,8 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
         return batches, Objective(batches_for=masked.for_step, loss_fn=mlm.mlm_loss,
                                   items_in=lambda b: b["input_ids"][:, 1:].numel(),
                                   evaluate=mlm.make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg))
-    return batches, Objective(batches_for=batches.for_step, loss_fn=lm_loss, items_in=lambda b: b.numel(),
+    return batches, Objective(batches_for=batches.for_step, loss_fn=make_lm_loss(eos_id, cfg.data.document_resets),
+                              items_in=lambda b: b.numel(),
                               evaluate=make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id))
 
 
@@ -147,7 +158,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
     batches, objective = objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, byte_lengths)
     facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
-                f"{batches.global_batch} x {cfg.data.seq_len}")
+                f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
+                f"{'on' if cfg.data.document_resets else 'off'}")
     return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
                            job_type="pretrain", source_model=cfg.train.init_from))
 

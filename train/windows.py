@@ -6,8 +6,12 @@ global windows [(s-1)*G, s*G) of that endless sequence, G = micro_batch * grad_a
 rank r takes its own micro-batches of them. So the batch of a step depends only on the seed and
 the step (the data position is the step), and 1 process or N processes see the same global batch.
 """
+import heapq
+
 import numpy as np
 import torch
+
+from biomamba.data.splits import unit_hash
 
 
 class WindowBatches:
@@ -49,10 +53,14 @@ class WindowBatches:
 
 
 def val_windows(val_tokens, seq_len: int, eval_batches: int, micro_batch: int, world_size: int = 1) -> torch.Tensor:
-    """The validation set: the first eval_batches x micro_batch x world_size windows of the val split,
-    in order. Counted in global micro-batches, so 1 process at batch 2B and 2 processes at batch B
+    """The validation set: eval_batches x micro_batch x world_size windows spread over the whole val
+    split (the windows whose index hashes lowest, read in split order), not its first, oldest
+    documents. Counted in global micro-batches, so 1 process at batch 2B and 2 processes at batch B
     score the same windows and report the same val loss."""
-    n_windows = min(len(val_tokens) // seq_len, eval_batches * micro_batch * world_size)
-    if n_windows == 0:
+    total = len(val_tokens) // seq_len
+    wanted = min(total, eval_batches * micro_batch * world_size)
+    if wanted == 0:
         raise ValueError(f"the val split ({len(val_tokens)} tokens) is shorter than data.seq_len={seq_len}")
-    return torch.from_numpy(np.asarray(val_tokens[: n_windows * seq_len], dtype=np.int64)).view(n_windows, seq_len)
+    chosen = sorted(heapq.nsmallest(wanted, range(total), key=lambda i: unit_hash(f"val-window-{i}")))
+    rows = [np.asarray(val_tokens[i * seq_len:(i + 1) * seq_len], dtype=np.int64) for i in chosen]
+    return torch.from_numpy(np.stack(rows))

@@ -82,37 +82,76 @@ def length_batches(lengths, batch_size: int, max_tokens: int | None = None):
         yield batch
 
 
-def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor):
-    """log p(targets[b, i] | input_ids[b, :i+1]) for every position: (b, l) fp32."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (b, l, vocab)
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
+                   seq_idx: torch.Tensor | None = None):
+    """log p(targets[b, i] | input_ids[b, :i+1]) for every position: (b, l) fp32. With seq_idx (packed
+    documents), position i sees only the positions of its own document."""
+    extra = {} if seq_idx is None else {"seq_idx": seq_idx}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits.float()  # (b, l, vocab)
     picked = logits.gather(-1, targets[..., None]).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def pack_windows(windows: list[Window], capacity: int) -> list[list[int]]:
+    """Rows of window indices, each row at most `capacity` input tokens: windows longest first, a
+    new row when the next one does not fit (next-fit decreasing; deterministic)."""
+    rows, used = [], capacity
+    for i in sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids)):
+        size = len(windows[i].input_ids)
+        if used + size > capacity:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += size
+    return rows
+
+
+def _row_tensors(windows: list[Window], row: list[int]):
+    """One row's inputs, targets, scored mask and document ids (one id per packed window)."""
+    ids = [t for i in row for t in windows[i].input_ids]
+    targets = [t for i in row for t in windows[i].targets]
+    scored, seq = [], []
+    for k, i in enumerate(row):
+        m, n = len(windows[i].input_ids), windows[i].n_scored
+        scored += [False] * (m - n) + [True] * n
+        seq += [k] * m
+    return ids, targets, scored, seq
+
+
 @torch.no_grad()
 def score_windows(model, windows: list[Window], n_docs: int, batch_size: int, device="cpu",
-                  progress=None, max_tokens: int | None = None) -> np.ndarray:
-    """Summed log-likelihood (nats, float64) of each document's scored tokens."""
+                  progress=None, max_tokens: int | None = None, pack: int | None = None) -> np.ndarray:
+    """Summed log-likelihood (nats, float64) of each document's scored tokens.
+
+    pack: put several windows in one row of at most `pack` tokens, isolated by seq_idx (document
+    ids the model's scan and conv reset at), so short documents share a forward pass; a model
+    whose forward takes seq_idx gives each window exactly what it gives alone (float round-off).
+    """
+    rows = pack_windows(windows, pack) if pack else [[i] for i in range(len(windows))]
     sums = np.zeros(n_docs, dtype=np.float64)
-    lengths = [len(w.input_ids) for w in windows]
+    lengths = [sum(len(windows[i].input_ids) for i in row) for row in rows]
     for batch in length_batches(lengths, batch_size, max_tokens):
-        ids, mask = pad_right([windows[i].input_ids for i in batch], 0)
-        targets, _ = pad_right([windows[i].targets for i in batch], 0)
-        scored = torch.zeros_like(mask, dtype=torch.bool)
-        for row, i in enumerate(batch):
-            scored[row, lengths[i] - windows[i].n_scored: lengths[i]] = True
-        logp = token_logprobs(model, ids.to(device), mask.to(device), targets.to(device)).double().cpu()
-        per_row = logp.masked_fill(~scored, 0.0).sum(dim=1).numpy()
-        for row, i in enumerate(batch):
-            sums[windows[i].doc] += per_row[row]
+        ids, targets, scored, seq = zip(*(_row_tensors(windows, rows[r]) for r in batch))
+        ids, mask = pad_right(ids, 0)
+        targets, scored, seq = (pad_right(x, 0)[0] for x in (targets, scored, seq))
+        logp = token_logprobs(model, ids.to(device), mask.to(device), targets.to(device),
+                              seq.to(device) if pack else None).double().cpu()
+        logp = logp.masked_fill(~scored.bool(), 0.0)
+        for k, r in enumerate(batch):
+            start = 0
+            for i in rows[r]:
+                end = start + len(windows[i].input_ids)
+                sums[windows[i].doc] += float(logp[k, start:end].sum())
+                start = end
         if progress is not None:
             progress.update(int(scored.sum()))
     return sums
 
 
 def causal_document_scores(model, token_lists: list, prefix_id: int, max_length: int, stride: int | None,
-                           batch_size: int, device="cpu", progress=None, max_tokens: int | None = None) -> np.ndarray:
+                           batch_size: int, device="cpu", progress=None, max_tokens: int | None = None,
+                           pack: int | None = None) -> np.ndarray:
     """Summed log-likelihood of each tokenized document under the rolling protocol."""
     windows = [w for d, tokens in enumerate(token_lists)
                for w in rolling_windows(tokens, prefix_id, max_length, stride, doc=d)]
-    return score_windows(model, windows, len(token_lists), batch_size, device, progress, max_tokens)
+    return score_windows(model, windows, len(token_lists), batch_size, device, progress, max_tokens, pack)
