@@ -14,6 +14,7 @@ import torch
 from transformers import MambaConfig, MambaForCausalLM
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM, ops
+from biomamba.bench_cli import report_table
 
 
 def parse_args():
@@ -91,6 +92,8 @@ def main():
     print("\n| T | model | train tokens/s | vs transformers |\n|---|---|---|---|")
     for seq_len, name, tps, ratio in rows:
         print(f"| {seq_len} | {name} | {tps:,.0f} | {ratio:.1f}x |")
+    report_table("train", ["T", "model", "train tokens/s", "vs transformers"], rows, key=("T", "model"),
+                 ratios=("vs transformers",))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ several windows in one row, each its own document for the model (seq_idx resets)
 OUT.json: {"model", "protocol", "results": [{dataset, documents, tokens, words, bytes,
 sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, tokenizer,
 windowing, ...}]}. Compare models with different tokenizers by bits_per_byte and word_perplexity.
+
+W&B (--no-wandb: none): a run of job_type eval-ppl named after OUT, files under OUT's directory,
+offline unless W&B is configured; summary eval-ppl/DATASET/{bits_per_byte, word_perplexity,
+token_perplexity, byte_perplexity, tokens, documents}, a table eval-ppl/results with one row per
+dataset, the model and protocol in the config. Its group is the one of the run that trained the
+model (--model RUN_DIR or RUN_DIR/model; that run's W&B id is config model_origin.run_id), else the
+model directory's name; --wandb-group sets another.
 """
 import json
 import sys
@@ -41,6 +48,7 @@ from pathlib import Path
 from biomamba.data.errors import DataError
 from biomamba.io import write_text
 from biomamba.runtime import pick_device
+from biomamba import tracking
 from biomamba.eval.ppl_data import load_data
 from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
@@ -73,6 +81,7 @@ def add_arguments(parser):
                              "tokenizer's own (a tokenizer that adds BOS/EOS has them scored); false: none")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tracking.add_arguments(parser, files_in="OUT.json's directory")
 
 
 def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
@@ -208,7 +217,26 @@ def _run(args) -> int:
     except (DataError, ModelSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    write_json(Path(args.out), {"model": model_entry(loaded, device, args.dtype), "protocol": protocol,
-                                "results": results})
+    payload = {"model": model_entry(loaded, device, args.dtype), "protocol": protocol, "results": results}
+    write_json(Path(args.out), payload)
     print(f"wrote {args.out}")
+    track(args, payload)
     return 0
+
+
+PPL_METRICS = ("bits_per_byte", "word_perplexity", "token_perplexity", "byte_perplexity", "tokens", "documents")
+
+
+def track(args, payload: dict):
+    """OUT.json's results as a W&B run (job_type eval-ppl) in the group of the model's training run."""
+    config = {"model": payload["model"], "protocol": payload["protocol"], "data": args.data, "limit": args.limit}
+    per_dataset = {r["dataset"]: {k: r[k] for k in PPL_METRICS} for r in payload["results"]}
+    for r in payload["results"]:
+        if "perplexity" in r.get("legacy_padded", {}):
+            per_dataset[r["dataset"]]["legacy_padded_perplexity"] = r["legacy_padded"]["perplexity"]
+    rows = [[r["dataset"], *(r[k] for k in PPL_METRICS), r["perplexity_kind"]] for r in payload["results"]]
+    with tracking.start_for_command(args, job_type="eval-ppl", name=Path(args.out).stem,
+                                    directory=Path(args.out).parent, config=config,
+                                    origin=tracking.model_origin(args.model)) as tracker:
+        tracker.summarize(per_dataset, prefix="eval-ppl/")
+        tracker.log_table("eval-ppl/results", ["dataset", *PPL_METRICS, "perplexity_kind"], rows)

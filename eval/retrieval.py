@@ -15,12 +15,20 @@ directories, BioASQ), each queries + corpus + qrels + a query instruction.
 Metrics: biomamba.metrics.retrieval (pytrec_eval, i.e. trec_eval's code: nDCG@10, Recall@1/10/100,
 MRR@10). Hybrid = reciprocal rank fusion, score(d) = sum_s 1 / (60 + rank_s(d)) over the dense and
 BM25 top 100.
+
+W&B (--no-wandb: none): a run of job_type retrieval-eval named after OUT, files under OUT, offline
+unless W&B is configured; summary retrieval-eval/TASK/METHOD/{nDCG@10, Recall@10, Recall@100,
+MRR@10} and a table retrieval-eval/results (the rows of retrieval.md). Its group is the one of the
+run that trained --model (a `biomamba retrieval train` RUN_DIR/model joins the group of the model it
+started from; its W&B id is config model_origin.run_id), else the model directory's name.
 """
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
+from biomamba import tracking
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
 from biomamba.data.retrieval_tasks import beir_task, bioasq_task, heldout_tasks
@@ -47,6 +55,7 @@ def add_arguments(parser):
     parser.add_argument("--corpus", help="corpus for --bioasq: a BEIR corpus.jsonl/dir or a prepared dir")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", required=True, help="directory for retrieval.md and retrieval.json")
+    tracking.add_arguments(parser)
 
 
 def run(args) -> int:
@@ -75,6 +84,7 @@ def _run(args) -> int:
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     table = write_results(args.out, results, {"model": args.model, "data": args.data, "split": args.split})
     print(table, end="")
+    track(args, results)
     return 0
 
 def evaluate_task(task, encoder=None, batch_size: int = 32, progress: bool = False) -> dict:
@@ -93,13 +103,14 @@ def evaluate_task(task, encoder=None, batch_size: int = 32, progress: bool = Fal
 # ----------------------------------------------------------------------------- reporting
 
 COLUMNS = ("nDCG@10", "Recall@10", "Recall@100", "MRR@10")
+METHODS = ("dense", "bm25", "hybrid")
 
 
 def markdown_table(results: list[dict]) -> str:
     lines = ["| task | method | " + " | ".join(COLUMNS) + " | queries | docs |",
              "|---|---|" + "---:|" * (len(COLUMNS) + 2)]
     for result in results:
-        for method in ("dense", "bm25", "hybrid"):
+        for method in METHODS:
             if method in result:
                 m = result[method]
                 lines.append(f"| {result['task']} | {method} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
@@ -119,3 +130,18 @@ def write_results(out_dir, results: list[dict], extra: dict | None = None) -> st
     table = markdown_table(results)
     write_report(out_dir, "retrieval", table, {**(extra or {}), "results": without_per_query(results)})
     return table
+
+
+# ----------------------------------------------------------------------------- W&B
+
+def track(args, results: list[dict]):
+    """retrieval.json's scores as a W&B run (job_type retrieval-eval) in the group of the model's training run."""
+    scores = {r["task"]: {m: {c: r[m][c] for c in COLUMNS} for m in METHODS if m in r} for r in results}
+    rows = [[r["task"], m, *(r[m][c] for c in COLUMNS), r["queries"], r["documents"]]
+            for r in results for m in METHODS if m in r]
+    config = {k: v for k, v in vars(args).items() if not k.startswith("wandb")}
+    origin = tracking.model_origin(args.model) if args.model else None
+    with tracking.start_for_command(args, job_type="retrieval-eval", name=Path(args.out).name, directory=args.out,
+                                    config=config, origin=origin) as tracker:
+        tracker.summarize(scores, prefix="retrieval-eval/")
+        tracker.log_table("retrieval-eval/results", ["task", "method", *COLUMNS, "queries", "documents"], rows)

@@ -160,7 +160,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
                 f"{'on' if cfg.data.document_resets else 'off'}")
-    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
+                           job_type="pretrain", source_model=cfg.train.init_from))
 
 
 def run(args) -> int:
