@@ -99,9 +99,16 @@ class LoggingConfig:
 
 
 @dataclass
+class MLMConfig:
+    """Masked-LM settings, read only by model.arch=bert (train/mlm.py)."""
+    mask_rate: float = 0.15  # the fraction of each window's tokens scored (BERT: 0.15); in (0, 1)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -227,6 +234,8 @@ def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
     if cfg.model.arch != "mamba" and cfg.train.init_from:
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
+    if not 0 < cfg.mlm.mask_rate < 1:
+        problems.append(f"mlm.mask_rate must be in (0, 1), got {cfg.mlm.mask_rate}")
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):
