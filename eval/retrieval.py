@@ -20,17 +20,16 @@ MRR@10). Fusion of the dense and BM25 top 100:
           qrels/--beir-val-split) as the w of 0, 0.05, ..., 1 with the best nDCG@10, then applied
           unchanged to the evaluated queries. retrieval.json records w and the validation curve; a
           task without validation judgments (BioASQ, a BEIR dir without them) has no hybrid row.
-A val task with distractors searches the same documents as its test task: each passage is encoded
-once (PassageMemo), and the throughput reported counts the passages really encoded.
+A val task with distractors searches the same documents as its test task: both query sets then go
+through one run over that corpus (each passage encoded once), split by query afterwards.
 """
 from __future__ import annotations
 
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
@@ -81,13 +80,11 @@ def _run(args) -> int:
     if args.bioasq and not args.corpus:
         raise RetrievalError("--bioasq needs --corpus (the documents its questions are searched in)")
     tasks = with_val_tasks(args)
-    encoder = PassageMemo(load_encoder(args.model, args.tokenizer, args.data)) if args.model else None
+    encoder = load_encoder(args.model, args.tokenizer, args.data) if args.model else None
     results = []
     for task, val in tasks:
-        start, before = time.perf_counter(), encoder.counts() if encoder else None
+        start = time.perf_counter()
         results.append(evaluate_task(task, encoder, args.batch_size, progress=sys.stderr.isatty(), val=val))
-        if encoder:
-            results[-1].update(encoder.throughput_since(before))
         print(f"{task.name}: {len(task.queries)} queries, {len(task.corpus)} documents, "
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     table = write_results(args.out, results, {"model": args.model, "data": args.data, "split": args.split})
@@ -97,16 +94,18 @@ def _run(args) -> int:
 def evaluate_task(task, encoder=None, batch_size: int = 32, progress: bool = False, val=None) -> dict:
     """{"task", "queries", "documents", "bm25": metrics, and with an encoder "dense", "rrf", timings, and
     given `val` (a ValTask) "hybrid" with its "fusion" record}."""
-    lexical = bm25_run(task)
+    val_task = val.task if val is not None else None
+    lexical, val_lexical, _ = with_val_run(lambda t: (bm25_run(t), None), task, val_task)
     out = {"task": task.name, "queries": len(task.queries), "documents": len(task.corpus),
            "bm25": evaluate_run(task.qrels, lexical)}
     if encoder is not None:
-        dense, timing = dense_run(encoder, task, batch_size=batch_size, progress=progress)
+        dense, val_dense, timing = with_val_run(
+            lambda t: dense_run(encoder, t, batch_size=batch_size, progress=progress), task, val_task)
         out["dense"] = evaluate_run(task.qrels, dense)
         out["rrf"] = evaluate_run(task.qrels, reciprocal_rank_fusion([dense, lexical]))
         out.update(timing)
         if val is not None:
-            out.update(tuned_hybrid(task, dense, lexical, val, encoder, batch_size, progress))
+            out.update(tuned_hybrid(task, dense, lexical, val, val_dense, val_lexical))
     return out
 
 
@@ -141,48 +140,28 @@ def with_val_tasks(args) -> list[tuple]:
     return pairs
 
 
-def tuned_hybrid(task, dense: dict, lexical: dict, val: ValTask, encoder, batch_size: int, progress: bool) -> dict:
+def with_val_run(run, task, val_task) -> tuple:
+    """(run of task, run of val_task or None, what else run(task) returned), run(t) -> (run, extra). When
+    both search the same corpus with the same instruction and distinct query ids, one run serves both
+    query sets (the corpus is indexed or encoded once); `extra` (timings) then covers both."""
+    shared = val_task is not None and (val_task.corpus == task.corpus and val_task.instruction == task.instruction
+                                       and not set(val_task.queries) & set(task.queries))
+    if not shared:
+        ours, extra = run(task)
+        return ours, run(val_task)[0] if val_task is not None else None, extra
+    both = dataclasses.replace(task, queries={**task.queries, **val_task.queries})
+    joint, extra = run(both)
+    return {q: joint[q] for q in task.queries}, {q: joint[q] for q in val_task.queries}, extra
+
+
+def tuned_hybrid(task, dense: dict, lexical: dict, val: ValTask, val_dense: dict, val_lexical: dict) -> dict:
     """The hybrid of `task` at the dense weight its validation queries choose, and the record of that choice."""
-    val_dense, _ = dense_run(encoder, val.task, batch_size=batch_size, progress=progress)
-    val_lexical = bm25_run(val.task)
     weight, curve = choose_fusion_weight(val.task.qrels, val_dense, val_lexical)
     return {"hybrid": evaluate_run(task.qrels, convex_fusion(dense, lexical, weight)),
             "fusion": {"method": "convex combination of min-max scaled scores", "dense_weight": weight,
                        "chosen_by": f"val {FUSION_METRIC}", "val": f"{val.task.name}, {val.source}",
                        "val_queries": len(val.task.queries), "val_documents": len(val.task.corpus),
                        "val_curve": {f"{w:.2f}": score for w, score in curve.items()}}}
-
-
-class PassageMemo:
-    """An Encoder that keeps every passage embedding it has made, by passage, so the passages a val task
-    shares with its test task (the same distractors) are encoded once; queries pass straight through.
-    It counts the passages it really encoded and the seconds that took: the throughput to report."""
-
-    def __init__(self, encoder):
-        self.encoder, self.memo, self.encoded, self.seconds = encoder, {}, 0, 0.0
-
-    def encode(self, *args, **kwargs):
-        return self.encoder.encode(*args, **kwargs)
-
-    def encode_corpus(self, docs, **kwargs):
-        keys = [d if isinstance(d, str) else (d.get("title", ""), d.get("text", "")) for d in docs]
-        fresh = list({k: d for k, d in zip(keys, docs) if k not in self.memo}.items())
-        if fresh:
-            start = time.perf_counter()
-            embeddings = self.encoder.encode_corpus([d for _, d in fresh], **kwargs)
-            self.seconds += time.perf_counter() - start
-            self.encoded += len(fresh)
-            self.memo.update((k, e) for (k, _), e in zip(fresh, embeddings))
-        return np.stack([self.memo[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
-
-    def counts(self) -> tuple[int, float]:
-        return self.encoded, self.seconds
-
-    def throughput_since(self, before: tuple[int, float]) -> dict:
-        """{"encoded_docs", and "encode_docs_per_s" over them if any} since counts() gave `before`: the
-        figure dense_run reports would count remembered passages as encoded."""
-        docs, seconds = self.encoded - before[0], self.seconds - before[1]
-        return {"encoded_docs": docs, "encode_docs_per_s": docs / max(seconds, 1e-9) if docs else None}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -201,7 +180,7 @@ def markdown_table(results: list[dict]) -> str:
                 lines.append(f"| {result['task']} | {method} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS)
                              + f" | {result['queries']} | {result['documents']} |")
     lines += fusion_notes(results)
-    speeds = [f"{r['task']}: {r['encode_docs_per_s']:.1f} docs/s" for r in results if r.get("encode_docs_per_s")]
+    speeds = [f"{r['task']}: {r['encode_docs_per_s']:.1f} docs/s" for r in results if "encode_docs_per_s" in r]
     if speeds:
         lines += ["", "Dense encode throughput: " + "; ".join(speeds)]
     return "\n".join(lines) + "\n"

@@ -24,11 +24,12 @@ def test_the_recipe_config_loads_as_a_bert_on_the_mamba_budget():
 
 def test_bad_mlm_values_are_all_reported_together():
     with pytest.raises(ConfigError) as error:
-        load_config(RECIPE, ["mlm.mask_rate=1.0", "mlm.warmup=3", "optim.lr=0", "data.seq_len=1"])
+        load_config(RECIPE, ["mlm.mask_rate=1.0", "mlm.word_embedding_lr_ratio=2", "mlm.warmup=3", "optim.lr=0",
+                             "data.seq_len=1"])
     text = str(error.value)
-    assert text.startswith("4 problem(s)")
-    for part in ("mlm.mask_rate must be in (0, 1), got 1.0", "unknown key mlm.warmup",
-                 "optim.lr must be > 0", "data.seq_len must be >= 2"):
+    assert text.startswith("5 problem(s)")
+    for part in ("mlm.mask_rate must be in (0, 1), got 1.0", "mlm.word_embedding_lr_ratio must be in (0, 1], got 2",
+                 "unknown key mlm.warmup", "optim.lr must be > 0", "data.seq_len must be >= 2"):
         assert part in text
     with pytest.raises(ConfigError, match=r"mlm.mask_rate: expected float, got 'a lot'"):
         load_config(RECIPE, ["mlm.mask_rate=a lot"])
@@ -75,3 +76,27 @@ def test_the_scored_only_head_gives_bert_s_loss_and_gradients():
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4, msg=name)
     # without labels it is BertForMaskedLM: logits at every position
     torch.testing.assert_close(ours(input_ids=batch["input_ids"]).logits, theirs(input_ids=batch["input_ids"]).logits)
+
+
+def test_word_embedding_lr_ratio_gives_the_tied_embeddings_their_own_lr():
+    from biomamba.train.loop import param_groups
+    from biomamba.train.models import build_model
+    from biomamba.train.schedule import lr_factor
+    cfg = load_config(None, ["model.arch=bert", "model.preset=debug", "mlm.word_embedding_lr_ratio=0.1",
+                             "optim.lr=0.002", "optim.warmup_steps=2", "train.max_steps=10"])
+    model = build_model(cfg, 515, 0)
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    assert model.cls.predictions.decoder.weight is embeddings  # tied: one parameter, one lr
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1, cfg.optim.lr), lr=cfg.optim.lr)
+    (group,) = [g for g in optimizer.param_groups if any(p is embeddings for p in g["params"])]
+    assert group["params"] == [embeddings] and group["weight_decay"] == 0.1
+    assert group["lr"] == pytest.approx(0.0002) and optimizer.param_groups[0]["lr"] == 0.002
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, cfg.optim, 10))
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+    assert group["lr"] == pytest.approx(0.1 * optimizer.param_groups[0]["lr"])
+    # without the ratio (and for the Mamba) the groups are the usual two: decay and no decay
+    plain = build_model(load_config(None, ["model.arch=bert", "model.preset=debug"]), 515, 0)
+    assert [g["weight_decay"] for g in param_groups(plain, 0.1, 0.002)] == [0.1, 0.0]

@@ -399,17 +399,27 @@ def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, sep
     assert f"- beir:separable: w {weight:.2f} (val nDCG@10" in out.stdout
 
 
-def test_passage_memo_encodes_each_passage_once_with_the_encoder_s_embeddings(tokenizer):
-    from biomamba.eval.retrieval import PassageMemo
-    encoder = Encoder(debug_embedder("mean"), tokenizer)
-    memo = PassageMemo(encoder)
-    docs = [{"title": "", "text": f"passage {i} about {t}"} for i, t in enumerate(TOPICS)]
-    first = memo.encode_corpus(docs[:8])
-    before = memo.counts()
-    again = memo.encode_corpus(docs[4:] + docs[:2])
-    assert memo.throughput_since(before)["encoded_docs"] == len(docs) - 8
-    np.testing.assert_allclose(again, encoder.encode_corpus(docs[4:] + docs[:2]), atol=1e-6)
-    np.testing.assert_array_equal(first[4:8], again[:4])
+def test_a_val_task_on_the_same_corpus_shares_one_run_that_equals_two(data_dir):
+    from biomamba.eval.retrieval import with_val_run
+    from biomamba.retrieval import bm25_run
+    test, val = (heldout_tasks(data_dir, split, ["title-abstract"], distractor_splits=[other])[0]
+                 for split, other in (("val", "test"), ("test", "val")))
+    assert test.corpus == val.corpus  # the same documents: each split's own plus the other's
+    calls = []
+
+    def run(task):
+        calls.append(len(task.queries))
+        return bm25_run(task), "extra"
+
+    ours, theirs, extra = with_val_run(run, test, val)
+    assert calls == [len(test.queries) + len(val.queries)] and extra == "extra"
+    for mine, alone in ((ours, bm25_run(test)), (theirs, bm25_run(val))):
+        assert mine.keys() == alone.keys()
+        assert all(mine[q] == pytest.approx(alone[q]) for q in alone)
+    calls.clear()
+    plain = heldout_tasks(data_dir, "val", ["title-abstract"])[0]  # its own documents only: two runs
+    with_val_run(run, test, plain)
+    assert calls == [len(test.queries), len(plain.queries)]
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -102,6 +102,8 @@ class LoggingConfig:
 class MLMConfig:
     """Masked-LM settings, read only by model.arch=bert (train/mlm.py)."""
     mask_rate: float = 0.15  # the fraction of each window's tokens scored (BERT: 0.15); in (0, 1)
+    # the word embeddings' (tied to the MLM decoder) lr as a fraction of optim.lr; in (0, 1]
+    word_embedding_lr_ratio: float = 1.0
 
 
 @dataclass
@@ -236,6 +238,8 @@ def _check(cfg: RunConfig, problems: list):
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
     if not 0 < cfg.mlm.mask_rate < 1:
         problems.append(f"mlm.mask_rate must be in (0, 1), got {cfg.mlm.mask_rate}")
+    if not 0 < cfg.mlm.word_embedding_lr_ratio <= 1:
+        problems.append(f"mlm.word_embedding_lr_ratio must be in (0, 1], got {cfg.mlm.word_embedding_lr_ratio}")
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):

@@ -96,7 +96,10 @@ def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
                             attention_probs_dropout_prob=0.0, pad_token_id=eos_id, tie_word_embeddings=True)
         return ScoredOnlyBertForMaskedLM(config)
 
-    return make(layers_matching(make, target_params))
+    model = make(layers_matching(make, target_params))
+    # read by the loop's param_groups; the tied decoder weight is the same parameter
+    model.bert.embeddings.word_embeddings.weight._lr_scale = cfg.mlm.word_embedding_lr_ratio
+    return model
 
 
 def build_model(cfg, vocab_size: int, eos_id: int):
