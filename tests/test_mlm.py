@@ -100,3 +100,24 @@ def test_word_embedding_lr_ratio_gives_the_tied_embeddings_their_own_lr():
     # without the ratio (and for the Mamba) the groups are the usual two: decay and no decay
     plain = build_model(load_config(None, ["model.arch=bert", "model.preset=debug"]), 515, 0)
     assert [g["weight_decay"] for g in param_groups(plain, 0.1, 0.002)] == [0.1, 0.0]
+
+
+def test_a_tiny_bert_with_the_recipe_learns_past_the_unigram_stage(data_dir, tmp_path):
+    """The recipe's masking and schedule at 64 wide (1 head, 2 layers) on the small fixture: val MLM
+    loss well under the unigram entropy of the train tokens within 200 steps. A model this narrow
+    takes a higher peak lr than the recipe's 256-wide one (3e-3: at 1e-3 it gets 0.06 nats under)."""
+    import json
+
+    from biomamba.train.pretrain import pretrain
+    cfg = load_config(RECIPE, [f"data.dir={data_dir}", "model.preset=debug", "model.d_model=64", "data.seq_len=64",
+                               "train.batch_size=16", "train.eval_batches=4", "train.max_steps=200",
+                               "train.eval_every=50", "train.save_every=200", "optim.warmup_steps=10",
+                               "optim.lr=3e-3", "logging.wandb=false", "logging.samples=0"])
+    assert cfg.mlm.mask_rate == 0.4
+    pretrain(cfg, tmp_path / "run")
+    val = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+           if '"split": "val"' in line]
+    losses, floor = [row["loss"] for row in val], val[-1]["unigram_entropy"]
+    assert [row["step"] for row in val] == [50, 100, 150, 200]
+    assert losses == sorted(losses, reverse=True)  # falls at every validation
+    assert losses[-1] < floor - 0.15, (losses, floor)  # measured: 5.16 against 5.40
