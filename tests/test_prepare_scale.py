@@ -263,9 +263,9 @@ def test_eval_ppl_hf_data_gives_the_prepared_texts(hf_inputs, xml_prepared):
     from biomamba.eval.ppl_data import load_data
     prepared = [document_text(d) for d in read_documents(xml_prepared)]
     data = load_data(f"hf:{hf_inputs['saved']}")
-    assert data.texts == prepared and data.skipped_empty == 2  # rows with neither title nor abstract
-    assert load_data(f"hf:{hf_inputs['nested']}:ncbi-pubmed").texts == prepared
-    assert load_data(f"hf:{hf_inputs['parquet']}:title").texts == [r["title"] for r in hf_inputs["records"] if r["title"]]
+    assert list(data.stream()) == prepared and data.skipped_empty == 2  # rows with neither title nor abstract
+    assert list(load_data(f"hf:{hf_inputs['nested']}:ncbi-pubmed").stream()) == prepared
+    assert list(load_data(f"hf:{hf_inputs['parquet']}:title").stream()) == [r["title"] for r in hf_inputs["records"] if r["title"]]
 
 
 def test_hf_row_without_pmid_is_a_one_line_error(tmp_path):

@@ -105,15 +105,15 @@ def iter_records(path, fields: dict[str, str]) -> Iterator[MedlineRecord]:
         yield row_record(row, fields, f"{path} row {number}")
 
 
-def dataset_texts(path, spec: str | None = None) -> tuple[list[str], int]:
-    """The documents of a dataset (its files as `prepare --hf PATH` finds them, in that order) and
-    how many rows were empty: with `spec` a single column, that column's text; else (a --hf-fields
-    spec, or none for the default) title + newline + abstract, the text `prepare` makes of the row."""
+def dataset_texts(path, spec: str | None = None, on_empty=lambda: None) -> Iterator[str]:
+    """The documents of a dataset, streamed (its files as `prepare --hf PATH` finds them, in that
+    order): with `spec` a single column, that column's text; else (a --hf-fields spec, or none for the
+    default) title + newline + abstract, the text `prepare` makes of the row. A row without text is
+    skipped and reported to `on_empty()`."""
     from biomamba.data.inputs import resolve_inputs
 
     column = spec if spec and "=" not in spec and spec not in PRESETS else None
     fields = None if column else parse_fields(spec)
-    texts, empty = [], 0
     for item in resolve_inputs(hf=[path]):
         for number, row in enumerate(iter_rows(item.path), 1):
             if column is not None:
@@ -122,7 +122,6 @@ def dataset_texts(path, spec: str | None = None) -> tuple[list[str], int]:
                 rec = row_record(row, fields, f"{item.path} row {number}")
                 text = "\n".join(part for part in (rec.title, join_sections(rec.sections)) if part)
             if text:
-                texts.append(text)
+                yield text
             else:
-                empty += 1
-    return texts, empty
+                on_empty()
