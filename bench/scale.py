@@ -33,6 +33,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from biomamba.bench_cli import report_table
 from biomamba.data.inputs import embedded_medline_files
 from biomamba.data.sentences import split_sentences
 
@@ -208,13 +209,18 @@ def _size(text: str) -> int:
     return int(float(text[:-1]) * 1e6) if text.upper().endswith("M") else int(text)
 
 
+def _cpu(run: dict) -> float:
+    """CPU seconds of the stages (the process tree's)."""
+    return sum(t["cpu"] for s, t in run["stages"].items() if s in STAGES)
+
+
 def table(runs: list[dict]) -> str:
     """One row per run: wall clock and CPU (the process tree's), end to end and per stage."""
     head = ("| citations | workers | load | wall s | cit/s | cpu s | cit/cpu-s | "
             + " | ".join(f"{s} cit/s (cit/cpu-s)" for s in STAGES) + " | peak RSS (PSS) MB | disk out (in) GB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in runs:
-        cpu = sum(t["cpu"] for s, t in r["stages"].items() if s in STAGES)
+        cpu = _cpu(r)
         per_stage = " | ".join(f"{r['records'] / r['stages'][s]['wall']:,.0f} ({r['records'] / r['stages'][s]['cpu']:,.0f})"
                                for s in STAGES)
         lines.append(f"| {r['records']:,} | {r['workers']} | {r['load']:.1f} | {r['seconds']:.0f} | "
@@ -301,6 +307,9 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(args.work / "out", ignore_errors=True)
     print()
     print(table(runs))
+    report_table("prepare", ["citations", "workers", "wall s", "cpu s", "citations per cpu-s", "peak RSS MB", "disk GB"],
+                 [[r["records"], r["workers"], r["seconds"], _cpu(r), r["records"] / _cpu(r), r["peak_rss_mb"],
+                   r["disk_gb"]] for r in runs], key=("citations", "workers"), ratios=())
     by_size = {}
     for r in runs:
         by_size.setdefault(r["records"], {})[r["workers"]] = r
