@@ -225,12 +225,22 @@ def write_results(out_dir, results: list[dict], extra: dict | None = None) -> st
 
 # ----------------------------------------------------------------------------- W&B
 
+def summary_names(results: list[dict]) -> list[str]:
+    """Each result's task name, with #2, #3, ... on repeats (two BEIR dirs of the same name)."""
+    seen, names = {}, []
+    for r in results:
+        seen[r["task"]] = seen.get(r["task"], 0) + 1
+        names.append(r["task"] if seen[r["task"]] == 1 else f"{r['task']}#{seen[r['task']]}")
+    return names
+
+
 def track(args, results: list[dict]):
     """retrieval.json's scores as a W&B run (job_type retrieval-eval) in the group of the model's training run."""
-    scores = {r["task"]: {m: {c: r[m][c] for c in COLUMNS} for m in METHODS if m in r} for r in results}
-    for r in results:  # the val-chosen fusion weight sits beside the hybrid scores it gave
-        if "fusion" in r:
-            scores[r["task"]]["hybrid"]["dense_weight"] = r["fusion"]["dense_weight"]
+    scores = {}
+    for name, r in zip(summary_names(results), results):
+        scores[name] = {m: {c: r[m][c] for c in COLUMNS} for m in METHODS if m in r}
+        if "fusion" in r:  # the val-chosen fusion weight sits beside the hybrid scores it gave
+            scores[name]["hybrid"]["dense_weight"] = r["fusion"]["dense_weight"]
     rows = [[r["task"], m, *(r[m][c] for c in COLUMNS), r["queries"], r["documents"]]
             for r in results for m in METHODS if m in r]
     config = {k: v for k, v in vars(args).items() if not k.startswith("wandb")}
