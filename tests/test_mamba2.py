@@ -206,3 +206,16 @@ def test_dt_limit_clamps_dt_as_transformers_does():
     assert (_logits(ours, _ids()) - _logits(theirs, _ids())).abs().max() <= 1e-4
     unclamped = biomamba_twin(random_hf_mamba(vocab_size=VOCAB, layer="Mamba2", chunk_size=CHUNK))
     assert not torch.allclose(_logits(unclamped, _ids()), _logits(ours, _ids()), atol=1e-3)
+
+
+def test_cpu_scans_in_chunks_of_at_most_64_with_the_logits_of_the_sequential_scan(monkeypatch):
+    from biomamba import ops
+    chunks = []
+    scan = ops.ssd_scan
+    monkeypatch.setattr(ops, "ssd_scan", lambda *args, **kwargs: chunks.append(args[5]) or scan(*args, **kwargs))
+    model = tiny_model(layer="Mamba2", chunk_size=256).double()
+    ids = _ids(rows=1, length=150, vocab=97)
+    chunked = _logits(model, ids)
+    assert chunks == [64, 64]  # one scan per layer
+    model.config.scan_backend = "ref"
+    assert (chunked - _logits(model, ids)).abs().max() <= 1e-10
