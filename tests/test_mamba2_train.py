@@ -15,7 +15,7 @@ from biomamba.train.finetune_config import FinetuneConfig, check_finetune
 from biomamba.train.finetune_models import ModelSpecError, build_classifier
 from biomamba.train.models import preset_of
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import keep_checkpoints_up_to, losses, pretrain_command, run_pretrain
+from tests.pretrain_helpers import keep_checkpoints_up_to, losses, pretrain_command, run_pretrain, run_two_processes
 from tests.test_pretrain import _kill_at_step
 
 # model.preset=debug (pretrain_command's) under model.arch=mamba2 is debug-mamba2; windows of 64
@@ -89,3 +89,16 @@ def test_lora_adapts_the_mamba2_projections_and_trains_only_them_and_the_head(tm
     model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 2])).loss.backward()
     with pytest.raises(ModelSpecError, match="conv1d cannot take LoRA.*'in_proj', 'out_proj'"):
         build_classifier(str(tmp_path), "biomamba", ["a", "b"], _lora_cfg('model.lora_target_modules=["conv1d"]'))
+
+
+@pytest.mark.slow  # two torchrun runs of 2 gloo processes and one plain run
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_give_the_losses_of_one(data_dir, tmp_path, parallel):
+    # FSDP wraps each MambaBlock (_no_split_modules) whatever its mixer; grad_accum=2 defers reduction
+    common = ("model.arch=mamba2", "train.max_steps=4", "train.save_every=2", "train.grad_accum=2")
+    run_pretrain(tmp_path / "one", data_dir, *common)
+    two = tmp_path / parallel
+    run_two_processes(two, data_dir, *common, f"train.parallel={parallel}")
+    assert [l for _, l in losses(two)] == pytest.approx([l for _, l in losses(tmp_path / "one")], rel=1e-5)
+    resolved = yaml.safe_load((two / "config.yaml").read_text())["resolved"]
+    assert (resolved["parallel"], resolved["world_size"], resolved["backends"]["ssd_scan"]) == (parallel, 2, "torch")
