@@ -107,9 +107,10 @@ assert not any(name == "biomamba" or name.startswith("biomamba.") for name in sy
 """
 
 
-@pytest.mark.parametrize("n_groups", [1, 2])
-def test_our_transformers_export_loads_in_transformers_with_the_same_logits(n_groups, tmp_path, capsys):
-    model = tiny_model(layer="Mamba2", ngroups=n_groups, seed=5)
+@pytest.mark.parametrize("n_groups, tie", [(1, True), (2, False)])
+def test_our_transformers_export_loads_in_transformers_with_the_same_logits(n_groups, tie, tmp_path, capsys):
+    model = tiny_model(layer="Mamba2", ngroups=n_groups, tie_word_embeddings=tie, seed=5)
+    assert (model.lm_head.weight is model.backbone.embedding.weight) == tie
     model.save_pretrained(tmp_path / "ours")
     out = tmp_path / "hf"
     assert main(["export", "--model", str(tmp_path / "ours"), "--to", "transformers", "--out", str(out)]) == 0
