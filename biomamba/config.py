@@ -71,7 +71,7 @@ class BioMambaConfig(PreTrainedConfig):
     # Mamba-2 only (mamba_ssm Mamba2's arguments)
     headdim: int = 64  # P: channels per head; heads = d_inner / headdim
     ngroups: int = 1  # groups of heads sharing B and C
-    chunk_size: int = 256  # the SSD scan's block length (changes rounding, never the result)
+    chunk_size: int = 256  # the SSD scan's block length, rounding only (on CPU: at most mamba2.CPU_CHUNK_SIZE)
     dt_limit: tuple[float, float] | list[float] = (0.0, float("inf"))  # dt clamped to it after softplus
     A_init_range: tuple[float, float] | list[float] = (1.0, 16.0)  # A = -U(A_init_range) per head
     D_has_hdim: bool = False  # D per channel (d_inner,) rather than per head
