@@ -20,6 +20,7 @@ import torch
 from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM, ops
+from biomamba.bench_cli import report_table
 from biomamba.checkpoints import config_from_hf, map_keys
 
 
@@ -138,6 +139,8 @@ def main():
     print("\n| block | T | model | train tokens/s | vs transformers |\n|---|---|---|---|---|")
     for block, seq_len, name, tps, ratio in rows:
         print(f"| {block} | {seq_len} | {name} | {tps:,.0f} | {ratio:.1f}x |")
+    report_table("train", ["block", "T", "model", "train tokens/s", "vs transformers"], rows,
+                 key=("block", "T", "model"), ratios=("vs transformers",))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from biomamba.bench_cli import report_table
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -139,6 +141,7 @@ def main():
           f"load average {os.getloadavg()[0]:.1f} at the start; tokens/s (ratio to transformers)")
     before = f"biomamba {args.before}" if args.before else ""
     print(f"{'preset':8} {'batch':>5} {'transformers':>14} {'biomamba now':>20} {before:>20}", flush=True)
+    reported = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         source = old_tree(args.before, scratch / "before") if args.before else None
@@ -160,10 +163,15 @@ def main():
                          for name in ("now", "before") if name in rates]
                 print(f"{preset:8} {batch:>5} {rates['transformers']:14.1f} " + " ".join(f"{c:>20}" for c in cells),
                       flush=True)
+                reported.append([preset, batch, rates["transformers"], rates["now"], rates["now"] / rates["transformers"],
+                                 rates.get("before"), rates["before"] / rates["transformers"] if "before" in rates else None])
             if old is not None:
                 old.close()
             del ours, theirs
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
+    report_table("decode", ["preset", "batch", "transformers tok/s", "now tok/s", "now x transformers",
+                            "before tok/s", "before x transformers"], reported, key=("preset", "batch"),
+                 ratios=("now x transformers", "before x transformers"))
 
 
 if __name__ == "__main__":

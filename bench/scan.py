@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from biomamba import ops  # noqa: E402
+from biomamba.bench_cli import report_table  # noqa: E402
 
 SHAPES = [  # (label, batch, d_inner, d_state, length)
     ("mamba-130m layer", 1, 1536, 16, 256),
@@ -114,6 +115,7 @@ def resets_table(reps, cpu_time=False):
               + "".join(f"{name:>30}" for name in backends))
     print(header)
     print("-" * len(header))
+    reported = []
     for label, batch, dim, n, length in SHAPES:
         if length != 1024:
             continue
@@ -128,7 +130,11 @@ def resets_table(reps, cpu_time=False):
         cells = "".join(f"{times[name] * 1e3:>10.1f} {times[name + '+seq_idx'] * 1e3:>10.1f} "
                         f"({times[name + '+seq_idx'] / times[name]:>5.3f}x)" for name in backends)
         print(f"{label:<18}{batch:>3}{dim:>6}{n:>4}{length:>6}{docs:>9.1f}" + cells, flush=True)
+        reported += [[label, length, name, times[name] * 1e3, times[name + "+seq_idx"] * 1e3,
+                      times[name + "+seq_idx"] / times[name]] for name in backends]
     torch.set_num_threads(threads)
+    report_table("resets", ["shape", "L", "backend", "ms", "ms with seq_idx", "x no seq_idx"], reported,
+                 key=("shape", "L", "backend"), ratios=("x no seq_idx",))
 
 
 def main():
@@ -163,6 +169,7 @@ def main():
     print(header)
     print("-" * len(header))
     slow = set()  # (backend, shape label) pairs that exceeded the time box
+    reported = []
     for label, batch, dim, n, length in SHAPES:
         tensors = scan_inputs(batch, dim, n, length)
         fast = {name: make_scan(name) for name in names if name != "transformers"}
@@ -180,12 +187,16 @@ def main():
             else:
                 cells.append(f"{times[name] * 1e3:>14.1f} ({times[name] / times['cpu']:>5.1f}x)")
         print(f"{label:<18}{batch:>3}{dim:>6}{n:>4}{length:>6}" + "".join(cells), flush=True)
+        reported += [[label, length, name, times[name] * 1e3, times[name] / times["cpu"] if name != "cpu" else None]
+                     for name in names if name in times]
         if (batch, dim, length) == (4, 512, 256):
             tiny = times["cpu"]
     # The 3.8M-parameter model has 4 layers; transformers trains it at ~70 tokens/s here.
     print(f"\ntiny model, B=4 L=256: 4 layers x {tiny * 1e3:.1f} ms = {4 * tiny * 1e3:.0f} ms of scan "
           f"per step, a ceiling of {4 * 256 / (4 * tiny):,.0f} tokens/s from the scan alone "
           f"(goal: 50 x 70 = 3,500 tokens/s end to end)")
+    report_table("fwd_bwd", ["shape", "L", "backend", "ms", "x cpu"], reported, key=("shape", "L", "backend"),
+                 ratios=("x cpu",))
     resets_table(reps, args.cpu_time)
 
 

@@ -16,6 +16,7 @@ import sys
 import torch
 
 from biomamba import ops
+from biomamba.bench_cli import report_table
 
 
 def _mamba_ssm_fn():
@@ -150,6 +151,7 @@ def main():
               f"{'% roofline':>11s} {'x no seq_idx':>13s}")
     print(header)
     print("-" * len(header))
+    reported = []
     for dtype in (torch.bfloat16, torch.float32):
         inputs = make_inputs(b, d, n, l, dtype)
         fwd_bytes, all_bytes = scan_bytes(b, d, n, l, dtype)
@@ -170,7 +172,11 @@ def main():
             vs_plain = f" {total / rows[backend][1]:13.3f}" if resets else ""
             print(f"{str(dtype)[6:]:9s} {name:14s} {fwd:9.3f} {total:11.3f} {ratio:7.2f} "
                   f"{100 * roof / total:10.1f}%{vs_plain}")
+            reported.append([str(dtype)[6:], name, fwd, total, ratio, 100 * roof / total,
+                             total / rows[backend][1] if resets else None])
         torch.cuda.empty_cache()
+    report_table("scan", ["dtype", "backend", "fwd ms", "fwd+bwd ms", "x cuda", "% roofline", "x no seq_idx"],
+                 reported, key=("dtype", "backend"), ratios=("x cuda", "x no seq_idx"))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from biomamba import ops  # noqa: E402
+from biomamba.bench_cli import report_table  # noqa: E402
 
 SHAPES = [  # (label, batch, length, heads, headdim, groups, d_state, chunk_size)
     ("small", 2, 256, 8, 16, 1, 16, 64),
@@ -109,6 +110,7 @@ def available_backends(device):
 def print_times(names, reps, device):
     print(f"{'shape':<11}{'b':>3}{'l':>6}{'h':>4}{'p':>4}{'n':>5}{'T':>5}  pass    "
           + "".join(f"{name:>24}" for name in names))
+    reported = []
     for label, b, l, h, p, g, n, chunk in SHAPES:
         tensors = ssd_inputs(b, l, h, p, g, n, device)
         runnable = [name for name in names if name != "ref" or b * l * h * p * n <= REF_MAX_STATE_STEPS]
@@ -121,6 +123,10 @@ def print_times(names, reps, device):
             kind = "fwd+bwd" if backward else "fwd"
             print(f"{label:<11}{b:>3}{l:>6}{h:>4}{p:>4}{n:>5}{chunk:>5}  {kind:<8}"
                   + "".join(cell(name, times) for name in names), flush=True)
+            reported += [[label, b, l, kind, name, times[name] * 1e3,
+                          times[name] / times["torch"] if name != "torch" else None] for name in names if name in times]
+    report_table("times", ["shape", "b", "l", "pass", "backend", "ms", "x torch"], reported,
+                 key=("shape", "b", "l", "pass", "backend"), ratios=("x torch",))
 
 
 def cell(name, times):
@@ -175,6 +181,8 @@ def print_memory(device):
             peaks[length] = int(child.stdout.strip())
         print(f"  l {length:>5}: {peaks[length] / 2**20:>8.0f} MiB", flush=True)
     print(f"  ratio {peaks[4096] / peaks[1024]:.2f} for 4x the length (linear: 4)")
+    report_table("memory", ["l", "peak MiB", "x l 1024"], [[1024, peaks[1024] / 2**20, None],
+                 [4096, peaks[4096] / 2**20, peaks[4096] / peaks[1024]]], key=("l",), ratios=("x l 1024",))
 
 
 def main():

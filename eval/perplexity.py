@@ -15,7 +15,11 @@ Data (--data SPEC, repeatable; one result each, in order):
                                (default snippets+ideal); each snippet / answer / question one document
   jsonl:FILE.jsonl[:FIELD]     one document per line, the FIELD string (default "text")
   text:FILE.txt                plain text, documents separated by blank lines
-  A bare path is inferred: a dir with documents.jsonl, *.json, *.jsonl, else plain text.
+  hf:PATH[:FIELDS]             a Hugging Face dataset (save_to_disk dir, parquet/arrow/jsonl files)
+  A bare path is inferred: a dir `prepare` wrote, *.json, *.jsonl, else plain text.
+Documents are streamed and scored about 2^20 tokens at a time, so memory does not grow with the
+data. --limit N scores a fixed sample: the N documents whose text hashes lowest (the same for every
+model and every order of the data), not the first N.
 
 Protocol (default): lm-eval-harness loglikelihood_rolling. Documents are encoded as lm-eval's HFLM
 encodes them: with the tokenizer's own special tokens, so a tokenizer that adds BOS (or EOS) itself
@@ -32,21 +36,32 @@ several windows in one row, each its own document for the model (seq_idx resets)
 OUT.json: {"model", "protocol", "results": [{dataset, documents, tokens, words, bytes,
 sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, tokenizer,
 windowing, ...}]}. Compare models with different tokenizers by bits_per_byte and word_perplexity.
+
+W&B (--no-wandb: none): a run of job_type eval-ppl named after OUT, files under OUT's directory,
+offline unless W&B is configured; summary eval-ppl/DATASET/{bits_per_byte, word_perplexity,
+token_perplexity, byte_perplexity, tokens, documents}, a table eval-ppl/results with one row per
+dataset, the model and protocol in the config. Its group is the one of the run that trained the
+model (--model RUN_DIR or RUN_DIR/model; that run's W&B id is config model_origin.run_id), else the
+model directory's name; --wandb-group sets another.
 """
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 from biomamba.data.errors import DataError
+from biomamba.data.sampling import HashSample
 from biomamba.io import write_text
 from biomamba.runtime import pick_device
+from biomamba import tracking
 from biomamba.eval.ppl_data import load_data
 from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
 from biomamba.metrics.rolling import causal_document_scores, check_windowing, windowing_description
 
 LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
+CHUNK_TOKENS = 2 ** 20  # documents are encoded, windowed and scored about this many tokens at a time
 
 
 def add_arguments(parser):
@@ -71,22 +86,39 @@ def add_arguments(parser):
     parser.add_argument("--add-bos-token", choices=["true", "false"],
                         help="special tokens when encoding documents, as lm-eval's add_bos_token: default the "
                              "tokenizer's own (a tokenizer that adds BOS/EOS has them scored); false: none")
-    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N documents of each dataset")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="score a fixed sample of N documents of each dataset: those whose text hashes "
+                             "lowest (reproducible, the same for every model, spread over the whole data)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tracking.add_arguments(parser, files_in="OUT.json's directory")
+
+
+def encoder(tokenizer, add_special_tokens: bool | None = None):
+    """text -> token ids as lm-eval's HFLM.tok_encode makes them: the tokenizer's own special tokens
+    unless `add_special_tokens` forces them on or off (lm-eval's add_bos_token), and none for a text
+    that already starts with the BOS token's text."""
+    bos = tokenizer.decode(prefix_token_id(tokenizer)[0]) if add_special_tokens is None else None
+
+    def encode_one(text):
+        return tokenizer.encode(text, add_special_tokens=add_special_tokens if bos is None
+                                else not (bos and text.startswith(bos)))
+    return encode_one
 
 
 def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
-    """Token ids of each document as lm-eval's HFLM.tok_encode makes them: the tokenizer's own
-    special tokens unless `add_special_tokens` forces them on or off (lm-eval's add_bos_token), and
-    none for a text that already starts with the BOS token's text."""
+    """Token ids of each text (see `encoder`)."""
+    with quiet_length_warnings():
+        return [encoder(tokenizer, add_special_tokens)(text) for text in texts]
+
+
+@contextlib.contextmanager
+def quiet_length_warnings():
+    """"longer than model_max_length" does not apply: we window."""
     from transformers.utils import logging
     verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # "longer than model_max_length" does not apply: we window
-    bos = tokenizer.decode(prefix_token_id(tokenizer)[0]) if add_special_tokens is None else None
+    logging.set_verbosity_error()
     try:
-        return [tokenizer.encode(text, add_special_tokens=add_special_tokens if bos is None
-                                 else not (bos and text.startswith(bos)))
-                for text in texts]
+        yield
     finally:
         logging.set_verbosity(verbosity)
 
@@ -108,37 +140,72 @@ def score_documents(loaded, token_lists, max_length, stride, batch_size, device,
                                   device, progress, max_tokens, pack=max_length if pack else None)
 
 
-def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device) -> dict:
-    texts = data.texts[: args.limit] if args.limit else data.texts
+def selected(data, limit: int | None):
+    """The documents scored: all of them, streamed, or with --limit N the N whose text hashes lowest
+    (a fixed sample whatever the order or size of the data, the same for every model), in data order."""
+    if limit is None:
+        return data.stream()
+    sample = HashSample(limit, seed=0)
+    for text in data.stream():
+        sample.add(text, text)
+    return iter(sample.items())
+
+
+def encoded_chunks(texts, encode_one, spec: str, chunk_tokens: int):
+    """(texts, token lists) of consecutive documents, about `chunk_tokens` tokens at a time: what is
+    held in memory at once, whatever the size of the data."""
+    chunk, tokens, held, number = [], [], 0, 0
+    for text in texts:
+        ids = encode_one(text)
+        if not ids:
+            raise DataError(spec, f"document {number} encodes to no tokens")
+        number += 1
+        chunk.append(text)
+        tokens.append(ids)
+        held += len(ids)
+        if held >= chunk_tokens:
+            yield chunk, tokens
+            chunk, tokens, held = [], [], 0
+    if chunk:
+        yield chunk, tokens
+
+
+def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device, chunk_tokens: int = CHUNK_TOKENS) -> dict:
     # masked LMs: pseudo_ppl adds the model's own [CLS]/[SEP] template around each window
     special = False if loaded.scoring == "masked" else {"true": True, "false": False, None: None}[args.add_bos_token]
-    token_lists = encode(loaded.tokenizer, texts, special)
-    for i, tokens in enumerate(token_lists):
-        if not tokens:
-            raise DataError(data.spec, f"document {i} encodes to no tokens")
-    tokens = sum(len(t) for t in token_lists)
+    encode_one = encoder(loaded.tokenizer, special)
+    counts = {"documents": 0, "tokens": 0, "words": 0, "bytes": 0}
+    sum_logprob = 0.0
     start = time.perf_counter()
-    with progress_bar(tokens, data.name, args.no_progress) as bar:
-        sums = score_documents(loaded, token_lists, windowing["max_length"], windowing["stride"],
-                               args.batch_size, device, bar, args.pack)
+    with progress_bar(None, data.name, args.no_progress) as bar, quiet_length_warnings():
+        for texts, token_lists in encoded_chunks(selected(data, args.limit), encode_one, data.spec, chunk_tokens):
+            sums = score_documents(loaded, token_lists, windowing["max_length"], windowing["stride"],
+                                   args.batch_size, device, bar, args.pack)
+            sum_logprob += float(sums.sum())
+            counts["documents"] += len(texts)
+            counts["tokens"] += sum(len(t) for t in token_lists)
+            counts["words"] += sum(count_words(t) for t in texts)
+            counts["bytes"] += sum(count_bytes(t) for t in texts)
     seconds = time.perf_counter() - start
-    result = {"dataset": data.name, "spec": data.spec, "documents": len(texts), "tokens": tokens,
-              "words": sum(count_words(t) for t in texts), "bytes": sum(count_bytes(t) for t in texts)}
-    result.update(perplexity_metrics(float(sums.sum()), result["tokens"], result["words"], result["bytes"]))
+    if not counts["documents"]:
+        raise DataError(data.spec, "no documents to score")
+    result = {"dataset": data.name, "spec": data.spec, **counts}
+    result.update(perplexity_metrics(sum_logprob, counts["tokens"], counts["words"], counts["bytes"]))
     result.update({"perplexity_kind": "pseudo-perplexity" if loaded.scoring == "masked" else "perplexity",
                    "tokenizer": tokenizer_id, "windowing": windowing, "skipped_empty": data.skipped_empty,
-                   "limit": args.limit,
-                   "seconds": round(seconds, 2), "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)})
+                   "limit": args.limit, "sample": "all documents" if args.limit is None else
+                   f"the {args.limit} documents whose text hashes lowest (seed 0), in data order",
+                   "seconds": round(seconds, 2), "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)})
     if args.legacy_padded:
-        result["legacy_padded"] = legacy_result(loaded, texts, args, device)
+        result["legacy_padded"] = legacy_result(loaded, selected(data, args.limit), args, device)
     return result
 
 
 def legacy_result(loaded, texts, args, device) -> dict:
     if loaded.scoring == "masked":
         return {"not_applicable": "the 2024 protocol is a causal next-token loss; masked LMs have none"}
-    from biomamba.eval.ppl_legacy import LEGACY_LENGTH, legacy_padded
-    with progress_bar(len(texts) * (LEGACY_LENGTH - 1), "legacy-padded", args.no_progress) as bar:
+    from biomamba.eval.ppl_legacy import legacy_padded
+    with progress_bar(None, "legacy-padded", args.no_progress) as bar:
         return legacy_padded(loaded.model, loaded.tokenizer, texts, args.batch_size, device, progress=bar)
 
 
@@ -208,7 +275,26 @@ def _run(args) -> int:
     except (DataError, ModelSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    write_json(Path(args.out), {"model": model_entry(loaded, device, args.dtype), "protocol": protocol,
-                                "results": results})
+    payload = {"model": model_entry(loaded, device, args.dtype), "protocol": protocol, "results": results}
+    write_json(Path(args.out), payload)
     print(f"wrote {args.out}")
+    track(args, payload)
     return 0
+
+
+PPL_METRICS = ("bits_per_byte", "word_perplexity", "token_perplexity", "byte_perplexity", "tokens", "documents")
+
+
+def track(args, payload: dict):
+    """OUT.json's results as a W&B run (job_type eval-ppl) in the group of the model's training run."""
+    config = {"model": payload["model"], "protocol": payload["protocol"], "data": args.data, "limit": args.limit}
+    per_dataset = {r["dataset"]: {k: r[k] for k in PPL_METRICS} for r in payload["results"]}
+    for r in payload["results"]:
+        if "perplexity" in r.get("legacy_padded", {}):
+            per_dataset[r["dataset"]]["legacy_padded_perplexity"] = r["legacy_padded"]["perplexity"]
+    rows = [[r["dataset"], *(r[k] for k in PPL_METRICS), r["perplexity_kind"]] for r in payload["results"]]
+    with tracking.start_for_command(args, job_type="eval-ppl", name=Path(args.out).stem,
+                                    directory=Path(args.out).parent, config=config,
+                                    origin=tracking.model_origin(args.model)) as tracker:
+        tracker.summarize(per_dataset, prefix="eval-ppl/")
+        tracker.log_table("eval-ppl/results", ["dataset", *PPL_METRICS, "perplexity_kind"], rows)

@@ -7,6 +7,7 @@ shifted positions with labels = input_ids, so padding is scored; perplexity = ex
 Padding is easy to predict after a few pad tokens, so short documents pull the figure down, and
 text beyond 512 tokens is never scored. Not comparable across tokenizers.
 """
+import itertools
 import math
 
 import torch
@@ -35,11 +36,14 @@ def legacy_batch(tokenizer, texts, length: int = LEGACY_LENGTH):
 @torch.no_grad()
 def legacy_padded(model, tokenizer, texts, batch_size: int, device="cpu", length: int = LEGACY_LENGTH,
                   progress=None) -> dict:
-    """Mean cross-entropy over every position of every fixed-length padded row, padding included."""
-    nats, positions, pad_positions, truncated = 0.0, 0, 0, 0
-    for start in range(0, len(texts), batch_size):
-        ids, real, cut = legacy_batch(tokenizer, texts[start:start + batch_size], length)
+    """Mean cross-entropy over every position of every fixed-length padded row, padding included.
+    `texts`: any iterable (streamed, batch_size at a time)."""
+    nats, positions, pad_positions, truncated, documents = 0.0, 0, 0, 0, 0
+    texts = iter(texts)
+    while batch := list(itertools.islice(texts, batch_size)):
+        ids, real, cut = legacy_batch(tokenizer, batch, length)
         truncated += cut
+        documents += len(batch)
         logits = model(input_ids=ids.to(device)).logits.float()[:, :-1]  # (b, length-1, vocab)
         targets = ids[:, 1:].to(device)
         nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
@@ -51,6 +55,6 @@ def legacy_padded(model, tokenizer, texts, batch_size: int, device="cpu", length
     loss = nats / positions
     return {"protocol": f"legacy-padded-{length} (BioMamba 2024 code: fixed {length} tokens, padding "
                         "scored, no attention mask, perplexity = exp(mean loss over all positions))",
-            "length": length, "documents": len(texts), "truncated_documents": truncated,
-            "scored_positions": positions, "padding_fraction": pad_positions / (len(texts) * length),
+            "length": length, "documents": documents, "truncated_documents": truncated,
+            "scored_positions": positions, "padding_fraction": pad_positions / (documents * length),
             "mean_loss": loss, "perplexity": math.exp(min(loss, 700.0))}

@@ -37,7 +37,8 @@ def run_summary(run_dir: Path) -> dict:
         "train_loss": sum(r["loss"] for r in tail) / len(tail) if train else None,
         "tokens_per_s": sum(r["tokens_per_s"] for r in tail) / len(tail) if train else None,
         "val_loss": val[-1]["loss"] if val else None, "val_ppl": val[-1]["ppl"] if val else None,
-        "val_packed_bits_per_byte": val[-1]["packed_bits_per_byte"] if val else None,
+        # a masked-LM run (model.arch=bert) has no bits per byte; its val row holds the unigram entropy
+        "val_packed_bits_per_byte": val[-1].get("packed_bits_per_byte") if val else None,
     }
 
 
@@ -75,6 +76,9 @@ def plot_losses(run_dirs, path: Path):
         if val:
             ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", color=line.get_color(),
                     label=f"{name} val")
+            if "unigram_entropy" in val[-1]:  # masked LM: the loss of predicting from frequencies alone
+                ax.axhline(val[-1]["unigram_entropy"], color=line.get_color(), linestyle="--", linewidth=1,
+                           label=f"{name} unigram entropy")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title("Pretraining loss")

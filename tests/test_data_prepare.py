@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from biomamba.data.documents import document_text, iter_documents
+from biomamba.data.documents import document_text, read_documents
 from biomamba.data.errors import DataError
 from biomamba.data.inputs import embedded_medline_files
 from biomamba.data.prepare import load_manifest
@@ -63,8 +63,8 @@ def test_counts_match_an_independent_pass(manifest):
     assert [i["file"] for i in manifest["inputs"]] == ["pubmed20n0014.xml.gz", "pubmed21n1298.xml.gz"]
 
 
-def test_documents_jsonl(data_default_prepared, manifest):
-    docs = list(iter_documents(data_default_prepared / "documents.jsonl"))
+def test_documents(data_default_prepared, manifest):
+    docs = list(read_documents(data_default_prepared))
     assert len(docs) == manifest["documents"] == len({d["pmid"] for d in docs})
     assert all(d["title"] or d["abstract"] for d in docs)
     assert set(docs[0]) >= {"pmid", "title", "abstract", "sections", "year", "journal", "languages",
@@ -73,7 +73,7 @@ def test_documents_jsonl(data_default_prepared, manifest):
 
 def test_splits_are_a_pure_disjoint_function_of_the_pmid(data_default_prepared, manifest):
     by_split = collections.defaultdict(set)
-    for d in iter_documents(data_default_prepared / "documents.jsonl"):
+    for d in read_documents(data_default_prepared):
         assert d["split"] == split_of(d["pmid"], 0.05, 0.05)
         by_split[d["split"]].add(d["pmid"])
     assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
@@ -99,7 +99,7 @@ def test_shards_decode_to_the_documents(data_default_prepared, manifest):
         assert tokens[-1] == eos
         bounds = np.flatnonzero(tokens == eos)
         starts = np.concatenate([[0], bounds[:-1] + 1])
-        docs = list(iter_documents(data_default_prepared / "documents.jsonl", split, include_excluded=False))
+        docs = list(read_documents(data_default_prepared, split, include_excluded=False))
         assert len(bounds) == len(docs)
         for i in sorted(rng.sample(range(len(docs)), 100)) + [0, len(docs) - 1]:
             ids = tokens[starts[i]:bounds[i]].tolist()

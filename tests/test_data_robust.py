@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from biomamba.cli import main
-from biomamba.data.documents import iter_documents
+from biomamba.data.documents import is_prepared, read_documents
 from biomamba.data.prepare import load_manifest, prepare
 from biomamba.data.shards import TokenShards
 from tests.conftest import data_article_xml, data_medline_xml, data_random_articles, data_write
@@ -17,20 +17,21 @@ SMALL = dict(vocab_size=300, shard_tokens=1000, val_fraction=0.1, test_fraction=
 
 
 def _outputs(directory: Path) -> dict:
-    """Every output file that is not a cache or stamp, as bytes."""
+    """Every output file that is not a stamp or unfinished work, as bytes."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
-            if p.is_file() and not str(p.relative_to(directory)).startswith(("parsed", ".stages"))}
+            if p.is_file() and not str(p.relative_to(directory)).startswith((".stages", ".work"))}
 
 
 def _looks_complete(directory: Path) -> list[str]:
-    return [p.name for p in directory.glob("*") if p.name == "manifest.json" or p.suffix == ".bin"]
+    return sorted(p.name for p in directory.rglob("*") if p.name == "manifest.json" or p.suffix == ".bin")
 
 
 def test_same_inputs_give_byte_identical_outputs(tmp_path, data_small_medline):
     m1 = prepare(tmp_path / "one", data_small_medline, **SMALL)
     prepare(tmp_path / "two", data_small_medline, workers=2, **SMALL)
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
-    assert one == two and "manifest.json" in one and "train_00001.bin" in one
+    assert one == two and "manifest.json" in one
+    assert {"shards/train/medline_a.xml.gz.26e9891376c0b546.0001.bin", "shards/train/medline_b.xml.31e746d5934d7357.0000.bin"} <= set(one)
     # Update rules: 120 + 80 records, 20 PMIDs repeat, 2 deleted, every third article has no abstract.
     assert m1["records"] == 200 and m1["deleted"] == 2 and m1["documents"] == 200 - 20 - 2
     assert len(m1["shards"]) > 3 and m1["dtype"] == "uint16"
@@ -39,8 +40,8 @@ def test_same_inputs_give_byte_identical_outputs(tmp_path, data_small_medline):
 def test_splits_do_not_move_when_files_are_added(tmp_path, data_small_medline):
     prepare(tmp_path / "a", data_small_medline[:1], **SMALL)
     prepare(tmp_path / "ab", data_small_medline, **SMALL)
-    before = {d["pmid"]: d["split"] for d in iter_documents(tmp_path / "a" / "documents.jsonl")}
-    after = {d["pmid"]: d["split"] for d in iter_documents(tmp_path / "ab" / "documents.jsonl")}
+    before = {d["pmid"]: d["split"] for d in read_documents(tmp_path / "a")}
+    after = {d["pmid"]: d["split"] for d in read_documents(tmp_path / "ab")}
     assert all(after[p] == s for p, s in before.items() if p in after)
 
 
@@ -69,8 +70,9 @@ def test_killed_prepare_leaves_nothing_complete_and_a_rerun_finishes(tmp_path, d
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(out), *map(str, data_small_medline)],
                           capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
-    assert sorted(_looks_complete(out)) == ["train_00000.bin", "train_00001.bin"]  # the two finished ones
-    assert list(out.glob(".train_00002.bin.tmp-*")), "the partial shard stays under its temporary name"
+    unit = "medline_a.xml.gz.26e9891376c0b546"
+    assert _looks_complete(out) == [f"{unit}.0000.bin", f"{unit}.0001.bin"]  # the two finished ones
+    assert list(out.glob(f"shards/train/.{unit}.0002.bin.tmp-*")), "the partial shard stays under its temporary name"
     with pytest.raises(Exception, match="manifest.json"):
         load_manifest(out)
     prepare(out, data_small_medline, **SMALL)
@@ -94,7 +96,7 @@ def _cli_error(capsys, out: Path, *medline) -> str:
     rc = main(["prepare", "--out", str(out), "--vocab-size", "300", "--medline", *map(str, medline)])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("error: ") and "\n" not in err, err
-    assert not _looks_complete(out) and not (out / "documents.jsonl").exists()
+    assert not _looks_complete(out) and not is_prepared(out)
     return err
 
 
@@ -141,7 +143,7 @@ def test_exclude_pmids_keeps_them_out_of_pretraining(tmp_path, data_small_medlin
     excluded = {str(p) for p in range(1000, 1060)}
     (tmp_path / "ex.txt").write_text("# evaluation PMIDs\n" + "\n".join(sorted(excluded)) + "\n")
     m = prepare(tmp_path / "out", data_small_medline, exclude_pmids=[tmp_path / "ex.txt"], **SMALL)
-    docs = list(iter_documents(tmp_path / "out" / "documents.jsonl"))
+    docs = list(read_documents(tmp_path / "out"))
     flagged = {d["pmid"] for d in docs if d["excluded"]}
     assert flagged == excluded - {"1003", "1004"} and m["excluded"] == len(flagged)
     assert sum(s["documents"] for s in m["splits"].values()) == m["documents"] - m["excluded"]

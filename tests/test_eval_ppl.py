@@ -19,7 +19,7 @@ from biomamba.eval.ppl_legacy import legacy_padded
 from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, load_model
 from biomamba.metrics.rolling import causal_document_scores, rolling_windows
-from biomamba.eval.pseudo_ppl import masked_rows, pseudo_document_scores
+from biomamba.eval.pseudo_ppl import masked_windows, pseudo_document_scores, row_batches
 
 CORPUS = [
     "Patients with type 2 diabetes were randomised to metformin or placebo.",
@@ -219,11 +219,13 @@ def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
 def test_pseudo_windows_mask_every_token_once(bert_dir, stride):
     loaded, _ = load_model(bert_dir)
     tokens = perplexity.encode(loaded.tokenizer, [LONG], add_special_tokens=False)[0]
-    rows = masked_rows(tokens, loaded.tokenizer, 12, stride)
-    assert [r.target for r in rows] == tokens
-    for r in rows:
-        assert len(r.input_ids) <= 12 and r.input_ids[r.position] == loaded.tokenizer.mask_token_id
-        assert r.input_ids[0] == loaded.tokenizer.cls_token_id and r.input_ids[-1] == loaded.tokenizer.sep_token_id
+    windows = masked_windows(tokens, loaded.tokenizer, 12, stride)
+    assert [w.input_ids[p] for w in windows for p in w.positions] == tokens
+    for w in windows:
+        assert len(w.input_ids) <= 12 and all(0 < p < len(w.input_ids) - 1 for p in w.positions)
+        assert w.input_ids[0] == loaded.tokenizer.cls_token_id and w.input_ids[-1] == loaded.tokenizer.sep_token_id
+    rows = [row for batch in row_batches(windows, 5) for row in batch]  # every scored position once
+    assert sorted(rows) == sorted((i, p) for i, w in enumerate(windows) for p in w.positions)
 
 
 # ----------------------------------------------------------------------------- metrics and legacy
@@ -267,12 +269,12 @@ def bioasq_file(path):
 def test_bioasq_text_selection(tmp_path):
     path = bioasq_file(tmp_path / "BioASQ-b.json")
     data = load_data(f"bioasq:{path}")
-    assert data.texts == ["Aspirin is an NSAID.", "Yes, aspirin is an NSAID.",
+    assert list(data.stream()) == ["Aspirin is an NSAID.", "Yes, aspirin is an NSAID.",
                           "Metformin treats type 2 diabetes.", "Type 2 diabetes."]
     assert data.skipped_empty == 1 and data.name == "BioASQ-b-snippets+ideal"
-    assert load_data(f"bioasq:{path}:questions").texts == ["Is aspirin an NSAID?", "What does metformin treat?"]
-    assert load_data(f"bioasq:{path}:ideal").texts == ["Yes, aspirin is an NSAID.", "Type 2 diabetes."]
-    assert load_data(str(path)).texts == data.texts  # *.json is inferred as BioASQ
+    assert list(load_data(f"bioasq:{path}:questions").stream()) == ["Is aspirin an NSAID?", "What does metformin treat?"]
+    assert list(load_data(f"bioasq:{path}:ideal").stream()) == ["Yes, aspirin is an NSAID.", "Type 2 diabetes."]
+    assert list(load_data(str(path)).stream()) == list(data.stream())  # *.json is inferred as BioASQ
     with pytest.raises(DataError, match="unknown BioASQ text part"):
         load_data(f"bioasq:{path}:answers")
 
@@ -286,30 +288,31 @@ def test_prepared_split_uses_the_training_text(tmp_path):
             {"pmid": "5", "title": "T5", "abstract": "A5", "split": "test", "excluded": False}]
     (tmp_path / "documents.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     val = load_data(str(tmp_path))
-    assert val.name == "pubmed-val" and val.texts == [document_text(docs[0]), document_text(docs[1])]
-    assert val.texts[0] == "T1\nA1"
-    assert load_data(f"prepared:{tmp_path}:test").texts == ["T5\nA5"]
+    assert val.name == "pubmed-val" and list(val.stream()) == [document_text(docs[0]), document_text(docs[1])]
+    assert list(val.stream())[0] == "T1\nA1"
+    assert list(load_data(f"prepared:{tmp_path}:test").stream()) == ["T5\nA5"]
 
 
 def test_text_and_jsonl_specs(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n")
-    assert load_data(f"text:{tmp_path / 'a.txt'}").texts == ["first doc\nline two", "second doc"]
+    assert list(load_data(f"text:{tmp_path / 'a.txt'}").stream()) == ["first doc\nline two", "second doc"]
     (tmp_path / "b.jsonl").write_text('{"text": "x y"}\n\n{"text": "z", "other": 1}\n')
-    assert load_data(str(tmp_path / "b.jsonl")).texts == ["x y", "z"]
+    assert list(load_data(str(tmp_path / "b.jsonl")).stream()) == ["x y", "z"]
     (tmp_path / "c.jsonl").write_text('{"body": "x y"}\n')
-    assert load_data(f"jsonl:{tmp_path / 'c.jsonl'}:body").texts == ["x y"]
+    assert list(load_data(f"jsonl:{tmp_path / 'c.jsonl'}:body").stream()) == ["x y"]
     assert parse_spec("prepared:d:test")[::2] == ("prepared", "test")
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, gpt2_dir):
     with pytest.raises(DataError, match="no such file"):
         load_data(str(tmp_path / "missing.jsonl"))
-    (tmp_path / "empty.jsonl").write_text('{"text": "ok"}\n{"text": "   "}\n')
-    with pytest.raises(DataError, match=r"empty.jsonl:2: empty document"):
+    # documents stream: a bad first line fails at load_data, a later one when the stream reaches it
+    (tmp_path / "empty.jsonl").write_text('{"text": "   "}\n')
+    with pytest.raises(DataError, match=r"empty.jsonl:1: empty document"):
         load_data(str(tmp_path / "empty.jsonl"))
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
-        load_data(str(tmp_path / "bad.jsonl"))
+        list(load_data(str(tmp_path / "bad.jsonl")).stream())
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match="not a BioASQ task B JSON"):
         load_data(str(tmp_path / "bad.json"))
@@ -371,6 +374,49 @@ def test_cli_errors_are_one_line(tmp_path, gpt2_dir, capsys):
     assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "d.txt"), "--out", str(tmp_path / "o.json"),
                 "--max-length", "8", "--stride", "9"]) == 1
     assert "--stride" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- streaming and --limit
+
+def parsed(argv):
+    parser = argparse.ArgumentParser()
+    perplexity.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("model", ["mamba", "gpt2", "bert"])
+def test_streamed_chunks_give_the_results_of_one_pass(tmp_path, mamba_dir, gpt2_dir, bert_dir, model):
+    """Memory is bounded by scoring a chunk of documents at a time; the figures do not depend on it."""
+    model_dir = {"mamba": mamba_dir, "gpt2": gpt2_dir, "bert": bert_dir}[model]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in CORPUS * 3 + [LONG, SHORT]))
+    args = parsed(["--model", str(model_dir), "--data", str(path), "--out", str(tmp_path / "o.json"),
+                   "--no-progress", "--no-wandb"])
+    loaded, _ = load_model(model_dir)
+    windowing = {"name": "any", "max_length": 16, "stride": 16, "packed": False}
+    one = perplexity.evaluate_dataset(loaded, load_data(str(path)), "tok", windowing, args, "cpu", chunk_tokens=10 ** 9)
+    chunked = perplexity.evaluate_dataset(loaded, load_data(str(path)), "tok", windowing, args, "cpu", chunk_tokens=20)
+    assert chunked["sum_logprob"] == pytest.approx(one["sum_logprob"], rel=1e-9)
+    assert [chunked[k] for k in ("documents", "tokens", "words", "bytes")] == \
+           [one[k] for k in ("documents", "tokens", "words", "bytes")] == [17, one["tokens"], one["words"], one["bytes"]]
+
+
+def test_limit_scores_the_documents_whose_text_hashes_lowest_whatever_the_order(tmp_path, mamba_dir):
+    from biomamba.data.splits import unit_hash
+    texts = [f"{text} (case {i})" for i, text in enumerate(CORPUS * 3)]
+    for name, order in (("forward", texts), ("reversed", texts[::-1])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in order))
+        assert cli(["--model", str(mamba_dir), "--data", str(tmp_path / f"{name}.jsonl"), "--limit", "4",
+                    "--out", str(tmp_path / f"{name}.json"), "--no-progress", "--no-wandb"]) == 0
+    forward, backward = (json.loads((tmp_path / f"{n}.json").read_text())["results"][0] for n in ("forward", "reversed"))
+    assert forward["documents"] == backward["documents"] == 4
+    assert forward["sum_logprob"] == pytest.approx(backward["sum_logprob"], rel=1e-9)
+    lowest = sorted(texts, key=lambda t: unit_hash(f"0:{t}"))[:4]
+    assert lowest != texts[:4]  # a sample, not the first documents
+    loaded, _ = load_model(mamba_dir)
+    want = sum(direct_rolling_loglik(loaded.model, loaded.tokenizer, t, 1024)[0] for t in lowest)
+    assert forward["sum_logprob"] == pytest.approx(want, rel=1e-5)
+    assert forward["words"] == sum(count_words(t) for t in lowest)
 
 
 # ----------------------------------------------------------------------------- lm-eval itself as the peer

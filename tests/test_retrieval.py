@@ -3,6 +3,7 @@ import importlib.metadata
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from biomamba.encoding import encode, format_passage, format_query, tokenize_bat
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
 from biomamba.retrieval import DenseIndex, Encoder, RetrievalError, write_index
 from biomamba.data.retrieval_tasks import beir_task, heldout_tasks, pubmed_task
-from biomamba.metrics.retrieval import evaluate_run, reciprocal_rank_fusion, trec_order
+from biomamba.metrics.retrieval import (FUSION_WEIGHTS, choose_fusion_weight, convex_fusion, evaluate_run,
+                                        reciprocal_rank_fusion, trec_order)
 from tests.pretrain_helpers import ROOT
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.retrieval import (RetrievalRunConfig, build_model, check_config, info_nce,
@@ -97,6 +99,56 @@ def test_reciprocal_rank_fusion_by_hand():
     assert fused["q"] == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
 
 
+def test_convex_fusion_by_hand_and_its_end_weights_rank_as_one_side():
+    dense = {"q": {"a": 0.9, "b": 0.5, "c": 0.1}}
+    lexical = {"q": {"b": 12.0, "d": 7.0, "c": 2.0}}
+    fused = convex_fusion(dense, lexical, 0.25)["q"]
+    # min-max: dense a 1, b .5, c 0; lexical b 1, d .5, c 0; a document a run did not return gets 0 from it
+    assert fused == pytest.approx({"a": 0.25, "b": 0.25 * 0.5 + 0.75, "d": 0.75 * 0.5, "c": 0.0})
+    assert [d for d, _ in trec_order(convex_fusion(dense, lexical, 1.0)["q"])] == ["a", "b", "c"]
+    assert [d for d, _ in trec_order(convex_fusion(dense, lexical, 0.0)["q"])] == ["b", "d", "c"]
+    with pytest.raises(RetrievalError, match=r"fusion weight must be in \[0, 1\], got 1.5"):
+        convex_fusion(dense, lexical, 1.5)
+
+
+def two_sided_runs(seed, queries=30, docs=200, perfect="dense"):
+    """qrels with one relevant document per query, a run that always ranks it first, one that never does."""
+    rng = random.Random(seed)
+    qrels = {f"q:{i}": {f"d:{i}": 1} for i in range(queries)}
+    good = {q: {f"d:{i}": 50.0, **{f"d:{j}": rng.random() for j in rng.sample(range(queries, docs), 20)}}
+            for i, q in enumerate(qrels)}
+    bad = {q: {f"d:{j}": 10 * rng.random() for j in rng.sample(range(queries, docs), 30)} | {f"d:{i}": -1.0}
+           for i, q in enumerate(qrels)}
+    return (qrels, good, bad) if perfect == "dense" else (qrels, bad, good)
+
+
+@pytest.mark.parametrize("perfect, weight", [("dense", 1.0), ("lexical", 0.0)])
+def test_a_side_perfect_on_val_gets_the_weight_that_ranks_test_as_that_side(perfect, weight):
+    val_qrels, val_dense, val_lexical = two_sided_runs(0, perfect=perfect)
+    chosen, curve = choose_fusion_weight(val_qrels, val_dense, val_lexical)
+    assert chosen == weight and curve[weight] == pytest.approx(1.0)
+    assert set(curve) == set(FUSION_WEIGHTS) and 0.0 in curve and 1.0 in curve
+    # many weights tie at a perfect val score: the tie goes to the perfect side alone
+    assert sum(score == pytest.approx(1.0) for score in curve.values()) > 1
+    _, test_dense, test_lexical = two_sided_runs(1, perfect=perfect)
+    side = test_dense if perfect == "dense" else test_lexical
+    fused = convex_fusion(test_dense, test_lexical, chosen)
+    assert all([d for d, _ in trec_order(fused[q])] == [d for d, _ in trec_order(side[q])] for q in side)
+
+
+def test_the_chosen_weight_mixes_when_each_side_finds_what_the_other_misses():
+    # half the queries: dense finds the document, BM25 ranks it 5th; the other half the reverse
+    qrels, dense, lexical = {}, {}, {}
+    for i in range(20):
+        q, hit = f"q:{i}", f"d:{i}"
+        others = {f"d:x{i}_{k}": 1.0 - k / 10 for k in range(1, 9)}
+        strong, weak = {hit: 2.0, **others}, {**others, hit: 1.0 - 4.5 / 10}
+        qrels[q] = {hit: 1}
+        dense[q], lexical[q] = (strong, weak) if i % 2 else (weak, strong)
+    chosen, curve = choose_fusion_weight(qrels, dense, lexical)
+    assert 0 < chosen < 1 and curve[chosen] > max(curve[0.0], curve[1.0])
+
+
 def test_run_with_unknown_query_or_no_relevant_document_is_refused():
     with pytest.raises(RetrievalError, match="not in the qrels"):
         evaluate_run({"q:1": {"d:1": 1}}, {"q:9": {"d:1": 1.0}})
@@ -146,7 +198,7 @@ def test_model_encode_uses_the_tokenizer_saved_beside_it(tokenizer, tmp_path):
 
 def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir):
     tasks = heldout_tasks(data_dir, split="train", max_queries=50)
-    assert [t.name for t in tasks] == ["title-abstract", "conclusion-rest"]
+    assert [t.name for t in tasks] == ["title-abstract", "conclusion-rest", "title-abstract-disjoint"]
     for task in tasks:
         assert all(q.startswith("q:") for q in task.queries) and all(d.startswith("d:") for d in task.corpus)
         assert all(docs == {"d:" + q[2:]: 1} for q, docs in task.qrels.items())
@@ -154,6 +206,30 @@ def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir
     conclusion = tasks[1]
     some = next(iter(conclusion.qrels))
     assert conclusion.queries[some] not in conclusion.corpus["d:" + some[2:]]["text"]  # the rest only
+
+
+def test_disjoint_task_leaves_no_query_word_in_its_relevant_passage(data_dir):
+    from biomamba.data.documents import plain_abstract, read_documents
+    from biomamba.data.pairs import WORD, word_stems
+    from biomamba.retrieval import BM25
+    (task,) = heldout_tasks(data_dir, split="train", kinds=["title-abstract-disjoint"])
+    docs = {f"d:{d['pmid']}": d for d in read_documents(data_dir, "train")}
+    assert len(task.queries) > 100 and task.qrels == {q: {"d:" + q[2:]: 1} for q in task.queries}
+    for qid, judged in task.qrels.items():
+        (did,) = judged
+        title, passage = task.queries[qid], task.corpus[did]["text"]
+        assert title == docs[did]["title"]  # the query is the document's own title
+        assert not word_stems(title) & word_stems(passage)  # no stem BM25 could match
+        assert not {w.lower() for w in WORD.findall(title)} & {w.lower() for w in WORD.findall(passage)}
+        # the passage is its abstract with exactly the title's words (by stem) taken out
+        abstract = WORD.findall(plain_abstract(docs[did]))
+        assert WORD.findall(passage) == [w for w in abstract if not word_stems(w) & word_stems(title)]
+    # so BM25 scores each query's relevant passage 0
+    doc_ids = list(task.corpus)
+    bm25 = BM25([task.corpus[d]["text"] for d in doc_ids])
+    for qid in list(task.queries)[:40]:
+        scores, order = bm25.search([task.queries[qid]], len(doc_ids))
+        assert dict(zip((doc_ids[j] for j in order[0]), scores[0]))["d:" + qid[2:]] == 0.0
 
 
 def test_distractor_splits_grow_the_corpus_but_never_the_queries_or_judgments(data_dir):
@@ -298,14 +374,53 @@ def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_pat
     assert len(lines) == 3 and any("doc11  Note 11" in line for line in lines)  # the liver document
 
 
-def test_cli_eval_prints_dense_bm25_and_hybrid(trained, separable, tmp_path):
+def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, separable, tmp_path):
+    from biomamba.retrieval import bm25_run, dense_run
     run_dir, _, _ = trained
-    out = cli("eval", "--model", run_dir / "model", "--beir", separable, "--out", tmp_path / "eval")
+    with_dev = tmp_path / "separable"
+    shutil.copytree(separable, with_dev)
+    shutil.copy(with_dev / "qrels" / "test.tsv", with_dev / "qrels" / "dev.tsv")
+    out = cli("eval", "--model", run_dir / "model", "--beir", with_dev, "--beir", separable, "--out", tmp_path / "eval")
     assert out.returncode == 0, out.stderr[-2000:]
-    for method in ("dense", "bm25", "hybrid"):
+    for method in ("dense", "bm25", "rrf", "hybrid"):
         assert f"| beir:separable | {method} |" in out.stdout
-    saved = json.loads((tmp_path / "eval" / "retrieval.json").read_text())
-    assert {"dense", "bm25", "hybrid", "encode_docs_per_s"} <= set(saved["results"][0])
+    assert "- beir:separable: no validation judgments, no hybrid" in out.stdout  # the copy without dev.tsv
+    tuned, untuned = json.loads((tmp_path / "eval" / "retrieval.json").read_text())["results"]
+    assert {"dense", "bm25", "rrf", "hybrid", "fusion", "encode_docs_per_s"} <= set(tuned)
+    assert "hybrid" not in untuned and "fusion" not in untuned and "rrf" in untuned
+    # the weight recorded is the one val chose, and the hybrid row is the fusion at that weight
+    task = beir_task(with_dev)
+    dense, lexical = dense_run(Encoder.from_pretrained(run_dir / "model"), task)[0], bm25_run(task)
+    weight, curve = choose_fusion_weight(beir_task(with_dev, "dev").qrels, dense, lexical)
+    assert tuned["fusion"]["dense_weight"] == weight and tuned["fusion"]["val_queries"] == len(task.queries)
+    assert tuned["fusion"]["val_curve"] == pytest.approx({f"{w:.2f}": v for w, v in curve.items()}, abs=1e-6)
+    expected = evaluate_run(task.qrels, convex_fusion(dense, lexical, weight))
+    for name in ("nDCG@10", "Recall@10", "MRR@10"):
+        assert tuned["hybrid"][name] == pytest.approx(expected[name], abs=1e-6)
+    assert f"- beir:separable: w {weight:.2f} (val nDCG@10" in out.stdout
+
+
+def test_a_val_task_on_the_same_corpus_shares_one_run_that_equals_two(data_dir):
+    from biomamba.eval.retrieval import with_val_run
+    from biomamba.retrieval import bm25_run
+    test, val = (heldout_tasks(data_dir, split, ["title-abstract"], distractor_splits=[other])[0]
+                 for split, other in (("val", "test"), ("test", "val")))
+    assert test.corpus == val.corpus  # the same documents: each split's own plus the other's
+    calls = []
+
+    def run(task):
+        calls.append(len(task.queries))
+        return bm25_run(task), "extra"
+
+    ours, theirs, extra = with_val_run(run, test, val)
+    assert calls == [len(test.queries) + len(val.queries)] and extra == "extra"
+    for mine, alone in ((ours, bm25_run(test)), (theirs, bm25_run(val))):
+        assert mine.keys() == alone.keys()
+        assert all(mine[q] == pytest.approx(alone[q]) for q in alone)
+    calls.clear()
+    plain = heldout_tasks(data_dir, "val", ["title-abstract"])[0]  # its own documents only: two runs
+    with_val_run(run, test, plain)
+    assert calls == [len(test.queries), len(plain.queries)]
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -106,9 +106,18 @@ class LoggingConfig:
 
 
 @dataclass
+class MLMConfig:
+    """Masked-LM settings, read only by model.arch=bert (train/mlm.py)."""
+    mask_rate: float = 0.15  # the fraction of each window's tokens scored (BERT: 0.15); in (0, 1)
+    # the word embeddings' (tied to the MLM decoder) lr as a fraction of optim.lr; in (0, 1]
+    word_embedding_lr_ratio: float = 1.0
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -237,6 +246,10 @@ def _check(cfg: RunConfig, problems: list):
     if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets:
         problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
                         f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")
+    if not 0 < cfg.mlm.mask_rate < 1:
+        problems.append(f"mlm.mask_rate must be in (0, 1), got {cfg.mlm.mask_rate}")
+    if not 0 < cfg.mlm.word_embedding_lr_ratio <= 1:
+        problems.append(f"mlm.word_embedding_lr_ratio must be in (0, 1], got {cfg.mlm.word_embedding_lr_ratio}")
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):

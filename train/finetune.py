@@ -32,7 +32,8 @@ Every model compared gets the same budget: the config's train.max_steps x train.
 optim schedule. data.max_length (default 128) caps tokens per example; data.max_train_examples and
 data.max_eval_examples take a fixed subset (the same for all seeds and models) to keep CPU runs short.
 
-Each seed trains in RUN_DIR/seed_N (checkpoints, metrics.jsonl, W&B run `finetune/...`), evaluated on
+Each seed trains in RUN_DIR/seed_N (checkpoints, metrics.jsonl, a W&B run NAME-seedN of job_type
+finetune: val curve, test scores at each new best, its results as summary), evaluated on
 val every train.eval_every steps; the step with the best val macro-F1 is selected and its test
 scores kept. RUN_DIR/seed_N/model is that val-selected model, whose test scores are reported (its
 checkpoints hold the latest step instead): a plain model directory with its tokenizer, which
@@ -43,7 +44,8 @@ written when the seed finishes, from the adapters saved at each improvement (see
 Rerunning the command resumes unfinished seeds (seed_N/model back at the best as of the resumed
 checkpoint) and skips finished ones. Writes
 RUN_DIR/config.yaml, results.json (per seed val/test accuracy, macro-F1, weighted-F1, per-class
-report, wall time; mean and sample std over seeds) and results.md.
+report, wall time; mean and sample std over seeds) and results.md, and a W&B run of job_type
+finetune-summary (mean/... and std/... over seeds, a table of the seeds), in the seeds' W&B group.
 """
 import json
 import shutil
@@ -60,6 +62,8 @@ from biomamba.eval.report_finetune import results_markdown
 from biomamba.io import discard, write_report, write_text
 from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
 from biomamba.resolve import ModelSpecError
+from biomamba.runtime import git_commit
+from biomamba.tracking import group_for, model_origin, recorded_run_id, start_run
 from biomamba.train.checkpoint import Checkpointer
 from biomamba.train.config import ConfigError, load_config, to_dict
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
@@ -256,10 +260,9 @@ def lora_best(seed_dir: Path, step: int) -> Path:
 
 
 def seed_logging(cfg, run_dir: Path, seed: int):
-    """One W&B run per seed, named after the run and grouped with its other seeds."""
+    """One W&B run per seed, named after the run; grouped with the model it fine-tunes (train/logger.py)."""
     log_cfg = cfg.logging
-    return type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}",
-                            "group": log_cfg.group or run_dir.name})
+    return type(log_cfg)(**{**to_dict(log_cfg), "name": f"{log_cfg.name or run_dir.name}-seed{seed}"})
 
 
 def finished_seed(seed: int, seed_dir: Path, cfg) -> dict | None:
@@ -315,7 +318,8 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
     describe = (f"seed {seed}: {family}, {len(batches.encoded):,} train examples"
                 + (", LoRA" if cfg.model.lora else ""))
     spec = RunSpec(cfg, seed_dir, model, objective, device, tokenizer, facts={"seed": seed}, describe=describe,
-                   final_model=False, on_finish=on_finish, logging=seed_logging(cfg, run_dir, seed))
+                   final_model=False, on_finish=on_finish, logging=seed_logging(cfg, run_dir, seed),
+                   job_type="finetune", source_model=cfg.model.path)
     execute(spec)
     return json.loads((seed_dir / "results.json").read_text())
 
@@ -345,7 +349,29 @@ def _finetune(cfg, run_dir: Path, device) -> dict:
     per_seed = [train_seed(seed, cfg, data, tokenizer, family, task.labels, run_dir, device) for seed in cfg.seeds]
     results = aggregate(cfg, task, per_seed, facts)
     write_report(run_dir, "results", results_markdown(results), results)
+    log_summary_run(cfg, run_dir, results)
     return results
+
+
+# ----------------------------------------------------------------------------- W&B summary over seeds
+
+PER_SEED_COLUMNS = ["seed", "best_step", "val_macro_f1", "test_accuracy", "test_macro_f1", "test_weighted_f1",
+                    "wall_s", "wandb_id"]
+
+
+def log_summary_run(cfg, run_dir: Path, results: dict):
+    """One W&B run (job_type finetune-summary) beside the seeds' runs, in their group: mean and std
+    over seeds as its summary (mean/test/macro_f1, std/test/macro_f1, ...) and a table of the seeds."""
+    log_cfg, origin = cfg.logging, model_origin(cfg.model.path)
+    seed_ids = {str(r["seed"]): recorded_run_id(run_dir / f"seed_{r['seed']}") for r in results["per_seed"]}
+    rows = [[r["seed"], r["best_step"], r["val"]["macro_f1"], r["test"]["accuracy"], r["test"]["macro_f1"],
+             r["test"]["weighted_f1"], r["wall_s"], seed_ids[str(r["seed"])]] for r in results["per_seed"]]
+    config = {**to_dict(cfg), "git_commit": git_commit(), "model_origin": origin.facts(), "seed_runs": seed_ids}
+    with start_run(job_type="finetune-summary", name=log_cfg.name or run_dir.name, directory=run_dir,
+                   project=log_cfg.project, group=group_for(log_cfg.group, origin), tags=log_cfg.tags,
+                   config=config, mode=log_cfg.mode, keep_id=True, enabled=log_cfg.wandb) as tracker:
+        tracker.summarize({"mean": results["mean"], "std": results["std"]})
+        tracker.log_table("finetune/per_seed", PER_SEED_COLUMNS, rows)
 
 
 def aggregate(cfg, task, per_seed, facts) -> dict:

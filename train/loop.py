@@ -49,17 +49,18 @@ class Objective:
     prefix: str = "train"
 
 
-def param_groups(model, weight_decay):
-    """AdamW groups: no decay on biases, norms and parameters marked _no_weight_decay (A_log, D)."""
-    decay, no_decay = [], []
+def param_groups(model, weight_decay, lr):
+    """AdamW groups: no decay on biases, norms and parameters marked _no_weight_decay (A_log, D); a
+    parameter marked _lr_scale (the masked LM's word embeddings, mlm.word_embedding_lr_ratio) gets a
+    group of its own at lr x that scale (the schedule multiplies every group alike). The first group
+    is at lr: the loop logs its lr."""
+    groups = {(True, 1.0): [], (False, 1.0): []}
     for param in model.parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim < 2 or getattr(param, "_no_weight_decay", False):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if param.requires_grad:
+            decays = param.ndim >= 2 and not getattr(param, "_no_weight_decay", False)
+            groups.setdefault((decays, float(getattr(param, "_lr_scale", 1.0))), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": lr * scale}
+            for (decays, scale), params in groups.items() if params or scale == 1.0]
 
 
 class Prefetcher:
@@ -105,7 +106,7 @@ class Trainer:
         # FSDP shards live on all ranks: gathering weights and evaluating are collectives
         self.sharded = distributed.is_sharded(model)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, o.weight_decay), lr=o.lr,
+        self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, o.weight_decay, o.lr), lr=o.lr,
                                            betas=(o.beta1, o.beta2), eps=o.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, cfg.optim, cfg.train.max_steps))

@@ -1,5 +1,7 @@
 """Models the pretraining loop can build: BioMamba, and a GPT-NeoX or a BERT (masked LM) of matched size."""
 import torch
+from transformers import BertForMaskedLM
+from transformers.modeling_outputs import MaskedLMOutput
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.config import MAMBA2_PEERS, PRESETS
@@ -78,10 +80,26 @@ def build_transformer(cfg, vocab_size: int, eos_id: int, target_params: int):
     return make(layers_matching(make, target_params))
 
 
+class ScoredOnlyBertForMaskedLM(BertForMaskedLM):
+    """BertForMaskedLM (the same modules and weights) whose forward with labels runs the MLM head only at
+    the scored positions (labels != -100), as ModernBERT's sparse_prediction does: the same loss, but
+    the head's (positions, vocab) product, half of a tiny BERT's compute, shrinks to the ~15% scored.
+    Its `logits` are then (scored positions, vocab); without labels it is BertForMaskedLM."""
+
+    def forward(self, input_ids=None, labels=None, **kwargs):
+        if labels is None:
+            return super().forward(input_ids=input_ids, **kwargs)
+        hidden = self.bert(input_ids, return_dict=True, **kwargs).last_hidden_state  # (B, T, D)
+        scored = labels != -100  # (B, T)
+        logits = self.cls(hidden[scored])  # (S, V), S scored positions
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[scored])
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
 def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
     """A BertForMaskedLM at the Mamba's width, with the layer count that best matches its parameters.
     No dropout, like the Mamba. vocab_size counts the [CLS]/[SEP]/[MASK] added by train/mlm.py."""
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertConfig
 
     width = mamba_config(cfg.model, vocab_size, eos_id).d_model
 
@@ -90,9 +108,12 @@ def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
                             num_attention_heads=max(1, width // 64), intermediate_size=4 * width,
                             max_position_embeddings=max(512, cfg.data.seq_len + 1), hidden_dropout_prob=0.0,
                             attention_probs_dropout_prob=0.0, pad_token_id=eos_id, tie_word_embeddings=True)
-        return BertForMaskedLM(config)
+        return ScoredOnlyBertForMaskedLM(config)
 
-    return make(layers_matching(make, target_params))
+    model = make(layers_matching(make, target_params))
+    # read by the loop's param_groups; the tied decoder weight is the same parameter
+    model.bert.embeddings.word_embeddings.weight._lr_scale = cfg.mlm.word_embedding_lr_ratio
+    return model
 
 
 def build_model(cfg, vocab_size: int, eos_id: int):

@@ -132,10 +132,10 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
     batches = WindowBatches(train_tokens, cfg.data.seq_len, cfg.train.batch_size, cfg.train.grad_accum,
                             distributed.world_size(), distributed.rank(), cfg.seed)
     if cfg.model.arch == "bert":
-        masked = mlm.MaskedBatches(batches, tokenizer, base_vocab, cfg.seed)
+        masked = mlm.MaskedBatches(batches, tokenizer, base_vocab, cfg.seed, cfg.mlm.mask_rate)
         return batches, Objective(batches_for=masked.for_step, loss_fn=mlm.mlm_loss,
                                   items_in=lambda b: b["input_ids"][:, 1:].numel(),
-                                  evaluate=mlm.make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg))
+                                  evaluate=mlm.make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg, train_tokens))
     return batches, Objective(batches_for=batches.for_step, loss_fn=make_lm_loss(eos_id, cfg.data.document_resets),
                               items_in=lambda b: b.numel(),
                               evaluate=make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id))
@@ -160,7 +160,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
                 f"{'on' if cfg.data.document_resets else 'off'}")
-    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
+                           job_type="pretrain", source_model=cfg.train.init_from))
 
 
 def run(args) -> int:

@@ -82,7 +82,8 @@ class RetrievalRunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, weight_decay=0.01))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, eval_every=100, save_every=100))
-    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(group="retrieval"))
+    # no group: the run joins the W&B group of its model.init_from (biomamba.tracking)
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(tags=["retrieval"]))
     seed: int = 0
 
 
@@ -373,7 +374,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
     init = cfg.model.init_from or f"random {cfg.model.preset} (no pretrained checkpoint)"
     facts = {"tokenizer": str(tok_dir), "init": init, "sources": {s.name: len(s) for s in sources}}
     describe = f"retrieval from {init}; pairs " + ", ".join(f"{k} {v:,}" for k, v in facts["sources"].items())
-    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
+                           job_type="retrieval-train", source_model=cfg.model.init_from))
 
 
 def add_arguments(parser):

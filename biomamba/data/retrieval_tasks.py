@@ -3,6 +3,9 @@ prepared PubMed data, BEIR directories and BioASQ files.
 
   title-abstract    held-out PubMed (a split of the prepared data): title -> its abstract
   conclusion-rest   held-out structured abstracts: the CONCLUSIONS sections -> the other sections
+  title-abstract-disjoint
+                    held-out PubMed: title -> its abstract with every title word taken out (no
+                    word BM25 could match: where only a dense retriever can find the document)
   beir:NAME         a BEIR directory (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)
   bioasq            BioASQ task B JSON: question -> its documents, over a given corpus
 Ids: every query id becomes "q:ID" and every document id "d:ID" inside a task, so a query can never
@@ -14,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from biomamba.data.documents import plain_abstract
-from biomamba.data.pairs import INSTRUCTIONS, pubmed_pairs
+from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
 from biomamba.encoding import DEFAULT_INSTRUCTION
 from biomamba.retrieval import RetrievalError
 
@@ -58,7 +61,10 @@ def pubmed_task(documents, kind: str, max_queries: int | None = None, distractor
                          {f"q:{pmid}": {f"d:{pmid}": 1} for pmid, _, _ in chosen}).check()
 
 
-def heldout_tasks(data_dir, split: str = "test", kinds=("title-abstract", "conclusion-rest"),
+HELDOUT_KINDS = tuple(PAIR_KINDS)  # title-abstract, conclusion-rest, title-abstract-disjoint
+
+
+def heldout_tasks(data_dir, split: str = "test", kinds=HELDOUT_KINDS,
                   max_queries: int | None = None, distractor_splits=()) -> list[RetrievalTask]:
     """Queries from one split of a prepared dir; the corpus is that split plus distractor_splits."""
     if split in distractor_splits:

@@ -4,8 +4,18 @@ nDCG@10 = ndcg_cut_10, Recall@k = recall_k, MRR@10 = recip_rank over each query'
 ranks a run by score descending and breaks score ties by document id descending (string order);
 MRR@10 truncates each run to its first 10 documents in that same order before recip_rank. A query
 with judgments but no retrieved documents scores 0 (trec_eval itself would skip it); queries without
-a positive judgment are left out. Fusion: score(d) = sum_s 1 / (RRF_K + rank_s(d)) over each run's
-top `depth`.
+a positive judgment are left out.
+
+Fusion of a dense and a lexical run:
+  reciprocal_rank_fusion   score(d) = sum_s 1 / (RRF_K + rank_s(d)) over each run's top `depth`; it
+                           weighs both sides equally whatever each is worth, so where one side is
+                           much better it lands between them
+  convex_fusion            score(d) = w * mm(dense)(d) + (1 - w) * mm(lexical)(d), mm = min-max scaling
+                           of a query's top `depth` scores to [0, 1] (0 for a document a run did not
+                           return); w = 1 gives the dense ranking, w = 0 the lexical one
+  choose_fusion_weight     the w of FUSION_WEIGHTS with the best mean nDCG@10 on validation queries;
+                           between equal scores, the w nearest the better single side (no evidence
+                           that mixing helps, so none is mixed in)
 """
 from __future__ import annotations
 
@@ -17,7 +27,8 @@ METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@1": "recall_1", "Recall@10": "recal
 MEASURES = {"ndcg_cut.10", "recall.1,10,100", "recip_rank"}
 DEPTH = 100  # documents retrieved per query
 RRF_K = 60
-
+FUSION_WEIGHTS = tuple(i / 20 for i in range(21))  # the dense weight w: 0, 0.05, ..., 1
+FUSION_METRIC = "nDCG@10"
 
 
 def trec_order(scores: dict) -> list[tuple[str, float]]:
@@ -68,4 +79,41 @@ def reciprocal_rank_fusion(runs: list[dict], k: int = RRF_K, depth: int = DEPTH)
     return truncate_run(fused, depth)
 
 
-# ----------------------------------------------------------------------------- tasks
+def min_max(scores: dict) -> dict:
+    """A query's {doc: score} scaled to [0, 1]; all 0 when the scores are all equal (no preference)."""
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    if high == low:
+        return {doc: 0.0 for doc in scores}
+    return {doc: (score - low) / (high - low) for doc, score in scores.items()}
+
+
+def convex_fusion(dense: dict, lexical: dict, weight: float, depth: int = DEPTH) -> dict:
+    """score(d) = weight * min_max(dense) + (1 - weight) * min_max(lexical) over each run's top `depth`.
+    A run with weight 0 is left out entirely, so weight 1 (0) ranks exactly as dense (lexical) does."""
+    if not 0 <= weight <= 1:
+        raise RetrievalError(f"the fusion weight must be in [0, 1], got {weight}")
+    fused: dict = {}
+    for run, share in ((dense, weight), (lexical, 1.0 - weight)):
+        if share == 0:
+            continue
+        for qid, docs in run.items():
+            target = fused.setdefault(qid, {})
+            for doc, score in min_max(dict(trec_order(docs)[:depth])).items():
+                target[doc] = target.get(doc, 0.0) + share * score
+    return truncate_run(fused, depth)
+
+
+def choose_fusion_weight(qrels: dict, dense: dict, lexical: dict, weights=FUSION_WEIGHTS,
+                         metric: str = FUSION_METRIC) -> tuple[float, dict]:
+    """(the dense weight of `weights` whose convex_fusion scores best on `metric`, {weight: score}).
+
+    Meant for validation queries; among weights that tie, the one nearest the better single side
+    (weight 1 if dense alone scores at least as well as lexical alone, else weight 0)."""
+    weights = sorted(set(weights) | {0.0, 1.0})
+    curve = {w: evaluate_run(qrels, convex_fusion(dense, lexical, w))[metric] for w in weights}
+    best = max(curve.values())
+    tied = [w for w, score in curve.items() if score >= best - 1e-12]
+    chosen = max(tied) if curve[1.0] >= curve[0.0] else min(tied)
+    return chosen, curve
