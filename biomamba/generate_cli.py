@@ -48,9 +48,10 @@ def run(args):
     tokenizer.padding_side = "left"
     batch = tokenizer(args.prompt, return_tensors="pt", padding=True).to(args.device)
     torch.manual_seed(args.seed)  # transformers' sampling draws from the global RNG
+    # sampling options only with --do-sample: transformers warns about them on greedy or beam search
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p) if args.do_sample else {}
     out = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
-                         max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, **sampling,
                          num_beams=args.num_beams, repetition_penalty=args.repetition_penalty,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     for row in out:
