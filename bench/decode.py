@@ -1,11 +1,13 @@
-"""Decoding throughput on CPU: our generate against transformers' MambaForCausalLM.generate on the
-same weights, and against our own generate as it was at a git ref (`--before`, default main).
+"""Decoding throughput on CPU: our generate against transformers' MambaForCausalLM.generate
+(Mamba2ForCausalLM for the Mamba-2 presets) on the same weights, and against our own generate as it
+was at a git ref (`--before`, default main; only for presets that ref has).
 
 Greedy decoding of --new-tokens (64) tokens after a --prompt-len (16) token prompt; EOS never stops
 a row, so every row makes all of them. tokens/s = batch x new tokens / seconds of the fastest of
 --repeats calls, after one warm-up call each. The three run in turns (one call of each per round),
 so a change in the machine's load hits all three alike. Random weights in a preset's shape (130m:
-d_model 768, 24 layers, vocab 50280; tiny: 256, 4, 8000). Our prompt pass uses the "torch" scan
+d_model 768, 24 layers, vocab 50280; tiny: 256, 4, 8000; mamba2-130m: 768, 24, 50288, d_state 128;
+tiny-mamba2: 256, 4, 8000, d_state 64). Our prompt pass uses the "torch" scan
 backend in both versions (the compiled CPU kernel would be rebuilt for the old tree; decoding
 steps never use the scan). The old version runs in a subprocess that imports biomamba from
 `git archive REF` and times one call per request. One thread by default: on a shared 2-core box,
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="130m,tiny")
+    p.add_argument("--presets", default="130m,tiny,mamba2-130m,tiny-mamba2")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--prompt-len", type=int, default=16)
@@ -100,18 +102,25 @@ def old_tree(ref, into: Path) -> Path:
 
 
 def models(preset, directory: Path):
-    """Ours (saved to `directory` for the old version) and transformers' Mamba, same random weights."""
-    from transformers import MambaConfig, MambaForCausalLM
+    """Ours (saved to `directory` for the old version) and transformers' Mamba / Mamba2, same random
+    weights."""
+    import transformers
 
     from biomamba import BioMambaConfig, BioMambaForCausalLM
-    from biomamba.checkpoints import hf_config_fields, map_keys
+    from biomamba.checkpoints import HF_CLASSES, hf_config_fields, map_keys
 
     torch.manual_seed(0)
     ours = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, scan_backend="torch")).eval()
     ours.save_pretrained(directory)
-    theirs = MambaForCausalLM(MambaConfig(**hf_config_fields(ours.config))).eval()
+    config_class, model_class = (getattr(transformers, name) for name in HF_CLASSES[ours.config.ssm_layer])
+    theirs = model_class(config_class(**hf_config_fields(ours.config))).eval()
     theirs.load_state_dict(map_keys(ours.state_dict(), "hf", to_ours=False))
     return ours, theirs
+
+
+def has_preset(source: Path, preset: str) -> bool:
+    """Whether the old tree's biomamba/config.py knows `preset` (main predates the Mamba-2 ones)."""
+    return f'"{preset}": dict(' in (source / "biomamba" / "config.py").read_text()
 
 
 def measure(timers, batch, args):
@@ -138,7 +147,8 @@ def main():
         source = old_tree(args.before, scratch / "before") if args.before else None
         for preset in args.presets.split(","):
             ours, theirs = models(preset, scratch / preset)
-            old = OldGenerate(source, scratch / preset, args) if source is not None else None
+            known = source is not None and has_preset(source, preset)
+            old = OldGenerate(source, scratch / preset, args) if known else None
             for batch in (int(b) for b in args.batches.split(",")):
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))

@@ -1,9 +1,11 @@
 """Export a BioMamba causal LM to transformers' or state-spaces' own layout, leaving biomamba behind.
 
-    transformers   config.json (model_type "mamba") + model.safetensors: loads with plain
-                   transformers, `MambaForCausalLM.from_pretrained(OUT)`, no biomamba import
-    state-spaces   config.json (d_model, n_layer, vocab_size, ssm_cfg, ...) + pytorch_model.bin:
-                   the layout of mamba_ssm's MambaLMHeadModel.from_pretrained
+    transformers   config.json (model_type "mamba" or "mamba2") + model.safetensors: loads with plain
+                   transformers, `MambaForCausalLM.from_pretrained(OUT)` (Mamba2ForCausalLM for a
+                   Mamba-2 model), no biomamba import
+    state-spaces   config.json (d_model, n_layer, vocab_size, ssm_cfg, ...; ssm_cfg.layer "Mamba2"
+                   for a Mamba-2 model) + pytorch_model.bin: the layout of mamba_ssm's
+                   MambaLMHeadModel.from_pretrained
 
 Examples:
   biomamba export --model runs/tiny/model --to transformers --out exported/tiny-hf
@@ -78,11 +80,16 @@ def _not_a_causal_lm(class_name, where):
 
 
 def _write_transformers(model, out: Path):
-    from transformers import MambaConfig
+    import transformers
 
-    from biomamba.checkpoints import hf_config_fields, map_keys
+    from biomamba.checkpoints import HF_CLASSES, CheckpointError, hf_config_fields, map_keys
 
-    MambaConfig(**hf_config_fields(model.config), architectures=["MambaForCausalLM"]).save_pretrained(out)
+    config_class, model_class = HF_CLASSES[model.config.ssm_layer]
+    try:
+        fields = hf_config_fields(model.config)
+    except CheckpointError as error:
+        raise ExportError(f"--to transformers: {error}") from None
+    getattr(transformers, config_class)(**fields, architectures=[model_class]).save_pretrained(out)
     tensors = model.state_dict()
     if model.config.tie_word_embeddings:  # transformers re-ties it on load, as its own save does
         tensors.pop("lm_head.weight")
@@ -105,6 +112,11 @@ def _write_state_spaces(model, out: Path):
 
 
 WRITERS = {"transformers": _write_transformers, "state-spaces": _write_state_spaces}
+
+
+def _architecture(out: Path) -> str:
+    """The transformers class an export's config.json names (MambaForCausalLM, Mamba2ForCausalLM)."""
+    return read_config(out)["architectures"][0]
 
 
 def _copy_tokenizer(source_dir, out: Path) -> Path | None:
@@ -137,7 +149,7 @@ def run(args):
     except (ExportError, CheckpointError, ModelSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    loader = {"transformers": "transformers.MambaForCausalLM.from_pretrained",
+    loader = {"transformers": f"transformers.{_architecture(out)}.from_pretrained",
               "state-spaces": "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"}[args.to]
     tokenizer = "with" if any((out / name).is_file() for name in TOKENIZER_FILES) else "without"
     print(f"wrote {out} ({args.to} layout, {tokenizer} tokenizer files); load it with {loader}({str(out)!r})")

@@ -1,24 +1,34 @@
-"""Decoding: transformers' GenerationMixin runs it; this module holds what a Mamba model adds.
+"""Decoding and padding: transformers' GenerationMixin runs decoding; this module holds what a Mamba
+model adds.
 
 One way to generate: `BioMambaForCausalLM.generate` is transformers' `generate`, so every standard
 argument works (max_length / max_new_tokens / min_new_tokens, greedy, sampling, beam search,
 repetition penalty, stopping criteria, streamers, lists of EOS ids). Each step after the prompt
 runs the mixer's recurrent step (MambaMixer._step: ops.causal_conv1d_update and
-ops.selective_state_update), so a token costs the same at any length.
+ops.selective_state_update; Mamba2Mixer._step: the same conv step and ops.ssd_state_update), so a
+token costs the same at any length.
 
 The cache (`new_cache`) is transformers' own DynamicCache built from the config's `layer_types`,
 as for transformers' Mamba: per layer a conv state and a recurrent (SSM) state, created from the
 tensors the mixer stores, so their shapes are the mixer's business (Mamba-1: (b, d_inner, d_conv)
-and (b, d_inner, n)). Beam search reorders it with Cache.reorder_cache.
+and (b, d_inner, n); Mamba-2: (b, conv_dim, d_conv) with conv_dim = d_inner + 2 ngroups n, and
+(b, heads, headdim, n)). Beam search reorders it with Cache.reorder_cache.
 
 Padding: pad positions never enter the state (the mixer zeroes them before the conv and before
-the scan). Leading pads therefore leave the state at zero, exactly as if the row started at its
-first real token, so left-padded prompts need nothing more. Trailing pads would sit between a
+the scan: `mask_padding`). Leading pads therefore leave the state at zero, exactly as if the row
+started at its first real token, so left-padded prompts need nothing more. Trailing pads would sit between a
 prompt and its continuation, so `generate` first left-aligns right-padded prompts
 (`left_align`) and puts the prompt columns back as given afterwards (`restore_prompt_layout`).
 """
 import torch
 from transformers import DynamicCache
+
+
+def mask_padding(x, attention_mask):
+    """Zero the positions where attention_mask is 0; x: (b, c, l), attention_mask: (b, l)."""
+    if attention_mask is None:
+        return x
+    return (x * attention_mask[:, None, :]).to(x.dtype)
 
 
 def new_cache(config) -> DynamicCache:

@@ -1,4 +1,4 @@
-"""BioMamba: the Mamba-1 language model, smallest parts first.
+"""BioMamba: the Mamba language model, smallest parts first.
 
 Code names and the paper's symbols (Gu & Dao 2023, Algorithm 2), as in johnma2006/mamba-minimal:
     b, l        batch size, sequence length
@@ -9,6 +9,10 @@ Parameter names equal state-spaces/mamba's (in_proj, conv1d, x_proj, dt_proj, A_
 norm, norm_f, backbone.embedding, lm_head), so its checkpoints load by copying keys; HF's
 `MambaForCausalLM` differs only in `backbone.embeddings` (mapped in checkpoints.py).
 Official implementation: mamba_ssm/modules/mamba_simple.py (Mamba.forward, Mamba.step).
+
+The block's mixer is chosen by `config.ssm_layer`, as mamba_ssm's ssm_cfg["layer"] chooses it:
+"Mamba1" is MambaMixer below, "Mamba2" is Mamba2Mixer (biomamba/mamba2.py, the SSD mixer); every
+other part (block, backbone, heads, generation, checkpoints) is the same for both.
 
 Under transformers' tools the models behave as transformers' Mamba does: the causal LM is a
 GenerationMixin (see generation.py), `return_dict=False` gives tuples, `output_hidden_states` gives
@@ -29,7 +33,7 @@ from biomamba import ops
 from biomamba.config import BioMambaConfig
 from biomamba.encoding import encode
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
-from biomamba.generation import has_right_padding, left_align, new_cache, restore_prompt_layout
+from biomamba.generation import has_right_padding, left_align, mask_padding, new_cache, restore_prompt_layout
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -47,14 +51,30 @@ class RMSNorm(nn.Module):
         return self.weight * x.to(dtype)
 
 
-def _mask_padding(x, attention_mask):
-    """Zero the positions where attention_mask is 0; x: (b, c, l), attention_mask: (b, l)."""
-    if attention_mask is None:
-        return x
-    return (x * attention_mask[:, None, :]).to(x.dtype)
+class SSMMixer(nn.Module):
+    """What the mixers of both block types share: parameters that stay fp32 through a cast to
+    bf16/fp16 and take no weight decay (mamba_ssm's A_log, D, and Mamba-2's dt_bias), and
+    mamba_ssm's initialisation of the SSM parameters (`init_ssm_parameters`)."""
+
+    FP32_PARAMETERS = ("A_log", "D")
+
+    def _mark_fp32_parameters(self):
+        for name in self.FP32_PARAMETERS:
+            getattr(self, name)._no_weight_decay = True
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name in self.FP32_PARAMETERS:
+            p = getattr(self, name)
+            if p.dtype in LOW_PRECISION:
+                p.data = p.data.float()
+        return self
+
+    def init_ssm_parameters(self):
+        raise NotImplementedError
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(SSMMixer):
     """The selective SSM block: in_proj -> causal conv -> selective scan (gated by z) -> out_proj."""
 
     def __init__(self, config: BioMambaConfig, layer_idx: int):
@@ -66,27 +86,21 @@ class MambaMixer(nn.Module):
                                 padding=config.d_conv - 1, bias=config.conv_bias)
         self.x_proj = nn.Linear(d_inner, rank + 2 * n, bias=False)
         self.dt_proj = nn.Linear(rank, d_inner, bias=True)
-        # A_log and D stay fp32 (see _apply) and take no weight decay.
+        # A_log and D stay fp32 (SSMMixer._apply) and take no weight decay.
         self.A_log = nn.Parameter(torch.empty(d_inner, n, dtype=torch.float32))
         self.D = nn.Parameter(torch.empty(d_inner, dtype=torch.float32))
-        self.A_log._no_weight_decay = True
-        self.D._no_weight_decay = True
+        self._mark_fp32_parameters()
         self.out_proj = nn.Linear(d_inner, config.d_model, bias=config.bias)
 
-    def _apply(self, fn, recurse=True):
-        # Casting the model to bf16/fp16 keeps A_log and D in fp32, as mamba_ssm does.
-        super()._apply(fn, recurse)
-        for p in (self.A_log, self.D):
-            if p.dtype in LOW_PRECISION:
-                p.data = p.data.float()
-        return self
+    def init_ssm_parameters(self):
+        _init_mixer(self, self.config)
 
     def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
         """hidden_states: (b, l, d_model) -> (b, l, d_model); pads enter neither the conv nor the scan,
         and with seq_idx (b, l) packed documents never see each other (conv and scan reset)."""
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2E*D, l)
         x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
-        x = _mask_padding(x, attention_mask)
+        x = mask_padding(x, attention_mask)
         A = -torch.exp(self.A_log.float())  # (d_inner, n)
         if cache is not None and cache.has_previous_state(self.layer_idx):
             y = self._steps(x, z, A, cache)
@@ -105,7 +119,7 @@ class MambaMixer(nn.Module):
             cache.update_conv_state(x, self.layer_idx, conv_kernel_size=self.config.d_conv)
         x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
                               seq_idx=seq_idx)
-        x = _mask_padding(x, attention_mask).transpose(1, 2)  # (b, l, d_inner)
+        x = mask_padding(x, attention_mask).transpose(1, 2)  # (b, l, d_inner)
         dt, B, C = self._ssm_params(x)
         dt = self.dt_proj.weight @ dt.transpose(1, 2)  # (b, d_inner, l); bias added in the scan
         y = ops.selective_scan(
@@ -142,12 +156,20 @@ class MambaBlock(nn.Module):
         super().__init__()
         self.residual_in_fp32 = config.residual_in_fp32
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
-        self.mixer = MambaMixer(config, layer_idx)
+        self.mixer = mixer_class(config.ssm_layer)(config, layer_idx)
 
     def forward(self, hidden_states, attention_mask=None, cache=None, seq_idx=None):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
         mixed = self.mixer(self.norm(hidden_states.to(self.norm.weight.dtype)), attention_mask, cache, seq_idx)
         return residual + mixed
+
+
+def mixer_class(ssm_layer: str):
+    """The mixer of a block type (config.ssm_layer)."""
+    if ssm_layer == "Mamba2":
+        from biomamba.mamba2 import Mamba2Mixer  # imported here: it builds on this module's parts
+        return Mamba2Mixer
+    return MambaMixer
 
 
 @dataclass
@@ -180,10 +202,10 @@ class BioMambaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """mamba_ssm's initialisation (mamba_simple.Mamba.__init__ and models/mixer_seq_simple)."""
+        """mamba_ssm's initialisation (mamba_simple.Mamba / mamba2.Mamba2 __init__, models/mixer_seq_simple)."""
         cfg = self.config
-        if isinstance(module, MambaMixer):
-            _init_mixer(module, cfg)
+        if isinstance(module, SSMMixer):
+            module.init_ssm_parameters()
         elif isinstance(module, nn.Linear) and module.bias is not None:
             if not getattr(module.bias, "_no_reinit", False):
                 nn.init.zeros_(module.bias)
@@ -210,23 +232,35 @@ def _init_mixer(mixer, cfg):
         nn.init.constant_(mixer.dt_proj.weight, std)
     else:
         nn.init.uniform_(mixer.dt_proj.weight, -std, std)
-    # 3. dt bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max], floored at dt_init_floor.
-    log_min, log_max = math.log(cfg.dt_min), math.log(cfg.dt_max)
-    dt = torch.exp(torch.rand(cfg.d_inner) * (log_max - log_min) + log_min).clamp(min=cfg.dt_init_floor)
-    mixer.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+    # 3. dt bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max].
+    mixer.dt_proj.bias.copy_(init_dt_bias(cfg.d_inner, cfg))
     mixer.dt_proj.bias._no_reinit = True
     if mixer.in_proj.bias is not None:
         nn.init.zeros_(mixer.in_proj.bias)
-    # 4. out_proj: kaiming-uniform, scaled by 1/sqrt(n_layer) (GPT-2's prenorm-residual rescale).
-    nn.init.kaiming_uniform_(mixer.out_proj.weight, a=math.sqrt(5))
+    # 4. out_proj: kaiming-uniform, scaled by 1/sqrt(n_layer).
+    init_out_proj(mixer.out_proj, cfg)
+
+
+def init_dt_bias(size: int, cfg) -> torch.Tensor:
+    """softplus^-1(dt) for `size` values of dt log-uniform in [dt_min, dt_max], floored at
+    dt_init_floor, so that softplus(dt + bias) starts in that range (both block types)."""
+    log_min, log_max = math.log(cfg.dt_min), math.log(cfg.dt_max)
+    dt = torch.exp(torch.rand(size) * (log_max - log_min) + log_min).clamp(min=cfg.dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def init_out_proj(out_proj: nn.Linear, cfg):
+    """Kaiming-uniform, divided by sqrt(n_layer) (GPT-2's prenorm-residual rescale, as mamba_ssm's
+    _init_weights does for both block types)."""
+    nn.init.kaiming_uniform_(out_proj.weight, a=math.sqrt(5))
     if cfg.rescale_prenorm_residual:
-        mixer.out_proj.weight /= math.sqrt(cfg.n_layer)
-    if mixer.out_proj.bias is not None:
-        nn.init.zeros_(mixer.out_proj.bias)
+        out_proj.weight /= math.sqrt(cfg.n_layer)
+    if out_proj.bias is not None:
+        nn.init.zeros_(out_proj.bias)
 
 
 class BioMambaModel(BioMambaPreTrainedModel):
-    """The backbone: embedding -> n_layer MambaBlocks -> final RMSNorm."""
+    """The backbone: embedding -> n_layer MambaBlocks (Mamba-1 or Mamba-2 mixers) -> final RMSNorm."""
 
     def __init__(self, config: BioMambaConfig):
         super().__init__(config)

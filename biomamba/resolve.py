@@ -2,7 +2,7 @@
 
     model_dir_of(path)        a model directory, or a run directory's model/
     read_config(model_dir)    its config.json
-    mamba_layout(raw)         "ours" | "hf" | "mamba_ssm" for Mamba checkpoints, None for any other model
+    mamba_layout(raw)         "ours" | "hf" | "mamba_ssm" for Mamba / Mamba-2 checkpoints, None for any other
     model_family(raw)         ("biomamba" | "transformers", "causal" | "masked")
     find_tokenizer_dir(...)   the first of an explicit dir, the model dir, its tokenizer/, fallbacks
     load_tokenizer(dir)       transformers' AutoTokenizer, local files only
@@ -51,7 +51,7 @@ def mamba_layout(raw: dict) -> str | None:
     model_type = raw.get("model_type")
     if model_type == "biomamba":
         return "ours"
-    if model_type == "mamba":
+    if model_type in ("mamba", "mamba2"):
         return "hf"
     if model_type is None and "d_model" in raw and "n_layer" in raw:
         return "mamba_ssm"

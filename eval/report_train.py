@@ -33,13 +33,19 @@ def run_summary(run_dir: Path) -> dict:
     return {
         "run": Path(run_dir).name, "steps": train[-1]["step"] if train else 0,
         "parameters": resolved.get("parameters"),
-        "scan_backend": resolved.get("backends", {}).get("selective_scan", resolved.get("scan_backend")),
+        "scan_backend": _scan_backend(resolved),
         "train_loss": sum(r["loss"] for r in tail) / len(tail) if train else None,
         "tokens_per_s": sum(r["tokens_per_s"] for r in tail) / len(tail) if train else None,
         "val_loss": val[-1]["loss"] if val else None, "val_ppl": val[-1]["ppl"] if val else None,
         # a masked-LM run (model.arch=bert) has no bits per byte; its val row holds the unigram entropy
         "val_packed_bits_per_byte": val[-1].get("packed_bits_per_byte") if val else None,
     }
+
+
+def _scan_backend(resolved: dict):
+    """The scan's backend: selective_scan's (Mamba-1) or ssd_scan's (Mamba-2); older runs: scan_backend."""
+    backends = resolved.get("backends", {})
+    return backends.get("selective_scan", backends.get("ssd_scan", resolved.get("scan_backend")))
 
 
 def _fmt(value, spec):

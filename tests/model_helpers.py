@@ -1,26 +1,39 @@
-"""Builders shared by the model tests: tiny random models (ours and transformers' on the same
-weights), padded batches, a word-level tokenizer, and the state-spaces directory layout."""
+"""Builders shared by the model tests: tiny random models of either block type (ours and
+transformers' on the same weights), padded batches, a word-level tokenizer, and the state-spaces
+directory layout. Tests that hold for both block types parametrize over BLOCKS."""
 import json
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
+from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM, PreTrainedTokenizerFast
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.checkpoints import config_from_hf, map_keys
 
+BLOCKS = ("Mamba1", "Mamba2")  # config.ssm_layer
 
-def random_hf_mamba(vocab_size=128, hidden_size=32, layers=2, state_size=5, seed=0, varied=False):
-    """A transformers MambaForCausalLM with non-trivial A_log, D and norm weights.
+
+def random_hf_mamba(vocab_size=128, hidden_size=32, layers=2, state_size=5, seed=0, varied=False, layer="Mamba1",
+                    n_groups=1, chunk_size=8, tie=True):
+    """A transformers MambaForCausalLM (layer "Mamba1") or Mamba2ForCausalLM ("Mamba2": heads of 16
+    channels in `n_groups` groups, chunks of `chunk_size`) with non-trivial A_log, D, dt bias and
+    norm weights; tie=False gives Mamba-2 an untied head (transformers' Mamba2 default).
 
     varied=True also makes the embeddings small and the mixer projections large: greedy decoding
     then keeps choosing different tokens instead of repeating one, so generation tests can see
     a wrong token (the plain random model repeats one token after a few steps).
     """
     torch.manual_seed(seed)
-    config = MambaConfig(hidden_size=hidden_size, num_hidden_layers=layers, vocab_size=vocab_size,
-                         state_size=state_size, time_step_rank=3, pad_token_id=0, eos_token_id=0)
-    model = MambaForCausalLM(config).eval()
+    if layer == "Mamba2":
+        config = Mamba2Config(hidden_size=hidden_size, num_hidden_layers=layers, vocab_size=vocab_size,
+                              state_size=state_size, head_dim=16, num_heads=2 * hidden_size // 16, n_groups=n_groups,
+                              chunk_size=chunk_size, expand=2, pad_token_id=0, eos_token_id=0, bos_token_id=0,
+                              tie_word_embeddings=tie)
+        model = Mamba2ForCausalLM(config).eval()
+    else:
+        config = MambaConfig(hidden_size=hidden_size, num_hidden_layers=layers, vocab_size=vocab_size,
+                             state_size=state_size, time_step_rank=3, pad_token_id=0, eos_token_id=0)
+        model = MambaForCausalLM(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "A_log" in name or name.endswith(".D") or "norm" in name or "bias" in name:
@@ -33,7 +46,8 @@ def random_hf_mamba(vocab_size=128, hidden_size=32, layers=2, state_size=5, seed
 
 
 def biomamba_twin(hf_model):
-    """Our BioMambaForCausalLM holding the same weights as a transformers MambaForCausalLM."""
+    """Our BioMambaForCausalLM holding the same weights as a transformers MambaForCausalLM or
+    Mamba2ForCausalLM."""
     model = BioMambaForCausalLM(config_from_hf(hf_model.config.to_dict()))
     model.load_state_dict(map_keys(hf_model.state_dict(), "hf"))
     return model.train(hf_model.training)
@@ -63,21 +77,33 @@ def word_tokenizer(vocab_size, path=None):
 
 
 def write_mamba_ssm_dir(hf_model, path, raw_vocab_size):
-    """Write the state-spaces layout (config.json with ssm_cfg + pytorch_model.bin)."""
+    """Write the state-spaces layout (config.json with ssm_cfg + pytorch_model.bin), for a Mamba-2
+    model as state-spaces/mamba2-* hold it (ssm_cfg.layer "Mamba2", no MLP or attention layers)."""
     cfg = hf_model.config
     path.mkdir(parents=True, exist_ok=True)
+    if cfg.model_type == "mamba2":
+        layout = {"ssm_cfg": {"layer": "Mamba2", "d_state": cfg.state_size, "headdim": cfg.head_dim,
+                              "ngroups": cfg.n_groups, "chunk_size": cfg.chunk_size},
+                  "d_intermediate": 0, "attn_layer_idx": [], "attn_cfg": {}, "pad_vocab_size_multiple": 16}
+    else:
+        layout = {"ssm_cfg": {"d_state": cfg.state_size, "dt_rank": cfg.time_step_rank}, "pad_vocab_size_multiple": 8}
     (path / "config.json").write_text(json.dumps({
         "d_model": cfg.hidden_size, "n_layer": cfg.num_hidden_layers, "vocab_size": raw_vocab_size,
-        "ssm_cfg": {"d_state": cfg.state_size, "dt_rank": cfg.time_step_rank},
-        "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
-        "pad_vocab_size_multiple": 8, "tie_embeddings": True}))
+        "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True, "tie_embeddings": True, **layout}))
     state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.clone()
              for k, v in hf_model.state_dict().items()}
     torch.save(state, path / "pytorch_model.bin")
     return path
 
 
-def tiny_model(seed=0, **overrides):
+# layer -> the debug model the tests use: a few heads / channels, chunks of 8 for Mamba-2 so that a
+# couple of dozen tokens cross chunk boundaries
+TINY = {"Mamba1": ("debug", dict(d_state=5)), "Mamba2": ("debug-mamba2", dict(d_state=8, chunk_size=8))}
+
+
+def tiny_model(seed=0, layer="Mamba1", **overrides):
+    """A random BioMambaForCausalLM of block type `layer` (vocab 97), in eval mode."""
     torch.manual_seed(seed)
-    config = BioMambaConfig.from_preset("debug", **{"d_state": 5, "vocab_size": 97, **overrides})
+    preset, fields = TINY[layer]
+    config = BioMambaConfig.from_preset(preset, **{**fields, "vocab_size": 97, **overrides})
     return BioMambaForCausalLM(config).eval()

@@ -1,21 +1,22 @@
 """generate is transformers' own: every argument works, and gives transformers' Mamba's tokens.
 
-Ours and transformers' MambaForCausalLM hold the same random weights (`varied`: greedy decoding does
-not collapse into one repeated token, so a wrong token shows).
+Ours and transformers' MambaForCausalLM (Mamba2ForCausalLM for the Mamba-2 block) hold the same
+random weights (`varied`: greedy decoding does not collapse into one repeated token, so a wrong
+token shows). Every test runs for both block types.
 """
 import pytest
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from tests.model_helpers import biomamba_twin, padded_batch, random_hf_mamba
+from tests.model_helpers import BLOCKS, biomamba_twin, padded_batch, random_hf_mamba
 
 VOCAB = 128
 
 
-@pytest.fixture(scope="module")
-def hf_model():
-    return random_hf_mamba(vocab_size=VOCAB, varied=True)
+@pytest.fixture(scope="module", params=BLOCKS)
+def hf_model(request):
+    return random_hf_mamba(vocab_size=VOCAB, varied=True, layer=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ ARGUMENTS = {
     "beam_search": dict(max_new_tokens=7, num_beams=3),
     "beams_return_several": dict(max_new_tokens=5, num_beams=3, num_return_sequences=2),
     "repetition_penalty": dict(max_new_tokens=10, repetition_penalty=1.8),
-    "no_repeat_ngram": dict(max_new_tokens=10, no_repeat_ngram_size=2),
+    # size 1 (no token twice): the random Mamba-2 model's greedy tokens never repeat a pair
+    "no_repeat_ngram": dict(max_new_tokens=10, no_repeat_ngram_size=1),
 }
 
 

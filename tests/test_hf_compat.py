@@ -1,20 +1,21 @@
 """Our models under transformers' tools behave as transformers' Mamba does: outputs, pipelines, Trainer.
 
-Each comparison builds transformers' MambaForCausalLM and ours on the same weights.
+Each comparison builds transformers' MambaForCausalLM (Mamba2ForCausalLM for the Mamba-2 block) and
+ours on the same weights; every test runs for both block types.
 """
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments, pipeline
 
 from biomamba import BioMambaForCausalLM, BioMambaForEmbedding, BioMambaForSequenceClassification
-from tests.model_helpers import biomamba_twin, random_hf_mamba, word_tokenizer
+from tests.model_helpers import BLOCKS, biomamba_twin, random_hf_mamba, word_tokenizer
 
 VOCAB = 128
 
 
-@pytest.fixture(scope="module")
-def hf_model():
-    return random_hf_mamba(vocab_size=VOCAB, varied=True)
+@pytest.fixture(scope="module", params=BLOCKS)
+def hf_model(request):
+    return random_hf_mamba(vocab_size=VOCAB, varied=True, layer=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +140,10 @@ def _train(model, accumulation, out_dir):
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
+@pytest.mark.parametrize("layer", BLOCKS)
 @pytest.mark.parametrize("accumulation", [1, 2])
-def test_trainer_gives_transformers_losses_and_weights(accumulation, tmp_path):
-    theirs = random_hf_mamba(vocab_size=VOCAB).train()
+def test_trainer_gives_transformers_losses_and_weights(accumulation, layer, tmp_path):
+    theirs = random_hf_mamba(vocab_size=VOCAB, layer=layer).train()
     ours = biomamba_twin(theirs).train()
     their_losses = _train(theirs, accumulation, tmp_path / "theirs")
     our_losses = _train(ours, accumulation, tmp_path / "ours")
@@ -151,11 +153,12 @@ def test_trainer_gives_transformers_losses_and_weights(accumulation, tmp_path):
         assert (weight - their_weights[name]).abs().max() <= 1e-5, name
 
 
-def test_trainer_averages_the_heads_losses_over_accumulation(tmp_path):
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_trainer_averages_the_heads_losses_over_accumulation(layer, tmp_path):
     # The heads' losses are per-example means: Trainer must divide them by the accumulation steps
     # itself rather than pass num_items_in_batch (which they would ignore); the causal LM takes it.
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    model = random_hf_mamba(vocab_size=VOCAB)
+    model = random_hf_mamba(vocab_size=VOCAB, layer=layer)
     lm = biomamba_twin(model)
     assert Trainer(model=lm, args=args).model_accepts_loss_kwargs
     for head in (BioMambaForSequenceClassification(lm.config), BioMambaForEmbedding(lm.config)):

@@ -1,4 +1,7 @@
-"""The model's contract: caching, padding, loss, initialisation, presets (generation: test_generation)."""
+"""The model's contract: caching, padding, loss, initialisation, presets (generation: test_generation).
+
+Tests of the contract run for both block types (BLOCKS); Mamba-2's own initialisation, presets and
+settings are in test_mamba2.py."""
 import math
 
 import pytest
@@ -6,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from tests.model_helpers import padded_batch, tiny_model
+from tests.model_helpers import BLOCKS, padded_batch, tiny_model
 
 
-def test_full_forward_equals_prefix_then_cached_steps():
-    model = tiny_model().double()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_full_forward_equals_prefix_then_cached_steps(layer):
+    model = tiny_model(layer=layer).double()
     ids = torch.randint(0, 97, (2, 23), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = model(ids).logits
@@ -26,9 +30,10 @@ def _real(rows, mask, row):
     return rows[row][mask[row].bool()]
 
 
+@pytest.mark.parametrize("layer", BLOCKS)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_batch_gives_each_sequence_its_own_logits_and_loss(side):
-    model = tiny_model(conv_bias=True, bias=True)  # biases would leak into pads if masked too late
+def test_padded_batch_gives_each_sequence_its_own_logits_and_loss(side, layer):
+    model = tiny_model(layer=layer, conv_bias=True, bias=True)  # biases would leak into pads if masked too late
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(1, 97, (n,), generator=g) for n in (17, 9, 3)]
     ids, mask = padded_batch(prompts, side, pad_id=5)
@@ -41,8 +46,9 @@ def test_padded_batch_gives_each_sequence_its_own_logits_and_loss(side):
     assert torch.allclose(batch.loss, sum(single.loss for single in alone), rtol=1e-5)
 
 
-def test_left_padded_cache_continues_as_each_sequence_alone():
-    model = tiny_model()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_left_padded_cache_continues_as_each_sequence_alone(layer):
+    model = tiny_model(layer=layer)
     g = torch.Generator().manual_seed(6)
     prompts = [torch.randint(1, 97, (n,), generator=g) for n in (8, 3)]
     ids, mask = padded_batch(prompts, "left")
@@ -55,8 +61,9 @@ def test_left_padded_cache_continues_as_each_sequence_alone():
             assert (stepped[row] - full).abs().max() <= 1e-5
 
 
-def test_loss_shifts_labels_and_never_scores_padding_or_ignored():
-    model = tiny_model()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_loss_shifts_labels_and_never_scores_padding_or_ignored(layer):
+    model = tiny_model(layer=layer)
     ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0
@@ -92,12 +99,14 @@ def test_initialisation_follows_mamba_ssm():
     assert model.lm_head.weight is model.backbone.embedding.weight
 
 
-def test_A_log_and_D_stay_fp32_and_skip_weight_decay():
-    model = tiny_model().to(torch.bfloat16)
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_A_log_and_D_stay_fp32_and_skip_weight_decay(layer):
+    model = tiny_model(layer=layer).to(torch.bfloat16)
     mixer = model.backbone.layers[0].mixer
-    assert mixer.A_log.dtype == torch.float32 and mixer.D.dtype == torch.float32
+    kept = ("A_log", "D", "dt_bias") if layer == "Mamba2" else ("A_log", "D")
+    for name in kept:
+        assert getattr(mixer, name).dtype == torch.float32 and getattr(mixer, name)._no_weight_decay, name
     assert mixer.in_proj.weight.dtype == torch.bfloat16
-    assert mixer.A_log._no_weight_decay and mixer.D._no_weight_decay
     with torch.no_grad():
         assert model(torch.randint(0, 97, (1, 5))).logits.isfinite().all()
 
@@ -119,8 +128,9 @@ def test_config_reports_every_problem_at_once():
         BioMambaConfig.from_preset("7b")
 
 
-def test_loss_is_a_mean_or_a_sum_over_num_items_in_batch():
-    model = tiny_model()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_loss_is_a_mean_or_a_sum_over_num_items_in_batch(layer):
+    model = tiny_model(layer=layer)
     ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(7))
     labels = ids.clone()
     labels[0, :5] = -100
@@ -133,10 +143,11 @@ def test_loss_is_a_mean_or_a_sum_over_num_items_in_batch():
     assert torch.allclose(over_all, mean / 3, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layer", BLOCKS)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path, side):
+def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path, side, layer):
     from biomamba import BioMambaForEmbedding, BioMambaForSequenceClassification
-    tiny_model().save_pretrained(tmp_path)
+    tiny_model(layer=layer).save_pretrained(tmp_path)
     classifier = BioMambaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
     lm = BioMambaForCausalLM.from_pretrained(tmp_path)
     assert torch.equal(classifier.backbone.embedding.weight, lm.backbone.embedding.weight)

@@ -1,9 +1,10 @@
 """Packed documents never see each other: the model's seq_idx (or restarting position ids) resets the
-scan and the conv, so a document packed behind another gives what it gives alone."""
+scan and the conv, so a document packed behind another gives what it gives alone (both block types:
+Mamba-1's selective scan, Mamba-2's SSD scan)."""
 import pytest
 import torch
 
-from tests.model_helpers import tiny_model
+from tests.model_helpers import BLOCKS, tiny_model
 
 A = [5, 17, 3, 9, 44, 2, 60]
 B = [8, 1, 33, 70, 12]
@@ -15,9 +16,13 @@ def packed(a, b):
     return ids, seq_idx
 
 
-@pytest.mark.parametrize("backend", ["ref", "torch", "cpu"])
-def test_a_document_packed_behind_another_gives_what_it_gives_alone(backend):
-    model = tiny_model(scan_backend=backend).double()
+# (block type, scan backend): Mamba-2's ssd_scan has no compiled CPU backend
+BACKENDS = [("Mamba1", "ref"), ("Mamba1", "torch"), ("Mamba1", "cpu"), ("Mamba2", "ref"), ("Mamba2", "torch")]
+
+
+@pytest.mark.parametrize("layer,backend", BACKENDS)
+def test_a_document_packed_behind_another_gives_what_it_gives_alone(layer, backend):
+    model = tiny_model(layer=layer, scan_backend=backend).double()
     ids, seq_idx = packed(A, B)
     together = model(ids, seq_idx=seq_idx).logits[0, len(A):]
     alone = model(torch.tensor([B])).logits[0]
@@ -25,8 +30,9 @@ def test_a_document_packed_behind_another_gives_what_it_gives_alone(backend):
     assert not torch.allclose(model(ids).logits[0, len(A):], alone)  # without resets A leaks into B
 
 
-def test_changing_the_first_document_changes_nothing_in_the_second_forward_or_gradients():
-    model = tiny_model().double()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_changing_the_first_document_changes_nothing_in_the_second_forward_or_gradients(layer):
+    model = tiny_model(layer=layer).double()
     outputs, grads = [], []
     for first in (A, A[:-1] + [90]):
         ids, seq_idx = packed(first, B)
@@ -40,8 +46,9 @@ def test_changing_the_first_document_changes_nothing_in_the_second_forward_or_gr
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
 
 
-def test_restarting_position_ids_mean_packed_documents_as_transformers_padding_free_batches_do():
-    model = tiny_model().double()
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_restarting_position_ids_mean_packed_documents_as_transformers_padding_free_batches_do(layer):
+    model = tiny_model(layer=layer).double()
     ids, seq_idx = packed(A, B)
     positions = torch.tensor([list(range(len(A))) + list(range(len(B)))])
     torch.testing.assert_close(model(ids, position_ids=positions).logits, model(ids, seq_idx=seq_idx).logits)
@@ -49,9 +56,10 @@ def test_restarting_position_ids_mean_packed_documents_as_transformers_padding_f
     torch.testing.assert_close(model(ids, position_ids=ordinary).logits, model(ids).logits)
 
 
-def test_every_head_takes_seq_idx():
+@pytest.mark.parametrize("layer", BLOCKS)
+def test_every_head_takes_seq_idx(layer):
     from biomamba import BioMambaForEmbedding, BioMambaForSequenceClassification
-    causal = tiny_model().double()
+    causal = tiny_model(layer=layer).double()
     ids, seq_idx = packed(A, B)
     for cls in (BioMambaForEmbedding, BioMambaForSequenceClassification):
         head = cls(causal.config).double().eval()

@@ -21,6 +21,8 @@ import yaml
 
 from biomamba.config import SCAN_BACKENDS
 
+MAMBA_ARCHS = ("mamba", "mamba2")  # model.arch values that train a BioMamba
+
 
 class ConfigError(ValueError):
     """Every problem found in a config, one per line."""
@@ -40,8 +42,10 @@ def at_least(default, minimum):
 
 @dataclass
 class ModelConfig:
+    # mamba: BioMamba with the preset's block (tiny-mamba2 and mamba2-* presets are Mamba-2); mamba2: a
+    # Mamba-2 BioMamba, a Mamba-1 preset standing for its Mamba-2 peer (tiny -> tiny-mamba2);
     # transformer: the GPT-NeoX baseline, bert: a masked LM; both parameter-matched to the Mamba
-    arch: str = choice("mamba", ("mamba", "transformer", "bert"))
+    arch: str = choice("mamba", ("mamba", "transformer", "bert", "mamba2"))
     preset: str = "tiny"  # a BioMambaConfig preset (biomamba/config.py)
     d_model: int | None = at_least(None, 1)  # overrides of the preset; None keeps the preset's value
     n_layer: int | None = at_least(None, 1)
@@ -237,9 +241,9 @@ def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
 
 def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
-    if cfg.model.arch != "mamba" and cfg.train.init_from:
-        problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba")
-    if cfg.model.arch != "mamba" and cfg.data.document_resets:
+    if cfg.model.arch not in MAMBA_ARCHS and cfg.train.init_from:
+        problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
+    if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets:
         problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
                         f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")
     if not 0 < cfg.mlm.mask_rate < 1:

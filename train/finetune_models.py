@@ -19,8 +19,11 @@ from biomamba.io import atomic_open
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_family, read_config
 from biomamba.train.checkpoint import write_model_dir
 
-LORA_TARGETS = {"biomamba": ["in_proj", "x_proj", "out_proj"]}  # BERT: peft's own default (query, value)
-# The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run.
+# BioMamba: the mixer's projections, per block type (config.ssm_layer); Mamba-2 computes dt, B and C in
+# in_proj, so it has no x_proj. BERT: peft's own default (query, value).
+LORA_TARGETS = {"biomamba": {"Mamba1": ["in_proj", "x_proj", "out_proj"], "Mamba2": ["in_proj", "out_proj"]}}
+# The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run
+# (Mamba-2's A_log, D and dt_bias are parameters, not modules: no adapter can name them).
 LORA_IGNORED = {"biomamba": ["dt_proj", "conv1d"]}
 HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
 SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, the step it was taken at
@@ -68,11 +71,12 @@ def with_lora(model, family, model_cfg):
         import peft
     except ImportError:
         raise ModelSpecError("model.lora=true needs peft: pip install 'biomamba[lora]' (or pip install peft)") from None
-    targets = model_cfg.lora_target_modules or LORA_TARGETS.get(family)
+    defaults = default_lora_targets(model, family)
+    targets = model_cfg.lora_target_modules or defaults
     ignored = sorted(set(targets or ()) & set(LORA_IGNORED.get(family, ())))
     if ignored:
         raise ModelSpecError(f"model.lora_target_modules: {', '.join(ignored)} cannot take LoRA in a BioMamba "
-                             f"(their weights are read directly, an adapter would never run); use {LORA_TARGETS[family]}")
+                             f"(their weights are read directly, an adapter would never run); use {defaults}")
     config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha,
                              lora_dropout=model_cfg.lora_dropout, target_modules=targets,
                              modules_to_save=HEADS[family])
@@ -81,6 +85,13 @@ def with_lora(model, family, model_cfg):
         peft_model = peft.get_peft_model(model, config)
     peft_model.peft_config["default"].base_model_name_or_path = model_cfg.path  # ours do not record it
     return LoraClassifier(peft_model)
+
+
+def default_lora_targets(model, family) -> list[str] | None:
+    """LORA_TARGETS for the model's family (and BioMamba's block type); None: peft's default."""
+    if family != "biomamba":
+        return LORA_TARGETS.get(family)
+    return LORA_TARGETS[family][model.config.ssm_layer]
 
 
 class LoraClassifier(torch.nn.Module):

@@ -123,11 +123,15 @@ def precision_of(setting: str, device: torch.device) -> str:
 
 def resolve_backends(model, device) -> dict:
     """Make a BioMamba model's "auto" scan backend concrete for `device` (so the run uses and records
-    one choice); {} for models without selective-scan ops (GPT-NeoX, BERT)."""
+    one choice): selective_scan's for Mamba-1 blocks, ssd_scan's for Mamba-2 blocks; {} for models
+    without scan ops (GPT-NeoX, BERT)."""
     config = next((m.config for m in model.modules() if isinstance(getattr(m, "config", None), BioMambaConfig)),
                   None)
     if config is None:
         return {}
+    if config.ssm_layer == "Mamba2":
+        config.scan_backend = ops.resolve_ssd_backend(config.scan_backend, device)
+        return {"ssd_scan": config.scan_backend}
     config.scan_backend = ops.resolve_backend(config.scan_backend, device)
     return {"selective_scan": config.scan_backend}
 

@@ -93,9 +93,11 @@ def ssd_scan_torch(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, ini
     state = (x_c.new_zeros(b, g, r, p, n) if initial_states is None
              else initial_states.to(compute).reshape(b, g, r, p, n))
     entering_states = []
-    for chunk in range(dA.shape[3]):
+    # unbind, not indexing: the backward of each index would fill a zero tensor of all c chunks
+    # (quadratic in the number of chunks); unbind's backward is one stack
+    for chunk_carry, chunk_state in zip(carry.unbind(-1), chunk_states.unbind(1)):
         entering_states.append(state)
-        state = carry[..., chunk, None, None] * state + chunk_states[:, chunk]
+        state = chunk_carry[..., None, None] * state + chunk_state
     entering_states = torch.stack(entering_states, dim=1)  # (b, c, g, r, p, n)
 
     # 4. Entering states to outputs, decayed from the chunk's start to each step t (inclusive);
