@@ -17,7 +17,6 @@ two OpenMP threads wait for each other whenever another process holds a core.
     python bench/decode.py --presets tiny --batches 1 --before HEAD~2
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

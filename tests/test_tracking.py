@@ -146,7 +146,7 @@ def retriever(pretrained, data_dir, tmp_path_factory):
 
 
 def test_retrieval_training_joins_the_group_of_the_model_it_starts_from(pretrained, retriever):
-    (pretrain_dir, pretraining), (run_dir, run) = pretrained, retriever
+    (_, pretraining), (run_dir, run) = pretrained, retriever
     assert (run["run"]["job_type"], run["run"]["run_group"]) == ("retrieval-train", "tiny-group")
     assert run["config"]["model_origin"]["run_id"] == pretraining["run"]["run_id"]
     origin = model_origin(run_dir / "model")
