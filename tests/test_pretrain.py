@@ -208,8 +208,12 @@ def test_document_resets_train_differently_and_resume_exactly(data_dir, tmp_path
                 "data.seq_len=256")
     straight = tmp_path / "resets"
     run_pretrain(straight, data_dir, "data.document_resets=true", *settings)
-    run_pretrain(tmp_path / "plain", data_dir, *settings)
+    run_pretrain(tmp_path / "plain", data_dir, "data.document_resets=false", *settings)
     assert losses(straight) != losses(tmp_path / "plain")
+    run_pretrain(tmp_path / "default", data_dir, *settings)  # on by default for a state-space model
+    assert losses(tmp_path / "default") == losses(straight)
+    resolved = yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())["resolved"]
+    assert resolved["document_resets"] is True
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
     keep_checkpoints_up_to(resumed, 3)

@@ -58,8 +58,10 @@ class DataConfig:
     dir: str = "data/pubmed"  # a directory written by `biomamba prepare`
     seq_len: int = at_least(256, 2)
     # packed documents never see each other: the scan and conv state reset at each document's EOS
-    # separator (seq_idx), as eval-ppl scores a document alone after EOS (model.arch=mamba)
-    document_resets: bool = False
+    # separator (seq_idx), as eval-ppl scores a document alone after EOS. None: on for the
+    # state-space models (model.arch=mamba, mamba2), which train better with it (README, results);
+    # the baselines have no scan to reset
+    document_resets: bool | None = None
 
 
 @dataclass
@@ -243,13 +245,21 @@ def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
     if cfg.model.arch not in MAMBA_ARCHS and cfg.train.init_from:
         problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
-    if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets:
+    if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets is True:
         problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
                         f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")
     if not 0 < cfg.mlm.mask_rate < 1:
         problems.append(f"mlm.mask_rate must be in (0, 1), got {cfg.mlm.mask_rate}")
     if not 0 < cfg.mlm.word_embedding_lr_ratio <= 1:
         problems.append(f"mlm.word_embedding_lr_ratio must be in (0, 1], got {cfg.mlm.word_embedding_lr_ratio}")
+
+
+def document_resets(cfg) -> bool:
+    """Whether pretraining resets at document boundaries: data.document_resets, or when it is None
+    (the default) whether the model is a state-space model."""
+    if cfg.data.document_resets is not None:
+        return cfg.data.document_resets
+    return cfg.model.arch in MAMBA_ARCHS
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):

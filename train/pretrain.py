@@ -27,7 +27,7 @@ import torch
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
 from biomamba.train import distributed, mlm
-from biomamba.train.config import ConfigError, load_config
+from biomamba.train.config import ConfigError, document_resets, load_config
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.models import build_model
 from biomamba.train.run import RunSpec, execute, in_session
@@ -96,7 +96,7 @@ def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
         nats, tokens = 0.0, 0
         for chunk in windows.split(batch_size):
             chunk = chunk.to(device)
-            extra = {"seq_idx": document_ids(chunk, eos_id)} if cfg.data.document_resets else {}
+            extra = {"seq_idx": document_ids(chunk, eos_id)} if document_resets(cfg) else {}
             logits = model(input_ids=chunk, **extra).logits[:, :-1].float()
             nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum")
             nats, tokens = nats + nll.item(), tokens + chunk[:, 1:].numel()
@@ -136,7 +136,7 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
         return batches, Objective(batches_for=masked.for_step, loss_fn=mlm.mlm_loss,
                                   items_in=lambda b: b["input_ids"][:, 1:].numel(),
                                   evaluate=mlm.make_mlm_evaluate(val_tokens, tokenizer, base_vocab, cfg, train_tokens))
-    return batches, Objective(batches_for=batches.for_step, loss_fn=make_lm_loss(eos_id, cfg.data.document_resets),
+    return batches, Objective(batches_for=batches.for_step, loss_fn=make_lm_loss(eos_id, document_resets(cfg)),
                               items_in=lambda b: b.numel(),
                               evaluate=make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id))
 
@@ -156,10 +156,10 @@ def _train(cfg, run_dir: Path, device) -> dict:
         tokenizer = mlm.bert_tokenizer(tokenizer)
     model = build_model(cfg, len(tokenizer), eos_id).to(device)
     batches, objective = objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, byte_lengths)
-    facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
+    facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256"), "document_resets": document_resets(cfg)}
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
-                f"{'on' if cfg.data.document_resets else 'off'}")
+                f"{'on' if document_resets(cfg) else 'off'}")
     return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
                            job_type="pretrain", source_model=cfg.train.init_from))
 
