@@ -107,8 +107,9 @@ def encoder(tokenizer, add_special_tokens: bool | None = None):
 
 def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
     """Token ids of each text (see `encoder`)."""
+    encode_one = encoder(tokenizer, add_special_tokens)
     with quiet_length_warnings():
-        return [encoder(tokenizer, add_special_tokens)(text) for text in texts]
+        return [encode_one(text) for text in texts]
 
 
 @contextlib.contextmanager
