@@ -17,7 +17,8 @@ MRR@10). Fusion of the dense and BM25 top 100:
   rrf     equal-weight reciprocal rank fusion, score(d) = sum_s 1 / (60 + rank_s(d))
   hybrid  w * minmax(dense) + (1 - w) * minmax(BM25), the dense weight w chosen on validation queries
           of the same task (--val-split of --data, the same kind and distractors; a BEIR dir's
-          qrels/--beir-val-split) as the w of 0, 0.05, ..., 1 with the best nDCG@10, then applied
+          qrels/--beir-val-split) as the w of 0, 0.05, ..., 1 with the best nDCG@10 (a mix only if it
+          beats the better single side by more than 0.005: FUSION_MARGIN), then applied
           unchanged to the evaluated queries. retrieval.json records w and the validation curve; a
           task without validation judgments (BioASQ, a BEIR dir without them) has no hybrid row.
 A val task with distractors searches the same documents as its test task: both query sets then go
@@ -43,7 +44,7 @@ from biomamba.data.errors import DataError
 from biomamba.data.pairs import PAIR_KINDS
 from biomamba.data.retrieval_tasks import HELDOUT_KINDS, beir_task, bioasq_task, heldout_tasks
 from biomamba.io import write_report
-from biomamba.metrics.retrieval import (FUSION_METRIC, choose_fusion_weight, convex_fusion, evaluate_run,
+from biomamba.metrics.retrieval import (FUSION_MARGIN, FUSION_METRIC, choose_fusion_weight, convex_fusion, evaluate_run,
                                         reciprocal_rank_fusion)
 from biomamba.resolve import ModelSpecError
 from biomamba.retrieval import RetrievalError, bm25_run, dense_run, load_encoder
@@ -168,7 +169,8 @@ def tuned_hybrid(task, dense: dict, lexical: dict, val: ValTask, val_dense: dict
     weight, curve = choose_fusion_weight(val.task.qrels, val_dense, val_lexical)
     return {"hybrid": evaluate_run(task.qrels, convex_fusion(dense, lexical, weight)),
             "fusion": {"method": "convex combination of min-max scaled scores", "dense_weight": weight,
-                       "chosen_by": f"val {FUSION_METRIC}", "val": f"{val.task.name}, {val.source}",
+                       "chosen_by": f"val {FUSION_METRIC}; a mix only if it beats the better single side by "
+                                    f"more than {FUSION_MARGIN}", "val": f"{val.task.name}, {val.source}",
                        "val_queries": len(val.task.queries), "val_documents": len(val.task.corpus),
                        "val_curve": {f"{w:.2f}": score for w, score in curve.items()}}}
 

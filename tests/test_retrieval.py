@@ -149,6 +149,21 @@ def test_the_chosen_weight_mixes_when_each_side_finds_what_the_other_misses():
     assert 0 < chosen < 1 and curve[chosen] > max(curve[0.0], curve[1.0])
 
 
+def test_a_mix_that_beats_the_better_side_by_no_more_than_the_margin_is_not_chosen():
+    # 100 queries: BM25 finds 90 first and the rest nowhere, dense finds the others first and the
+    # 90 second; a mix ranks every document first, 0.1 nDCG@10 above BM25 alone
+    qrels, dense, lexical = {}, {}, {}
+    for i in range(100):
+        q, hit, decoy = f"q:{i}", f"d:{i}", f"d:decoy{i}"
+        qrels[q] = {hit: 1}
+        lexical[q] = {hit: 1.0, decoy: 0.0} if i < 90 else {decoy: 1.0}
+        dense[q] = {decoy: 1.0, hit: 0.9} if i < 90 else {hit: 1.0, decoy: 0.0}
+    chosen, curve = choose_fusion_weight(qrels, dense, lexical)
+    assert 0 < chosen < 1 and curve[chosen] - curve[0.0] > 0.05
+    # the same curve with a margin wider than the mix's gain keeps BM25 alone
+    assert choose_fusion_weight(qrels, dense, lexical, margin=curve[chosen] - curve[0.0])[0] == 0.0
+
+
 def test_run_with_unknown_query_or_no_relevant_document_is_refused():
     with pytest.raises(RetrievalError, match="not in the qrels"):
         evaluate_run({"q:1": {"d:1": 1}}, {"q:9": {"d:1": 1.0}})
