@@ -202,11 +202,14 @@ def fusion_notes(results: list[dict]) -> list[str]:
     if not any("rrf" in r for r in results):
         return []
     lines = ["", "rrf: equal-weight reciprocal rank fusion (k 60). hybrid: w x min-max(dense) + (1 - w) x "
-                 f"min-max(BM25), the dense weight w in 0, 0.05, ..., 1 with the best val {FUSION_METRIC}:"]
+                 f"min-max(BM25), the dense weight w in 0, 0.05, ..., 1 with the best val {FUSION_METRIC} (a mix "
+                 f"only if it beats the better single side by more than {FUSION_MARGIN}):"]
     for r in results:
         if "fusion" in r:
             f, curve = r["fusion"], r["fusion"]["val_curve"]
-            lines.append(f"- {r['task']}: w {f['dense_weight']:.2f} (val {FUSION_METRIC} {max(curve.values()):.4f}; "
+            at_weight = curve[f"{f['dense_weight']:.2f}"]
+            lines.append(f"- {r['task']}: w {f['dense_weight']:.2f} (val {FUSION_METRIC} {at_weight:.4f}, "
+                         f"best on the curve {max(curve.values()):.4f}; "
                          f"dense alone {curve['1.00']:.4f}, BM25 alone {curve['0.00']:.4f}; {f['val_queries']} "
                          f"queries of {f['val']})")
         elif "rrf" in r:
