@@ -277,7 +277,7 @@ def projection(two: dict, sample_cap: float = 1e9) -> str:
 def speedups(one: dict, two: dict) -> str:
     """2 workers vs 1: by wall clock, and as two free cores would give it by CPU seconds."""
     wall = one["seconds"] / two["seconds"]
-    cpu1 = sum(t["cpu"] for s, t in one["stages"].items() if s in STAGES)
+    cpu1 = _cpu(one)
     share = _makespan_share(two["file_records"], 2)
     free2 = sum(serial + parallel * share for serial, parallel in (_split(two, s) for s in STAGES))
     return (f"2 workers vs 1: {wall:.2f}x by wall clock (loads {one['load']:.1f} / {two['load']:.1f} on "

@@ -141,15 +141,17 @@ def score_documents(loaded, token_lists, max_length, stride, batch_size, device,
                                   device, progress, max_tokens, pack=max_length if pack else None)
 
 
-def selected(data, limit: int | None):
-    """The documents scored: all of them, streamed, or with --limit N the N whose text hashes lowest
-    (a fixed sample whatever the order or size of the data, the same for every model), in data order."""
+def documents_of(data, limit: int | None):
+    """A function giving the documents scored, from the start at each call: all of them, streamed, or
+    with --limit N the N whose text hashes lowest (a fixed sample whatever the order or size of the
+    data, the same for every model), in data order, drawn once and kept (N texts)."""
     if limit is None:
-        return data.stream()
+        return data.stream
     sample = HashSample(limit, seed=0)
     for text in data.stream():
         sample.add(text, text)
-    return iter(sample.items())
+    kept = sample.items()
+    return lambda: iter(kept)
 
 
 def encoded_chunks(texts, encode_one, spec: str, chunk_tokens: int):
@@ -179,7 +181,8 @@ def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device, chunk_
     sum_logprob = 0.0
     start = time.perf_counter()
     with progress_bar(None, data.name, args.no_progress) as bar, quiet_length_warnings():
-        for texts, token_lists in encoded_chunks(selected(data, args.limit), encode_one, data.spec, chunk_tokens):
+        documents = documents_of(data, args.limit)
+        for texts, token_lists in encoded_chunks(documents(), encode_one, data.spec, chunk_tokens):
             sums = score_documents(loaded, token_lists, windowing["max_length"], windowing["stride"],
                                    args.batch_size, device, bar, args.pack)
             sum_logprob += float(sums.sum())
@@ -198,7 +201,7 @@ def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device, chunk_
                    f"the {args.limit} documents whose text hashes lowest (seed 0), in data order",
                    "seconds": round(seconds, 2), "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)})
     if args.legacy_padded:
-        result["legacy_padded"] = legacy_result(loaded, selected(data, args.limit), args, device)
+        result["legacy_padded"] = legacy_result(loaded, documents(), args, device)
     return result
 
 
