@@ -35,8 +35,9 @@ sys.exit(code)
 
 def titles() -> list[str]:
     from biomamba.data.inputs import embedded_medline_files
-    from biomamba.data.medline import iter_medline
-    return [r.title for path in embedded_medline_files() for r in iter_medline(path) if getattr(r, "title", "")]
+    from biomamba.data.medline import MedlineRecord, iter_medline
+    return [r.title for path in embedded_medline_files() for r in iter_medline(path)
+            if isinstance(r, MedlineRecord) and r.title]  # deletions carry no text
 
 
 def write_documents(path: Path, base: list[str], count: int):
