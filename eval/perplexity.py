@@ -30,8 +30,8 @@ conditioned on the tokenizer's BOS (EOS when it has none); windows of --max-leng
 disjoint spans, every token once, later windows conditioned on the --max-length tokens before
 them; --stride S scores at most S new tokens per window (more overlapping context); padding is
 never scored. A document that fits in --max-length is one forward pass. --pack (BioMamba) puts
-several windows in one row, each its own document for the model (seq_idx resets), for the same sums. --legacy-padded adds the
-2024 BioMamba protocol (512 tokens, padding scored) beside it, labelled "legacy_padded".
+several windows in one row, each its own document for the model (seq_idx resets), for the same
+sums. --legacy-padded adds the 2024 BioMamba protocol (512 tokens, padding scored) beside it, labelled "legacy_padded".
 
 OUT.json: {"model", "protocol", "results": [{dataset, documents, tokens, words, bytes,
 sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, tokenizer,

@@ -26,9 +26,10 @@ through one run over that corpus (each passage encoded once), split by query aft
 
 W&B (--no-wandb: none): a run of job_type retrieval-eval named after OUT, files under OUT, offline
 unless W&B is configured; summary retrieval-eval/TASK/METHOD/{nDCG@10, Recall@10, Recall@100,
-MRR@10} (and TASK/hybrid/dense_weight) and a table retrieval-eval/results (the rows of retrieval.md). Its group is the one of the
-run that trained --model (a `biomamba retrieval train` RUN_DIR/model joins the group of the model it
-started from; its W&B id is config model_origin.run_id), else the model directory's name.
+MRR@10} (and TASK/hybrid/dense_weight) and a table retrieval-eval/results (the rows of
+retrieval.md). Its group is the one of the run that trained --model (a `biomamba retrieval train`
+RUN_DIR/model joins the group of the model it started from; its W&B id is config
+model_origin.run_id), else the model directory's name.
 """
 from __future__ import annotations
 

@@ -174,7 +174,8 @@ def test_retrieval_eval_logs_ndcg_per_task_and_method(retriever, data_dir, tmp_p
     logged = {(task, m): run["summary"][f"retrieval-eval/{task}/{m}/nDCG@10"] for task, m in methods}
     saved_by_task = {r["task"]: r for r in saved}
     assert logged == {(task, m): pytest.approx(saved_by_task[task][m]["nDCG@10"], rel=1e-12) for task, m in methods}
-    assert run["summary"]["retrieval-eval/title-abstract/hybrid/dense_weight"] == saved_by_task["title-abstract"]["fusion"]["dense_weight"]
+    chosen = saved_by_task["title-abstract"]["fusion"]["dense_weight"]
+    assert run["summary"]["retrieval-eval/title-abstract/hybrid/dense_weight"] == chosen
     assert [r["task"] for r in saved] == ["title-abstract", "beir:toy"]
     assert len(logged_table(run, "retrieval-eval/results")["data"]) == len(methods)
 
