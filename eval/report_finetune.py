@@ -37,13 +37,18 @@ def _pm(mean, std, spec=".4f"):
 NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 
 
+def _random(r: dict) -> str:
+    """", random init" for a model.init=random run (results from before the option have no "init")."""
+    return ", random init" if r.get("init") == "random" else ""
+
+
 def results_markdown(r: dict) -> str:
     """RUN_DIR/results.md of one `biomamba finetune` run: all its seeds."""
     b = r["budget"]
     counts = {s: sum(c.values()) for s, c in r["examples"].items()}
     params = "-" if r.get("parameters") is None else f"{r['parameters'] / 1e6:.2f}M"
     lines = [f"# Fine-tuning: {r['task']}", "",
-             f"model `{r['model']}` ({r['model_family']}, {params} parameters); seeds {r['seeds']}; "
+             f"model `{r['model']}` ({r['model_family']}{_random(r)}, {params} parameters); seeds {r['seeds']}; "
              f"{b['max_steps']} steps x batch {b['batch_size']}, lr {b['lr']:g} ({b['schedule']}), "
              f"max length {b['max_length']}; examples train {counts['train']:,} / val {counts['val']:,} / "
              f"test {counts['test']:,}. Test scores are those of the step with the best val macro-F1; "
@@ -75,7 +80,8 @@ def comparison(runs: list[dict]) -> list[dict]:
         diff = {k: r["mean"]["test"][k] - ref["mean"]["test"][k] for k in ("macro_f1", "accuracy")} if same_task else {}
         se = math.sqrt(r["std"]["test"]["macro_f1"] ** 2 / len(r["seeds"])
                        + ref["std"]["test"]["macro_f1"] ** 2 / len(ref["seeds"])) if same_task else None
-        rows.append({"run": r["run"], "task": r["task"], "model": r["model"], "model_family": r.get("model_family", r.get("model_kind")),
+        rows.append({"run": r["run"], "task": r["task"], "model": r["model"],
+                     "model_family": r.get("model_family", r.get("model_kind")), "init": r.get("init", "pretrained"),
                      "parameters": r.get("parameters"), "seeds": r["seeds"], "mean": r["mean"], "std": r["std"],
                      "delta_vs_first": diff, "delta_macro_f1_se": se})
     return rows
@@ -108,7 +114,8 @@ def table(rows) -> str:
         d_f1 = f"{delta['macro_f1']:+.4f}" if delta else "-"
         d_acc = f"{delta['accuracy']:+.4f}" if delta else "-"
         lines.append(
-            f"| {r['run']} | {r['task']} | {r['model_family']} `{Path(r['model']).name or r['model']}` | {params} | "
+            f"| {r['run']} | {r['task']} | {r['model_family']}{_random(r)} `{Path(r['model']).name or r['model']}` | "
+            f"{params} | "
             f"{len(r['seeds'])} | {_pm(m['test']['accuracy'], s['test']['accuracy'])} | "
             f"{_pm(m['test']['macro_f1'], s['test']['macro_f1'])} | "
             f"{_pm(m['test']['weighted_f1'], s['test']['weighted_f1'])} | "

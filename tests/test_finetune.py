@@ -491,6 +491,30 @@ def test_config_problems_are_reported_together():
         assert part in text
 
 
+@pytest.mark.parametrize("kind", ["biomamba", "bert"])
+def test_random_init_keeps_the_architecture_and_draws_every_weight_from_the_seed(kind, mamba_dir, bert_dir):
+    """model.init=random: the control row of a pretraining comparison. Same modules and shapes as the
+    pretrained classifier, no pretrained tensor kept, and the draw is the seed's (so each seed is a
+    different random model, and a rerun of a seed the same one)."""
+    path = str(mamba_dir if kind == "biomamba" else bert_dir)
+    random_cfg = load_config(None, ["model.init=random"], schema=FinetuneConfig, check=check_finetune)
+    plain_cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
+
+    def weights(cfg, seed):
+        torch.manual_seed(seed)
+        return {n: p.detach().clone() for n, p in build_classifier(path, kind, ["a", "b"], cfg).state_dict().items()}
+
+    pretrained, fresh, again, other = (weights(plain_cfg, 1), weights(random_cfg, 1), weights(random_cfg, 1),
+                                       weights(random_cfg, 2))
+    assert {n: t.shape for n, t in fresh.items()} == {n: t.shape for n, t in pretrained.items()}
+    assert_same_tensors(fresh, again)
+    # drawn from the seed: all but the init's constants (LayerNorm's ones, zero biases, Mamba's A_log)
+    drawn = [n for n in fresh if not torch.equal(fresh[n], other[n])]
+    embedding = "backbone.embedding.weight" if kind == "biomamba" else "bert.embeddings.word_embeddings.weight"
+    assert embedding in drawn and len(drawn) > len(fresh) // 3
+    assert not [n for n in drawn if torch.equal(fresh[n], pretrained[n])]
+
+
 # ----------------------------------------------------------------------------- same-budget BERT
 
 def test_masking_is_deterministic_per_step_and_bert_like():

@@ -121,3 +121,18 @@ def test_a_tiny_bert_with_the_recipe_learns_past_the_unigram_stage(data_dir, tmp
     assert [row["step"] for row in val] == [50, 100, 150, 200]
     assert losses == sorted(losses, reverse=True)  # falls at every validation
     assert losses[-1] < floor - 0.15, (losses, floor)  # measured: 5.16 against 5.40
+
+
+def test_cls_spread_reads_one_state_for_every_input_as_collapsed():
+    """bench/cls_spread.py's figures: the same [CLS] state for every input is cosine 1 and spread 0;
+    orthogonal states are cosine 0."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cls_spread", ROOT / "bench" / "cls_spread.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    same = bench.spread(torch.tensor([[1.0, 2.0, 3.0]]).repeat(4, 1))
+    assert same["mean_cos"] == pytest.approx(1.0) and same["min_cos"] == pytest.approx(1.0)
+    assert same["spread"] == pytest.approx(0.0, abs=1e-7)
+    apart = bench.spread(torch.eye(3))
+    assert apart["mean_cos"] == pytest.approx(0.0) and apart["min_cos"] == pytest.approx(0.0)
+    assert apart["spread"] > 1.0

@@ -12,7 +12,9 @@ Examples:
 MODEL: a Mamba checkpoint directory (a pretraining RUN_DIR/model, ours, HF MambaForCausalLM or
 state-spaces mamba_ssm) -> BioMambaForSequenceClassification (model.pooling=last|mean); any other
 directory (BioBERT, PubMedBERT, `biomamba pretrain model.arch=bert` RUN_DIR/model) ->
-AutoModelForSequenceClassification. Both get a fresh classifier head.
+AutoModelForSequenceClassification. Both get a fresh classifier head. model.init=random keeps the
+architecture, config and tokenizer and draws every weight afresh from each seed: the control that
+shows what the pretraining adds.
 
 model.lora=true (pip install 'biomamba[lora]', i.e. peft) freezes the backbone and trains LoRA adapters
 (model.lora_r, lora_alpha, lora_dropout; model.lora_target_modules, default in_proj/x_proj/out_proj for
@@ -382,7 +384,7 @@ def aggregate(cfg, task, per_seed, facts) -> dict:
     mean["wall_s"], std["wall_s"] = mean_std([r["wall_s"] for r in rows])
     per_class = {name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
     resolved = per_seed[0]["resolved"]
-    return {"task": cfg.task, "model": cfg.model.path, "model_family": facts["model_family"],
+    return {"task": cfg.task, "model": cfg.model.path, "model_family": facts["model_family"], "init": cfg.model.init,
             "parameters": resolved["parameters"], "trainable_parameters": resolved["trainable_parameters"],
             "backends": resolved["backends"], "seeds": list(cfg.seeds), "per_seed": rows,
             "mean": mean, "std": std,

@@ -16,6 +16,9 @@ class FinetuneModelConfig:
     pooling: str = choice("last", ("last", "mean"))  # BioMamba: the last real token (an EOS is appended)
     scan_backend: str = choice("auto", SCAN_BACKENDS)
     tokenizer: str | None = None  # default: the model dir's tokenizer, else data.dir/tokenizer
+    # random: the model dir's architecture and config with fresh weights drawn from each seed, the
+    # control that shows what its pretraining adds (same shape, tokenizer and budget)
+    init: str = choice("pretrained", ("pretrained", "random"))
     lora: bool = False  # frozen backbone + LoRA adapters + trained head (peft: pip install 'biomamba[lora]')
     lora_r: int = at_least(8, 1)
     lora_alpha: int = 16

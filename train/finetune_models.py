@@ -48,7 +48,8 @@ def load_classifier_tokenizer(spec: str, family: str, cfg):
 
 
 def build_classifier(spec: str, family: str, labels: list[str], cfg):
-    """A classifier with a freshly initialised head over `labels` (seed torch first)."""
+    """A classifier with a freshly initialised head over `labels` (seed torch first); with
+    model.init=random, its backbone too (same architecture and config, no pretrained weight)."""
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
     if family == "biomamba":
@@ -61,6 +62,8 @@ def build_classifier(spec: str, family: str, labels: list[str], cfg):
         model = AutoModelForSequenceClassification.from_pretrained(
             spec, num_labels=len(labels), id2label=id2label, label2id=label2id,
             problem_type="single_label_classification", ignore_mismatched_sizes=True)
+    if cfg.model.init == "random":
+        model = type(model)(model.config)  # every weight drawn afresh from torch's current (seeded) state
     model.train()
     return with_lora(model, family, cfg.model) if cfg.model.lora else model
 
