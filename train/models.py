@@ -5,6 +5,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.config import MAMBA2_PEERS, PRESETS
+from biomamba.train.config import MAMBA_ARCHS
 
 
 def count_parameters(model) -> int:
@@ -119,7 +120,7 @@ def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
 def build_model(cfg, vocab_size: int, eos_id: int):
     torch.manual_seed(cfg.seed)
     mamba = build_mamba(cfg, vocab_size, eos_id)
-    if cfg.model.arch in ("mamba", "mamba2"):
+    if cfg.model.arch in MAMBA_ARCHS:
         return mamba
     if cfg.model.arch == "transformer":
         torch.manual_seed(cfg.seed)
