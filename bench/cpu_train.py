@@ -20,7 +20,7 @@ import torch
 from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM, ops
-from biomamba.bench_cli import report_table
+from biomamba.bench_cli import fastest_in_turns, report_table
 from biomamba.checkpoints import config_from_hf, map_keys
 
 
@@ -57,20 +57,6 @@ def train_step(model, batch):
         return time.perf_counter() - start
 
     return step
-
-
-def fastest_tokens_per_s(steps: dict, rounds: dict, warmups: dict, tokens: int) -> dict:
-    """{name: tokens/s of its fastest step}: `warmups[name]` untimed steps each, then rounds in which
-    every model still owed a step (rounds[name] in all) takes one, in turns."""
-    for name, step in steps.items():
-        for _ in range(warmups[name]):
-            step()
-    best = {name: float("inf") for name in steps}
-    for round_ in range(max(rounds.values())):
-        for name, step in steps.items():
-            if round_ < rounds[name]:
-                best[name] = min(best[name], step())
-    return {name: tokens / seconds for name, seconds in best.items()}
 
 
 def available_backends(requested):
@@ -133,7 +119,8 @@ def main():
             steps[peer_name] = train_step(peer, batch)
             rounds = {name: args.peer_steps if name == peer_name else args.steps for name in steps}
             warmups = {name: args.peer_warmup if name == peer_name else 1 for name in steps}
-            rates = fastest_tokens_per_s(steps, rounds, warmups, batch.numel())
+            rates = {name: batch.numel() / seconds
+                     for name, seconds in fastest_in_turns(steps, rounds, warmups).items()}
             for name, tps in sorted(rates.items(), key=lambda item: item[0] != peer_name):
                 rows.append((block, seq_len, name, tps, tps / rates[peer_name]))
     print("\n| block | T | model | train tokens/s | vs transformers |\n|---|---|---|---|---|")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from biomamba.bench_cli import report_table
+from biomamba.bench_cli import fastest_in_turns, report_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,17 +122,6 @@ def has_preset(source: Path, preset: str) -> bool:
     return f'"{preset}": dict(' in (source / "biomamba" / "config.py").read_text()
 
 
-def measure(timers, batch, args):
-    """{name: tokens/s}: a warm-up call of each timer, then --repeats rounds of one call each."""
-    best = {name: float("inf") for name in timers}
-    for round_ in range(args.repeats + 1):
-        for name, timer in timers.items():
-            elapsed = timer(batch)
-            if round_ > 0:
-                best[name] = min(best[name], elapsed)
-    return {name: batch * args.new_tokens / elapsed for name, elapsed in best.items()}
-
-
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -153,11 +142,12 @@ def main():
                                     generator=torch.Generator().manual_seed(0))
                 kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
                               min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-                timers = {"transformers": lambda b: seconds(lambda: theirs.generate(ids, **kwargs)),
-                          "now": lambda b: seconds(lambda: ours.generate(ids, **kwargs))}
+                timers = {"transformers": lambda: seconds(lambda: theirs.generate(ids, **kwargs)),
+                          "now": lambda: seconds(lambda: ours.generate(ids, **kwargs))}
                 if old is not None:
-                    timers["before"] = old.seconds
-                rates = measure(timers, batch, args)
+                    timers["before"] = lambda: old.seconds(batch)
+                rates = {name: batch * args.new_tokens / elapsed
+                         for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
                 cells = [f"{rates[name]:8.1f} ({rates[name] / rates['transformers']:4.2f}x)"
                          for name in ("now", "before") if name in rates]
                 print(f"{preset:8} {batch:>5} {rates['transformers']:14.1f} " + " ".join(f"{c:>20}" for c in cells),

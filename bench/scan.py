@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from biomamba import ops  # noqa: E402
-from biomamba.bench_cli import report_table  # noqa: E402
+from biomamba.bench_cli import fastest_in_turns, report_table  # noqa: E402
 
 SHAPES = [  # (label, batch, d_inner, d_state, length)
     ("mamba-130m layer", 1, 1536, 16, 256),
@@ -93,13 +93,8 @@ def best_times(scans, tensors, reps, warmup=1, clock=time.perf_counter):
     """Best of `reps` runs per scan ({name: scan}) after `warmup` runs, the scans taking turns run
     by run so that a burst of load from other processes hits all of them alike."""
     leaves = [t.clone().requires_grad_() for t in tensors]
-    best = {}
-    for rep in range(warmup + reps):
-        for name in scans:
-            elapsed = fwd_bwd_seconds(scans[name], leaves, clock)
-            if rep >= warmup:
-                best[name] = min(best.get(name, float("inf")), elapsed)
-    return best
+    return fastest_in_turns({name: lambda scan=scan: fwd_bwd_seconds(scan, leaves, clock)
+                             for name, scan in scans.items()}, reps, warmup)
 
 
 def resets_table(reps, cpu_time=False):

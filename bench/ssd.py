@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from biomamba import ops  # noqa: E402
-from biomamba.bench_cli import report_table  # noqa: E402
+from biomamba.bench_cli import fastest_in_turns, report_table  # noqa: E402
 
 SHAPES = [  # (label, batch, length, heads, headdim, groups, d_state, chunk_size)
     ("small", 2, 256, 8, 16, 1, 16, 64),
@@ -86,13 +86,8 @@ def seconds(scan, leaves, backward, device):
 
 def best_times(names, scans, tensors, reps, backward, device, warmup=1):
     leaves = [t.clone().requires_grad_() for t in tensors]
-    best = {}
-    for rep in range(warmup + reps):
-        for name in names:
-            elapsed = seconds(scans[name], leaves, backward, device)
-            if rep >= warmup:
-                best[name] = min(best.get(name, float("inf")), elapsed)
-    return best
+    return fastest_in_turns({name: lambda name=name: seconds(scans[name], leaves, backward, device)
+                             for name in names}, reps, warmup)
 
 
 def available_backends(device):
