@@ -11,11 +11,11 @@ import yaml
 
 from biomamba import BioMambaForCausalLM
 from biomamba.train.config import load_config
-from biomamba.train.finetune_config import FinetuneConfig, check_finetune
 from biomamba.train.finetune_models import ModelSpecError, build_classifier
 from biomamba.train.models import preset_of
 from tests.model_helpers import tiny_model
 from tests.pretrain_helpers import keep_checkpoints_up_to, losses, pretrain_command, run_pretrain, run_two_processes
+from tests.test_finetune import lora_cfg
 from tests.test_pretrain import _kill_at_step
 
 # model.preset=debug (pretrain_command's) under model.arch=mamba2 is debug-mamba2; windows of 64
@@ -71,14 +71,10 @@ def test_arch_mamba2_takes_each_mamba1_presets_peer():
         preset("mamba2", "bogus")
 
 
-def _lora_cfg(*overrides):
-    return load_config(None, ["model.lora=true", *overrides], schema=FinetuneConfig, check=check_finetune)
-
-
 def test_lora_adapts_the_mamba2_projections_and_trains_only_them_and_the_head(tmp_path):
     pytest.importorskip("peft")
     tiny_model(layer="Mamba2").save_pretrained(tmp_path)
-    model = build_classifier(str(tmp_path), "biomamba", ["a", "b", "c"], _lora_cfg())
+    model = build_classifier(str(tmp_path), "biomamba", ["a", "b", "c"], lora_cfg())
     trained = [name for name, p in model.named_parameters() if p.requires_grad]
     adapters = [name for name in trained if ".lora_" in name]
     assert {name.split(".lora_")[0].rsplit(".", 1)[1] for name in adapters} == {"in_proj", "out_proj"}
@@ -88,7 +84,7 @@ def test_lora_adapts_the_mamba2_projections_and_trains_only_them_and_the_head(tm
     ids = torch.randint(1, 97, (2, 9))
     model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 2])).loss.backward()
     with pytest.raises(ModelSpecError, match="conv1d cannot take LoRA.*'in_proj', 'out_proj'"):
-        build_classifier(str(tmp_path), "biomamba", ["a", "b"], _lora_cfg('model.lora_target_modules=["conv1d"]'))
+        build_classifier(str(tmp_path), "biomamba", ["a", "b"], lora_cfg('model.lora_target_modules=["conv1d"]'))
 
 
 @pytest.mark.slow  # two torchrun runs of 2 gloo processes and one plain run
