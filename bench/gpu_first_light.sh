@@ -14,10 +14,11 @@
 #   --dry-run       write the layout and the summary with each step's command, run nothing
 #
 # Steps: env (torch CUDA build, device) -> install (biomamba, no deps) -> build-ours (kernels/cuda
-# for this GPU's architecture only) while peers-build (mamba_ssm, causal_conv1d) runs beside it ->
-# pytest-gpu (-m gpu) -> peers-import (+ the mamba_ssm SSD test) -> scan-gpu (bench/scan_gpu.py
-# --check and the 130m-shape table) -> ssd (bench/ssd.py) -> data (random tokens) -> pretrain (130m
-# Mamba-1 / Mamba-2, 200 steps, bf16, against transformers) -> resume (kill and rerun on the GPU).
+# for this GPU's architecture only) while build-mamba_ssm and build-causal_conv1d run beside it ->
+# pytest-gpu (-m gpu) -> import-mamba_ssm and its SSD test -> scan-gpu (bench/scan_gpu.py --check and
+# the 130m-shape table) -> ssd (bench/ssd.py) -> data (random tokens) -> pretrain (130m Mamba-1 /
+# Mamba-2, 200 steps, bf16, against transformers) -> resume (kill and rerun on the GPU). A peer build
+# is waited for only where it is needed, and only as long as the budget allows.
 # A failed step does not stop the next; the exit code is 0 only if every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -90,47 +91,65 @@ step env 60 "nvidia-smi; $PY -c 'import torch; print(\"torch\", torch.__version_
 print(\"device\", torch.cuda.get_device_name(0), \"capability\", torch.cuda.get_device_capability(0))'; \
 nvcc --version | tail -2; nproc; free -g | head -2"
 
+# `pip install .`, not -e: setuptools' develop path asks the network for setuptools (2026-12-04)
 step install 150 "if ls $CARRY/whl/*.whl >/dev/null 2>&1; then $PY -m pip install -q --no-index --no-deps \
---no-compile --target $SITE $CARRY/whl/*.whl; fi; ($PY -m pip install -q --no-index --no-deps --no-build-isolation -e . \
-|| $PY -m pip install -q --no-index --no-deps --no-build-isolation .) && $PY -c 'import biomamba, transformers; print(\"biomamba\", biomamba.__file__, \"transformers\", transformers.__version__)'"
+--no-compile --target $SITE $CARRY/whl/*.whl; fi; $PY -m pip install -q --no-index --no-deps --no-build-isolation . && $PY -c 'import biomamba, transformers; print(\"biomamba\", biomamba.__file__, \"transformers\", transformers.__version__)'"
 
-# mamba_ssm and causal_conv1d compile for minutes: in the background, beside our own build.
-PEERS_LIMIT=330
-if [ "$DRY_RUN" = 1 ]; then
-  PEERS_PID=""
-else
-  PEERS_T0=$(now_ms)
-  timeout --kill-after=10 "$PEERS_LIMIT" $PY bench/gpu_build_peers.py --sources "$CARRY" --out "$PEERS" \
-    > "$OUT_DIR/logs/peers-build.log" 2>&1 &
-  PEERS_PID=$!
-fi
+# mamba_ssm and causal_conv1d compile for minutes: each in the background, beside our own build.
+PEERS_LIMIT=420
+declare -A PEER_PID PEER_T0
+start_peer() {  # package
+  if [ "$DRY_RUN" = 1 ]; then return; fi
+  PEER_T0[$1]=$(now_ms)
+  timeout --kill-after=10 "$PEERS_LIMIT" $PY bench/gpu_build_peers.py --sources "$CARRY" --out "$PEERS" --only "$1" \
+    > "$OUT_DIR/logs/build-$1.log" 2>&1 &
+  PEER_PID[$1]=$!
+}
+# finish_peer PACKAGE WAIT: wait up to WAIT s (or what the budget leaves) for its build; if it built, put
+# it on PYTHONPATH once it imports (a half-built mamba_ssm on the path would break transformers' Mamba).
+finish_peer() {
+  local package=$1 wait_s=$2 pid=${PEER_PID[$1]:-} rc waited=0
+  if [ "$DRY_RUN" = 1 ]; then record "build-$package" 0 0 "$PEERS_LIMIT" --dry-run; return 0; fi
+  [ -n "$pid" ] || return 1
+  while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$wait_s" ] && [ "$(seconds_left)" -gt 60 ]; do
+    sleep 2; waited=$(( waited + 2 ))
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -- "$pid" 2>/dev/null; wait "$pid"; rc=124
+  else
+    wait "$pid"; rc=$?
+  fi
+  record "build-$package" "$rc" "$(since "${PEER_T0[$package]}")" "$PEERS_LIMIT"
+  PEER_PID[$package]=""
+  [ "$rc" = 0 ] || return 1
+  local old=$PYTHONPATH
+  export PYTHONPATH=$PEERS:$(ls -d "$PEERS/$package"-* | head -1):$PYTHONPATH
+  step "import-$package" 60 "$PY -c 'import $package; print(\"$package\", $package.__version__, $package.__file__)'" \
+    || export PYTHONPATH=$old
+}
+start_peer mamba_ssm
+start_peer causal_conv1d
 
 step build-ours 240 "BIOMAMBA_VERBOSE_BUILD=1 $PY -c 'import time; from biomamba.ops import cuda; t = time.time(); \
 cuda.check_available(); print(\"kernels/cuda built and loaded in %.0f s\" % (time.time() - t))'"
 
-step pytest-gpu 200 "$PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_kernels_cuda.py tests/test_ssd.py"
+# pytest-xdist (when installed) keeps going past a test that crashes its process, and is faster.
+XDIST=$($PY -c 'import xdist' 2>/dev/null && echo "-n 4")
+step pytest-gpu 200 "$PY -m pytest -q -rs -p no:cacheprovider $XDIST -m gpu tests/test_kernels_cuda.py tests/test_ssd.py"
 
-if [ -n "$PEERS_PID" ]; then
-  wait "$PEERS_PID"; PEERS_RC=$?
-  record peers-build "$PEERS_RC" "$(since "$PEERS_T0")" "$PEERS_LIMIT"
-  if [ "$PEERS_RC" = 0 ]; then
-    OLD_PYTHONPATH=$PYTHONPATH
-    export PYTHONPATH=$PEERS:$(ls -d "$PEERS"/mamba_ssm-* "$PEERS"/causal_conv1d-* | tr '\n' ':')$PYTHONPATH
-    # a mamba_ssm that does not import would break transformers' Mamba import: keep it off the path then
-    step peers-import 120 "$PY -c 'import mamba_ssm, causal_conv1d; print(\"mamba_ssm\", mamba_ssm.__version__, \
-\"causal_conv1d\", causal_conv1d.__version__)' && $PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_ssd.py -k mamba_ssm" \
-      || export PYTHONPATH=$OLD_PYTHONPATH
-  fi
-else
-  record peers-build 0 0 "$PEERS_LIMIT" --dry-run
-fi
-
+# the scan table wants mamba_ssm beside ours: wait for its build, then run its SSD test too
+finish_peer mamba_ssm 150 && step pytest-mamba-ssm 90 "$PY -m pytest -q -rs -p no:cacheprovider -m gpu tests/test_ssd.py -k mamba_ssm"
 step scan-gpu 150 "$PY bench/scan_gpu.py --check"
 step ssd 90 "$PY bench/ssd.py --quick --device cuda"
 step data 90 "$PY bench/random_tokens_data.py $OUT_DIR/data --vocab-size 50277 --train-tokens 4000000 --val-tokens 200000"
+finish_peer causal_conv1d 30   # transformers' Mamba uses both packages' kernels when they import
 step pretrain 300 "$PY bench/gpu_pretrain.py throughput --data $OUT_DIR/data --out $OUT_DIR/pretrain --steps 200"
 step resume 150 "$PY bench/gpu_pretrain.py resume --data $OUT_DIR/data --out $OUT_DIR/pretrain"
 
+for package in "${!PEER_PID[@]}"; do  # a build still running at the end: stop it, say so
+  [ -n "${PEER_PID[$package]}" ] && kill -- "${PEER_PID[$package]}" 2>/dev/null \
+    && record "build-$package" 124 "$(since "${PEER_T0[$package]}")" "$PEERS_LIMIT"
+done
 $PY bench/gpu_summary.py write --out "$OUT_DIR"
 if [ -n "$BUNDLE" ]; then
   mkdir -p "$BUNDLE"

@@ -17,6 +17,7 @@ SIGKILLed after step 25 (checkpoints every 10) then rerun to the end; prints the
 difference between the two runs' losses at each step (0 means bit-identical).
 """
 import argparse
+import gc
 import json
 import os
 import signal
@@ -129,8 +130,10 @@ def throughput(args):
     for label, run in runs:
         try:
             row = run()
-        except Exception as error:  # one failing row must not hide the others
+        except Exception as error:  # one failing row (say, out of memory) must not hide the others
             row = {"run": label, "exit": 1, "error": f"{type(error).__name__}: {error}"[:500]}
+        gc.collect()  # the failed row's tensors, held by its traceback, go before the next row
+        torch.cuda.empty_cache()
         row["label"] = label
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -144,6 +147,14 @@ def throughput(args):
                   f"{r['final_loss']:10.4f}  {r['backends']}")
 
 
+def run_to_end(command):
+    """Run a pretraining command; on failure, show why (the end of its stderr) and stop."""
+    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"gpu_pretrain resume: {' '.join(command[3:6])} exited {result.returncode}:\n"
+                         f"{result.stderr[-3000:]}")
+
+
 def resume(args):
     command = [sys.executable, "-m", "biomamba", *pretrain_args(
         args.data, "RUN", "model.preset=tiny", "model.scan_backend=cuda", "train.max_steps=40",
@@ -154,7 +165,7 @@ def resume(args):
     def for_run(run_dir):
         return [str(run_dir) if part == "RUN" else part for part in command]
 
-    subprocess.run(for_run(straight), check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    run_to_end(for_run(straight))
     process = subprocess.Popen(for_run(killed), cwd=ROOT, stdout=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
     while process.poll() is None:
@@ -164,7 +175,7 @@ def resume(args):
         time.sleep(0.01)
     process.wait()
     was_killed = process.returncode == -signal.SIGKILL
-    subprocess.run(for_run(killed), check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    run_to_end(for_run(killed))
 
     def train_losses(run_dir):
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -31,6 +31,9 @@ _BUILD_HINT = ("or build it ahead of time on a CUDA machine with "
                "`BIOMAMBA_CUDA_BUILD=1 pip install -e .`; backend 'torch' works everywhere")
 
 _STATE = {}  # "module": the loaded extension, or "error": why it is unavailable
+MAX_D_STATE = 256    # kernels/cuda/biomamba_cuda.h kMaxDState (a test keeps the two equal)
+MAX_BATCH = 65535    # grid.y limit of every launch
+CONV_WIDTHS = (2, 3, 4)
 
 
 # ----------------------------------------------------------------------------- build and load
@@ -120,6 +123,28 @@ def _check_tensors(op, *tensors):
                         "use backend='ref' for float64")
 
 
+def _limit_error(op, message):
+    # The binding checks the same limits, but a C++ exception thrown from the extension crashed the
+    # process on the first GPU machine it ran on (bench/RESULTS.md, 2026-12-04): check here first.
+    return RuntimeError(f"{op} (cuda): {message}")
+
+
+def _check_scan_limits(op, x, A, B, C):
+    """x (b, d, ...) and A (d, n) within the kernels' limits; B/C grouped (b, g, n[, l]) with g | d."""
+    b, d = x.shape[0], x.shape[1]
+    if A.dim() != 2:
+        raise _limit_error(op, f"A must be (d, n), got shape {tuple(A.shape)}")
+    n = A.shape[1]
+    if not 1 <= n <= MAX_D_STATE:
+        raise _limit_error(op, f"d_state (A.shape[1]) must be in 1..{MAX_D_STATE}, got {n}")
+    if b > MAX_BATCH:
+        raise _limit_error(op, f"batch must be at most {MAX_BATCH}, got {b}")
+    for name, X in (("B", B), ("C", C)):
+        grouped = X.dim() == 4 or (op == "selective_state_update" and X.dim() == 3)
+        if grouped and (X.shape[1] < 1 or d % X.shape[1]):
+            raise _limit_error(op, f"{name} groups ({X.shape[1]}) must divide the channel count ({d})")
+
+
 def _f32(t):
     return None if t is None else t.to(torch.float32).contiguous()
 
@@ -190,6 +215,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    return_last_state=False, seq_idx=None):
     """The "cuda" backend of biomamba.ops.selective_scan (same arguments and results)."""
     _check_tensors("selective_scan", u, delta, A, B, C, D, z, delta_bias, seq_idx)
+    _check_scan_limits("selective_scan", u, A, B, C)
     if A.is_complex():
         raise NotImplementedError("biomamba's selective_scan supports real A only")
     return _SelectiveScanCuda.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
@@ -201,6 +227,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """One decoding step (ops.selective_state_update): updates `state` in place, returns (b, d)."""
     _check_tensors("selective_state_update", x, state, dt, A, B, C, D, z, dt_bias)
+    _check_scan_limits("selective_state_update", x, A, B, C)
     ext = _ext()
     dtype = x.dtype
     B3 = B.unsqueeze(1) if B.dim() == 2 else B  # (b, n) -> (b, 1, n)
@@ -246,4 +273,9 @@ def causal_conv1d(x, weight, bias=None, activation=None, seq_idx=None):
     """Depthwise causal conv (ops.causal_conv1d): x (b, d, l), weight (d, w), w in 2..4 -> (b, d, l);
     with seq_idx (b, l), only taps of t's own document count."""
     _check_tensors("causal_conv1d", x, weight, bias, seq_idx)
+    if weight.dim() != 2 or weight.shape[1] not in CONV_WIDTHS:
+        raise _limit_error("causal_conv1d", f"conv width (weight.shape[1]) must be 2, 3 or 4, got weight "
+                                            f"of shape {tuple(weight.shape)}")
+    if x.shape[0] > MAX_BATCH:
+        raise _limit_error("causal_conv1d", f"batch must be at most {MAX_BATCH}, got {x.shape[0]}")
     return _CausalConv1dCuda.apply(x, weight, bias, activation, _kernel_ids(seq_idx, x, "causal_conv1d"))
