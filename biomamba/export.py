@@ -114,9 +114,12 @@ def _write_state_spaces(model, out: Path):
 WRITERS = {"transformers": _write_transformers, "state-spaces": _write_state_spaces}
 
 
-def _architecture(out: Path) -> str:
-    """The transformers class an export's config.json names (MambaForCausalLM, Mamba2ForCausalLM)."""
-    return read_config(out)["architectures"][0]
+def _loader(to: str, out: Path) -> str:
+    """The call that loads an export of layout `to`. Only transformers' config.json names a class
+    (MambaForCausalLM, Mamba2ForCausalLM); state-spaces' has no architectures key, so it is not read."""
+    if to == "transformers":
+        return f"transformers.{read_config(out)['architectures'][0]}.from_pretrained"
+    return "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"
 
 
 def _copy_tokenizer(source_dir, out: Path) -> Path | None:
@@ -149,8 +152,7 @@ def run(args):
     except (ExportError, CheckpointError, ModelSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    loader = {"transformers": f"transformers.{_architecture(out)}.from_pretrained",
-              "state-spaces": "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"}[args.to]
+    loader = _loader(args.to, out)
     tokenizer = "with" if any((out / name).is_file() for name in TOKENIZER_FILES) else "without"
     print(f"wrote {out} ({args.to} layout, {tokenizer} tokenizer files); load it with {loader}({str(out)!r})")
     return 0
