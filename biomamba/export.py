@@ -19,13 +19,13 @@ exports: neither transformers nor mamba_ssm has a class for our embedding or cla
 """
 from __future__ import annotations
 
+# torch, safetensors and transformers are imported where a model is read or written, so that
+# `biomamba export --help` loads none of them (biomamba/cli.py).
+
 import os
 import shutil
 import sys
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
 
 from biomamba.io import discard, replace_dir
 from biomamba.resolve import TOKENIZER_FILES, ModelSpecError, find_tokenizer_dir, model_dir_of, read_config
@@ -59,9 +59,11 @@ def export_model(model_or_dir, to: str, out) -> Path:
 
 def _causal_lm(model_or_dir):
     """(model, the directory it came from or None); refuses heads that have no peer class."""
+    from torch.nn import Module
+
     from biomamba.modeling import BioMambaForCausalLM
 
-    if isinstance(model_or_dir, torch.nn.Module):
+    if isinstance(model_or_dir, Module):
         if not isinstance(model_or_dir, BioMambaForCausalLM):
             raise ExportError(_not_a_causal_lm(type(model_or_dir).__name__, "the model"))
         source = Path(model_or_dir.name_or_path) if model_or_dir.name_or_path else None
@@ -81,6 +83,7 @@ def _not_a_causal_lm(class_name, where):
 
 def _write_transformers(model, out: Path):
     import transformers
+    from safetensors.torch import save_file
 
     from biomamba.checkpoints import HF_CLASSES, CheckpointError, hf_config_fields, map_keys
 
@@ -98,6 +101,8 @@ def _write_transformers(model, out: Path):
 
 
 def _write_state_spaces(model, out: Path):
+    import torch
+
     from biomamba.checkpoints import CheckpointError, mamba_ssm_config_json, map_keys
     from biomamba.io import write_json
 

@@ -11,8 +11,6 @@ data directory recorded next to a training run.
 """
 import sys
 
-import torch
-
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="model directory")
@@ -31,6 +29,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    import torch
+
     from biomamba import BioMambaForCausalLM
     from biomamba.checkpoints import CheckpointError
     from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of

@@ -58,7 +58,6 @@ from biomamba import tracking
 from biomamba.eval.ppl_data import load_data
 from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
-from biomamba.metrics.rolling import causal_document_scores, check_windowing, windowing_description
 
 LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
 CHUNK_TOKENS = 2 ** 20  # documents are encoded, windowed and scored about this many tokens at a time
@@ -135,6 +134,8 @@ def score_documents(loaded, token_lists, max_length, stride, batch_size, device,
         from biomamba.eval.pseudo_ppl import pseudo_document_scores
         return pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, max_length, stride,
                                       batch_size, device, progress)
+    from biomamba.metrics.rolling import causal_document_scores  # torch: not for `--help`
+
     prefix_id, _ = prefix_token_id(loaded.tokenizer)
     max_tokens = max(max_length, LOGITS_BUDGET // max(len(loaded.tokenizer), 1))
     return causal_document_scores(loaded.model, token_lists, prefix_id, max_length, stride, batch_size,
@@ -214,6 +215,8 @@ def legacy_result(loaded, texts, args, device) -> dict:
 
 
 def protocol_of(loaded, max_length, stride, note, legacy) -> dict:
+    from biomamba.metrics.rolling import windowing_description  # torch: not for `--help`
+
     if loaded.scoring == "masked":
         desc = {"name": "pseudo_loglikelihood", "max_length": max_length,
                 "stride": stride, "description": "Salazar et al. 2020: each token masked in turn, "
@@ -255,6 +258,8 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from biomamba.metrics.rolling import check_windowing  # torch: not for `--help`
+
     try:
         device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads

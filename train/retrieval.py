@@ -1,21 +1,4 @@
-"""`biomamba retrieval train`: contrastive training of a BioMamba dense retriever (BMRetriever-style)
-on the run skeleton.
-
-  biomamba retrieval train --config configs/retrieval-tiny.yaml --out runs/retrieval \\
-      model.init_from=demo_out/tiny/model data.dir=demo_out/data
-
-
-Loss: InfoNCE with in-batch negatives, optionally plus BM25-mined hard negatives. For a micro-batch
-of B (query, passage) pairs and H hard negatives per query, the passages are the B positives then
-the B*H negatives; logits = q @ p.T / temperature, (B, B*(1+H)); the target of query i is passage i.
-A passage that is also a positive of query i (another pair of the same query, a shared document)
-is masked out of query i's row rather than counted as a negative.
-
-Pair sources (each step draws one micro-batch from one source, round robin over sources):
-  title-abstract, conclusion-rest   from the prepared data's train split (data.kinds)
-  beir:DIR                          the qrels/train.tsv of each BEIR directory in data.beir
-  bioasq                            data.bioasq (BioASQ JSON) over data.dir's documents
-"""
+"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +24,7 @@ from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, Trai
                                    choice, load_config)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session
+from biomamba.train.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 @dataclass
@@ -376,13 +360,6 @@ def _train(cfg, run_dir: Path, device) -> dict:
     describe = f"retrieval from {init}; pairs " + ", ".join(f"{k} {v:,}" for k, v in facts["sources"].items())
     return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
                            job_type="retrieval-train", source_model=cfg.model.init_from))
-
-
-def add_arguments(parser):
-    parser.add_argument("--config", help="YAML config (e.g. configs/retrieval-tiny.yaml)")
-    parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. model.init_from=DIR data.dir=DIR train.max_steps=50")
 
 
 def run(args) -> int:
