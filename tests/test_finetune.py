@@ -143,6 +143,22 @@ def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected
 
 # ----------------------------------------------------------------------------- end to end
 
+def test_a_training_run_directory_fine_tunes_as_its_model_directory(mamba_dir, tmp_path):
+    """--model RUN (a pretraining run: config.yaml + model/) is RUN/model, as for eval-ppl (biomamba/resolve.py)."""
+    run_dir = tmp_path / "pretrain-run"
+    shutil.copytree(mamba_dir, run_dir / "model")
+    (run_dir / "config.yaml").write_text("logging: {group: pretraining}\n")
+    task = write_separable_task(tmp_path / "toy.jsonl", 60)
+    results = []
+    for model in (run_dir, run_dir / "model"):
+        out = tmp_path / f"ft-{model.name}"
+        assert run_finetune("--task", f"jsonl:{task}", "--model", model, "--out", out, "--seeds", "1", *TOY,
+                            "train.max_steps=2", "train.eval_every=2") == 0
+        results.append(json.loads((out / "results.json").read_text()))
+    assert results[0]["model_family"] == "biomamba"
+    assert results[0]["per_seed"][0]["test"] == results[1]["per_seed"][0]["test"]
+
+
 @pytest.fixture(scope="module")
 def sentence_role_runs(prepared, mamba_dir, bert_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")

@@ -18,7 +18,7 @@ from biomamba.data.sampling import HashSample
 from biomamba.data.retrieval_tasks import beir_task, pubmed_task
 from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
 from biomamba.metrics.retrieval import evaluate_run
-from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer
+from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
 from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
 from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, TrainConfig, at_least, check_loop,
                                    choice, load_config)
@@ -319,7 +319,7 @@ def build_model(cfg, vocab_size: int, eos_id: int):
     m = cfg.model
     torch.manual_seed(cfg.seed)
     if m.init_from:
-        model = BioMambaForEmbedding.from_pretrained(m.init_from, pooling=m.pooling, embedding_dim=m.embedding_dim)
+        model = BioMambaForEmbedding.from_pretrained(model_dir_of(m.init_from), pooling=m.pooling, embedding_dim=m.embedding_dim)
         if model.config.vocab_size < vocab_size:
             raise RetrievalError(f"model.init_from={m.init_from}: vocabulary {model.config.vocab_size} < "
                                  f"the tokenizer's {vocab_size}")
@@ -335,7 +335,8 @@ def build_model(cfg, vocab_size: int, eos_id: int):
 def tokenizer_dir(cfg) -> Path:
     """data.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
     try:
-        return find_tokenizer_dir(cfg.model.init_from or cfg.data.dir or ".", cfg.data.tokenizer,
+        model = model_dir_of(cfg.model.init_from) if cfg.model.init_from else None
+        return find_tokenizer_dir(model or cfg.data.dir or ".", cfg.data.tokenizer,
                                   [Path(cfg.data.dir) / "tokenizer"] if cfg.data.dir else [],
                                   hint="set data.tokenizer=DIR, or use a model.init_from dir holding one")
     except ModelSpecError as error:
