@@ -128,7 +128,7 @@ def test_nan_weights_from_init_from_fail_with_a_clear_message(data_dir, tmp_path
         model.backbone.norm_f.weight.fill_(float("nan"))
     model.save_pretrained(tmp_path / "nan_model")
     result = run_pretrain(tmp_path / "run", data_dir, "train.max_steps=3",
-                          f"train.init_from={tmp_path / 'nan_model'}", check=False)
+                          f"model.init_from={tmp_path / 'nan_model'}", check=False)
     assert result.returncode == 1
     assert "non-finite loss" in result.stderr and "no checkpoint was saved yet" in result.stderr
     assert "Traceback" not in result.stderr
@@ -177,11 +177,11 @@ def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path
 
 @pytest.mark.slow  # a training run
 def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(data_dir, tmp_path):
-    """The path a GPU user takes first (train.precision=bf16), exercised on CPU with autocast."""
+    """The path a GPU user takes first (run.precision=bf16), exercised on CPU with autocast."""
     settings = ("train.max_steps=6", "train.save_every=3", "train.keep_last=5", "train.eval_every=6")
     straight, fp32 = tmp_path / "bf16", tmp_path / "fp32"
-    run_pretrain(straight, data_dir, "train.precision=bf16", *settings)
-    run_pretrain(fp32, data_dir, "train.precision=fp32", *settings)
+    run_pretrain(straight, data_dir, "run.precision=bf16", *settings)
+    run_pretrain(fp32, data_dir, "run.precision=fp32", *settings)
     resolved = yaml.safe_load((straight / "config.yaml").read_text())["resolved"]
     assert resolved["precision"] == "bf16 autocast"
     bf16_losses = [loss for _, loss in losses(straight)]
@@ -191,7 +191,7 @@ def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(data_dir, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
     keep_checkpoints_up_to(resumed, 3)
-    run_pretrain(resumed, data_dir, "train.precision=bf16", *settings)
+    run_pretrain(resumed, data_dir, "run.precision=bf16", *settings)
     assert losses(resumed) == losses(straight)
 
 

@@ -290,7 +290,7 @@ def separable(tmp_path_factory):
 
 def separable_config(separable, data_dir, *extra):
     return load_config(None, ["model.preset=debug", "model.scan_backend=torch", "model.pooling=mean",
-                              f"data.tokenizer={data_dir}/tokenizer", "data.dir=null", "data.kinds=[]",
+                              f"model.tokenizer={data_dir}/tokenizer", "data.dir=null", "data.kinds=[]",
                               f"data.beir=[{separable}]", f"data.eval_beir=[{separable}]",
                               "train.max_steps=50", "train.batch_size=8", "train.eval_every=50",
                               "train.save_every=50", "optim.lr=0.01", "optim.warmup_steps=4",
@@ -511,7 +511,7 @@ def test_a_training_run_directory_is_accepted_wherever_a_model_directory_is(sepa
     expected = load_encoder(run_dir / "model").encode(texts, instruction="Find it")
     np.testing.assert_array_equal(load_encoder(run_dir).encode(texts, instruction="Find it"), expected)
     # retrieval train from the run: the same weights, and the tokenizer found in RUN/model
-    cfg = separable_config(separable, data_dir, f"model.init_from={run_dir}", "data.tokenizer=null")
+    cfg = separable_config(separable, data_dir, f"model.init_from={run_dir}", "model.tokenizer=null")
     assert tokenizer_dir(cfg) == run_dir / "model"
     started = build_model(cfg, len(tokenizer), tokenizer.eos_token_id).state_dict()
     saved = BioMambaForEmbedding.from_pretrained(run_dir / "model").state_dict()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.task_loaders import SPLITS, TaskError, load_task
 from biomamba.eval.report_finetune import results_markdown
@@ -40,6 +41,7 @@ def config_from_args(args) -> FinetuneConfig:
         except ValueError:
             raise ConfigError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 1,2,3") from None
         overrides.append(f"seeds={json.dumps(seeds)}")
+    overrides += flags.overrides(args)
     cfg = load_config(args.config, overrides, schema=FinetuneConfig, check=check_finetune)
     missing = [name for name, value in (("--task", cfg.task), ("--model", cfg.model.path)) if not value]
     if missing:
@@ -277,7 +279,7 @@ def prepare_data(cfg, tokenizer, family):
 
 
 def finetune(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.train.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device))
+    return in_session(cfg.run.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device))
 
 
 def _finetune(cfg, run_dir: Path, device) -> dict:

@@ -51,6 +51,7 @@ finetune-summary (mean/... and std/... over seeds, a table of the seeds), in the
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
 # transformers; biomamba.train.finetune holds the run and is imported by `run` (biomamba/cli.py).
+from biomamba import flags
 
 
 def add_arguments(parser):
@@ -61,6 +62,7 @@ def add_arguments(parser):
     parser.add_argument("--config", help="YAML config (see configs/finetune-*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.max_steps=50 data.dir=DIR logging.wandb=false")
+    flags.add_arguments(parser, ["tokenizer", "device", "precision", *flags.WANDB])
 
 
 def run(args) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
 from biomamba.train import distributed, mlm
@@ -121,7 +122,7 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
 
 def pretrain(cfg, run_dir: Path) -> dict:
     """Train as configured; under torchrun every rank calls this, joined in one process group."""
-    return in_session(cfg.train.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
+    return in_session(cfg.run.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
                       distributed_ok=True)
 
 
@@ -137,12 +138,12 @@ def _train(cfg, run_dir: Path, device) -> dict:
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
                 f"{'on' if document_resets(cfg) else 'off'}")
     return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
-                           job_type="pretrain", source_model=cfg.train.init_from))
+                           job_type="pretrain", source_model=cfg.model.init_from))
 
 
 def run(args) -> int:
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*args.overrides, *flags.overrides(args)])
         pretrain(cfg, Path(args.out))
     except (ConfigError, NonFiniteLoss, CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ Validation reports loss, ppl and packed_bits_per_byte: bits per byte of the pack
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
 # transformers; biomamba.train.pretrain holds the run and is imported by `run` (biomamba/cli.py).
+from biomamba import flags
 
 
 def add_arguments(parser):
@@ -26,6 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.max_steps=20 data.dir=DIR logging.wandb=false")
+    flags.add_arguments(parser, ["init_from", "device", "precision", *flags.WANDB])
 
 
 def run(args) -> int:

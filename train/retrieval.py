@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.config import SCAN_BACKENDS
 from biomamba.data.documents import plain_abstract
@@ -20,8 +21,8 @@ from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, 
 from biomamba.metrics.retrieval import evaluate_run
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
 from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
-from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, TrainConfig, at_least, check_loop,
-                                   choice, load_config)
+from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, RuntimeConfig, TrainConfig, at_least,
+                                   check_loop, choice, load_config)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session
 from biomamba.train.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
@@ -34,12 +35,12 @@ class RetrievalModelConfig:
     pooling: str = choice("last", ("last", "mean"))  # last: the appended EOS
     embedding_dim: int | None = at_least(None, 1)  # a linear projection to this size; None keeps d_model
     scan_backend: str = choice("auto", SCAN_BACKENDS)
+    tokenizer: str | None = None  # default: model.init_from's tokenizer, else data.dir/tokenizer
 
 
 @dataclass
 class RetrievalDataConfig:
     dir: str | None = "demo_out/data"  # a prepared dir: pairs from its train split, validation from val
-    tokenizer: str | None = None  # default: model.init_from's tokenizer, else DIR/tokenizer
     kinds: list[str] = field(default_factory=lambda: ["title-abstract", "conclusion-rest"])
     beir: list[str] = field(default_factory=list)  # BEIR dirs: training pairs from qrels/train.tsv
     eval_beir: list[str] = field(default_factory=list)  # BEIR dirs validated on qrels/test.tsv
@@ -66,6 +67,7 @@ class RetrievalRunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, weight_decay=0.01))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, eval_every=100, save_every=100))
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     # no group: the run joins the W&B group of its model.init_from (biomamba.tracking)
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(tags=["retrieval"]))
     seed: int = 0
@@ -333,18 +335,18 @@ def build_model(cfg, vocab_size: int, eos_id: int):
 
 
 def tokenizer_dir(cfg) -> Path:
-    """data.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
+    """model.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
     try:
         model = model_dir_of(cfg.model.init_from) if cfg.model.init_from else None
-        return find_tokenizer_dir(model or cfg.data.dir or ".", cfg.data.tokenizer,
+        return find_tokenizer_dir(model or cfg.data.dir or ".", cfg.model.tokenizer,
                                   [Path(cfg.data.dir) / "tokenizer"] if cfg.data.dir else [],
-                                  hint="set data.tokenizer=DIR, or use a model.init_from dir holding one")
+                                  hint="set model.tokenizer=DIR, or use a model.init_from dir holding one")
     except ModelSpecError as error:
         raise RetrievalError(str(error)) from None
 
 
 def train_retrieval(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.train.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
+    return in_session(cfg.run.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
 
 
 def _train(cfg, run_dir: Path, device) -> dict:
@@ -365,7 +367,8 @@ def _train(cfg, run_dir: Path, device) -> dict:
 
 def run(args) -> int:
     try:
-        cfg = load_config(args.config, args.overrides, schema=RetrievalRunConfig, check=check_config)
+        cfg = load_config(args.config, [*args.overrides, *flags.overrides(args)], schema=RetrievalRunConfig,
+                          check=check_config)
         train_retrieval(cfg, Path(args.out))
     except (ConfigError, NonFiniteLoss, RetrievalError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -18,6 +18,7 @@ Pair sources (each step draws one micro-batch from one source, round robin over 
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
 # transformers; biomamba.train.retrieval holds the run and is imported by `run` (biomamba/cli.py).
+from biomamba import flags
 
 
 def add_arguments(parser):
@@ -25,6 +26,7 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. model.init_from=DIR data.dir=DIR train.max_steps=50")
+    flags.add_arguments(parser, ["init_from", "tokenizer", "device", "precision", *flags.WANDB])
 
 
 def run(args) -> int:

@@ -3,7 +3,7 @@
     def body(device):
         model = build(...).to(device)
         return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
-    final = in_session(cfg.train.device, "pretrain", body, distributed_ok=True)
+    final = in_session(cfg.run.device, "pretrain", body, distributed_ok=True)
 
 `in_session` chooses the device (joining the torchrun process group when launched by torchrun,
 refusing torchrun for one-process commands), runs the body and leaves the group cleanly. `execute`
@@ -108,14 +108,14 @@ def run_facts(spec: RunSpec) -> dict:
     cfg, model = spec.cfg, spec.model
     return {"git_commit": git_commit(), "device": str(spec.device), "world_size": distributed.world_size(),
             "parallel": cfg.train.parallel if distributed.world_size() > 1 else "none",
-            "precision": precision_of(cfg.train.precision, spec.device),
+            "precision": precision_of(cfg.run.precision, spec.device),
             "parameters": count_parameters(model),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "backends": resolve_backends(model, spec.device)}
 
 
 def precision_of(setting: str, device: torch.device) -> str:
-    """What train.precision means on this device (see Trainer._autocast)."""
+    """What run.precision means on this device (see Trainer._autocast)."""
     if setting == "bf16" or (setting == "auto" and device.type == "cuda"):
         return "bf16 autocast"
     return "fp32"
