@@ -38,8 +38,8 @@ def _started_as_the_command() -> bool:
     """True in the process of `biomamba ...` or `python -m biomamba ...` (torchrun's workers included)."""
     if os.path.basename(sys.argv[0]) in ("biomamba", "biomamba.exe", "biomamba-script.py"):
         return True
-    argv = getattr(sys, "orig_argv", [])
-    return any(a == "-m" and b == "biomamba" or a == "-mbiomamba" for a, b in zip(argv, [*argv[1:], ""]))
+    argv = getattr(sys, "orig_argv", [])  # the interpreter's own arguments: `python -m biomamba ...`
+    return "-mbiomamba" in argv or any(a == "-m" and b == "biomamba" for a, b in zip(argv, argv[1:]))
 
 
 def load_models():

@@ -45,8 +45,8 @@ def add_arguments(parser, names):
 
 def overrides(args) -> list[str]:
     """key=value overrides (JSON values, which YAML reads back as given) for the flags that were set."""
-    return [f"{FLAGS[name][0]}={json.dumps(value)}" for name in FLAGS
-            if getattr(args, name, None) is not None for value in [getattr(args, name)]]
+    given = {name: getattr(args, name, None) for name in FLAGS}
+    return [f"{FLAGS[name][0]}={json.dumps(value)}" for name, value in given.items() if value is not None]
 
 
 def renamed(parser, old: str, new: str, note: str = ""):

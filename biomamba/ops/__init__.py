@@ -33,8 +33,9 @@ Backends of selective_scan:
     "cuda"      our CUDA kernel (kernels/cuda, glue in ops/cuda.py), CUDA tensors.
     "mamba_ssm" the state-spaces kernel, when `mamba_ssm` imports.
 "auto" picks the fastest available backend for the tensors' device among those a test on that kind
-of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); every choice is recorded in
-`backends_used()` so a run can write it into its config. Asking for an unavailable backend raises
+of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); `resolve_backend` says which
+one, and the model's mixers record what their calls used (biomamba.modeling.backends_used(model)) so a
+run can write it into its config; nothing here keeps state. Asking for an unavailable backend raises
 BackendUnavailable with the command that makes it available; there is no silent fallback.
 
 Mamba-2 (the SSD scan; mamba_ssm's `mamba_chunk_scan_combined` and Mamba2.step; names mapped to the
@@ -51,8 +52,8 @@ Shapes (h = heads, p = headdim, g = groups of heads sharing B/C, n = d_state):
     ssd_state_update: x, z (b, h, p); dt (b, h); B, C (b, g, n); returns y (b, h, p)
 Backends of ssd_scan: "ref" (ops/ssd_reference.py, sequential, any float dtype: the truth),
 "torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length; "auto" on CPU),
-"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"). The choice is
-recorded in `backends_used()["ssd_scan"]`. ssd_state_update runs the reference step.
+"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"): `resolve_ssd_backend`;
+a Mamba-2 mixer records its choice as backends_used(model)["ssd_scan"]. ssd_state_update runs the reference step.
 """
 import importlib
 import warnings
