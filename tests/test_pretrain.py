@@ -122,6 +122,7 @@ class _NullLogger:
     def log_samples(self, *a, **k): pass
 
 
+@pytest.mark.slow  # a training run
 def test_nan_weights_from_init_from_fail_with_a_clear_message(data_dir, tmp_path):
     model = tiny_model(vocab_size=512)
     with torch.no_grad():
