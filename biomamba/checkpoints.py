@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import GenerationConfig
 
 from biomamba.config import BioMambaConfig
-from biomamba.resolve import mamba_layout
+from biomamba.resolve import ModelSpecError, mamba_layout, model_dir_of, read_config
 
 # layout -> {its tensor-name fragment: ours}; state-spaces names are ours.
 KEY_MAPS = {"ours": {}, "mamba_ssm": {}, "hf": {"backbone.embeddings.": "backbone.embedding."}}
@@ -57,28 +57,9 @@ SSM_CFG_KEYS = {
 }
 # mamba_ssm builds its RMSNorms with this epsilon; its config.json has no field for it.
 MAMBA_SSM_NORM_EPS = 1e-5
-_FLOAT_TAGS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded; the message names the file or tensor."""
-
-
-def read_config_json(path: Path) -> dict:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{config_file}: no config.json (expected a model directory)")
-    try:
-        return json.loads(config_file.read_text(), object_hook=_float_tags)
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_file}: invalid JSON ({error})") from error
-
-
-def _float_tags(obj: dict):
-    """transformers writes inf as {"__float__": "Infinity"} (e.g. Mamba2Config.time_step_limit)."""
-    if set(obj) == {"__float__"} and obj["__float__"] in _FLOAT_TAGS:
-        return _FLOAT_TAGS[obj["__float__"]]
-    return obj
+class CheckpointError(ModelSpecError):
+    """A checkpoint directory that cannot be loaded; the message names the file or tensor. A
+    ModelSpecError, so that a command catching resolve's one error type catches this one too."""
 
 
 def detect_format(raw: dict, path: Path) -> str:
@@ -226,7 +207,8 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (biomamba loads local model directories; "
                               "download a hub model yourself first)")
-    raw = read_config_json(path)
+    path = model_dir_of(path)  # a training run directory loads its model/ (biomamba/resolve.py)
+    raw = read_config(path)
     fmt = detect_format(raw, path)
     if config is None:
         config = {"ours": lambda: BioMambaConfig.from_dict(raw), "hf": lambda: config_from_hf(raw, path),

@@ -1,5 +1,9 @@
 """The `biomamba` command. Each subcommand lives in its own module, imported only when used.
 
+`biomamba --help` and every subcommand's `--help` print without importing torch or transformers
+(tests/test_cli.py): a subcommand's module imports only what its arguments need, and a command whose
+run needs the training stack names a light front (train/pretrain_cli.py) that imports it in `run`.
+
 A subcommand module provides `add_arguments(parser)` and `run(args) -> int`. A group (retrieval)
 maps its actions to modules the same way: `biomamba retrieval train ...`.
 """
@@ -7,9 +11,11 @@ import argparse
 import importlib
 import sys
 
+import biomamba
+
 RETRIEVAL = {
-    "train": ("biomamba.train.retrieval", "contrastive training from a pretrained checkpoint"),
-    "eval": ("biomamba.eval.retrieval", "dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks"),
+    "train": ("biomamba.train.retrieval_cli", "contrastive training from a pretrained checkpoint"),
+    "eval": ("biomamba.eval.retrieval_cli", "dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks"),
     "index": ("biomamba.index_cli", "embed a corpus into float16 shards + ids"),
     "search": ("biomamba.search_cli", "search an index; prints rank, score, PMID and title"),
 }
@@ -17,9 +23,9 @@ RETRIEVAL = {
 # name -> (module or group of actions, one-line help). Order is the order `biomamba --help` lists them.
 COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
-    "pretrain": ("biomamba.train.pretrain", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
+    "pretrain": ("biomamba.train.pretrain_cli", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
     "eval-ppl": ("biomamba.eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
-    "finetune": ("biomamba.train.finetune", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
+    "finetune": ("biomamba.train.finetune_cli", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
     "retrieval": (RETRIEVAL, "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),
     "export": ("biomamba.export", "write a causal LM in transformers' or state-spaces' layout (no biomamba needed)"),
@@ -70,7 +76,9 @@ def run_module(prog: str, module_name: str, help_text: str, argv: list) -> int:
     sub = argparse.ArgumentParser(prog=prog, description=module.__doc__ or help_text,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
-    return int(module.run(sub.parse_args(argv)) or 0)
+    args = sub.parse_args(argv)  # `--help` exits here, before torch or transformers load
+    biomamba.load_models()  # registers the Auto classes, as `import biomamba` does outside the command
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from biomamba.data.collate import pad_right
+from biomamba.data.pairs import DEFAULT_INSTRUCTION  # noqa: F401  (re-exported: the query default)
 
 QUERY_TEMPLATE = "{instruction}\nQuery: {q}"
 PASSAGE_TEMPLATE = "Represent this passage\npassage: {title} {text}"
-DEFAULT_INSTRUCTION = "Given a query, retrieve relevant passages from PubMed"
 _SPACES = re.compile(" {2,}")
 
 

@@ -19,13 +19,13 @@ exports: neither transformers nor mamba_ssm has a class for our embedding or cla
 """
 from __future__ import annotations
 
+# torch, safetensors and transformers are imported where a model is read or written, so that
+# `biomamba export --help` loads none of them (biomamba/cli.py).
+
 import os
 import shutil
 import sys
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
 
 from biomamba.io import discard, replace_dir
 from biomamba.resolve import TOKENIZER_FILES, ModelSpecError, find_tokenizer_dir, model_dir_of, read_config
@@ -59,9 +59,11 @@ def export_model(model_or_dir, to: str, out) -> Path:
 
 def _causal_lm(model_or_dir):
     """(model, the directory it came from or None); refuses heads that have no peer class."""
+    from torch.nn import Module
+
     from biomamba.modeling import BioMambaForCausalLM
 
-    if isinstance(model_or_dir, torch.nn.Module):
+    if isinstance(model_or_dir, Module):
         if not isinstance(model_or_dir, BioMambaForCausalLM):
             raise ExportError(_not_a_causal_lm(type(model_or_dir).__name__, "the model"))
         source = Path(model_or_dir.name_or_path) if model_or_dir.name_or_path else None
@@ -81,6 +83,7 @@ def _not_a_causal_lm(class_name, where):
 
 def _write_transformers(model, out: Path):
     import transformers
+    from safetensors.torch import save_file
 
     from biomamba.checkpoints import HF_CLASSES, CheckpointError, hf_config_fields, map_keys
 
@@ -98,6 +101,8 @@ def _write_transformers(model, out: Path):
 
 
 def _write_state_spaces(model, out: Path):
+    import torch
+
     from biomamba.checkpoints import CheckpointError, mamba_ssm_config_json, map_keys
     from biomamba.io import write_json
 
@@ -114,9 +119,12 @@ def _write_state_spaces(model, out: Path):
 WRITERS = {"transformers": _write_transformers, "state-spaces": _write_state_spaces}
 
 
-def _architecture(out: Path) -> str:
-    """The transformers class an export's config.json names (MambaForCausalLM, Mamba2ForCausalLM)."""
-    return read_config(out)["architectures"][0]
+def _loader(to: str, out: Path) -> str:
+    """The call that loads an export of layout `to`. Only transformers' config.json names a class
+    (MambaForCausalLM, Mamba2ForCausalLM); state-spaces' has no architectures key, so it is not read."""
+    if to == "transformers":
+        return f"transformers.{read_config(out)['architectures'][0]}.from_pretrained"
+    return "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"
 
 
 def _copy_tokenizer(source_dir, out: Path) -> Path | None:
@@ -149,8 +157,7 @@ def run(args):
     except (ExportError, CheckpointError, ModelSpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    loader = {"transformers": f"transformers.{_architecture(out)}.from_pretrained",
-              "state-spaces": "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"}[args.to]
+    loader = _loader(args.to, out)
     tokenizer = "with" if any((out / name).is_file() for name in TOKENIZER_FILES) else "without"
     print(f"wrote {out} ({args.to} layout, {tokenizer} tokenizer files); load it with {loader}({str(out)!r})")
     return 0

@@ -11,8 +11,6 @@ data directory recorded next to a training run.
 """
 import sys
 
-import torch
-
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="model directory")
@@ -27,26 +25,30 @@ def add_arguments(parser):
     parser.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams")
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling RNG")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available; the default), cpu, cuda, cuda:1")
 
 
 def run(args):
+    import torch
+
     from biomamba import BioMambaForCausalLM
     from biomamba.checkpoints import CheckpointError
     from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
+    from biomamba.runtime import pick_device
 
     try:
+        device = pick_device(args.device)
         model_dir = model_dir_of(args.model)
         tokenizer = load_tokenizer(find_tokenizer_dir(model_dir, args.tokenizer, [model_dir.parent / "tokenizer"],
                                                       hint="pass --tokenizer DIR"))
-        model = BioMambaForCausalLM.from_pretrained(model_dir).to(args.device)
-    except (CheckpointError, ModelSpecError, OSError) as error:
+        model = BioMambaForCausalLM.from_pretrained(model_dir).to(device)
+    except (CheckpointError, ModelSpecError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    batch = tokenizer(args.prompt, return_tensors="pt", padding=True).to(args.device)
+    batch = tokenizer(args.prompt, return_tensors="pt", padding=True).to(device)
     torch.manual_seed(args.seed)  # transformers' sampling draws from the global RNG
     # sampling options only with --do-sample: transformers warns about them on greedy or beam search
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p) if args.do_sample else {}

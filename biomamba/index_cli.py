@@ -10,13 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from biomamba.checkpoints import CheckpointError
-from biomamba.data.errors import DataError
-from biomamba.data.retrieval_tasks import iter_corpus
-from biomamba.resolve import ModelSpecError
-from biomamba.retrieval import ENCODE_PART, IndexWriter, RetrievalError, load_encoder
 
 
 def add_arguments(parser):
@@ -28,6 +21,13 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    # imported here, not above: `--help` must print without loading torch (biomamba/cli.py)
+    from biomamba.checkpoints import CheckpointError
+    from biomamba.data.errors import DataError
+    from biomamba.data.retrieval_tasks import iter_corpus
+    from biomamba.resolve import ModelSpecError
+    from biomamba.retrieval import RetrievalError, load_encoder
+
     try:
         encoder = load_encoder(args.model, args.tokenizer)
         count, seconds = build_index(encoder, iter_corpus(args.corpus), args)
@@ -42,6 +42,10 @@ def run(args) -> int:
 
 def build_index(encoder, corpus, args) -> tuple[int, float]:
     """Encode the (streamed) corpus part by part into the index: memory is one part, not the corpus."""
+    from tqdm.auto import tqdm
+
+    from biomamba.retrieval import ENCODE_PART, IndexWriter
+
     meta = {"model": str(Path(args.model).resolve()), "corpus": str(args.corpus),
             "passage_template": encoder.passage_template}
     count, start = 0, time.perf_counter()

@@ -127,13 +127,15 @@ class Mamba2Mixer(SSMMixer):
         cfg = self.config
         if cache is not None:  # keeps the last d_conv inputs of the conv, left-padded with zeros
             cache.update_conv_state(xBC, self.layer_idx, conv_kernel_size=cfg.d_conv)
+        backend = ops.resolve_ssd_backend(cfg.scan_backend, xBC.device)
+        self.backends_used.update(causal_conv1d=ops.resolve_conv_backend(), ssd_scan=backend)
         xBC = ops.causal_conv1d(xBC, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
                                 seq_idx=seq_idx)
         x, B, C = self._split(mask_padding(xBC, attention_mask).transpose(1, 2))  # (b, l, h, p), (b, l, g, n) x2
         chunk_size = min(cfg.chunk_size, CPU_CHUNK_SIZE) if x.device.type == "cpu" else cfg.chunk_size
         y = ops.ssd_scan(x, dt, A, B, C, chunk_size, D=self._D(), dt_bias=self.dt_bias.float(),
                          seq_idx=seq_idx, dt_softplus=True, dt_limit=cfg.dt_limit,
-                         return_final_states=cache is not None, backend=cfg.scan_backend)
+                         return_final_states=cache is not None, backend=backend)
         if cache is not None:
             y, last_state = y
             cache.update_recurrent_state(last_state, self.layer_idx)

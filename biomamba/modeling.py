@@ -58,6 +58,12 @@ class SSMMixer(nn.Module):
 
     FP32_PARAMETERS = ("A_log", "D")
 
+    def __init__(self):
+        super().__init__()
+        # {op: backend} of this mixer's latest whole-sequence forward, which a run records
+        # (train/run.py): kept on the model, not in a global of biomamba.ops that any model overwrites
+        self.backends_used = {}
+
     def _mark_fp32_parameters(self):
         for name in self.FP32_PARAMETERS:
             getattr(self, name)._no_weight_decay = True
@@ -117,6 +123,8 @@ class MambaMixer(SSMMixer):
         """Whole-sequence path; fills `cache` with the final conv and SSM states when given."""
         if cache is not None:  # keeps the last d_conv inputs of the conv, left-padded with zeros
             cache.update_conv_state(x, self.layer_idx, conv_kernel_size=self.config.d_conv)
+        backend = ops.resolve_backend(self.config.scan_backend, x.device, seq_idx=seq_idx is not None)
+        self.backends_used.update(causal_conv1d=ops.resolve_conv_backend(), selective_scan=backend)
         x = ops.causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu",
                               seq_idx=seq_idx)
         x = mask_padding(x, attention_mask).transpose(1, 2)  # (b, l, d_inner)
@@ -125,7 +133,7 @@ class MambaMixer(SSMMixer):
         y = ops.selective_scan(
             x.transpose(1, 2), dt, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(), z=z,
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=cache is not None, backend=self.config.scan_backend, seq_idx=seq_idx)
+            return_last_state=cache is not None, backend=backend, seq_idx=seq_idx)
         if cache is not None:
             y, last_state = y
             cache.update_recurrent_state(last_state, self.layer_idx)
@@ -497,6 +505,16 @@ class BioMambaForEmbedding(BioMambaPreTrainedModel):
             tokenizer = self._encode_tokenizer
         return encode(self, tokenizer, texts, batch_size, instruction, max_length, progress,
                       convert_to_numpy=convert_to_numpy)
+
+
+def backends_used(model) -> dict:
+    """{op: backend} the BioMamba mixers inside `model` (wrapped or not) used in their latest forward;
+    {} for a model without them (GPT-NeoX, BERT) or one that has not run."""
+    used = {}
+    for module in model.modules():
+        if isinstance(module, SSMMixer):
+            used.update(module.backends_used)
+    return used
 
 
 def register_auto_classes():

@@ -1,7 +1,9 @@
 """Which model a directory holds and where its tokenizer is: the one answer every command uses.
 
     model_dir_of(path)        a model directory, or a run directory's model/
-    read_config(model_dir)    its config.json
+    local_model(spec)         model_dir_of for a local path; a name that is none (a hub name) as given
+    training_run_dir(path)    RUN for a model given as RUN or RUN/model of a biomamba training run
+    read_config(model_dir)    its config.json (the one reader of config.json)
     mamba_layout(raw)         "ours" | "hf" | "mamba_ssm" for Mamba / Mamba-2 checkpoints, None for any other
     model_family(raw)         ("biomamba" | "transformers", "causal" | "masked")
     find_tokenizer_dir(...)   the first of an explicit dir, the model dir, its tokenizer/, fallbacks
@@ -36,14 +38,39 @@ def model_dir_of(path) -> Path:
     return path
 
 
+def local_model(spec):
+    """The model directory of a local model (model dir, RUN or RUN/model); a `spec` that is no local
+    path is returned as given: a hub name, which transformers resolves with the user's own network."""
+    return model_dir_of(spec) if Path(spec).exists() else spec
+
+
+def training_run_dir(model_path) -> Path | None:
+    """RUN for a model given as RUN or RUN/model of a biomamba training run (RUN holds config.yaml)."""
+    path = Path(model_path)
+    for candidate in (path, path.parent if path.name == "model" else None):
+        if candidate is not None and (candidate / "config.yaml").is_file():
+            return candidate
+    return None
+
+
+_FLOAT_TAGS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+
+
 def read_config(model_dir) -> dict:
     config = Path(model_dir) / "config.json"
     try:
-        return json.loads(config.read_text())
-    except FileNotFoundError:
+        return json.loads(config.read_text(), object_hook=_float_tags)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ModelSpecError(f"{config}: no config.json (expected a model directory)") from None
     except json.JSONDecodeError as err:
         raise ModelSpecError(f"{config}: invalid JSON ({err})") from None
+
+
+def _float_tags(obj: dict):
+    """transformers writes inf as {"__float__": "Infinity"} (e.g. Mamba2Config.time_step_limit)."""
+    if set(obj) == {"__float__"} and obj["__float__"] in _FLOAT_TAGS:
+        return _FLOAT_TAGS[obj["__float__"]]
+    return obj
 
 
 def mamba_layout(raw: dict) -> str | None:

@@ -27,7 +27,7 @@ import torch
 from biomamba.encoding import DEFAULT_INSTRUCTION, PASSAGE_TEMPLATE, QUERY_TEMPLATE, encode, format_passage
 from biomamba.io import discard, fsync_tree, replace_dir, write_text
 from biomamba.modeling import BioMambaForEmbedding
-from biomamba.resolve import find_tokenizer_dir, load_tokenizer
+from biomamba.resolve import find_tokenizer_dir, load_tokenizer, model_dir_of
 
 SHARD_ROWS = 65536
 ENCODE_PART = 16384  # documents encoded before they are searched (memory: their embeddings)
@@ -71,6 +71,7 @@ class Encoder:
 def load_encoder(model_dir, tokenizer_dir=None, data_dir=None) -> "Encoder":
     """An Encoder for a model dir; its tokenizer from tokenizer_dir, the model dir, or a prepared
     data dir's tokenizer/."""
+    model_dir = model_dir_of(model_dir)  # a retrieval training run dir holds its model in model/
     fallbacks = [Path(data_dir) / "tokenizer"] if data_dir else []
     tokenizer = load_tokenizer(find_tokenizer_dir(model_dir, tokenizer_dir, fallbacks, hint="pass --tokenizer DIR"))
     return Encoder(load_embedding_model(model_dir), tokenizer)

@@ -1,12 +1,14 @@
 """Facts about where a command runs, recorded in every run's config: the device and the code version."""
+from __future__ import annotations
+
 import subprocess
 from pathlib import Path
 
-import torch
 
-
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:  # noqa: F821  (torch is imported on use: `--help` loads no torch)
     """"auto" -> cuda when available, else cpu; "cuda" without a GPU is an error naming the option."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

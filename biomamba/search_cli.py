@@ -8,10 +8,7 @@ exact (faiss when installed, else a float32 matrix product).
 import json
 import sys
 
-from biomamba.checkpoints import CheckpointError
-from biomamba.encoding import DEFAULT_INSTRUCTION
-from biomamba.resolve import ModelSpecError
-from biomamba.retrieval import DenseIndex, RetrievalError, load_encoder
+from biomamba.data.pairs import DEFAULT_INSTRUCTION
 
 
 def add_arguments(parser):
@@ -25,6 +22,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    # imported here, not above: `--help` must print without loading torch (biomamba/cli.py)
+    from biomamba.checkpoints import CheckpointError
+    from biomamba.resolve import ModelSpecError
+    from biomamba.retrieval import DenseIndex, RetrievalError, load_encoder
+
     try:
         index = DenseIndex(args.index, backend=args.backend)
         model = args.model or index.meta.get("model")

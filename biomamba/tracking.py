@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from biomamba.io import write_text
+from biomamba.resolve import training_run_dir
 from biomamba.runtime import git_commit
 
 PROJECT = "biomamba"
@@ -72,15 +73,6 @@ class ModelOrigin:
 
     def facts(self) -> dict:
         return asdict(self)
-
-
-def training_run_dir(model_path) -> Path | None:
-    """RUN_DIR for a model given as RUN_DIR or RUN_DIR/model of a biomamba training run (config.yaml)."""
-    path = Path(model_path)
-    for candidate in (path, path.parent if path.name == "model" else None):
-        if candidate is not None and (candidate / "config.yaml").is_file():
-            return candidate
-    return None
 
 
 def model_origin(model_path) -> ModelOrigin:

@@ -54,14 +54,17 @@ from biomamba.data.errors import DataError
 from biomamba.data.sampling import HashSample
 from biomamba.io import write_text
 from biomamba.runtime import pick_device
-from biomamba import tracking
+from biomamba import flags, tracking
 from biomamba.eval.ppl_data import load_data
 from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_metrics
 from biomamba.eval.ppl_models import ModelSpecError, default_max_length, load_model, prefix_token_id
-from biomamba.metrics.rolling import causal_document_scores, check_windowing, windowing_description
 
 LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x vocab
 CHUNK_TOKENS = 2 ** 20  # documents are encoded, windowed and scored about this many tokens at a time
+
+
+# --precision -> the torch dtype the weights are cast to (recorded in OUT.json as model.dtype)
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def add_arguments(parser):
@@ -77,7 +80,9 @@ def add_arguments(parser):
                         help="new tokens scored per window (default --max-length: disjoint spans)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--precision", default="fp32", choices=list(DTYPES),
+                        help="the weights' dtype while scoring (default fp32)")
+    flags.renamed(parser, "--dtype", "--precision", " (fp32, bf16, fp16)")
     parser.add_argument("--legacy-padded", action="store_true",
                         help="also score by the 2024 BioMamba protocol (512 tokens, padding scored)")
     parser.add_argument("--pack", action="store_true",
@@ -135,6 +140,8 @@ def score_documents(loaded, token_lists, max_length, stride, batch_size, device,
         from biomamba.eval.pseudo_ppl import pseudo_document_scores
         return pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, max_length, stride,
                                       batch_size, device, progress)
+    from biomamba.metrics.rolling import causal_document_scores  # torch: not for `--help`
+
     prefix_id, _ = prefix_token_id(loaded.tokenizer)
     max_tokens = max(max_length, LOGITS_BUDGET // max(len(loaded.tokenizer), 1))
     return causal_document_scores(loaded.model, token_lists, prefix_id, max_length, stride, batch_size,
@@ -214,6 +221,8 @@ def legacy_result(loaded, texts, args, device) -> dict:
 
 
 def protocol_of(loaded, max_length, stride, note, legacy) -> dict:
+    from biomamba.metrics.rolling import windowing_description  # torch: not for `--help`
+
     if loaded.scoring == "masked":
         desc = {"name": "pseudo_loglikelihood", "max_length": max_length,
                 "stride": stride, "description": "Salazar et al. 2020: each token masked in turn, "
@@ -255,10 +264,12 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from biomamba.metrics.rolling import check_windowing  # torch: not for `--help`
+
     try:
         device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
-        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, args.dtype)
+        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, DTYPES[args.precision])
         max_length, note = default_max_length(loaded, args.max_length)
         stride = check_windowing(max_length, args.stride)
         if args.batch_size < 1:
@@ -279,7 +290,7 @@ def _run(args) -> int:
     except (DataError, ModelSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    payload = {"model": model_entry(loaded, device, args.dtype), "protocol": protocol, "results": results}
+    payload = {"model": model_entry(loaded, device, DTYPES[args.precision]), "protocol": protocol, "results": results}
     write_json(Path(args.out), payload)
     print(f"wrote {args.out}")
     track(args, payload)

@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM, BioMambaModel
 from biomamba.checkpoints import CheckpointError
+from biomamba.resolve import ModelSpecError
 from tests.model_helpers import random_hf_mamba, tiny_model, write_mamba_ssm_dir
 
 
@@ -70,7 +71,7 @@ def test_shape_mismatch_names_tensor_and_both_shapes(hf_dir):
 def test_bad_directories_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="not a directory"):
         BioMambaForCausalLM.from_pretrained(tmp_path / "missing")
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(ModelSpecError, match="no config.json"):  # resolve.read_config's one error type
         BioMambaForCausalLM.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(CheckpointError, match="not a Mamba checkpoint"):

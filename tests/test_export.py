@@ -123,3 +123,18 @@ def test_export_command(source_dir, tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "missing"), "--to", "transformers",
                  "--out", str(tmp_path / "x")]) == 1
     assert "no such model directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layer", ["Mamba1", "Mamba2"])
+@pytest.mark.parametrize("to", ["transformers", "state-spaces"])
+def test_export_command_writes_both_layouts_for_both_block_types(to, layer, tmp_path, capsys):
+    # The command, not export_model: the state-spaces CLI path once read an architectures key after writing.
+    source = tmp_path / "source"
+    tiny_model(layer=layer, vocab_size=VOCAB).save_pretrained(source)
+    assert main(["export", "--model", str(source), "--to", to, "--out", str(tmp_path / "out")]) == 0
+    loader = {"transformers": "ForCausalLM.from_pretrained", "state-spaces": "MambaLMHeadModel.from_pretrained"}[to]
+    assert loader in capsys.readouterr().out
+    ours = _logits(BioMambaForCausalLM.from_pretrained(source), _ids())
+    again = BioMambaForCausalLM.from_pretrained(tmp_path / "out")
+    assert again.config.ssm_layer == layer
+    assert (_logits(again, _ids()) - ours).abs().max() <= 1e-5

@@ -119,6 +119,7 @@ def assert_same_tensors(a: dict, b: dict):
 
 
 @pytest.mark.parametrize("kind", ["biomamba", "bert"])
+@pytest.mark.slow  # a training run
 def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected_model(kind, mamba_dir, bert_dir,
                                                                                         tmp_path):
     from transformers import AutoModelForSequenceClassification
@@ -143,6 +144,22 @@ def test_learns_a_separable_task_to_near_perfect_accuracy_and_saves_the_selected
 
 # ----------------------------------------------------------------------------- end to end
 
+def test_a_training_run_directory_fine_tunes_as_its_model_directory(mamba_dir, tmp_path):
+    """--model RUN (a pretraining run: config.yaml + model/) is RUN/model, as for eval-ppl (biomamba/resolve.py)."""
+    run_dir = tmp_path / "pretrain-run"
+    shutil.copytree(mamba_dir, run_dir / "model")
+    (run_dir / "config.yaml").write_text("logging: {group: pretraining}\n")
+    task = write_separable_task(tmp_path / "toy.jsonl", 60)
+    results = []
+    for model in (run_dir, run_dir / "model"):
+        out = tmp_path / f"ft-{model.name}"
+        assert run_finetune("--task", f"jsonl:{task}", "--model", model, "--out", out, "--seeds", "1", *TOY,
+                            "train.max_steps=2", "train.eval_every=2") == 0
+        results.append(json.loads((out / "results.json").read_text()))
+    assert results[0]["model_family"] == "biomamba"
+    assert results[0]["per_seed"][0]["test"] == results[1]["per_seed"][0]["test"]
+
+
 @pytest.fixture(scope="module")
 def sentence_role_runs(prepared, mamba_dir, bert_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
@@ -154,6 +171,7 @@ def sentence_role_runs(prepared, mamba_dir, bert_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, kind", [("mamba", "biomamba"), ("bert", "bert")])
+@pytest.mark.slow  # a training run
 def test_sentence_roles_end_to_end(sentence_role_runs, name, kind):
     run = sentence_role_runs / name
     results = json.loads((run / "results.json").read_text())
@@ -177,6 +195,7 @@ def first_losses(run, seed):
     return [r["loss"] for r in rows if "split" not in r]
 
 
+@pytest.mark.slow  # a training run
 def test_seeds_give_different_runs_and_the_spread_is_reported(sentence_role_runs):
     run = sentence_role_runs / "mamba"
     assert first_losses(run, 1) != first_losses(run, 2)
@@ -187,6 +206,7 @@ def test_seeds_give_different_runs_and_the_spread_is_reported(sentence_role_runs
     assert results["mean"]["test"]["macro_f1"] == pytest.approx(np.mean(test))
 
 
+@pytest.mark.slow  # a training run
 def test_rerun_skips_finished_seeds_and_resume_is_exact(sentence_role_runs, prepared, mamba_dir, tmp_path, capsys):
     from safetensors.torch import load_file
     straight = sentence_role_runs / "mamba"
@@ -209,6 +229,7 @@ def test_rerun_skips_finished_seeds_and_resume_is_exact(sentence_role_runs, prep
     assert "another config" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a training run
 def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path):
     """seed_N/model after a resume is the best as of the resumed checkpoint, even when the run had
     written a newer best (which the resume forgets) or was killed between two renames."""
@@ -247,6 +268,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
     assert not best.path.exists()
 
 
+@pytest.mark.slow  # a training run
 def test_report_finetune_compares_runs(sentence_role_runs, capsys):
     from biomamba.eval import report_finetune
     parser = argparse.ArgumentParser()
@@ -323,6 +345,7 @@ def lora_checkpoint_weights(run, step) -> dict:
     return load_file(run / "seed_1" / "checkpoints" / f"step_{step:07d}" / "model" / "model.safetensors")
 
 
+@pytest.mark.slow  # a training run
 def test_lora_on_biomamba_learns_with_a_frozen_backbone_and_saves_the_selected_model(mamba_dir, tmp_path):
     pytest.importorskip("peft")
     from safetensors.torch import load_file
@@ -346,6 +369,7 @@ def test_lora_on_biomamba_learns_with_a_frozen_backbone_and_saves_the_selected_m
     assert type(model).__name__ == "BioMambaForSequenceClassification"  # a plain model: adapters merged
 
 
+@pytest.mark.slow  # a training run
 def test_lora_on_a_tiny_bert_runs_and_merges(bert_dir, tmp_path, capsys):
     pytest.importorskip("peft")
     from transformers import AutoModelForSequenceClassification
@@ -362,6 +386,7 @@ def test_lora_on_a_tiny_bert_runs_and_merges(bert_dir, tmp_path, capsys):
     assert not any("lora" in name for name in model.state_dict())
 
 
+@pytest.mark.slow  # a training run
 def test_lora_resume_equals_a_straight_run(mamba_dir, tmp_path):
     pytest.importorskip("peft")
     from safetensors.torch import load_file
@@ -531,6 +556,7 @@ def test_masking_is_deterministic_per_step_and_bert_like():
     assert not (masked & ~scored).any() and 0.75 < masked.sum() / scored.sum() < 0.85
 
 
+@pytest.mark.slow  # a training run
 def test_pretrain_bert_matches_size_and_loads_for_finetuning(prepared, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -31,6 +31,7 @@ def straight_run(data_dir, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # a training run
 def test_pretrain_trains_a_mamba2_model_and_records_the_ssd_scan_backend(straight_run):
     config = yaml.safe_load((straight_run / "config.yaml").read_text())
     assert config["resolved"]["backends"]["ssd_scan"] == "torch"  # "auto" on CPU
@@ -44,6 +45,7 @@ def test_pretrain_trains_a_mamba2_model_and_records_the_ssd_scan_backend(straigh
     assert sum(loss for _, loss in train[-3:]) < sum(loss for _, loss in train[:3])  # it learns
 
 
+@pytest.mark.slow  # a training run
 def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, data_dir, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(straight_run, resumed)
@@ -52,6 +54,7 @@ def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, data_d
     assert losses(resumed) == losses(straight_run)
 
 
+@pytest.mark.slow  # a training run
 def test_sigkill_then_rerun_ends_like_the_straight_run(straight_run, data_dir, tmp_path):
     point = random.Random(0).randrange(3, 11)
     run_dir = tmp_path / f"killed_{point}"

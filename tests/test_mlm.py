@@ -102,6 +102,7 @@ def test_word_embedding_lr_ratio_gives_the_tied_embeddings_their_own_lr():
     assert [g["weight_decay"] for g in param_groups(plain, 0.1, 0.002)] == [0.1, 0.0]
 
 
+@pytest.mark.slow  # a training run
 def test_a_tiny_bert_with_the_recipe_learns_past_the_unigram_stage(data_dir, tmp_path):
     """The recipe's masking and schedule at 64 wide (1 head, 2 layers) on the small fixture: val MLM
     loss well under the unigram entropy of the train tokens within 200 steps. A model this narrow

@@ -89,12 +89,30 @@ def test_unavailable_backend_says_how_to_get_it():
         ops.selective_scan(*tensors[:5], backend="fast")
 
 
-def test_auto_records_its_choice():
-    tensors = scan_inputs(1, 3, 4, 2, "variable", 1)
-    ops.selective_scan(*tensors[:5], backend="ref")
-    assert ops.backends_used()["selective_scan"] == "ref"
-    ops.selective_scan(*tensors[:5], backend="auto")
-    assert ops.backends_used()["selective_scan"] in ("cpu", "torch")
+def test_auto_resolves_to_a_concrete_backend_and_a_named_one_to_itself():
+    assert ops.resolve_backend("ref", torch.device("cpu")) == "ref"
+    assert ops.resolve_backend("auto", torch.device("cpu")) in ("cpu", "torch")
+    assert ops.resolve_conv_backend() == "torch" and ops.resolve_conv_backend("cuda") == "cuda"
+    with pytest.raises(ops.BackendUnavailable, match="causal_conv1d backend 'fast'"):
+        ops.resolve_conv_backend("fast")
+
+
+@pytest.mark.parametrize("layer, scan_op", [("Mamba1", "selective_scan"), ("Mamba2", "ssd_scan")])
+def test_each_model_records_the_backends_its_own_ops_used(layer, scan_op):
+    """The choice lives on the model (its mixers), not in a global: a second model's forward leaves the
+    first one's record as it was."""
+    from biomamba.modeling import backends_used
+    from tests.model_helpers import tiny_model
+
+    first, second = tiny_model(layer=layer, scan_backend="ref"), tiny_model(layer=layer, scan_backend="auto")
+    assert backends_used(first) == {}  # nothing ran yet
+    ids = torch.randint(0, 97, (1, 6))
+    first(ids)
+    second(ids)
+    assert backends_used(first) == {scan_op: "ref", "causal_conv1d": "torch"}
+    assert backends_used(second) == {scan_op: ops.resolve_backend("auto", torch.device("cpu")) if layer == "Mamba1"
+                                     else ops.resolve_ssd_backend("auto", torch.device("cpu")), "causal_conv1d": "torch"}
+    assert first.config.scan_backend == "ref" and second.config.scan_backend == "auto"  # configs as set
 
 
 # ----------------------------------------------------------------------------- packed documents (seq_idx)
@@ -245,7 +263,6 @@ def test_mamba_ssm_refuses_seq_idx_even_when_not_installed():
 
 def test_auto_with_seq_idx_never_picks_mamba_ssm(monkeypatch):
     monkeypatch.setattr(ops, "_mamba_ssm_scan", lambda: fake_mamba_ssm)
-    monkeypatch.setattr(ops, "_AUTO_NOTES", set())  # the note is given once per process
     cuda = torch.device("cuda")  # only resolved, never allocated on
     assert ops.resolve_backend("auto", cuda) == "mamba_ssm"
     with pytest.warns(UserWarning, match="'mamba_ssm' cannot honour seq_idx, using 'torch'"):
@@ -255,6 +272,9 @@ def test_auto_with_seq_idx_never_picks_mamba_ssm(monkeypatch):
 
 
 def test_auto_with_seq_idx_records_a_backend_that_honours_it():
-    tensors = scan_inputs(1, 3, 4, 2, "variable", 1)
-    ops.selective_scan(*tensors[:5], seq_idx=torch.zeros(1, 4, dtype=torch.int64))
-    assert ops.backends_used()["selective_scan"] in ("cpu", "torch")
+    from biomamba.modeling import backends_used
+    from tests.model_helpers import tiny_model
+
+    model = tiny_model()
+    model(torch.randint(0, 97, (1, 4)), seq_idx=torch.zeros(1, 4, dtype=torch.int64))
+    assert backends_used(model)["selective_scan"] in ("cpu", "torch")

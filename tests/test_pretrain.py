@@ -29,6 +29,7 @@ def straight_run(data_dir, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # a training run
 def test_run_writes_config_metrics_and_final_model(straight_run):
     config = yaml.safe_load((straight_run / "config.yaml").read_text())
     assert config["train"]["max_steps"] == 30
@@ -47,6 +48,7 @@ def test_run_writes_config_metrics_and_final_model(straight_run):
     assert (straight_run / "model" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow  # a training run
 def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(straight_run, resumed)
@@ -72,6 +74,7 @@ def _kill_at_step(command, run_dir, step):
     return False
 
 
+@pytest.mark.slow  # a training run
 def test_sigkill_at_random_points_then_rerun_ends_like_the_straight_run(straight_run, tmp_path):
     data = _data_of(straight_run)
     args = ("train.max_steps=30", "train.save_every=2", "train.keep_last=20", "train.eval_every=10")
@@ -85,6 +88,7 @@ def test_sigkill_at_random_points_then_rerun_ends_like_the_straight_run(straight
         assert losses(run_dir)[-1] == losses(straight_run)[-1]
 
 
+@pytest.mark.slow  # a training run
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     model = tiny_model()
     cfg = load_config(None, ["train.max_steps=6", "train.save_every=1", "optim.warmup_steps=1",
@@ -118,18 +122,20 @@ class _NullLogger:
     def log_samples(self, *a, **k): pass
 
 
+@pytest.mark.slow  # a training run
 def test_nan_weights_from_init_from_fail_with_a_clear_message(data_dir, tmp_path):
     model = tiny_model(vocab_size=512)
     with torch.no_grad():
         model.backbone.norm_f.weight.fill_(float("nan"))
     model.save_pretrained(tmp_path / "nan_model")
     result = run_pretrain(tmp_path / "run", data_dir, "train.max_steps=3",
-                          f"train.init_from={tmp_path / 'nan_model'}", check=False)
+                          f"model.init_from={tmp_path / 'nan_model'}", check=False)
     assert result.returncode == 1
     assert "non-finite loss" in result.stderr and "no checkpoint was saved yet" in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a training run
 def test_wandb_offline_history_matches_metrics(data_dir, tmp_path):
     run_dir = tmp_path / "wb"
     run_pretrain(run_dir, data_dir, "train.max_steps=3", "train.eval_every=3", "logging.wandb=true",
@@ -148,6 +154,7 @@ def test_wandb_offline_history_matches_metrics(data_dir, tmp_path):
     assert run["config"]["update"]["train"]["max_steps"] == 3
 
 
+@pytest.mark.slow  # a training run
 def test_two_gloo_processes_equal_one_with_the_same_global_batch(data_dir, tmp_path):
     common = ("train.max_steps=4", "train.save_every=4", "model.scan_backend=torch")
     run_pretrain(tmp_path / "one", data_dir, "train.batch_size=4", *common)
@@ -158,6 +165,7 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(data_dir, tmp_p
     assert_same_validation(tmp_path / "one", tmp_path / "two")
 
 
+@pytest.mark.slow  # a training run
 def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path):
     run_pretrain(tmp_path / "mamba", data_dir, "train.max_steps=3")
     run_pretrain(tmp_path / "gpt", data_dir, "train.max_steps=30", "model.arch=transformer")
@@ -168,12 +176,13 @@ def test_transformer_baseline_is_parameter_matched_and_learns(data_dir, tmp_path
     assert sum(trace[-5:]) / 5 < sum(trace[:5]) / 5 - 0.3
 
 
+@pytest.mark.slow  # a training run
 def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(data_dir, tmp_path):
-    """The path a GPU user takes first (train.precision=bf16), exercised on CPU with autocast."""
+    """The path a GPU user takes first (run.precision=bf16), exercised on CPU with autocast."""
     settings = ("train.max_steps=6", "train.save_every=3", "train.keep_last=5", "train.eval_every=6")
     straight, fp32 = tmp_path / "bf16", tmp_path / "fp32"
-    run_pretrain(straight, data_dir, "train.precision=bf16", *settings)
-    run_pretrain(fp32, data_dir, "train.precision=fp32", *settings)
+    run_pretrain(straight, data_dir, "run.precision=bf16", *settings)
+    run_pretrain(fp32, data_dir, "run.precision=fp32", *settings)
     resolved = yaml.safe_load((straight / "config.yaml").read_text())["resolved"]
     assert resolved["precision"] == "bf16 autocast"
     bf16_losses = [loss for _, loss in losses(straight)]
@@ -183,7 +192,7 @@ def test_bf16_autocast_on_cpu_trains_and_resumes_exactly(data_dir, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(straight, resumed)
     keep_checkpoints_up_to(resumed, 3)
-    run_pretrain(resumed, data_dir, "train.precision=bf16", *settings)
+    run_pretrain(resumed, data_dir, "run.precision=bf16", *settings)
     assert losses(resumed) == losses(straight)
 
 
@@ -201,6 +210,7 @@ def test_each_eos_starts_the_next_packed_document():
     assert document_ids(windows, eos_id=0).tolist() == [[0, 0, 1, 1, 2, 3, 3], [1, 1, 1, 1, 1, 1, 1]]
 
 
+@pytest.mark.slow  # a training run
 def test_document_resets_train_differently_and_resume_exactly(data_dir, tmp_path):
     # windows of 256 tokens: these steps' windows hold document boundaries (the small data's
     # abstracts average ~770 tokens with its 512-token vocabulary)

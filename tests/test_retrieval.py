@@ -290,7 +290,7 @@ def separable(tmp_path_factory):
 
 def separable_config(separable, data_dir, *extra):
     return load_config(None, ["model.preset=debug", "model.scan_backend=torch", "model.pooling=mean",
-                              f"data.tokenizer={data_dir}/tokenizer", "data.dir=null", "data.kinds=[]",
+                              f"model.tokenizer={data_dir}/tokenizer", "data.dir=null", "data.kinds=[]",
                               f"data.beir=[{separable}]", f"data.eval_beir=[{separable}]",
                               "train.max_steps=50", "train.batch_size=8", "train.eval_every=50",
                               "train.save_every=50", "optim.lr=0.01", "optim.warmup_steps=4",
@@ -496,3 +496,23 @@ def test_index_written_in_batches_equals_one_batch_and_an_interrupted_one_keeps_
             writer.add(ids[:20], titles[:20], emb[:20])
             raise RuntimeError("interrupted")
     assert DenseIndex(tmp_path / "parts").meta["count"] == 50 and not (tmp_path / "parts.tmp").exists()
+
+
+def test_a_training_run_directory_is_accepted_wherever_a_model_directory_is(separable, data_dir, tokenizer, tmp_path):
+    """RUN and RUN/model name the same model (biomamba/resolve.py), as they do for eval-ppl."""
+    from biomamba.retrieval import load_encoder
+    from biomamba.train.retrieval import tokenizer_dir
+
+    run_dir = tmp_path / "run"
+    debug_embedder("mean").save_pretrained(run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "model")
+    (run_dir / "config.yaml").write_text("logging: {group: pretraining}\n")
+    texts = ["statin myopathy", "a longer second text about insulin"]
+    expected = load_encoder(run_dir / "model").encode(texts, instruction="Find it")
+    np.testing.assert_array_equal(load_encoder(run_dir).encode(texts, instruction="Find it"), expected)
+    # retrieval train from the run: the same weights, and the tokenizer found in RUN/model
+    cfg = separable_config(separable, data_dir, f"model.init_from={run_dir}", "model.tokenizer=null")
+    assert tokenizer_dir(cfg) == run_dir / "model"
+    started = build_model(cfg, len(tokenizer), tokenizer.eos_token_id).state_dict()
+    saved = BioMambaForEmbedding.from_pretrained(run_dir / "model").state_dict()
+    assert started.keys() == saved.keys() and all(torch.equal(started[k], saved[k]) for k in saved)

@@ -51,6 +51,7 @@ class ModelConfig:
     n_layer: int | None = at_least(None, 1)
     d_state: int | None = at_least(None, 1)
     scan_backend: str = choice("auto", SCAN_BACKENDS)
+    init_from: str | None = None  # --init-from: any checkpoint BioMambaForCausalLM.from_pretrained loads, or a run dir
 
 
 @dataclass
@@ -88,11 +89,20 @@ class TrainConfig:
     eval_every: int = at_least(50, 1)
     eval_batches: int = at_least(8, 1)  # val set: eval_batches x batch_size x processes val windows
     log_every: int = at_least(1, 1)
-    init_from: str | None = None  # any checkpoint BioMambaForCausalLM.from_pretrained loads
-    device: str = choice("auto", ("auto", "cpu", "cuda"))
-    precision: str = choice("auto", ("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
     on_nonfinite: str = choice("stop", ("stop", "skip"))
     parallel: str = choice("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (whole model per rank) | fsdp
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how a command computes: the `run` section of every schema (--device, --precision)."""
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+    precision: str = choice("auto", ("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
+
+
+# Old spellings, refused with the new name: one name for each setting in every command (README).
+RENAMED = {"train.init_from": "model.init_from", "train.device": "run.device",
+           "train.precision": "run.precision", "data.tokenizer": "model.tokenizer"}
 
 
 @dataclass
@@ -122,6 +132,7 @@ class RunConfig:
     mlm: MLMConfig = field(default_factory=MLMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
 
@@ -151,7 +162,9 @@ def _build(cls, values: dict, prefix: str, problems: list, defaults=None):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
-        if key not in known:
+        if f"{prefix}{key}" in RENAMED:
+            problems.append(f"{prefix}{key} is now {RENAMED[prefix + key]} (one name in every command)")
+        elif key not in known:
             problems.append(f"unknown key {prefix}{key} (known: {', '.join(sorted(known))})")
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -243,8 +256,8 @@ def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
 
 def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
-    if cfg.model.arch not in MAMBA_ARCHS and cfg.train.init_from:
-        problems.append("train.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
+    if cfg.model.arch not in MAMBA_ARCHS and cfg.model.init_from:
+        problems.append("model.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
     if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets is True:
         problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
                         f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")

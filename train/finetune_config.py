@@ -7,7 +7,8 @@ check=check_finetune), so unknown keys and bad values are all reported at once.
 from dataclasses import dataclass, field
 
 from biomamba.config import SCAN_BACKENDS
-from biomamba.train.config import LoggingConfig, OptimConfig, TrainConfig, at_least, check_loop, choice
+from biomamba.train.config import (LoggingConfig, OptimConfig, RuntimeConfig, TrainConfig, at_least, check_loop,
+                                   choice)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class FinetuneConfig:
         lr=3e-4, min_lr_ratio=0.0, weight_decay=0.01, beta2=0.999, warmup_steps=10))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=200, batch_size=16, save_every=100, keep_last=1, eval_every=50))
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(tags=["finetune"]))
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
 

@@ -16,7 +16,7 @@ import torch
 
 from biomamba.data.collate import pad_right
 from biomamba.io import atomic_open
-from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_family, read_config
+from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, local_model, model_family, read_config
 from biomamba.train.checkpoint import write_model_dir
 
 # BioMamba: the mixer's projections, per block type (config.ssm_layer); Mamba-2 computes dt, B and C in
@@ -31,19 +31,21 @@ SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, t
 
 def classifier_family(spec: str) -> str:
     """'biomamba' for Mamba checkpoints of any layout, else 'bert' (any AutoModel checkpoint)."""
-    if not Path(spec).exists():
+    location = local_model(spec)
+    if not isinstance(location, Path):
         return "bert"  # a hub name: transformers resolves it (needs the user's network)
-    family, _ = model_family(read_config(spec))
+    family, _ = model_family(read_config(location))
     return "biomamba" if family == "biomamba" else "bert"
 
 
 def load_classifier_tokenizer(spec: str, family: str, cfg):
     """model.tokenizer, else the model dir's tokenizer; for BioMamba, else data.dir's tokenizer/."""
-    if not Path(spec).exists() and not cfg.model.tokenizer:  # a hub name (the user's network)
+    location = local_model(spec)
+    if not isinstance(location, Path) and not cfg.model.tokenizer:  # a hub name (the user's network)
         from transformers import AutoTokenizer
         return AutoTokenizer.from_pretrained(spec)
     fallbacks = [Path(cfg.data.dir) / "tokenizer"] if family == "biomamba" and cfg.data.dir else []
-    return load_tokenizer(find_tokenizer_dir(spec, cfg.model.tokenizer, fallbacks,
+    return load_tokenizer(find_tokenizer_dir(location, cfg.model.tokenizer, fallbacks,
                                              hint="set model.tokenizer=DIR or data.dir=PREPARED_DIR"))
 
 
@@ -52,6 +54,7 @@ def build_classifier(spec: str, family: str, labels: list[str], cfg):
     model.init=random, its backbone too (same architecture and config, no pretrained weight)."""
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
+    spec = local_model(spec)
     if family == "biomamba":
         from biomamba.modeling import BioMambaForSequenceClassification
         model = BioMambaForSequenceClassification.from_pretrained(

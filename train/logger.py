@@ -7,7 +7,7 @@ the full config, a table of sample generations and the results as the run summar
 unless the user has configured it (WANDB_API_KEY, `wandb login`) or asks for logging.mode=online;
 `logging.wandb=false` turns it off. The run's job_type names the command (pretrain, finetune,
 retrieval-train); its group is logging.group, else the group of the model the run started from
-(train.init_from, model.path, model.init_from), else the run directory's name. `identity` (project,
+(model.init_from, model.path), else the run directory's name. `identity` (project,
 job_type, group, W&B id) is recorded in config.yaml (resolved.wandb), whence evaluations of the
 run's model take their group.
 """

@@ -165,9 +165,9 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.cfg.train.precision in ("auto", "bf16"):
+        if self.device.type == "cuda" and self.cfg.run.precision in ("auto", "bf16"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
-        if self.cfg.train.precision == "bf16":
+        if self.cfg.run.precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return nullcontext()
 

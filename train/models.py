@@ -5,6 +5,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.config import MAMBA2_PEERS, PRESETS
+from biomamba.resolve import model_dir_of
 from biomamba.train.config import MAMBA_ARCHS
 
 
@@ -46,10 +47,10 @@ def mamba_config(cfg_model, vocab_size: int, eos_id: int) -> BioMambaConfig:
 
 
 def build_mamba(cfg, vocab_size: int, eos_id: int):
-    if cfg.train.init_from:
-        model = BioMambaForCausalLM.from_pretrained(cfg.train.init_from)
+    if cfg.model.init_from:
+        model = BioMambaForCausalLM.from_pretrained(model_dir_of(cfg.model.init_from))
         if model.config.vocab_size < vocab_size:
-            raise ValueError(f"train.init_from={cfg.train.init_from}: its vocabulary "
+            raise ValueError(f"model.init_from={cfg.model.init_from}: its vocabulary "
                              f"({model.config.vocab_size}) is smaller than the data's tokenizer ({vocab_size})")
         model.config.scan_backend = cfg.model.scan_backend
         return model.train()

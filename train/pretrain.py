@@ -1,22 +1,4 @@
-"""Pretrain a causal LM on packed PubMed token shards (from `biomamba prepare`).
-
-Examples:
-  biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny data.dir=data/pubmed
-  biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-gpt model.arch=transformer
-  biomamba pretrain --config configs/tiny-cpu.yaml --out runs/tiny-bert model.arch=bert
-  torchrun --nproc_per_node 2 -m biomamba pretrain --config configs/tiny-cpu.yaml --out runs/ddp
-  torchrun --nproc_per_node 8 -m biomamba pretrain --config configs/paper-130m.yaml --out runs/1.4b \
-      model.preset=1.4b train.parallel=fsdp    # FSDP: shards too large to replicate per GPU
-
-Rerunning the same command on the same --out resumes from the latest complete checkpoint and
-gives the losses an uninterrupted run would have. Writes RUN_DIR/config.yaml (merged config, op
-backends, precision and parallelism used, git commit), metrics.jsonl, samples.jsonl, checkpoints/,
-model/ (final model + tokenizer) and results.json; W&B (offline unless configured) under RUN_DIR/wandb.
-Under train.parallel=fsdp, checkpoints and model/ still hold the whole model, as in any other run.
-Validation reports loss, ppl and packed_bits_per_byte: bits per byte of the packed val windows
-(documents run together), a training-curve number; `biomamba eval-ppl` measures each document alone
-(its bits_per_byte is the figure to compare models by).
-"""
+"""The pretraining run behind `biomamba pretrain` (its command line and usage: train/pretrain_cli.py)."""
 import math
 import sys
 from pathlib import Path
@@ -24,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
 from biomamba.train import distributed, mlm
@@ -32,13 +15,7 @@ from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.models import build_model
 from biomamba.train.run import RunSpec, execute, in_session
 from biomamba.train.windows import WindowBatches, val_windows
-
-
-def add_arguments(parser):
-    parser.add_argument("--config", help="YAML config (see configs/); defaults apply to missing keys")
-    parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. train.max_steps=20 data.dir=DIR logging.wandb=false")
+from biomamba.train.pretrain_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 # ----------------------------------------------------------------------------- data
@@ -145,7 +122,7 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
 
 def pretrain(cfg, run_dir: Path) -> dict:
     """Train as configured; under torchrun every rank calls this, joined in one process group."""
-    return in_session(cfg.train.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
+    return in_session(cfg.run.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
                       distributed_ok=True)
 
 
@@ -161,12 +138,12 @@ def _train(cfg, run_dir: Path, device) -> dict:
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
                 f"{'on' if document_resets(cfg) else 'off'}")
     return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
-                           job_type="pretrain", source_model=cfg.train.init_from))
+                           job_type="pretrain", source_model=cfg.model.init_from))
 
 
 def run(args) -> int:
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*args.overrides, *flags.overrides(args)])
         pretrain(cfg, Path(args.out))
     except (ConfigError, NonFiniteLoss, CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,21 +1,4 @@
-"""`biomamba retrieval train`: contrastive training of a BioMamba dense retriever (BMRetriever-style)
-on the run skeleton.
-
-  biomamba retrieval train --config configs/retrieval-tiny.yaml --out runs/retrieval \\
-      model.init_from=demo_out/tiny/model data.dir=demo_out/data
-
-
-Loss: InfoNCE with in-batch negatives, optionally plus BM25-mined hard negatives. For a micro-batch
-of B (query, passage) pairs and H hard negatives per query, the passages are the B positives then
-the B*H negatives; logits = q @ p.T / temperature, (B, B*(1+H)); the target of query i is passage i.
-A passage that is also a positive of query i (another pair of the same query, a shared document)
-is masked out of query i's row rather than counted as a negative.
-
-Pair sources (each step draws one micro-batch from one source, round robin over sources):
-  title-abstract, conclusion-rest   from the prepared data's train split (data.kinds)
-  beir:DIR                          the qrels/train.tsv of each BEIR directory in data.beir
-  bioasq                            data.bioasq (BioASQ JSON) over data.dir's documents
-"""
+"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.config import SCAN_BACKENDS
 from biomamba.data.documents import plain_abstract
@@ -35,12 +19,13 @@ from biomamba.data.sampling import HashSample
 from biomamba.data.retrieval_tasks import beir_task, pubmed_task
 from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
 from biomamba.metrics.retrieval import evaluate_run
-from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer
+from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
 from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
-from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, TrainConfig, at_least, check_loop,
-                                   choice, load_config)
+from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, RuntimeConfig, TrainConfig, at_least,
+                                   check_loop, choice, load_config)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session
+from biomamba.train.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 @dataclass
@@ -50,12 +35,12 @@ class RetrievalModelConfig:
     pooling: str = choice("last", ("last", "mean"))  # last: the appended EOS
     embedding_dim: int | None = at_least(None, 1)  # a linear projection to this size; None keeps d_model
     scan_backend: str = choice("auto", SCAN_BACKENDS)
+    tokenizer: str | None = None  # default: model.init_from's tokenizer, else data.dir/tokenizer
 
 
 @dataclass
 class RetrievalDataConfig:
     dir: str | None = "demo_out/data"  # a prepared dir: pairs from its train split, validation from val
-    tokenizer: str | None = None  # default: model.init_from's tokenizer, else DIR/tokenizer
     kinds: list[str] = field(default_factory=lambda: ["title-abstract", "conclusion-rest"])
     beir: list[str] = field(default_factory=list)  # BEIR dirs: training pairs from qrels/train.tsv
     eval_beir: list[str] = field(default_factory=list)  # BEIR dirs validated on qrels/test.tsv
@@ -82,6 +67,7 @@ class RetrievalRunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=10, weight_decay=0.01))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=16, eval_every=100, save_every=100))
+    run: RuntimeConfig = field(default_factory=RuntimeConfig)
     # no group: the run joins the W&B group of its model.init_from (biomamba.tracking)
     logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(tags=["retrieval"]))
     seed: int = 0
@@ -335,7 +321,7 @@ def build_model(cfg, vocab_size: int, eos_id: int):
     m = cfg.model
     torch.manual_seed(cfg.seed)
     if m.init_from:
-        model = BioMambaForEmbedding.from_pretrained(m.init_from, pooling=m.pooling, embedding_dim=m.embedding_dim)
+        model = BioMambaForEmbedding.from_pretrained(model_dir_of(m.init_from), pooling=m.pooling, embedding_dim=m.embedding_dim)
         if model.config.vocab_size < vocab_size:
             raise RetrievalError(f"model.init_from={m.init_from}: vocabulary {model.config.vocab_size} < "
                                  f"the tokenizer's {vocab_size}")
@@ -349,17 +335,18 @@ def build_model(cfg, vocab_size: int, eos_id: int):
 
 
 def tokenizer_dir(cfg) -> Path:
-    """data.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
+    """model.tokenizer, else model.init_from's tokenizer, else data.dir's tokenizer/."""
     try:
-        return find_tokenizer_dir(cfg.model.init_from or cfg.data.dir or ".", cfg.data.tokenizer,
+        model = model_dir_of(cfg.model.init_from) if cfg.model.init_from else None
+        return find_tokenizer_dir(model or cfg.data.dir or ".", cfg.model.tokenizer,
                                   [Path(cfg.data.dir) / "tokenizer"] if cfg.data.dir else [],
-                                  hint="set data.tokenizer=DIR, or use a model.init_from dir holding one")
+                                  hint="set model.tokenizer=DIR, or use a model.init_from dir holding one")
     except ModelSpecError as error:
         raise RetrievalError(str(error)) from None
 
 
 def train_retrieval(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.train.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
+    return in_session(cfg.run.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
 
 
 def _train(cfg, run_dir: Path, device) -> dict:
@@ -378,16 +365,10 @@ def _train(cfg, run_dir: Path, device) -> dict:
                            job_type="retrieval-train", source_model=cfg.model.init_from))
 
 
-def add_arguments(parser):
-    parser.add_argument("--config", help="YAML config (e.g. configs/retrieval-tiny.yaml)")
-    parser.add_argument("--out", required=True, help="run directory (resumed when it has checkpoints)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. model.init_from=DIR data.dir=DIR train.max_steps=50")
-
-
 def run(args) -> int:
     try:
-        cfg = load_config(args.config, args.overrides, schema=RetrievalRunConfig, check=check_config)
+        cfg = load_config(args.config, [*args.overrides, *flags.overrides(args)], schema=RetrievalRunConfig,
+                          check=check_config)
         train_retrieval(cfg, Path(args.out))
     except (ConfigError, NonFiniteLoss, RetrievalError, CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

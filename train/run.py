@@ -3,7 +3,7 @@
     def body(device):
         model = build(...).to(device)
         return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe))
-    final = in_session(cfg.train.device, "pretrain", body, distributed_ok=True)
+    final = in_session(cfg.run.device, "pretrain", body, distributed_ok=True)
 
 `in_session` chooses the device (joining the torchrun process group when launched by torchrun,
 refusing torchrun for one-process commands), runs the body and leaves the group cleanly. `execute`
@@ -28,6 +28,7 @@ import torch
 from biomamba import ops
 from biomamba.config import BioMambaConfig
 from biomamba.io import write_text
+from biomamba.modeling import backends_used
 from biomamba.runtime import git_commit, pick_device
 from biomamba.tracking import model_origin
 from biomamba.train import distributed
@@ -76,7 +77,6 @@ def execute(spec: RunSpec) -> dict:
     """Train `spec.model` as `spec.cfg` says into `spec.run_dir`; returns the final metrics."""
     cfg, run_dir, main = spec.cfg, Path(spec.run_dir), distributed.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ops.reset_backends_used()
     resolved = {**spec.facts, **run_facts(spec)}
     checkpointer = Checkpointer(run_dir, cfg.train.keep_last)
     start = checkpointer.latest_step()
@@ -95,7 +95,7 @@ def execute(spec: RunSpec) -> dict:
         final = trainer.fit()
         weights = trainer.full_weights()  # a collective under FSDP
         if main:
-            resolved["backends"] = {**resolved["backends"], **ops.backends_used()}
+            resolved["backends"] = {**resolved["backends"], **backends_used(spec.model)}
             write_run_config(run_dir, cfg, resolved)
             logger.summarize(finish(spec, trainer, final, resolved, weights))
     finally:
@@ -108,32 +108,30 @@ def run_facts(spec: RunSpec) -> dict:
     cfg, model = spec.cfg, spec.model
     return {"git_commit": git_commit(), "device": str(spec.device), "world_size": distributed.world_size(),
             "parallel": cfg.train.parallel if distributed.world_size() > 1 else "none",
-            "precision": precision_of(cfg.train.precision, spec.device),
+            "precision": precision_of(cfg.run.precision, spec.device),
             "parameters": count_parameters(model),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "backends": resolve_backends(model, spec.device)}
 
 
 def precision_of(setting: str, device: torch.device) -> str:
-    """What train.precision means on this device (see Trainer._autocast)."""
+    """What run.precision means on this device (see Trainer._autocast)."""
     if setting == "bf16" or (setting == "auto" and device.type == "cuda"):
         return "bf16 autocast"
     return "fp32"
 
 
 def resolve_backends(model, device) -> dict:
-    """Make a BioMamba model's "auto" scan backend concrete for `device` (so the run uses and records
-    one choice): selective_scan's for Mamba-1 blocks, ssd_scan's for Mamba-2 blocks; {} for models
-    without scan ops (GPT-NeoX, BERT)."""
+    """The scan backend a BioMamba model's setting ("auto" or a name) means on `device`, recorded before
+    training: selective_scan's for Mamba-1 blocks, ssd_scan's for Mamba-2 blocks; {} for models without
+    scan ops (GPT-NeoX, BERT). The model's config is left as set: each call resolves "auto" the same way."""
     config = next((m.config for m in model.modules() if isinstance(getattr(m, "config", None), BioMambaConfig)),
                   None)
     if config is None:
         return {}
     if config.ssm_layer == "Mamba2":
-        config.scan_backend = ops.resolve_ssd_backend(config.scan_backend, device)
-        return {"ssd_scan": config.scan_backend}
-    config.scan_backend = ops.resolve_backend(config.scan_backend, device)
-    return {"selective_scan": config.scan_backend}
+        return {"ssd_scan": ops.resolve_ssd_backend(config.scan_backend, device)}
+    return {"selective_scan": ops.resolve_backend(config.scan_backend, device)}
 
 
 def describe_parameters(resolved: dict) -> str:

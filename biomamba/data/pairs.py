@@ -67,6 +67,7 @@ def title_abstract_disjoint_pair(doc: dict):
 
 PAIR_KINDS = {"title-abstract": title_abstract_pair, "conclusion-rest": conclusion_rest_pair,
               "title-abstract-disjoint": title_abstract_disjoint_pair}
+DEFAULT_INSTRUCTION = "Given a query, retrieve relevant passages from PubMed"
 INSTRUCTIONS = {
     "title-abstract": "Given the title of a PubMed article, retrieve its abstract",
     # the same question as title-abstract (a model trained on that kind meets a familiar query)

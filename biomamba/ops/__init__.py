@@ -33,8 +33,9 @@ Backends of selective_scan:
     "cuda"      our CUDA kernel (kernels/cuda, glue in ops/cuda.py), CUDA tensors.
     "mamba_ssm" the state-spaces kernel, when `mamba_ssm` imports.
 "auto" picks the fastest available backend for the tensors' device among those a test on that kind
-of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); every choice is recorded in
-`backends_used()` so a run can write it into its config. Asking for an unavailable backend raises
+of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); `resolve_backend` says which
+one, and the model's mixers record what their calls used (biomamba.modeling.backends_used(model)) so a
+run can write it into its config; nothing here keeps state. Asking for an unavailable backend raises
 BackendUnavailable with the command that makes it available; there is no silent fallback.
 
 Mamba-2 (the SSD scan; mamba_ssm's `mamba_chunk_scan_combined` and Mamba2.step; names mapped to the
@@ -51,8 +52,8 @@ Shapes (h = heads, p = headdim, g = groups of heads sharing B/C, n = d_state):
     ssd_state_update: x, z (b, h, p); dt (b, h); B, C (b, g, n); returns y (b, h, p)
 Backends of ssd_scan: "ref" (ops/ssd_reference.py, sequential, any float dtype: the truth),
 "torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length; "auto" on CPU),
-"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"). The choice is
-recorded in `backends_used()["ssd_scan"]`. ssd_state_update runs the reference step.
+"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"): `resolve_ssd_backend`;
+a Mamba-2 mixer records its choice as backends_used(model)["ssd_scan"]. ssd_state_update runs the reference step.
 """
 import importlib
 import warnings
@@ -65,9 +66,7 @@ from biomamba.ops.reference import (causal_conv1d_torch, causal_conv1d_update_to
                                     selective_scan_ref, selective_state_update_ref)
 
 __all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update",
-           "selective_scan_ref", "resolve_backend", "backends_used", "reset_backends_used", "BackendUnavailable"]
-
-_USED = {}  # op name -> backend chosen on the last call (recorded for run configs)
+           "selective_scan_ref", "resolve_backend", "resolve_conv_backend", "BackendUnavailable"]
 
 
 # ----------------------------------------------------------------------------- backends registry
@@ -122,7 +121,8 @@ def _is_available(name):
 # passed on a GPU (bench/RESULTS_GPU_TODO.md); until then ask for backend="cuda" by name.
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "torch")}
 WITHOUT_SEQ_IDX = ("mamba_ssm",)  # scan backends that cannot reset at document boundaries
-_AUTO_NOTES = set()
+# Which backend a call used is not kept here: the model's mixers record it (their backends_used) and a
+# run writes it into its config. "Say once" below is the warnings module's own once per call site.
 
 
 def resolve_backend(backend, device, seq_idx=False) -> str:
@@ -139,25 +139,14 @@ def resolve_backend(backend, device, seq_idx=False) -> str:
         if seq_idx and name in WITHOUT_SEQ_IDX:
             continue
         if _is_available(name):
-            if name != preferred[0] and (device.type, name, seq_idx) not in _AUTO_NOTES:
+            if name != preferred[0]:
                 # Not silent: say once which faster backend is not used and why results may be slower.
-                _AUTO_NOTES.add((device.type, name, seq_idx))
                 why = ("cannot honour seq_idx" if seq_idx and preferred[0] in WITHOUT_SEQ_IDX
                        else "unavailable")
                 warnings.warn(f"selective_scan backend 'auto' on {device.type}: "
                               f"{preferred[0]!r} {why}, using {name!r}", stacklevel=3)
             return name
     raise BackendUnavailable(f"no selective_scan backend for device {device}")
-
-
-def backends_used() -> dict:
-    """{op name: backend} chosen by the most recent calls; written into run configs."""
-    return dict(_USED)
-
-
-def reset_backends_used():
-    """Forget earlier calls (a run records only what it used itself)."""
-    _USED.clear()
 
 
 # ----------------------------------------------------------------------------- selective scan
@@ -168,7 +157,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if seq_idx is not None:
         check_seq_idx(seq_idx, u, "selective_scan")
     name = resolve_backend(backend, u.device, seq_idx=seq_idx is not None)
-    _USED["selective_scan"] = name
     impl = _scan_impl(name)
     if seq_idx is None:  # every backend, mamba_ssm's included, without the argument
         return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
@@ -195,14 +183,19 @@ def causal_conv1d(x, weight, bias=None, activation=None, backend="auto", *, seq_
     """
     if seq_idx is not None:
         check_seq_idx(seq_idx, x, "causal_conv1d")
-    if backend == "cuda":
-        _USED["causal_conv1d"] = "cuda"
+    if resolve_conv_backend(backend) == "cuda":
         return _compiled_module("cuda").causal_conv1d(x, weight, bias, activation, seq_idx=seq_idx)
+    return causal_conv1d_torch(x, weight, bias, activation, seq_idx=seq_idx)
+
+
+def resolve_conv_backend(backend="auto") -> str:
+    """The concrete causal_conv1d backend: "cuda" when asked for by name, else the torch conv."""
+    if backend == "cuda":
+        return "cuda"
     if backend not in ("auto", "torch", "ref"):
         raise BackendUnavailable(f"causal_conv1d backend {backend!r} is not built into biomamba; "
                                  "use 'auto', 'torch' or 'cuda'")
-    _USED["causal_conv1d"] = "torch"
-    return causal_conv1d_torch(x, weight, bias, activation, seq_idx=seq_idx)
+    return "torch"
 
 
 def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
@@ -248,8 +241,7 @@ def resolve_ssd_backend(backend, device) -> str:
             _ssd_impl(name)
         except BackendUnavailable:
             continue
-        if name != preferred[0] and ("ssd_scan", device.type, name) not in _AUTO_NOTES:
-            _AUTO_NOTES.add(("ssd_scan", device.type, name))  # say once why it may be slower
+        if name != preferred[0]:  # say once (per call site) why it may be slower
             warnings.warn(f"ssd_scan backend 'auto' on {device.type}: "
                           f"{preferred[0]!r} unavailable, using {name!r}", stacklevel=3)
         return name
@@ -264,7 +256,6 @@ def ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_s
     check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx)
     name = resolve_ssd_backend(backend, x.device)
     impl = _ssd_impl(name)
-    _USED["ssd_scan"] = name
     return impl(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states,
                 seq_idx=seq_idx, dt_softplus=dt_softplus, dt_limit=dt_limit,
                 return_final_states=return_final_states)

@@ -1,0 +1,58 @@
+"""The flags commands share, each a shorthand for one config key (README: "One name per setting").
+
+    --init-from DIR          model.init_from     the weights a training run starts from
+    --tokenizer DIR          model.tokenizer     when not beside the model
+    --device auto|cpu|cuda   run.device
+    --precision P            run.precision
+    --wandb / --no-wandb     logging.wandb
+    --wandb-project NAME     logging.project
+    --wandb-group NAME       logging.group
+
+A command configured by YAML + key=value (pretrain, finetune, retrieval train) adds the flags it has
+with `add_arguments(parser, names)`; `overrides(args)` turns the ones given into key=value overrides,
+applied after the user's own. A spelling that was renamed is an error naming the new one (`renamed`).
+Imports nothing heavy: `--help` reads it (biomamba/cli.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+# name -> (config key, argparse arguments); a flag left unset (None) leaves the config's value
+FLAGS = {
+    "init_from": ("model.init_from", dict(flag="--init-from", metavar="DIR",
+                                          help="weights to start from: a model dir or a training run dir")),
+    "tokenizer": ("model.tokenizer", dict(flag="--tokenizer", metavar="DIR",
+                                          help="tokenizer dir (default: the model's own, else the data's)")),
+    "device": ("run.device", dict(flag="--device", choices=("auto", "cpu", "cuda"),
+                                  help="auto (cuda when available; the default), cpu or cuda")),
+    "precision": ("run.precision", dict(flag="--precision", choices=("auto", "fp32", "bf16"),
+                                        help="auto (bf16 autocast on GPU, fp32 on CPU; the default), fp32, bf16")),
+    "wandb": ("logging.wandb", dict(flag="--wandb", action=argparse.BooleanOptionalAction,
+                                    help="log to W&B (default: the config's logging.wandb, on)")),
+    "wandb_project": ("logging.project", dict(flag="--wandb-project", metavar="NAME", help="W&B project")),
+    "wandb_group": ("logging.group", dict(flag="--wandb-group", metavar="NAME", help="W&B group")),
+}
+WANDB = ("wandb", "wandb_project", "wandb_group")
+
+
+def add_arguments(parser, names):
+    for name in names:
+        _, spec = FLAGS[name]
+        spec = dict(spec)
+        parser.add_argument(spec.pop("flag"), dest=name, default=None, **spec)
+
+
+def overrides(args) -> list[str]:
+    """key=value overrides (JSON values, which YAML reads back as given) for the flags that were set."""
+    given = {name: getattr(args, name, None) for name in FLAGS}
+    return [f"{FLAGS[name][0]}={json.dumps(value)}" for name, value in given.items() if value is not None]
+
+
+def renamed(parser, old: str, new: str, note: str = ""):
+    """`old` as a flag that fails with a message naming `new` (hidden from --help)."""
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{old} is now {new}{note} (one name for each setting in every command)")
+
+    parser.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)

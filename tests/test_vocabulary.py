@@ -1,0 +1,59 @@
+"""One name per setting in every command: the shared flags are the config keys, old spellings are refused."""
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from biomamba import flags
+from biomamba.train.config import ConfigError, RunConfig, load_config
+from biomamba.train.finetune_config import FinetuneConfig, check_finetune
+from biomamba.train.retrieval import RetrievalRunConfig, check_config
+
+SCHEMAS = [(RunConfig, None), (FinetuneConfig, check_finetune), (RetrievalRunConfig, check_config)]
+RETRIEVAL_BASE = ["model.init_from=M"]  # retrieval train needs a starting model
+
+
+def _load(schema, check, overrides):
+    base = RETRIEVAL_BASE if schema is RetrievalRunConfig else []
+    return load_config(None, [*base, *overrides], schema=schema, check=check)
+
+
+@pytest.mark.parametrize("old, new", [("train.init_from", "model.init_from"), ("train.device", "run.device"),
+                                      ("train.precision", "run.precision"), ("data.tokenizer", "model.tokenizer")])
+@pytest.mark.parametrize("schema, check", SCHEMAS)
+def test_an_old_spelling_is_refused_with_the_new_name(schema, check, old, new):
+    with pytest.raises(ConfigError, match=rf"{old} is now {new}"):
+        _load(schema, check, [f"{old}=cpu"])
+
+
+@pytest.mark.parametrize("schema, check", SCHEMAS)
+def test_device_and_precision_live_in_run_with_the_same_defaults_everywhere(schema, check):
+    cfg = _load(schema, check, [])
+    assert (cfg.run.device, cfg.run.precision) == ("auto", "auto")
+    assert _load(schema, check, ["run.device=cpu", "run.precision=bf16"]).run.precision == "bf16"
+
+
+def test_the_shared_flags_are_shorthands_for_the_config_keys():
+    parser = argparse.ArgumentParser()
+    flags.add_arguments(parser, list(flags.FLAGS))
+    args = parser.parse_args(["--init-from", "RUN", "--tokenizer", "TOK", "--device", "cpu", "--precision", "bf16",
+                              "--no-wandb", "--wandb-project", "p", "--wandb-group", "g"])
+    cfg = load_config(None, flags.overrides(args), schema=RetrievalRunConfig, check=check_config)
+    assert (cfg.model.init_from, cfg.model.tokenizer, cfg.run.device, cfg.run.precision) == ("RUN", "TOK", "cpu", "bf16")
+    assert (cfg.logging.wandb, cfg.logging.project, cfg.logging.group) == (False, "p", "g")
+    assert flags.overrides(parser.parse_args([])) == []  # an unset flag leaves the config's value
+
+
+@pytest.mark.parametrize("command", [["pretrain"], ["finetune"], ["retrieval", "train"], ["eval-ppl"],
+                                     ["retrieval", "eval"]])
+def test_every_logging_command_has_the_same_wandb_flags(command):
+    out = subprocess.run([sys.executable, "-m", "biomamba", *command, "--help"], capture_output=True, text=True).stdout
+    for flag in ("--wandb", "--no-wandb", "--wandb-project", "--wandb-group"):
+        assert flag in out, (command, flag)
+
+
+def test_eval_ppl_dtype_is_refused_naming_precision(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "biomamba", "eval-ppl", "--model", str(tmp_path), "--data", "x",
+                          "--out", str(tmp_path / "o.json"), "--dtype", "bfloat16"], capture_output=True, text=True)
+    assert run.returncode == 2 and "--dtype is now --precision" in run.stderr

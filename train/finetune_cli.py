@@ -1,0 +1,71 @@
+"""Fine-tune a BioMamba or a BERT-family model on a biomedical classification task, over seeds.
+
+  biomamba finetune --task TASK --model MODEL_DIR --out RUN_DIR [--seeds 1,2,3] [--config FILE] [key=value ...]
+
+Examples:
+  biomamba finetune --task sentence-roles --model demo_out/tiny/model --out runs/ft-mamba \\
+      --config configs/finetune-sentence-roles.yaml data.dir=demo_out/data
+  biomamba finetune --task sentence-roles --model demo_out/tiny-bert/model --out runs/ft-bert \\
+      --config configs/finetune-sentence-roles.yaml data.dir=demo_out/data
+  biomamba report finetune runs/ft-mamba runs/ft-bert
+
+MODEL: a Mamba checkpoint directory (a pretraining RUN_DIR/model, ours, HF MambaForCausalLM or
+state-spaces mamba_ssm) -> BioMambaForSequenceClassification (model.pooling=last|mean); any other
+directory (BioBERT, PubMedBERT, `biomamba pretrain model.arch=bert` RUN_DIR/model) ->
+AutoModelForSequenceClassification. Both get a fresh classifier head. model.init=random keeps the
+architecture, config and tokenizer and draws every weight afresh from each seed: the control that
+shows what the pretraining adds.
+
+model.lora=true (pip install 'biomamba[lora]', i.e. peft) freezes the backbone and trains LoRA adapters
+(model.lora_r, lora_alpha, lora_dropout; model.lora_target_modules, default in_proj/x_proj/out_proj for
+BioMamba and peft's query/value for BERTs) plus the head. Checkpoints keep the adapters unmerged for
+exact resume.
+
+TASK:
+  sentence-roles          sentence -> abstract section; needs data.dir=PREPARED_DIR (biomamba prepare)
+  publication-types       title + abstract -> publication type; needs data.dir=PREPARED_DIR
+  bioasq-yesno:FILE.json  BioASQ task B yes/no: question + snippets -> yes/no
+  pubmedqa:FILE.json      PubMedQA {id: {QUESTION, CONTEXTS, final_decision}} -> yes/no/maybe
+  csv:FILE | jsonl:FILE   columns text, [text_pair], label, [split: train/val/test], [id]
+  hf:DIR                  a `datasets` save_to_disk dir (train / validation / test splits)
+Files without splits are split by a hash of the example id (data.val_fraction, data.test_fraction).
+
+Every model compared gets the same budget: the config's train.max_steps x train.batch_size and
+optim schedule. data.max_length (default 128) caps tokens per example; data.max_train_examples and
+data.max_eval_examples take a fixed subset (the same for all seeds and models) to keep CPU runs short.
+
+Each seed trains in RUN_DIR/seed_N (checkpoints, metrics.jsonl, a W&B run NAME-seedN of job_type
+finetune: val curve, test scores at each new best, its results as summary), evaluated on
+val every train.eval_every steps; the step with the best val macro-F1 is selected and its test
+scores kept. RUN_DIR/seed_N/model is that val-selected model, whose test scores are reported (its
+checkpoints hold the latest step instead): a plain model directory with its tokenizer, which
+BioMambaForSequenceClassification / AutoModelForSequenceClassification.from_pretrained loads (no peft
+needed: LoRA adapters are merged in), and selected.json {"step": N}. Without LoRA it is rewritten
+at every val improvement, each time into a temporary directory renamed in whole; under LoRA it is
+written when the seed finishes, from the adapters saved at each improvement (seed_N/lora_best).
+Rerunning the command resumes unfinished seeds (seed_N/model back at the best as of the resumed
+checkpoint) and skips finished ones. Writes
+RUN_DIR/config.yaml, results.json (per seed val/test accuracy, macro-F1, weighted-F1, per-class
+report, wall time; mean and sample std over seeds) and results.md, and a W&B run of job_type
+finetune-summary (mean/... and std/... over seeds, a table of the seeds), in the seeds' W&B group.
+"""
+# This module is the command's face: `--help` imports it alone, so it loads neither torch nor
+# transformers; biomamba.train.finetune holds the run and is imported by `run` (biomamba/cli.py).
+from biomamba import flags
+
+
+def add_arguments(parser):
+    parser.add_argument("--task", help="TASK (see above); or `task:` in the config")
+    parser.add_argument("--model", help="model directory (see above); or `model.path:` in the config")
+    parser.add_argument("--out", required=True, help="run directory (unfinished seeds are resumed)")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the config's seeds)")
+    parser.add_argument("--config", help="YAML config (see configs/finetune-*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.max_steps=50 data.dir=DIR logging.wandb=false")
+    flags.add_arguments(parser, ["tokenizer", "device", "precision", *flags.WANDB])
+
+
+def run(args) -> int:
+    from biomamba.train.finetune import run
+
+    return run(args)
