@@ -36,7 +36,7 @@ WARMUP_STEPS = 10
 def pretrain_args(data, out, *overrides):
     return ["pretrain", "--config", str(ROOT / "configs/paper-130m.yaml"), "--out", str(out),
             f"data.dir={data}", "train.batch_size=16", "train.grad_accum=1", "data.seq_len=1024",
-            "train.precision=bf16", "train.eval_batches=2", "logging.wandb=false", "optim.warmup_steps=5",
+            "run.precision=bf16", "train.eval_batches=2", "logging.wandb=false", "optim.warmup_steps=5",
             "logging.sample_tokens=4", *overrides]
 
 
