@@ -146,7 +146,7 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
 def pretrain(cfg, run_dir: Path) -> dict:
     """Train as configured; under torchrun every rank calls this, joined in one process group."""
     return in_session(cfg.train.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
-                      distributed_ok=True)
+                      distributed_ok=True, out=run_dir)
 
 
 def _train(cfg, run_dir: Path, device) -> dict:

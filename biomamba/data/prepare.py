@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from biomamba import locking
 from biomamba.io import sha256_file, sweep_temporaries, write_json
 from biomamba.data import hf, stages, store
 from biomamba.data import tokenizer as tk
@@ -203,36 +204,36 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
     timings = {} if timings is None else timings
     fields = hf.parse_fields(hf_fields)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # from here until the end, DIR does not look complete
-    sweep_temporaries(out)
-    _remove_earlier_layout(out)
-    inputs = resolve_inputs(medline, hf_inputs)
-    with _timed(timings, "parse"):
-        parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
-    good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
-    if not good:
-        raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
-    exclude, exclude_info = _exclusions(exclude_pmids)
-    with _timed(timings, "documents"):
-        docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
-    with _timed(timings, "tokenizer"):
-        tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
-                                    retrain_tokenizer, workers, progress, timings)
-    with _timed(timings, "shards"):
-        tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
-               "eos_id": tok_info["eos_id"]}
-        shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
-                              workers, progress)
-    with _timed(timings, "tasks"):
-        tasks = write_tasks(out, docs["units"], workers, progress)
-    options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
-               "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
-               "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
-    manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
-    write_json(out / TIMINGS, timings)
-    write_json(out / MANIFEST, manifest)
-    return manifest
+    with locking.hold(out):  # one writer per directory; from here until the end, DIR does not look complete
+        (out / MANIFEST).unlink(missing_ok=True)
+        sweep_temporaries(out)
+        _remove_earlier_layout(out)
+        inputs = resolve_inputs(medline, hf_inputs)
+        with _timed(timings, "parse"):
+            parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
+        good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
+        if not good:
+            raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
+        exclude, exclude_info = _exclusions(exclude_pmids)
+        with _timed(timings, "documents"):
+            docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
+        with _timed(timings, "tokenizer"):
+            tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
+                                        retrain_tokenizer, workers, progress, timings)
+        with _timed(timings, "shards"):
+            tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
+                   "eos_id": tok_info["eos_id"]}
+            shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
+                                  workers, progress)
+        with _timed(timings, "tasks"):
+            tasks = write_tasks(out, docs["units"], workers, progress)
+        options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
+                   "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
+                   "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
+        manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
+        write_json(out / TIMINGS, timings)
+        write_json(out / MANIFEST, manifest)
+        return manifest
 
 
 def _train_job(job) -> None:
