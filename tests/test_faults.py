@@ -250,12 +250,13 @@ def test_a_full_disk_during_a_checkpoint_names_it_and_the_safe_checkpoint(tmp_pa
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 6 MiB tmpfs (root only): room for one debug-model checkpoint, not for a second beside it."""
+    """A 700 KiB tmpfs (root only): room for one checkpoint of pretrain_command's debug model on the
+    small data (~490 KiB), not for a second beside it."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root; test_a_full_disk_during_a_checkpoint_... patches the write instead")
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)

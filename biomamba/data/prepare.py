@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from biomamba import locking
-from biomamba.io import sha256_file, sweep_temporaries, write_json
+from biomamba.io import reporting_write_errors, sha256_file, sweep_temporaries, write_json
 from biomamba.data import hf, stages, store
 from biomamba.data import tokenizer as tk
 from biomamba.data.corpus import documents_stage
@@ -52,6 +52,8 @@ from biomamba.data.tasks import write_tasks
 
 DOCUMENT_ORDER = "order of each PMID's winning record: input files by name, records in file order"
 SAMPLE_DIR = ".work/sample"
+KEPT_ON_FAILURE = ("the input files and stages finished before it are kept (.stages/, every file is written "
+                   "atomically): rerun the same command once there is space to continue from them")
 TIMINGS = ".stages/timings.json"  # seconds per stage of the last run (not an output: it varies)
 
 
@@ -223,7 +225,8 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
     timings = {} if timings is None else timings
     fields = hf.parse_fields(hf_fields)
     out = Path(out)
-    with locking.hold(out):  # one writer per directory; from here until the end, DIR does not look complete
+    # one writer per directory; a full disk is one line; from here until the end, DIR does not look complete
+    with locking.hold(out), reporting_write_errors(f"prepared data in {out}", KEPT_ON_FAILURE):
         (out / MANIFEST).unlink(missing_ok=True)
         sweep_temporaries(out)
         _remove_earlier_layout(out)
