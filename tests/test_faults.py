@@ -58,6 +58,8 @@ def _second_writer_commands(data_dir, out):
     return {
         "pretrain": ["pretrain", "--out", out, f"data.dir={data_dir}", "model.preset=debug", "logging.wandb=false"],
         "prepare": ["prepare", "--out", out, "--vocab-size", "300"],
+        "finetune": ["finetune", "--task", "sentence-roles", "--model", out.parent / "no-model", "--out", out,
+                     f"data.dir={data_dir}", "logging.wandb=false"],
         "retrieval train": ["retrieval", "train", "--out", out, f"data.dir={data_dir}", "model.preset=debug",
                             "logging.wandb=false"],
         "retrieval index": ["retrieval", "index", "--model", out.parent / "no-model", "--corpus", data_dir,
@@ -65,7 +67,7 @@ def _second_writer_commands(data_dir, out):
     }
 
 
-@pytest.mark.parametrize("command", ["pretrain", "prepare", "retrieval train", "retrieval index"])
+@pytest.mark.parametrize("command", ["pretrain", "prepare", "finetune", "retrieval train", "retrieval index"])
 def test_a_second_writer_exits_at_once_naming_the_directory_and_pid(data_dir, tmp_path, command):
     out = tmp_path / "out"
     with locking.hold(out):  # the first writer: this test process
