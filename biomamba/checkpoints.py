@@ -16,10 +16,12 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import GenerationConfig
 
 from biomamba.config import BioMambaConfig
+from biomamba.model_files import check_model_dir
 from biomamba.resolve import ModelSpecError, mamba_layout, model_dir_of, read_config
 
 # layout -> {its tensor-name fragment: ours}; state-spaces names are ours.
@@ -150,15 +152,22 @@ def read_state_dict(path: Path) -> dict:
     """Tensors from model.safetensors (or its shards) or pytorch_model.bin (weights only)."""
     single = path / "model.safetensors"
     if single.is_file():
-        return load_file(single)
+        return _load_safetensors(single)
     index = path / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for name in files for k, v in load_file(path / name).items()}
+        return {k: v for name in files for k, v in _load_safetensors(path / name).items()}
     binary = path / "pytorch_model.bin"
     if binary.is_file():
         return torch.load(binary, map_location="cpu", weights_only=True)
     raise CheckpointError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def _load_safetensors(file: Path) -> dict:
+    try:
+        return load_file(file)
+    except SafetensorError as error:  # what check_model_dir's header checks cannot see
+        raise CheckpointError(f"{file}: cannot read the weights ({error})") from None
 
 
 def map_keys(state_dict: dict, fmt: str, to_ours: bool = True) -> dict:
@@ -208,6 +217,7 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
         raise CheckpointError(f"{path}: not a directory (biomamba loads local model directories; "
                               "download a hub model yourself first)")
     path = model_dir_of(path)  # a training run directory loads its model/ (biomamba/resolve.py)
+    check_model_dir(path)  # a truncated or corrupt file: one line naming it, before a loader's traceback
     raw = read_config(path)
     fmt = detect_format(raw, path)
     if config is None:

@@ -12,6 +12,8 @@ import importlib
 import sys
 
 import biomamba
+from biomamba.io import WriteFailed, describe_write_error, write_errno
+from biomamba.locking import DirectoryInUse
 
 RETRIEVAL = {
     "train": ("biomamba.train.retrieval_cli", "contrastive training from a pretrained checkpoint"),
@@ -76,9 +78,32 @@ def run_module(prog: str, module_name: str, help_text: str, argv: list) -> int:
     sub = argparse.ArgumentParser(prog=prog, description=module.__doc__ or help_text,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
-    args = sub.parse_args(argv)  # `--help` exits here, before torch or transformers load
+    args = parse_intermixed(sub, argv)  # `--help` exits here, before torch or transformers load
     biomamba.load_models()  # registers the Auto classes, as `import biomamba` does outside the command
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (DirectoryInUse, WriteFailed) as error:  # any command that writes: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        code = write_errno(error)  # a full disk where no command said what it was writing
+        if code is None:
+            raise
+        where = f" {error.filename}" if isinstance(error, OSError) and error.filename else ""
+        print(f"error: writing{where} failed: {describe_write_error(code)}; every output file is written "
+              "atomically, so those already complete are intact and a rerun redoes the rest", file=sys.stderr)
+        return 1
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, argv: list) -> argparse.Namespace:
+    """key=value overrides before, between and after the flags (`--config C k=v --out D k2=v2`):
+    plain parse_args stops collecting positionals at the first flag. A parser with subcommands
+    (report) cannot be parsed intermixed (argparse raises TypeError before reading argv) and has no
+    overrides to intermix: it is parsed as usual."""
+    try:
+        return parser.parse_intermixed_args(argv)
+    except TypeError:
+        return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

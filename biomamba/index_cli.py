@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from biomamba import locking
 
 
 def add_arguments(parser):
@@ -29,19 +30,21 @@ def run(args) -> int:
     from biomamba.retrieval import RetrievalError, load_encoder
 
     try:
-        encoder = load_encoder(args.model, args.tokenizer)
-        count, seconds = build_index(encoder, iter_corpus(args.corpus), args)
+        with locking.hold(args.out) as lock:  # before the model loads: a second writer stops at once
+            encoder = load_encoder(args.model, args.tokenizer)
+            count, seconds = build_index(encoder, iter_corpus(args.corpus), args, lock)
         if count == 0:
             raise RetrievalError(f"{args.corpus}: the corpus is empty")
-    except (RetrievalError, CheckpointError, DataError, ModelSpecError) as error:
+    except (RetrievalError, CheckpointError, DataError, ModelSpecError, locking.DirectoryInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"indexed {count:,} documents in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f} docs/s) -> {args.out}")
     return 0
 
 
-def build_index(encoder, corpus, args) -> tuple[int, float]:
-    """Encode the (streamed) corpus part by part into the index: memory is one part, not the corpus."""
+def build_index(encoder, corpus, args, lock=None) -> tuple[int, float]:
+    """Encode the (streamed) corpus part by part into the index: memory is one part, not the corpus.
+    `lock`: the caller's lock on args.out (biomamba.locking), kept across the swap to the new index."""
     from tqdm.auto import tqdm
 
     from biomamba.retrieval import ENCODE_PART, IndexWriter
@@ -49,7 +52,8 @@ def build_index(encoder, corpus, args) -> tuple[int, float]:
     meta = {"model": str(Path(args.model).resolve()), "corpus": str(args.corpus),
             "passage_template": encoder.passage_template}
     count, start = 0, time.perf_counter()
-    with IndexWriter(args.out, meta) as writer, tqdm(desc="index", unit="doc", disable=None, file=sys.stderr) as bar:
+    with IndexWriter(args.out, meta, lock=lock) as writer, \
+            tqdm(desc="index", unit="doc", disable=None, file=sys.stderr) as bar:
         for part in iter(lambda: list(itertools.islice(corpus, ENCODE_PART)), []):
             embeddings = encoder.encode_corpus([doc for _, doc in part], batch_size=args.batch_size)
             writer.add([i for i, _ in part], [doc["title"] for _, doc in part], embeddings)

@@ -8,6 +8,8 @@ when complete.
     fsync_tree(directory)     flush every file of a directory built by other code (save_pretrained)
     replace_dir / discard     swap in or delete a whole directory without a half-deleted state
 
+    reporting_write_errors(what, safe)   a full disk, quota or I/O error inside as one WriteFailed line
+
 A process killed mid-write leaves at most a `.NAME.tmp-PID` file, never a file under the final name,
 so nothing that looks complete is ever partial. `sweep_temporaries(dir)` removes such leftovers.
 Directories the same way: build one completely, fsync it, then `replace_dir` it over the old one.
@@ -15,9 +17,11 @@ Directories the same way: build one completely, fsync it, then `replace_dir` it 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -129,3 +133,51 @@ def discard(directory) -> None:
     if directory.exists():
         directory.rename(trash)
         shutil.rmtree(trash)
+
+
+# A write that fails for these reasons is the storage's fault, not the program's: the user needs what was
+# being written, the reason and what is safe, not a traceback.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+
+
+class WriteFailed(RuntimeError):
+    """An output could not be written (full disk, quota, I/O error); str() is one line: what was being
+    written, the error, and which complete output is safe. `biomamba` prints it as `error: ...`."""
+
+
+def write_errno(error: BaseException) -> int | None:
+    """The errno of the failed write behind `error`, None if it is not one: an OSError's own, one in its
+    chain (torch.save into a file object raises RuntimeError over the file's OSError), or the
+    "(os error N)" that Rust writers (safetensors, tokenizers) put in their messages."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error.errno
+        found = re.search(r"os error (\d+)", str(error))
+        if found and int(found.group(1)) in WRITE_ERRNOS:
+            return int(found.group(1))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_write_error(code: int) -> str:
+    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+
+
+@contextlib.contextmanager
+def reporting_write_errors(what: str, safe):
+    """Turn a failed write inside the block into WriteFailed("writing WHAT failed: REASON; SAFE").
+    `safe`: a string or a function returning one (evaluated after the failure: which complete
+    checkpoint or output survives). Other exceptions, and a WriteFailed from an inner block, pass."""
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except Exception as error:
+        code = write_errno(error)
+        if code is None:
+            raise
+        where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+        raise WriteFailed(f"writing {what} failed{where}: {describe_write_error(code)}; "
+                          f"{safe() if callable(safe) else safe}") from error

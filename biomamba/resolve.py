@@ -120,6 +120,9 @@ def load_tokenizer(directory):
     """transformers' AutoTokenizer from a local directory (never the hub)."""
     from transformers import AutoTokenizer
 
+    from biomamba.model_files import check_tokenizer_dir
+
+    check_tokenizer_dir(directory)  # truncated or corrupt JSON: one line naming the file
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as err:

@@ -136,8 +136,9 @@ class IndexWriter:
     built in OUT.tmp and renamed over OUT in whole on a clean exit, so an interrupted run leaves the
     previous index (or none), never a half-written one."""
 
-    def __init__(self, out, meta: dict | None = None, shard_rows: int = SHARD_ROWS):
-        self.out, self.meta, self.shard_rows = Path(out), dict(meta or {}), shard_rows
+    def __init__(self, out, meta: dict | None = None, shard_rows: int = SHARD_ROWS, lock=None):
+        """`lock`: the caller's biomamba.locking lock on `out`, kept across the swap to the new index."""
+        self.out, self.meta, self.shard_rows, self.lock = Path(out), dict(meta or {}), shard_rows, lock
         self.tmp = self.out.with_name(self.out.name + ".tmp")
         self.buffer, self.shards, self.ids, self.dim = [], [], set(), 0
 
@@ -175,6 +176,8 @@ class IndexWriter:
         write_text(self.tmp / "meta.json", json.dumps({**self.meta, "count": len(self.ids), "dim": self.dim,
                                                        "dtype": "float16", "shards": self.shards,
                                                        "shard_rows": self.shard_rows}, indent=2) + "\n")
+        if self.lock is not None:
+            self.lock.carry_into(self.tmp)
         fsync_tree(self.tmp)
         replace_dir(self.tmp, self.out)
 

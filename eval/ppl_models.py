@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from biomamba.model_files import check_model_dir
 from biomamba.resolve import (TOKENIZER_FILES, ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of,
                               model_family, read_config)
 
@@ -65,6 +66,7 @@ def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32") -> tuple
     tok_dir = find_tokenizer_dir(model_dir, tokenizer_dir, hint="pass --tokenizer DIR")  # before the weights
     tokenizer = load_tokenizer(tok_dir)
     torch_dtype = getattr(torch, dtype)
+    check_model_dir(model_dir)  # truncated weights: one line naming the file, whichever loader follows
     try:
         if family == "biomamba":
             from biomamba import BioMambaForCausalLM

@@ -270,8 +270,9 @@ def test_eval_ppl_hf_data_gives_the_prepared_texts(hf_inputs, xml_prepared):
 
 def test_hf_row_without_pmid_is_a_one_line_error(tmp_path):
     import datasets
-    datasets.Dataset.from_list([{"title": "a", "abstract": "b"}]).to_parquet(str(tmp_path / "x.parquet"))
-    with pytest.raises(DataError, match="x.parquet row 1: no PMID in column 'pmid'"):
+    datasets.Dataset.from_list([{"pmid": "1", "title": "a", "abstract": "b"},
+                                {"pmid": None, "title": "c", "abstract": "d"}]).to_parquet(str(tmp_path / "x.parquet"))
+    with pytest.raises(DataError, match="x.parquet row 2: no PMID in column 'pmid'"):
         prepare(tmp_path / "out", hf_inputs=[tmp_path / "x.parquet"], **SMALL)
     with pytest.raises(DataError, match="--hf-fields"):
         prepare(tmp_path / "out", hf_inputs=[tmp_path / "x.parquet"], hf_fields="pmid", **SMALL)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from biomamba.checkpoints import CheckpointError
-from biomamba.io import fsync_tree, replace_dir, write_text
+from biomamba.io import fsync_tree, replace_dir, reporting_write_errors, write_text
 
 MARKER = "COMPLETE"
 
@@ -75,14 +75,34 @@ class Checkpointer:
         final = self.root / f"step_{step:07d}"
         tmp = self.root / f"step_{step:07d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "model").mkdir(parents=True)
-        model.save_pretrained(tmp / "model", state_dict=weights)
-        torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer.pt")
-        fsync_tree(tmp)  # every file on disk before the marker says the checkpoint is complete
-        write_text(tmp / MARKER, f"{step}\n")
-        replace_dir(tmp, final)  # a rerun reaching a step that was saved before: replace it whole
+        try:
+            with reporting_write_errors(f"checkpoint {final}", self.describe_safe):
+                (tmp / "model").mkdir(parents=True)
+                model.save_pretrained(tmp / "model", state_dict=weights)
+                with open(tmp / "trainer.pt", "wb") as f:  # a file object: a failed write keeps its OSError
+                    torch.save({**trainer_state, "step": step, "rng": rng_state()}, f)
+                fsync_tree(tmp)  # every file on disk before the marker says the checkpoint is complete
+                write_text(tmp / MARKER, f"{step}\n")
+                replace_dir(tmp, final)  # a rerun reaching a step that was saved before: replace it whole
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # give the space back; sweep() catches what a kill leaves
+            raise
         self._prune()
         return final
+
+    def describe_safe(self) -> str:
+        """Which checkpoint a failed write left intact: what the user resumes from."""
+        latest = self.latest()
+        if latest is None:
+            return f"no complete checkpoint in {self.root} yet: a rerun starts from step 0"
+        return f"the latest complete checkpoint, {latest}, is intact: rerun the same command to resume from it"
+
+    def sweep(self):
+        """Remove what a killed or failed save left: step_N.tmp and step_N.trash directories (only the run
+        directory's owner calls this, so no other process is writing them)."""
+        if self.root.is_dir():
+            for partial in [*self.root.glob("step_*.tmp"), *self.root.glob("step_*.trash")]:
+                shutil.rmtree(partial, ignore_errors=True)
 
     def load(self, path: Path, mmap: bool = False) -> dict:
         """`mmap`: tensors stay in the file until read (for ranks that each keep only a shard)."""

@@ -279,7 +279,8 @@ def prepare_data(cfg, tokenizer, family):
 
 
 def finetune(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.run.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device))
+    return in_session(cfg.run.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device),
+                      out=run_dir)
 
 
 def _finetune(cfg, run_dir: Path, device) -> dict:

@@ -62,6 +62,9 @@ def build_classifier(spec: str, family: str, labels: list[str], cfg):
             scan_backend=cfg.model.scan_backend)
     else:
         from transformers import AutoModelForSequenceClassification
+
+        from biomamba.model_files import check_model_dir
+        check_model_dir(spec)  # a local dir's truncated or corrupt files: one line naming the file
         model = AutoModelForSequenceClassification.from_pretrained(
             spec, num_labels=len(labels), id2label=id2label, label2id=label2id,
             problem_type="single_label_classification", ignore_mismatched_sizes=True)

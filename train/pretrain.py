@@ -32,6 +32,19 @@ def load_data(data_dir: str):
     return manifest, tokenizer, train.tokens, val.tokens, token_byte_lengths(tokenizer)
 
 
+def verify_before_training(data_dir, vocab_size: int) -> str:
+    """Every train and val shard against its manifest checksum and the vocabulary, before the first
+    step (biomamba/data/verify.py): DataError naming a damaged file. Returns the line config.yaml
+    records; a manifest without checksums is warned about once, here, and recorded as such."""
+    from biomamba.data.verify import describe, verify_shards
+
+    report = verify_shards(data_dir, ("train", "val"), vocab_size)
+    if report["unverified"] and distributed.is_main():
+        print(f"warning: {data_dir}: {describe(report)}; prepare the inputs again into a new directory to have them recorded",
+              file=sys.stderr)
+    return describe(report)
+
+
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """Bytes of text each token id stands for (0 for special tokens), for bits per byte."""
     lengths = np.zeros(len(tokenizer), dtype=np.int64)
@@ -123,17 +136,19 @@ def objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, 
 def pretrain(cfg, run_dir: Path) -> dict:
     """Train as configured; under torchrun every rank calls this, joined in one process group."""
     return in_session(cfg.run.device, "pretrain", lambda device: _train(cfg, Path(run_dir), device),
-                      distributed_ok=True)
+                      distributed_ok=True, out=run_dir)
 
 
 def _train(cfg, run_dir: Path, device) -> dict:
     manifest, tokenizer, train_tokens, val_tokens, byte_lengths = load_data(cfg.data.dir)
     eos_id, base_vocab = tokenizer.eos_token_id, len(tokenizer)
+    verified = verify_before_training(cfg.data.dir, base_vocab)
     if cfg.model.arch == "bert":  # masked LM: [CLS]/[SEP]/[MASK] added (train/mlm.py)
         tokenizer = mlm.bert_tokenizer(tokenizer)
     model = build_model(cfg, len(tokenizer), eos_id).to(device)
     batches, objective = objective_for(cfg, tokenizer, base_vocab, eos_id, train_tokens, val_tokens, byte_lengths)
-    facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256"), "document_resets": document_resets(cfg)}
+    facts = {"tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256"), "document_resets": document_resets(cfg),
+             "shards_verified": verified}
     describe = (f"{cfg.model.arch}: {len(train_tokens):,} train tokens, global batch "
                 f"{batches.global_batch} x {cfg.data.seq_len}, document resets "
                 f"{'on' if document_resets(cfg) else 'off'}")

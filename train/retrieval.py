@@ -346,7 +346,8 @@ def tokenizer_dir(cfg) -> Path:
 
 
 def train_retrieval(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.run.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device))
+    return in_session(cfg.run.device, "retrieval train", lambda device: _train(cfg, Path(run_dir), device),
+                      out=run_dir)
 
 
 def _train(cfg, run_dir: Path, device) -> dict:

@@ -18,16 +18,18 @@ owns the rest, each piece built before the first thing that uses it:
      own val-selected model) and RUN_DIR/results.json, each written atomically, and config.yaml again
      with the backends every op really used.
 """
+import contextlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from biomamba import ops
+from biomamba import locking, ops
 from biomamba.config import BioMambaConfig
-from biomamba.io import write_text
+from biomamba.io import reporting_write_errors, sweep_temporaries, write_text
 from biomamba.modeling import backends_used
 from biomamba.runtime import git_commit, pick_device
 from biomamba.tracking import model_origin
@@ -58,13 +60,16 @@ class RunSpec:
     source_model: str | None = None  # the model the run starts from: its W&B group becomes this run's
 
 
-def in_session(device_name: str, command: str, body: Callable, distributed_ok: bool = False):
-    """body(device) on this process's device; under torchrun inside the process group."""
+def in_session(device_name: str, command: str, body: Callable, distributed_ok: bool = False, out=None):
+    """body(device) on this process's device; under torchrun inside the process group. `out`: the run
+    directory, locked by rank 0 for the whole session (biomamba/locking.py): a second writer stops here."""
     if not distributed_ok:
         distributed.require_one_process(command)
     device = distributed.setup(pick_device(device_name).type)
     try:
-        result = body(device)
+        owner = locking.hold(out) if out is not None and distributed.is_main() else contextlib.nullcontext()
+        with owner:
+            result = body(device)
         distributed.barrier()  # rank 0 may still be writing the final model
         return result
     finally:
@@ -79,6 +84,8 @@ def execute(spec: RunSpec) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**spec.facts, **run_facts(spec)}
     checkpointer = Checkpointer(run_dir, cfg.train.keep_last)
+    if main:  # the owner of the run directory (in_session's lock) removes what a killed run left
+        remove_leftovers(run_dir, checkpointer)
     start = checkpointer.latest_step()
     origin = model_origin(spec.source_model) if spec.source_model else None
     logger = RunLogger(run_dir, {**to_dict(cfg), "resolved": resolved}, spec.logging or cfg.logging,
@@ -92,15 +99,27 @@ def execute(spec: RunSpec) -> dict:
     logger.write(f"{spec.describe}; {describe_parameters(resolved)}, backends {describe_backends(resolved['backends'])}"
                  + (f"; resuming after step {start}" if start else ""))
     try:
-        final = trainer.fit()
-        weights = trainer.full_weights()  # a collective under FSDP
-        if main:
-            resolved["backends"] = {**resolved["backends"], **backends_used(spec.model)}
-            write_run_config(run_dir, cfg, resolved)
-            logger.summarize(finish(spec, trainer, final, resolved, weights))
+        # a full disk: one line naming what failed and the checkpoint to resume from (Checkpointer.save
+        # says which checkpoint it was writing)
+        with reporting_write_errors(f"the run's output in {run_dir}", checkpointer.describe_safe):
+            final = trainer.fit()
+            weights = trainer.full_weights()  # a collective under FSDP
+            if main:
+                resolved["backends"] = {**resolved["backends"], **backends_used(spec.model)}
+                write_run_config(run_dir, cfg, resolved)
+                logger.summarize(finish(spec, trainer, final, resolved, weights))
     finally:
         logger.close()
     return final
+
+
+def remove_leftovers(run_dir: Path, checkpointer: Checkpointer):
+    """Partial checkpoints (step_N.tmp), a half-written final model (model.tmp) and temporary files
+    (.NAME.tmp-PID) of a run that was killed or ran out of space: their space back, before anything new."""
+    checkpointer.sweep()
+    for partial in (run_dir / "model.tmp", run_dir / "model.trash"):
+        shutil.rmtree(partial, ignore_errors=True)
+    sweep_temporaries(run_dir)
 
 
 def run_facts(spec: RunSpec) -> dict:

@@ -7,6 +7,10 @@ Fields map dataset columns to a record's parts; a dotted name reaches into neste
 pmid, title and abstract are the parts every row has (DEFAULT_FIELDS names them as flat columns);
 year, journal, languages and publication_types are optional. An abstract that is a list of strings
 becomes one unlabelled section per string. A row without a PMID is an error naming the file and row.
+A column that a field names but the dataset lacks (a typo in --hf-fields, another dataset's layout) is an
+error naming the field and the columns the file has, checked on its first row: otherwise every row would
+quietly lose that part. An empty or null value in a column that exists is allowed (a citation without an
+abstract); the manifest counts those documents (documents - with_abstract).
 """
 from __future__ import annotations
 
@@ -57,6 +61,36 @@ def _get(row: dict, column: str):
     return value
 
 
+def _has_column(row: dict, column: str) -> bool:
+    """Whether the dataset has `column` (dots into nested structs); a null struct on the way counts as
+    present (its row has no value, the schema has the column)."""
+    value = row
+    for key in column.split("."):
+        if value is None:
+            return True
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
+
+
+def _columns(row: dict, prefix: str = "") -> list[str]:
+    """The row's column names, nested struct fields dotted."""
+    names = []
+    for key, value in row.items():
+        names += _columns(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+    return names
+
+
+def check_columns(row: dict, fields: dict[str, str], path) -> None:
+    """DataError naming the first part whose column `row` (a file's first row) lacks, and the columns it has."""
+    for part, column in fields.items():
+        if not _has_column(row, column):
+            have = ", ".join(_columns(row))
+            raise DataError(path, f"no column {column!r} for the {part} field (--hf-fields {part}={column}); "
+                                  f"its columns: {have}")
+
+
 def _strings(value) -> list[str]:
     if value is None:
         return []
@@ -102,6 +136,8 @@ def iter_rows(path) -> Iterator[dict]:
 
 def iter_records(path, fields: dict[str, str]) -> Iterator[MedlineRecord]:
     for number, row in enumerate(iter_rows(path), 1):
+        if number == 1:
+            check_columns(row, fields, path)
         yield row_record(row, fields, f"{path} row {number}")
 
 
@@ -116,6 +152,8 @@ def dataset_texts(path, spec: str | None = None, on_empty=lambda: None) -> Itera
     fields = None if column else parse_fields(spec)
     for item in resolve_inputs(hf=[path]):
         for number, row in enumerate(iter_rows(item.path), 1):
+            if number == 1:
+                check_columns(row, {"text": column} if column is not None else fields, item.path)
             if column is not None:
                 text = " ".join(_strings(_get(row, column)))
             else:

