@@ -55,9 +55,10 @@ def atomic_open(path, mode: str = "wb"):
             tmp.unlink()
 
 
-def write_json(path, obj) -> None:
-    """Write `obj` as sorted, indented JSON atomically (byte-identical for equal objects)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def write_json(path, obj, sort_keys: bool = True) -> None:
+    """Write `obj` as indented JSON atomically: keys sorted (byte-identical for equal objects) unless
+    sort_keys=False keeps the caller's order (results a person reads top to bottom)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
 
 
 def write_text(path, text: str) -> None:

@@ -45,14 +45,13 @@ model (--model RUN_DIR or RUN_DIR/model; that run's W&B id is config model_origi
 model directory's name; --wandb-group sets another.
 """
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
 
 from biomamba.data.errors import DataError
 from biomamba.data.sampling import HashSample
-from biomamba.io import write_text
+from biomamba.io import write_json
 from biomamba.runtime import pick_device
 from biomamba import flags, tracking
 from biomamba.eval.ppl_data import load_data
@@ -110,7 +109,7 @@ def encoder(tokenizer, add_special_tokens: bool | None = None):
     return encode_one
 
 
-def encode(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
+def tokenize_texts(tokenizer, texts, add_special_tokens: bool | None = None) -> list:
     """Token ids of each text (see `encoder`)."""
     encode_one = encoder(tokenizer, add_special_tokens)
     with quiet_length_warnings():
@@ -242,10 +241,6 @@ def model_entry(loaded, device, dtype) -> dict:
             "device": device, "dtype": dtype}
 
 
-def write_json(path: Path, payload: dict) -> None:
-    write_text(path, json.dumps(payload, indent=2) + "\n")
-
-
 def summary_line(r: dict) -> str:
     kind = "pseudo-ppl" if r["perplexity_kind"] == "pseudo-perplexity" else "ppl"
     line = (f"{r['dataset']}: {r['documents']} docs, {r['tokens']} tokens | token {kind} "
@@ -291,7 +286,7 @@ def _run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     payload = {"model": model_entry(loaded, device, DTYPES[args.precision]), "protocol": protocol, "results": results}
-    write_json(Path(args.out), payload)
+    write_json(Path(args.out), payload, sort_keys=False)
     print(f"wrote {args.out}")
     track(args, payload)
     return 0

@@ -117,7 +117,7 @@ def direct_rolling_loglik(model, tokenizer, text, max_length, stride=None):
 
 def ours(model_dir, texts, max_length, stride=None, batch_size=3):
     loaded, _ = load_model(model_dir)
-    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    token_lists = perplexity.tokenize_texts(loaded.tokenizer, texts)
     prefix = loaded.tokenizer.bos_token_id
     return causal_document_scores(loaded.model, token_lists, prefix, max_length, stride, batch_size), loaded
 
@@ -173,7 +173,7 @@ def test_mamba_one_pass_equals_windowed_path(mamba_dir):
     beside shorter documents it gives the numbers of scoring its windows one by one, unpadded."""
     texts = [LONG, SHORT, CORPUS[0], CORPUS[3]]
     loaded, _ = load_model(mamba_dir)
-    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    token_lists = perplexity.tokenize_texts(loaded.tokenizer, texts)
     n = len(token_lists[0])
     one_pass = causal_document_scores(loaded.model, token_lists, 0, n, None, batch_size=4)
     assert len(rolling_windows(token_lists[0], 0, n)) == 1
@@ -209,7 +209,7 @@ def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
     loaded, _ = load_model(bert_dir)
     assert loaded.scoring == "masked"
     texts = [SHORT, CORPUS[0], CORPUS[2]]
-    token_lists = perplexity.encode(loaded.tokenizer, texts, add_special_tokens=False)
+    token_lists = perplexity.tokenize_texts(loaded.tokenizer, texts, add_special_tokens=False)
     sums = pseudo_document_scores(loaded.model, loaded.tokenizer, token_lists, 64, None, batch_size=7)
     for text, got in zip(texts, sums):
         assert got == pytest.approx(direct_pll(loaded.model, loaded.tokenizer, text), rel=1e-5)
@@ -218,7 +218,7 @@ def test_pseudo_loglikelihood_equals_direct_masked_computation(bert_dir):
 @pytest.mark.parametrize("stride", [None, 3])
 def test_pseudo_windows_mask_every_token_once(bert_dir, stride):
     loaded, _ = load_model(bert_dir)
-    tokens = perplexity.encode(loaded.tokenizer, [LONG], add_special_tokens=False)[0]
+    tokens = perplexity.tokenize_texts(loaded.tokenizer, [LONG], add_special_tokens=False)[0]
     windows = masked_windows(tokens, loaded.tokenizer, 12, stride)
     assert [w.input_ids[p] for w in windows for p in w.positions] == tokens
     for w in windows:
@@ -473,7 +473,7 @@ def test_packed_documents_score_as_they_do_alone(mamba_dir, max_length, stride):
     """Several windows per row, isolated by seq_idx: every document's sum equals the one-per-row sum."""
     loaded, _ = load_model(mamba_dir)
     texts = [SHORT, CORPUS[0], LONG, CORPUS[4], "Aspirin.", CORPUS[2]]
-    token_lists = perplexity.encode(loaded.tokenizer, texts)
+    token_lists = perplexity.tokenize_texts(loaded.tokenizer, texts)
     alone = causal_document_scores(loaded.model, token_lists, 0, max_length, stride, batch_size=2)
     packed = causal_document_scores(loaded.model, token_lists, 0, max_length, stride, batch_size=2, pack=max_length)
     np.testing.assert_allclose(packed, alone, rtol=1e-5)

@@ -229,7 +229,7 @@ def test_a_full_disk_during_a_checkpoint_names_it_and_the_safe_checkpoint(tmp_pa
 
     from biomamba import BioMambaConfig, BioMambaForCausalLM
     from biomamba.io import WriteFailed
-    from biomamba.train.checkpoint import Checkpointer
+    from biomamba.train.checkpointer import Checkpointer
 
     model = BioMambaForCausalLM(BioMambaConfig.from_preset("debug"))
     checkpointer = Checkpointer(tmp_path, keep_last=5)

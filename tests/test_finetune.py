@@ -15,7 +15,7 @@ from tests.pretrain_helpers import ROOT, write_small_medline
 from biomamba.train import finetune
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, encode, load_classifier_tokenizer,
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, tokenize_examples, load_classifier_tokenizer,
                                    selected_step)
 from biomamba.data.task_loaders import Example, TaskError, load_task
 
@@ -235,7 +235,7 @@ def test_the_selected_model_survives_interruption_and_resume(mamba_dir, tmp_path
     written a newer best (which the resume forgets) or was killed between two renames."""
     from safetensors.torch import load_file
 
-    from biomamba.train.checkpoint import Checkpointer
+    from biomamba.train.checkpointer import Checkpointer
     cfg = load_config(None, [], schema=FinetuneConfig, check=check_finetune)
     model = build_classifier(str(mamba_dir), "biomamba", ["a", "b"], cfg).eval()
     checkpointer = Checkpointer(tmp_path)
@@ -290,7 +290,7 @@ def test_mamba_inputs_end_with_eos_and_are_right_padded(mamba_dir):
     from transformers import PreTrainedTokenizerFast
     tok = PreTrainedTokenizerFast.from_pretrained(mamba_dir)
     examples = [Example("Cells were grown in culture.", None, 0), Example("A question?", "A long context " * 20, 1)]
-    single, pair = encode(examples, tok, "biomamba", max_length=16)
+    single, pair = tokenize_examples(examples, tok, "biomamba", max_length=16)
     assert single["input_ids"][-1] == tok.eos_token_id
     assert single["input_ids"][:-1] == tok("Cells were grown in culture.", add_special_tokens=False)["input_ids"]
     assert len(pair["input_ids"]) == 16 and pair["input_ids"][-1] == tok.eos_token_id
@@ -303,7 +303,7 @@ def test_mamba_inputs_end_with_eos_and_are_right_padded(mamba_dir):
 def test_bert_inputs_use_its_own_tokenizer(bert_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(bert_dir)
-    (item,) = encode([Example("cells were grown", "in culture", 0)], tok, "bert", max_length=32)
+    (item,) = tokenize_examples([Example("cells were grown", "in culture", 0)], tok, "bert", max_length=32)
     assert item["input_ids"][0] == tok.cls_token_id and item["input_ids"][-1] == tok.sep_token_id
     assert set(item["token_type_ids"]) == {0, 1}
 

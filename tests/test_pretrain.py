@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from biomamba.train.config import load_config
-from biomamba.train.checkpoint import Checkpointer
+from biomamba.train.checkpointer import Checkpointer
 from biomamba.train.loop import NonFiniteLoss, Objective, Trainer
 from tests.model_helpers import tiny_model
 from tests.pretrain_helpers import (ROOT, assert_same_validation, keep_checkpoints_up_to, losses, pretrain_command,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from biomamba.train.checkpoint import MARKER, Checkpointer
+from biomamba.train.checkpointer import MARKER, Checkpointer
 from biomamba.train.config import ConfigError, OptimConfig, load_config
 from biomamba.train.schedule import lr_factor
 from biomamba.train.windows import WindowBatches
@@ -113,7 +113,7 @@ def test_trainer_state_holds_only_tensors_and_plain_data(tmp_path):
     path = ckpt.save(1, tiny_model(), {"items_seen": 5})
     state = torch.load(path / "trainer.pt", weights_only=True)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    from biomamba.train.checkpoint import set_rng_state
+    from biomamba.train.checkpointer import set_rng_state
     set_rng_state(state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
@@ -128,13 +128,13 @@ def test_a_checkpoint_that_needs_unpickling_is_refused_naming_the_file(tmp_path)
 
 
 def test_checkpoint_files_reach_the_disk_before_the_complete_marker(tmp_path, monkeypatch):
-    from biomamba.train import checkpoint
+    from biomamba.train import checkpointer
     flushed = []
 
     def record(directory):
         flushed.append((sorted(p.name for p in directory.rglob("*") if p.is_file()), (directory / MARKER).exists()))
 
-    monkeypatch.setattr(checkpoint, "fsync_tree", record)
+    monkeypatch.setattr(checkpointer, "fsync_tree", record)
     Checkpointer(tmp_path).save(1, tiny_model(), {})
     files, marker_present = flushed[0]
     assert {"trainer.pt", "model.safetensors", "config.json"} <= set(files) and not marker_present

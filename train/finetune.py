@@ -17,10 +17,10 @@ from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics
 from biomamba.resolve import ModelSpecError
 from biomamba.runtime import git_commit
 from biomamba.tracking import group_for, model_origin, recorded_run_id, start_run
-from biomamba.train.checkpoint import Checkpointer
+from biomamba.train.checkpointer import Checkpointer
 from biomamba.train.config import ConfigError, load_config, to_dict
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (build_classifier, collate, encode, load_classifier_tokenizer,
+from biomamba.train.finetune_models import (build_classifier, collate, tokenize_examples, load_classifier_tokenizer,
                                             classifier_family, save_selected, save_trainable, selected_step)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session, write_run_config
@@ -273,7 +273,7 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
 
 def prepare_data(cfg, tokenizer, family):
     task = load_task(cfg.task, cfg.data)  # streamed; data.max_*_examples keep a fixed hash subset
-    data = {split: {"encoded": encode(task.splits[split], tokenizer, family, cfg.data.max_length),
+    data = {split: {"encoded": tokenize_examples(task.splits[split], tokenizer, family, cfg.data.max_length),
                     "labels": [e.label for e in task.splits[split]]} for split in SPLITS}
     return task, data
 

@@ -17,7 +17,7 @@ import torch
 from biomamba.data.collate import pad_right
 from biomamba.io import atomic_open
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, local_model, model_family, read_config
-from biomamba.train.checkpoint import write_model_dir
+from biomamba.train.checkpointer import write_model_dir
 
 # BioMamba: the mixer's projections, per block type (config.ssm_layer); Mamba-2 computes dt, B and C in
 # in_proj, so it has no x_proj. BERT: peft's own default (query, value).
@@ -162,7 +162,7 @@ def selected_step(directory: Path) -> int | None:
 
 # ----------------------------------------------------------------------------- encoding
 
-def encode(examples, tokenizer, family: str, max_length: int) -> list[dict]:
+def tokenize_examples(examples, tokenizer, family: str, max_length: int) -> list[dict]:
     """Token ids (and BERT token type ids) per example, at most max_length tokens each."""
     texts = [e.text for e in examples]
     pairs = [e.text_pair for e in examples]

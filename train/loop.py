@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from biomamba.train import distributed
-from biomamba.train.checkpoint import set_rng_state
+from biomamba.train.checkpointer import set_rng_state
 from biomamba.train.models import tied_parameters
 from biomamba.train.schedule import lr_factor
 

@@ -34,7 +34,7 @@ from biomamba.modeling import backends_used
 from biomamba.runtime import git_commit, pick_device
 from biomamba.tracking import model_origin
 from biomamba.train import distributed
-from biomamba.train.checkpoint import Checkpointer, write_model_dir
+from biomamba.train.checkpointer import Checkpointer, write_model_dir
 from biomamba.train.config import dump_yaml, to_dict
 from biomamba.train.logger import RunLogger
 from biomamba.train.loop import Objective, Trainer

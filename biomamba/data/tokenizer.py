@@ -86,14 +86,14 @@ def copy_tokenizer(src, out_dir) -> str:
     return eos
 
 
-def load_tokenizer(directory) -> Tokenizer:
+def load_raw_tokenizer(directory) -> Tokenizer:
     """The raw `tokenizers.Tokenizer` of DIR/tokenizer (fast, no transformers import)."""
     return Tokenizer.from_file(str(Path(directory) / "tokenizer.json"))
 
 
 def tokenizer_info(directory, eos: str) -> dict:
     """The manifest's tokenizer entry: vocab size, sha256 of tokenizer.json, EOS token and id."""
-    tok = load_tokenizer(directory)
+    tok = load_raw_tokenizer(directory)
     return {"vocab_size": tok.get_vocab_size(with_added_tokens=True),
             "sha256": sha256_file(Path(directory) / "tokenizer.json"),
             "eos_token": eos, "eos_id": tok.token_to_id(eos)}
