@@ -42,6 +42,8 @@ def load_results(paths) -> list[dict]:
         label = model["name"] + (" (pseudo-ppl)" if model.get("scoring") == "masked" else "")
         for r in results:
             protocols = r.get("protocols") or {}
+            if "legacy_padded" in r and "biomamba-2024" not in protocols:  # written before --protocol
+                protocols = {**protocols, "biomamba-2024": r["legacy_padded"]}
             rows.append({"model": label, "dataset": r["dataset"], "tokenizer": r["tokenizer"]["sha256"][:12],
                          **{key: r[key] for key, _, _ in METRICS},
                          "documents": r["documents"], "tokens": r["tokens"],

@@ -415,6 +415,12 @@ def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
     assert "BioMamba 2024 protocol" in md and "BioMamba 2026 protocol" in md and "Definition: biomamba-2026" in md
     assert f"{docs['bits_per_byte']:.4f}" in md and f"{docs['protocols']['biomamba-2026']['perplexity']:.2f}" in md
     assert (tmp_path / "rep" / "ppl.png").stat().st_size > 1000
+    old = json.loads(out.read_text())  # an OUT.json written before --protocol: its legacy figure still reported
+    for r in old["results"]:
+        r["legacy_padded"] = r.pop("protocols")["biomamba-2024"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    rows = report_ppl.load_results([str(tmp_path / "old.json")])
+    assert rows[0]["biomamba-2024_perplexity"] == docs["protocols"]["biomamba-2024"]["perplexity"]
 
 
 def test_cli_errors_are_one_line(tmp_path, gpt2_dir, capsys):
