@@ -13,7 +13,8 @@ from biomamba.data.prepare import prepare
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.mixture import MixtureBatches
 from biomamba.train.windows import WindowBatches
-from tests.pretrain_helpers import kill_at_step, losses, pretrain_command, run_pretrain, val_losses
+from tests.pretrain_helpers import (assert_same_validation, kill_at_step, losses, pretrain_command, run_pretrain,
+                                    run_two_processes, val_losses)
 
 SEQ = 4
 
@@ -141,6 +142,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_mixture_run(straight_mixture
     run_pretrain(run_dir, data_dir, mixture_override(data_dir, second_source), *ARGS)
     assert losses(run_dir)[-1] == losses(straight_mixture)[-1]
     assert val_losses(run_dir)[-1] == val_losses(straight_mixture)[-1]
+
+
+@pytest.mark.slow  # two training processes
+def test_two_gloo_processes_give_the_one_process_mixture_run(straight_mixture, data_dir, second_source, tmp_path):
+    run_two_processes(tmp_path / "two", data_dir, mixture_override(data_dir, second_source), *ARGS)
+    one, two = losses(straight_mixture), losses(tmp_path / "two")
+    assert [s for s, _ in two] == [s for s, _ in one]
+    assert [l for _, l in two] == pytest.approx([l for _, l in one], rel=1e-5)
+    assert_same_validation(straight_mixture, tmp_path / "two")
 
 
 def test_the_biomamba_v3_recipe_config():
