@@ -122,6 +122,16 @@ def test_workers_give_byte_identical_outputs(tmp_path, text_inputs):
     assert one == two and "manifest.json" in one and any(k.startswith("shards/train/") for k in one)
 
 
+def test_c4s_own_json_gz_files_read_as_their_jsonl(tmp_path, text_inputs, prepared):
+    import gzip
+    (tmp_path / "in").mkdir()
+    gz = tmp_path / "in" / "c4-validation.00000-of-00008.json.gz"
+    gz.write_bytes(gzip.compress(text_inputs["c4"].read_bytes()))
+    prepare(tmp_path / "out", text_inputs=[tmp_path / "in"], tokenizer=prepared[0] / "tokenizer",
+            **{k: v for k, v in SMALL.items() if k != "vocab_size"})
+    assert [document_text(d) for d in read_documents(tmp_path / "out")] == [r["text"] for r in text_inputs["c4_rows"]]
+
+
 def test_no_update_rules_a_repeated_id_stays(tmp_path):
     rows = [{"id": "7", "text": "First version of the page."}, {"id": "7", "text": "Second page, same id."}] * 10
     m = prepare(tmp_path / "out", text_inputs=[write_jsonl(tmp_path / "r.jsonl", rows)], **SMALL)

@@ -34,7 +34,7 @@ PRESETS = {
                     "languages": "MedlineCitation.Article.Language",
                     "publication_types": "MedlineCitation.Article.PublicationTypeList.PublicationType"},
 }
-BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json"}
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".jsonl.gz": "json", ".json.gz": "json"}
 _YEAR = re.compile(r"\d{4}")
 TEXT_KEYS = ("id", "url")  # a general-text row's key: the first of these it has, else its text's hash
 

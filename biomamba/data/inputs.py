@@ -22,7 +22,7 @@ from pathlib import Path
 from biomamba.data.errors import DataError
 
 MEDLINE_SUFFIXES = (".xml.gz", ".xml")
-HF_SUFFIXES = (".parquet", ".arrow", ".jsonl")
+HF_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's own files (JSON lines)
 DATASET_KINDS = ("hf", "text")  # dataset files: PubMed records, or general-domain text
 _GLOB_CHARS = set("*?[")
 
