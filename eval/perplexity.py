@@ -1,7 +1,7 @@
 """Honest perplexity of any local model on the same texts, by a stated protocol.
 
   biomamba eval-ppl --model RUN_DIR --data prepared:data/pubmed:val --data bioasq:BioASQ-B.json \\
-      --out ppl.json [--max-length 1024] [--stride N] [--batch-size 16] [--legacy-padded]
+      --out ppl.json [--max-length 1024] [--stride N] [--batch-size 16] [--protocol P ...]
 
 Models (--model DIR, local paths only): a `biomamba pretrain` run dir (its model/), our model dirs,
 HF Mamba and state-spaces Mamba dirs (scored by BioMambaForCausalLM), any transformers causal-LM
@@ -31,15 +31,25 @@ disjoint spans, every token once, later windows conditioned on the --max-length 
 them; --stride S scores at most S new tokens per window (more overlapping context); padding is
 never scored. A document that fits in --max-length is one forward pass. --pack (BioMamba) puts
 several windows in one row, each its own document for the model (seq_idx resets), for the same
-sums. --legacy-padded adds the 2024 BioMamba protocol (512 tokens, padding scored) beside it, labelled "legacy_padded".
+sums.
+
+--protocol P (repeatable; default lm-eval) adds BioMamba's protocols beside it, each under
+results[i].protocols[P] with its definition, so a reader sees how much of a figure is protocol:
+  lm-eval        the rolling windows above (always scored: its bits per byte is the figure to compare by)
+  biomamba-2026  their eval_ppl_domain.py: documents' tokens concatenated into non-overlapping chunks of
+                 --max-length, batches of --batch-size, exp(mean of per-batch mean loss), not token-weighted
+                 (eval/ppl_biomamba2026.py states how chunks are formed); bf16 autocast on CUDA, fp32 on CPU
+  biomamba-2024  their 2024 code: 512 tokens per document, padding scored (eval/ppl_legacy.py)
+(--legacy-padded is now --protocol biomamba-2024.)
 
 OUT.json: {"model", "protocol", "results": [{dataset, documents, tokens, words, bytes,
 sum_logprob, token_perplexity, word_perplexity, byte_perplexity, bits_per_byte, tokenizer,
-windowing, ...}]}. Compare models with different tokenizers by bits_per_byte and word_perplexity.
+windowing, protocols: {P: {protocol (its definition), perplexity, mean_loss, ...}}, ...}]}.
+Compare models with different tokenizers by bits_per_byte and word_perplexity.
 
 W&B (--no-wandb: none): a run of job_type eval-ppl named after OUT, files under OUT's directory,
 offline unless W&B is configured; summary eval-ppl/DATASET/{bits_per_byte, word_perplexity,
-token_perplexity, byte_perplexity, tokens, documents}, a table eval-ppl/results with one row per
+token_perplexity, byte_perplexity, tokens, documents} (and P/perplexity for each --protocol P), a table eval-ppl/results with one row per
 dataset, the model and protocol in the config. Its group is the one of the run that trained the
 model (--model RUN_DIR or RUN_DIR/model; that run's W&B id is config model_origin.run_id), else the
 model directory's name; --wandb-group sets another.
@@ -62,6 +72,19 @@ LOGITS_BUDGET = 2 ** 27  # fp32 logits per batch (512 MiB): caps rows x length x
 CHUNK_TOKENS = 2 ** 20  # documents are encoded, windowed and scored about this many tokens at a time
 
 
+PROTOCOLS = {
+    "lm-eval": "lm-eval-harness loglikelihood_rolling (every token once, padding never scored)",
+    "biomamba-2026": "BioMamba 2026 eval_ppl_domain.py: non-overlapping --max-length chunks of the "
+                     "concatenated documents, exp(mean of per-batch mean loss)",
+    "biomamba-2024": "BioMamba 2024 code: 512 tokens per document, padding scored",
+}
+
+
+def protocols_of(args) -> list[str]:
+    """The protocols asked for, lm-eval first, each once."""
+    return list(dict.fromkeys(["lm-eval", *(args.protocol or [])]))
+
+
 # --precision -> the torch dtype the weights are cast to (recorded in OUT.json as model.dtype)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -82,8 +105,10 @@ def add_arguments(parser):
     parser.add_argument("--precision", default="fp32", choices=list(DTYPES),
                         help="the weights' dtype while scoring (default fp32)")
     flags.renamed(parser, "--dtype", "--precision", " (fp32, bf16, fp16)")
-    parser.add_argument("--legacy-padded", action="store_true",
-                        help="also score by the 2024 BioMamba protocol (512 tokens, padding scored)")
+    parser.add_argument("--protocol", action="append", choices=list(PROTOCOLS), metavar="P",
+                        help="repeatable: " + "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items())
+                             + " (default lm-eval, which is always scored)")
+    flags.renamed(parser, "--legacy-padded", "--protocol biomamba-2024")
     parser.add_argument("--pack", action="store_true",
                         help="BioMamba models: several short documents per row of --max-length tokens, isolated "
                              "by document resets (seq_idx); the same sums as one document per row, faster")
@@ -206,20 +231,36 @@ def evaluate_dataset(loaded, data, tokenizer_id, windowing, args, device, chunk_
                    "limit": args.limit, "sample": "all documents" if args.limit is None else
                    f"the {args.limit} documents whose text hashes lowest (seed 0), in data order",
                    "seconds": round(seconds, 2), "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)})
-    if args.legacy_padded:
-        result["legacy_padded"] = legacy_result(loaded, documents(), args, device)
+    result["protocols"] = {"lm-eval": lm_eval_entry(result, sum_logprob)}
+    for name in protocols_of(args)[1:]:
+        result["protocols"][name] = biomamba_result(name, loaded, documents, encode_one, windowing, args, device)
     return result
 
 
-def legacy_result(loaded, texts, args, device) -> dict:
+def lm_eval_entry(result: dict, sum_logprob: float) -> dict:
+    mean_loss = -sum_logprob / result["tokens"]
+    return {"protocol": PROTOCOLS["lm-eval"] + f", windows of {result['windowing']['max_length']} tokens",
+            "mean_loss": mean_loss, "perplexity": result["token_perplexity"],
+            "bits_per_byte": result["bits_per_byte"], "scored_positions": result["tokens"]}
+
+
+def biomamba_result(name, loaded, documents, encode_one, windowing, args, device) -> dict:
+    """BioMamba's 2026 or 2024 protocol over the same documents (streamed again)."""
     if loaded.scoring == "masked":
-        return {"not_applicable": "the 2024 protocol is a causal next-token loss; masked LMs have none"}
-    from biomamba.eval.ppl_legacy import legacy_padded
-    with progress_bar(None, "legacy-padded", args.no_progress) as bar:
-        return legacy_padded(loaded.model, loaded.tokenizer, texts, args.batch_size, device, progress=bar)
+        return {"protocol": PROTOCOLS[name],
+                "not_applicable": f"{name} is a causal next-token loss; masked LMs have none"}
+    with progress_bar(None, name, args.no_progress) as bar, quiet_length_warnings():
+        if name == "biomamba-2024":
+            from biomamba.eval.ppl_legacy import legacy_padded
+            return legacy_padded(loaded.model, loaded.tokenizer, documents(), args.batch_size, device, progress=bar)
+        from biomamba.eval.ppl_biomamba2026 import biomamba_2026
+        length = windowing["max_length"]
+        max_rows = max(1, LOGITS_BUDGET // (length * max(len(loaded.tokenizer), 1)))
+        return biomamba_2026(loaded.model, (encode_one(t) for t in documents()), length, args.batch_size,
+                             device, max_rows=max_rows, progress=bar)
 
 
-def protocol_of(loaded, max_length, stride, note, legacy) -> dict:
+def protocol_of(loaded, max_length, stride, note, protocols) -> dict:
     from biomamba.metrics.rolling import windowing_description  # torch: not for `--help`
 
     if loaded.scoring == "masked":
@@ -231,7 +272,7 @@ def protocol_of(loaded, max_length, stride, note, legacy) -> dict:
         desc = windowing_description(max_length, stride, prefix_token_id(loaded.tokenizer)[1])
     if note:
         desc["note"] = note
-    desc["legacy_padded"] = bool(legacy)
+    desc["protocols"] = {name: PROTOCOLS[name] for name in protocols}
     return desc
 
 
@@ -246,9 +287,9 @@ def summary_line(r: dict) -> str:
     line = (f"{r['dataset']}: {r['documents']} docs, {r['tokens']} tokens | token {kind} "
             f"{r['token_perplexity']:.3f} | word {kind} {r['word_perplexity']:.3f} | bits/byte "
             f"{r['bits_per_byte']:.4f} | {r['tokens_per_s']:.0f} tok/s")
-    legacy = r.get("legacy_padded", {})
-    if "perplexity" in legacy:
-        line += f" | legacy-padded-512 ppl {legacy['perplexity']:.3f} (padding {legacy['padding_fraction']:.0%})"
+    for name, p in r.get("protocols", {}).items():
+        if name != "lm-eval" and "perplexity" in p:
+            line += f" | {name} ppl {p['perplexity']:.3f}"
     return line
 
 
@@ -272,7 +313,7 @@ def _run(args) -> int:
         if args.pack and not loaded.is_mamba:
             raise ModelSpecError(f"{args.model}: --pack needs a model whose forward resets at document "
                                  "boundaries (BioMamba's seq_idx); this model would read across packed documents")
-        protocol = protocol_of(loaded, max_length, stride, note, args.legacy_padded)
+        protocol = protocol_of(loaded, max_length, stride, note, protocols_of(args))
         protocol["special_tokens"] = ("the model's masking template" if loaded.scoring == "masked" else
                                       {None: "the tokenizer's own (lm-eval default)", "true": "added (add_bos_token=true)",
                                        "false": "none (add_bos_token=false)"}[args.add_bos_token])
@@ -300,8 +341,9 @@ def track(args, payload: dict):
     config = {"model": payload["model"], "protocol": payload["protocol"], "data": args.data, "limit": args.limit}
     per_dataset = {r["dataset"]: {k: r[k] for k in PPL_METRICS} for r in payload["results"]}
     for r in payload["results"]:
-        if "perplexity" in r.get("legacy_padded", {}):
-            per_dataset[r["dataset"]]["legacy_padded_perplexity"] = r["legacy_padded"]["perplexity"]
+        for name, p in r["protocols"].items():
+            if name != "lm-eval" and "perplexity" in p:
+                per_dataset[r["dataset"]][f"{name}/perplexity"] = p["perplexity"]
     rows = [[r["dataset"], *(r[k] for k in PPL_METRICS), r["perplexity_kind"]] for r in payload["results"]]
     with tracking.start_for_command(args, job_type="eval-ppl", name=Path(args.out).stem,
                                     directory=Path(args.out).parent, config=config,

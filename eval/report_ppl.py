@@ -1,7 +1,8 @@
 """`biomamba report ppl OUT.json [OUT.json ...] [--out DIR]`: eval-ppl results, models x datasets.
 
 Markdown tables (bits per byte and word perplexity first: they compare across tokenizers; then
-token perplexity; then the legacy padded-512 figure when present, labelled as such) in
+token perplexity; then, for each of BioMamba's protocols scored (eval-ppl --protocol), its perplexity
+under its definition, labelled as such) in
 ppl_report.md, the same rows as JSON, and a bar chart of bits per byte (ppl.png).
 """
 import json
@@ -15,6 +16,11 @@ METRICS = [  # (key, title, format)
     ("bits_per_byte", "Bits per byte (lower is better; comparable across tokenizers)", ".4f"),
     ("word_perplexity", "Word perplexity (comparable across tokenizers)", ".2f"),
     ("token_perplexity", "Token perplexity (comparable only between models sharing a tokenizer)", ".2f"),
+]
+
+BIOMAMBA_PROTOCOLS = [  # (eval-ppl --protocol, title): token perplexities by other protocols, per model and dataset
+    ("biomamba-2026", "Perplexity, BioMamba 2026 protocol (exp of the mean per-batch loss; same tokenizer only)"),
+    ("biomamba-2024", "Perplexity, BioMamba 2024 protocol (padding scored; NOT comparable)"),
 ]
 
 
@@ -35,13 +41,16 @@ def load_results(paths) -> list[dict]:
             raise ValueError(f"{path}: not an eval-ppl results file ({type(err).__name__}: {err})") from None
         label = model["name"] + (" (pseudo-ppl)" if model.get("scoring") == "masked" else "")
         for r in results:
-            legacy = r.get("legacy_padded") or {}
+            protocols = r.get("protocols") or {}
+            if "legacy_padded" in r and "biomamba-2024" not in protocols:  # written before --protocol
+                protocols = {**protocols, "biomamba-2024": r["legacy_padded"]}
             rows.append({"model": label, "dataset": r["dataset"], "tokenizer": r["tokenizer"]["sha256"][:12],
                          **{key: r[key] for key, _, _ in METRICS},
                          "documents": r["documents"], "tokens": r["tokens"],
                          "max_length": r["windowing"]["max_length"], "stride": r["windowing"]["stride"],
-                         "legacy_padded_perplexity": legacy.get("perplexity"),
-                         "legacy_padding_fraction": legacy.get("padding_fraction")})
+                         **{f"{name}_perplexity": p.get("perplexity") for name, p in protocols.items()
+                            if name != "lm-eval"},
+                         "definitions": {name: p["protocol"] for name, p in protocols.items() if "protocol" in p}})
     return rows
 
 
@@ -65,9 +74,11 @@ def report_markdown(rows) -> str:
     parts = []
     for key, title, spec in METRICS:
         parts += [f"### {title}", "", matrix(rows, key, spec), ""]
-    if any(r["legacy_padded_perplexity"] is not None for r in rows):
-        parts += ["### Legacy padded-512 perplexity (BioMamba 2024 protocol: padding scored; NOT comparable)",
-                  "", matrix(rows, "legacy_padded_perplexity", ".2f"), ""]
+    for name, title in BIOMAMBA_PROTOCOLS:
+        if any(r.get(f"{name}_perplexity") is not None for r in rows):
+            definition = next(r["definitions"][name] for r in rows if name in r["definitions"])
+            parts += [f"### {title}", "", f"Definition: {definition}", "",
+                      matrix(rows, f"{name}_perplexity", ".2f"), ""]
     windows = sorted({(r["max_length"], r["stride"]) for r in rows})
     tokenizers = sorted({(r["model"], r["tokenizer"]) for r in rows})
     parts.append("Windows (max_length, stride): " + ", ".join(f"({a}, {b})" for a, b in windows)

@@ -2,9 +2,12 @@
 import gzip
 import importlib.metadata
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,16 @@ def keep_checkpoints_up_to(run_dir, step):
         if int(ckpt.name.split("_")[1]) > step:
             shutil.rmtree(ckpt)
     shutil.rmtree(run_dir / "model")
+
+
+def kill_at_step(command, run_dir, step):
+    """Start a run, SIGKILL it once metrics.jsonl reaches `step`; returns whether it was killed."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    while process.poll() is None:
+        if metrics.is_file() and sum(1 for _ in metrics.open()) >= step:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.005)
+    return False

@@ -115,6 +115,23 @@ def direct_rolling_loglik(model, tokenizer, text, max_length, stride=None):
     return total, len(tokens)
 
 
+def direct_biomamba_2026(model, tokenizer, texts, seq_len, batch, weighted=False):
+    """BioMamba's eval_ppl_domain.py written out: concatenated tokenizer.encode ids, chunks
+    range(0, len - L, L), batches in order, exp(mean of per-batch mean cross-entropy); `weighted`:
+    the token-weighted mean instead, for contrast."""
+    all_ids = [i for text in texts for i in tokenizer.encode(text)]
+    chunks = [all_ids[i:i + seq_len] for i in range(0, len(all_ids) - seq_len, seq_len)]
+    losses, nats, n = [], 0.0, 0
+    for k in range(0, len(chunks), batch):
+        inputs = torch.tensor(chunks[k:k + batch])
+        logits = model(inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1, :].reshape(-1, logits.size(-1)),
+                                                 inputs[:, 1:].reshape(-1))
+        losses.append(loss.item())
+        nats, n = nats + loss.item() * inputs[:, 1:].numel(), n + inputs[:, 1:].numel()
+    return math.exp(nats / n) if weighted else math.exp(sum(losses) / len(losses))
+
+
 def ours(model_dir, texts, max_length, stride=None, batch_size=3):
     loaded, _ = load_model(model_dir)
     token_lists = perplexity.tokenize_texts(loaded.tokenizer, texts)
@@ -252,6 +269,31 @@ def test_legacy_padded_scores_padding_like_the_2024_code(gpt2_dir):
     assert got["scored_positions"] == 2 * 511 and got["padding_fraction"] > 0.5
 
 
+@pytest.mark.parametrize("n,length", [(12, 4), (13, 4), (3, 4), (4, 4), (5, 4)])
+def test_biomamba_2026_chunks_keep_a_chunk_only_when_a_token_follows(n, length):
+    from biomamba.eval.ppl_biomamba2026 import stream_chunks
+    ids = list(range(n))
+    docs = [ids[:2], ids[2:3], ids[3:]]  # chunks cross document boundaries: one concatenated stream
+    want = [ids[i:i + length] for i in range(0, n - length, length)]
+    assert list(stream_chunks(docs, length)) == want
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "mamba"])
+def test_biomamba_2026_equals_their_formula_not_the_token_weighted_one(model_name, gpt2_dir, mamba_dir):
+    from biomamba.eval.ppl_biomamba2026 import biomamba_2026
+    loaded, _ = load_model({"gpt2": gpt2_dir, "mamba": mamba_dir}[model_name])
+    texts = CORPUS * 3  # 7 chunks of 16 at batch 3: a last batch of one chunk
+    tokens = [loaded.tokenizer.encode(t) for t in texts]
+    with torch.no_grad():
+        want = direct_biomamba_2026(loaded.model, loaded.tokenizer, texts, 16, 3)
+        weighted = direct_biomamba_2026(loaded.model, loaded.tokenizer, texts, 16, 3, weighted=True)
+        got = biomamba_2026(loaded.model, tokens, 16, 3, max_rows=2)  # 2 rows a forward: the same batch mean
+    assert got["chunks"] % 3 != 0 and got["batches"] == math.ceil(got["chunks"] / 3)
+    assert got["perplexity"] == pytest.approx(want, rel=1e-5)
+    assert got["token_weighted_perplexity"] == pytest.approx(weighted, rel=1e-5)
+    assert abs(want - weighted) > 1e-4 * want  # the short last batch weighs as much as a full one
+
+
 # ----------------------------------------------------------------------------- data specs
 
 def bioasq_file(path):
@@ -341,7 +383,8 @@ def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
     bioasq = bioasq_file(tmp_path / "bioasq.json")
     out = tmp_path / "gpt2.json"
     assert cli(["--model", str(gpt2_dir), "--data", str(tmp_path / "docs.txt"), "--data", f"bioasq:{bioasq}",
-                "--out", str(out), "--max-length", "16", "--legacy-padded", "--no-progress"]) == 0
+                "--out", str(out), "--max-length", "16", "--protocol", "biomamba-2024", "--protocol", "biomamba-2026",
+                "--no-progress"]) == 0
     payload = json.loads(out.read_text())
     assert payload["model"]["family"] == "transformers" and payload["protocol"]["name"] == "loglikelihood_rolling"
     docs, qa = payload["results"]
@@ -354,7 +397,13 @@ def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
     assert docs["bits_per_byte"] == pytest.approx(-want / docs["bytes"] / math.log(2), rel=1e-6)
     assert docs["tokenizer"]["sha256"] and docs["windowing"] == {"name": "loglikelihood_rolling",
                                                                  "max_length": 16, "stride": 16, "packed": False}
-    assert docs["legacy_padded"]["perplexity"] > 0 and "padding scored" in docs["legacy_padded"]["protocol"]
+    assert list(docs["protocols"]) == ["lm-eval", "biomamba-2024", "biomamba-2026"]
+    assert docs["protocols"]["lm-eval"]["perplexity"] == docs["token_perplexity"]
+    assert docs["protocols"]["biomamba-2024"]["perplexity"] > 0
+    assert "padding scored" in docs["protocols"]["biomamba-2024"]["protocol"]
+    want_2026 = direct_biomamba_2026(loaded.model, loaded.tokenizer, [SHORT, LONG], 16, 16)
+    assert docs["protocols"]["biomamba-2026"]["perplexity"] == pytest.approx(want_2026, rel=1e-5)
+    assert "not token-weighted" in docs["protocols"]["biomamba-2026"]["protocol"]
     assert cli(["--model", str(mamba_dir), "--data", str(tmp_path / "docs.txt"), "--out",
                 str(tmp_path / "mamba.json"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "mamba.json").read_text())["protocol"]["max_length"] == 1024
@@ -363,8 +412,15 @@ def test_cli_writes_out_json_and_report(tmp_path, gpt2_dir, mamba_dir, capsys):
     assert report_ppl.run(args) == 0
     md = (tmp_path / "rep" / "ppl_report.md").read_text()
     assert md.index("Bits per byte") < md.index("Word perplexity") < md.index("Token perplexity")
-    assert "Legacy padded-512" in md and f"{docs['bits_per_byte']:.4f}" in md
+    assert "BioMamba 2024 protocol" in md and "BioMamba 2026 protocol" in md and "Definition: biomamba-2026" in md
+    assert f"{docs['bits_per_byte']:.4f}" in md and f"{docs['protocols']['biomamba-2026']['perplexity']:.2f}" in md
     assert (tmp_path / "rep" / "ppl.png").stat().st_size > 1000
+    old = json.loads(out.read_text())  # an OUT.json written before --protocol: its legacy figure still reported
+    for r in old["results"]:
+        r["legacy_padded"] = r.pop("protocols")["biomamba-2024"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    rows = report_ppl.load_results([str(tmp_path / "old.json")])
+    assert rows[0]["biomamba-2024_perplexity"] == docs["protocols"]["biomamba-2024"]["perplexity"]
 
 
 def test_cli_errors_are_one_line(tmp_path, gpt2_dir, capsys):

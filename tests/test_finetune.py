@@ -18,6 +18,7 @@ from biomamba.train.finetune_config import FinetuneConfig, check_finetune
 from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, tokenize_examples, load_classifier_tokenizer,
                                    selected_step)
 from biomamba.data.task_loaders import Example, TaskError, load_task
+from tests.task_helpers import lora_cfg, write_separable_task
 
 FAST = ["logging.wandb=false", "optim.warmup_steps=1", "train.batch_size=8", "data.eval_batch_size=32"]
 TOY = [*FAST, "data.val_fraction=0.2", "data.test_fraction=0.2"]  # for write_separable_task files
@@ -84,16 +85,6 @@ def bert_dir(prepared, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- learning
-
-def write_separable_task(path: Path, examples=300) -> Path:
-    """A jsonl task whose two labels use disjoint words: any working classifier separates them."""
-    rng = random.Random(0)
-    words = {"drug": "aspirin insulin heparin statin dose tablet", "gene": "kinase receptor mutation protein allele"}
-    rows = [{"id": i, "text": " ".join(rng.choice(words[label].split()) for _ in range(rng.randint(3, 8))),
-             "label": label} for i, label in enumerate(rng.choice(list(words)) for _ in range(examples))]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
 
 def assert_saved_model_reproduces_test_scores(args, loader, kind):
     """RUN/seed_1/model, loaded by `loader` with its own tokenizer, scores the test split exactly as
@@ -309,10 +300,6 @@ def test_bert_inputs_use_its_own_tokenizer(bert_dir):
 
 
 # ----------------------------------------------------------------------------- LoRA
-
-def lora_cfg(*overrides):
-    return load_config(None, ["model.lora=true", *overrides], schema=FinetuneConfig, check=check_finetune)
-
 
 def test_lora_without_peft_says_how_to_get_it(mamba_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now raises ImportError

@@ -14,9 +14,9 @@ from biomamba.train.config import load_config
 from biomamba.train.finetune_models import ModelSpecError, build_classifier
 from biomamba.train.models import preset_of
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import keep_checkpoints_up_to, losses, pretrain_command, run_pretrain, run_two_processes
-from tests.test_finetune import lora_cfg
-from tests.test_pretrain import _kill_at_step
+from tests.pretrain_helpers import (keep_checkpoints_up_to, kill_at_step, losses, pretrain_command, run_pretrain,
+                                    run_two_processes)
+from tests.task_helpers import lora_cfg
 
 # model.preset=debug (pretrain_command's) under model.arch=mamba2 is debug-mamba2; windows of 64
 # tokens cross its chunks of 16
@@ -58,7 +58,7 @@ def test_resume_from_a_checkpoint_gives_the_straight_losses(straight_run, data_d
 def test_sigkill_then_rerun_ends_like_the_straight_run(straight_run, data_dir, tmp_path):
     point = random.Random(0).randrange(3, 11)
     run_dir = tmp_path / f"killed_{point}"
-    assert _kill_at_step(pretrain_command(run_dir, data_dir, *SETTINGS), run_dir, point), \
+    assert kill_at_step(pretrain_command(run_dir, data_dir, *SETTINGS), run_dir, point), \
         "the run finished before it could be killed"
     run_pretrain(run_dir, data_dir, *SETTINGS)
     assert losses(run_dir)[-1] == losses(straight_run)[-1]

@@ -4,10 +4,8 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from biomamba.train.config import load_config
 from biomamba.train.checkpointer import Checkpointer
 from biomamba.train.loop import NonFiniteLoss, Objective, Trainer
 from tests.model_helpers import tiny_model
-from tests.pretrain_helpers import (ROOT, assert_same_validation, keep_checkpoints_up_to, losses, pretrain_command,
+from tests.pretrain_helpers import (assert_same_validation, keep_checkpoints_up_to, kill_at_step, losses, pretrain_command,
                                     run_pretrain, run_two_processes)
 
 
@@ -61,26 +59,13 @@ def _data_of(run_dir):
     return yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dir"]
 
 
-def _kill_at_step(command, run_dir, step):
-    """Start a run, SIGKILL it once metrics.jsonl reaches `step`; returns whether it was killed."""
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run_dir / "metrics.jsonl"
-    while process.poll() is None:
-        if metrics.is_file() and sum(1 for _ in metrics.open()) >= step:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        time.sleep(0.005)
-    return False
-
-
 @pytest.mark.slow  # a training run
 def test_sigkill_at_random_points_then_rerun_ends_like_the_straight_run(straight_run, tmp_path):
     data = _data_of(straight_run)
     args = ("train.max_steps=30", "train.save_every=2", "train.keep_last=20", "train.eval_every=10")
     for point in random.Random(0).sample(range(3, 28), 2):
         run_dir = tmp_path / f"killed_{point}"
-        killed = _kill_at_step(pretrain_command(run_dir, data, *args), run_dir, point)
+        killed = kill_at_step(pretrain_command(run_dir, data, *args), run_dir, point)
         assert killed, "the run finished before it could be killed"
         checkpoints = sorted((run_dir / "checkpoints").glob("step_*"))
         assert all((c / "COMPLETE").is_file() for c in checkpoints if not c.name.endswith(".tmp"))

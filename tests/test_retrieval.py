@@ -23,6 +23,7 @@ from biomamba.metrics.retrieval import (FUSION_WEIGHTS, choose_fusion_weight, co
 from tests.pretrain_helpers import ROOT
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.retrieval import (RetrievalRunConfig, build_model, check_config, info_nce,
+from tests.task_helpers import write_beir
                                    train_retrieval)
 
 TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
@@ -37,20 +38,6 @@ def tokenizer(data_dir):
 def debug_embedder(pooling="last", seed=0):
     torch.manual_seed(seed)
     return BioMambaForEmbedding(BioMambaConfig.from_preset("debug", pooling=pooling, scan_backend="torch")).eval()
-
-
-def write_beir(directory: Path, corpus: dict, queries: dict, qrels: dict, splits=("train", "test")) -> Path:
-    (directory / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(directory / "corpus.jsonl", "w") as f:
-        for did, (title, text) in corpus.items():
-            f.write(json.dumps({"_id": did, "title": title, "text": text}) + "\n")
-    with open(directory / "queries.jsonl", "w") as f:
-        for qid, text in queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    for split in splits:
-        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, docs in qrels.items() for d, g in docs.items()]
-        (directory / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return directory
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -20,8 +20,7 @@ from biomamba.train.config import load_config
 from biomamba.train.retrieval import RetrievalRunConfig, check_config, train_retrieval
 from tests.conftest import data_medline_xml, data_random_articles, data_write
 from tests.pretrain_helpers import ROOT, run_pretrain
-from tests.test_finetune import write_separable_task
-from tests.test_retrieval import write_beir
+from tests.task_helpers import write_beir, write_separable_task
 
 WANDB = os.path.join(os.path.dirname(sys.executable), "wandb")
 

@@ -57,3 +57,12 @@ def test_eval_ppl_dtype_is_refused_naming_precision(tmp_path):
     run = subprocess.run([sys.executable, "-m", "biomamba", "eval-ppl", "--model", str(tmp_path), "--data", "x",
                           "--out", str(tmp_path / "o.json"), "--dtype", "bfloat16"], capture_output=True, text=True)
     assert run.returncode == 2 and "--dtype is now --precision" in run.stderr
+
+
+def test_eval_ppl_legacy_padded_is_refused_naming_protocol(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "biomamba", "eval-ppl", "--model", str(tmp_path), "--data", "x",
+                          "--out", str(tmp_path / "o.json"), "--legacy-padded"], capture_output=True, text=True)
+    assert run.returncode == 2 and "--legacy-padded is now --protocol biomamba-2024" in run.stderr
+    bad = subprocess.run([sys.executable, "-m", "biomamba", "eval-ppl", "--model", str(tmp_path), "--data", "x",
+                          "--out", str(tmp_path / "o.json"), "--protocol", "biomamba-2025"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "biomamba-2026" in bad.stderr

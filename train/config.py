@@ -63,6 +63,9 @@ class DataConfig:
     # state-space models (model.arch=mamba, mamba2), which train better with it (README, results);
     # the baselines have no scan to reset
     document_resets: bool | None = None
+    # several prepared directories mixed by weight (train/mixture.py): [{dir, weight, name}, ...]; when
+    # given it replaces data.dir (the one-source case). name defaults to the directory's name
+    mixture: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -254,8 +257,42 @@ def check_loop(t: TrainConfig, o: OptimConfig, problems: list):
         problems.append(f"optim.decay_fraction must be in (0, 1], got {o.decay_fraction}")
 
 
+MIXTURE_KEYS = ("dir", "weight", "name")
+
+
+def mixture_sources(mixture: list[dict]) -> list[dict]:
+    """data.mixture with every name filled in: [{name, dir, weight}] (assumes check_mixture passed)."""
+    return [{"name": str(e.get("name") or Path(str(e["dir"])).name), "dir": str(e["dir"]), "weight": float(e["weight"])}
+            for e in mixture]
+
+
+def check_mixture(mixture: list[dict], problems: list):
+    for k, entry in enumerate(mixture):
+        where = f"data.mixture[{k}]"
+        unknown = sorted(set(entry) - set(MIXTURE_KEYS))
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(MIXTURE_KEYS)})")
+        if not isinstance(entry.get("dir"), str) or not entry.get("dir"):
+            problems.append(f"{where}: dir (a prepared directory) is required")
+        weight = entry.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            problems.append(f"{where}: weight must be a number > 0, got {weight!r}")
+        elif not weight > 0:
+            problems.append(f"{where}: weight must be > 0, got {weight} (leave a source out instead)")
+        if "name" in entry and (not isinstance(entry["name"], str) or not entry["name"] or "/" in entry["name"]):
+            problems.append(f"{where}: name must be a non-empty string without '/', got {entry['name']!r}")
+    if not problems and mixture:
+        names = [s["name"] for s in mixture_sources(mixture)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"data.mixture: each source needs its own name; repeated: {', '.join(repeated)}")
+
+
 def _check(cfg: RunConfig, problems: list):
     check_loop(cfg.train, cfg.optim, problems)
+    check_mixture(cfg.data.mixture, problems)
+    if cfg.data.mixture and cfg.model.arch == "bert":
+        problems.append("data.mixture mixes causal-LM pretraining data; model.arch=bert reads data.dir only")
     if cfg.model.arch not in MAMBA_ARCHS and cfg.model.init_from:
         problems.append("model.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
     if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets is True:

@@ -1,4 +1,5 @@
 """The pretraining run behind `biomamba pretrain` (its command line and usage: train/pretrain_cli.py)."""
+import hashlib
 import math
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from biomamba import flags
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
 from biomamba.train import distributed, mlm
-from biomamba.train.config import ConfigError, document_resets, load_config
+from biomamba.train.config import ConfigError, document_resets, load_config, mixture_sources
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
+from biomamba.train.mixture import MixtureBatches
 from biomamba.train.models import build_model
 from biomamba.train.run import RunSpec, execute, in_session
 from biomamba.train.windows import WindowBatches, val_windows
@@ -45,6 +47,34 @@ def verify_before_training(data_dir, vocab_size: int) -> str:
     return describe(report)
 
 
+def load_mixture(mixture: list[dict]):
+    """Every source of data.mixture: (sources [{name, dir, weight, manifest_sha256, tokenizer_sha256,
+    train_tokens, val_tokens}], tokenizer, train streams, val streams, byte lengths). The sources must
+    share one tokenizer: a DataError names the first that does not."""
+    from biomamba.data.prepare import MANIFEST, load_manifest
+    from biomamba.data.shards import TokenShards
+    from biomamba.resolve import load_tokenizer
+
+    sources, trains, vals = [], [], []
+    for source in mixture_sources(mixture):
+        manifest = load_manifest(source["dir"])
+        tok_sha = manifest.get("tokenizer", {}).get("sha256")
+        if sources and tok_sha != sources[0]["tokenizer_sha256"]:
+            raise DataError(source["dir"], f"data.mixture source {source['name']!r} has another tokenizer "
+                            f"(sha256 {str(tok_sha)[:12]}) than source {sources[0]['name']!r} "
+                            f"({str(sources[0]['tokenizer_sha256'])[:12]}); every source must be prepared with "
+                            f"one tokenizer (prepare --tokenizer {Path(sources[0]['dir']) / 'tokenizer'})")
+        train, val = TokenShards(source["dir"], "train"), TokenShards(source["dir"], "val")
+        digest = hashlib.sha256((Path(source["dir"]) / MANIFEST).read_bytes()).hexdigest()
+        sources.append({**source, "manifest_sha256": digest, "tokenizer_sha256": tok_sha,
+                        "source_kind": manifest.get("source_kind", "medline"),
+                        "train_tokens": len(train), "val_tokens": len(val)})
+        trains.append(train.tokens)
+        vals.append(val.tokens)
+    tokenizer = load_tokenizer(Path(sources[0]["dir"]) / "tokenizer")
+    return sources, tokenizer, trains, vals, token_byte_lengths(tokenizer)
+
+
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """Bytes of text each token id stands for (0 for special tokens), for bits per byte."""
     lengths = np.zeros(len(tokenizer), dtype=np.int64)
@@ -74,14 +104,51 @@ def make_lm_loss(eos_id: int, resets: bool):
 
 def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
     """Validation on the val windows of train.windows.val_windows, with sample generations."""
+    score = make_val_scorer(val_tokens, byte_lengths, cfg, eos_id)
+    prompts = sample_prompts(val_tokens, eos_id, cfg.logging.samples)
+
+    def evaluate(model, step) -> Evaluation:
+        samples = generate_samples(model, tokenizer, prompts, cfg.logging.sample_tokens, eos_id)
+        return Evaluation(score(model), samples)
+
+    return evaluate
+
+
+def make_mixture_evaluate(sources, batches: MixtureBatches, val_streams, byte_lengths, tokenizer, cfg, eos_id):
+    """Validation per source (val/NAME/loss, .../packed_bits_per_byte, ...) and the mixture's total
+    (val/loss, val/packed_bits_per_byte: the weighted mean of the sources'), with the train tokens and
+    epochs each source has given so far (val/NAME/train_tokens, .../train_epochs); samples from the
+    first source."""
+    scorers = [make_val_scorer(val, byte_lengths, cfg, eos_id) for val in val_streams]
+    weights = np.array([s["weight"] for s in sources]) / sum(s["weight"] for s in sources)
+    prompts = sample_prompts(val_streams[0], eos_id, cfg.logging.samples)
+
+    def evaluate(model, step) -> Evaluation:
+        per_source = [score(model) for score in scorers]
+        metrics = {key: float(sum(w * m[key] for w, m in zip(weights, per_source)))
+                   for key in ("loss", "packed_bits_per_byte")}
+        metrics.update(ppl=math.exp(min(metrics["loss"], 50.0)), tokens=sum(m["tokens"] for m in per_source),
+                       bytes=sum(m["bytes"] for m in per_source))
+        counts, epochs = batches.counts_after(step), batches.epochs_after(step)
+        for k, (source, m) in enumerate(zip(sources, per_source)):
+            metrics.update({f"{source['name']}/{key}": value for key, value in m.items()})
+            metrics[f"{source['name']}/train_tokens"] = int(counts[k]) * cfg.data.seq_len
+            metrics[f"{source['name']}/train_epochs"] = float(epochs[k])
+        samples = generate_samples(model, tokenizer, prompts, cfg.logging.sample_tokens, eos_id)
+        return Evaluation(metrics, samples)
+
+    return evaluate
+
+
+def make_val_scorer(val_tokens, byte_lengths, cfg, eos_id):
+    """model -> {loss, ppl, packed_bits_per_byte, tokens, bytes} on the val windows of val_tokens."""
     batch_size = cfg.train.batch_size
     windows = val_windows(val_tokens, cfg.data.seq_len, cfg.train.eval_batches, batch_size,
                           distributed.world_size())
     targets = windows[:, 1:]
     total_bytes = int(byte_lengths[targets.numpy()].sum())
-    prompts = sample_prompts(val_tokens, eos_id, cfg.logging.samples)
 
-    def evaluate(model, step) -> Evaluation:
+    def score(model) -> dict:
         device = next(model.parameters()).device
         nats, tokens = 0.0, 0
         for chunk in windows.split(batch_size):
@@ -91,13 +158,11 @@ def make_evaluate(val_tokens, byte_lengths, tokenizer, cfg, eos_id):
             nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum")
             nats, tokens = nats + nll.item(), tokens + chunk[:, 1:].numel()
         loss = nats / tokens
-        metrics = {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
-                   "packed_bits_per_byte": nats / max(total_bytes, 1) / math.log(2),
-                   "tokens": tokens, "bytes": total_bytes}
-        samples = generate_samples(model, tokenizer, prompts, cfg.logging.sample_tokens, eos_id)
-        return Evaluation(metrics, samples)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
+                "packed_bits_per_byte": nats / max(total_bytes, 1) / math.log(2),
+                "tokens": tokens, "bytes": total_bytes}
 
-    return evaluate
+    return score
 
 
 def sample_prompts(val_tokens, eos_id, count, prompt_tokens=12):
@@ -139,7 +204,32 @@ def pretrain(cfg, run_dir: Path) -> dict:
                       distributed_ok=True, out=run_dir)
 
 
+def mixture_objective(cfg, tokenizer, eos_id, sources, trains, vals, byte_lengths):
+    batches = MixtureBatches(trains, [s["weight"] for s in sources], cfg.data.seq_len, cfg.train.batch_size,
+                             cfg.train.grad_accum, distributed.world_size(), distributed.rank(), cfg.seed)
+    return batches, Objective(batches_for=batches.for_step, loss_fn=make_lm_loss(eos_id, document_resets(cfg)),
+                              items_in=lambda b: b.numel(),
+                              evaluate=make_mixture_evaluate(sources, batches, vals, byte_lengths, tokenizer, cfg, eos_id))
+
+
+def _train_mixture(cfg, run_dir: Path, device) -> dict:
+    sources, tokenizer, trains, vals, byte_lengths = load_mixture(cfg.data.mixture)
+    eos_id = tokenizer.eos_token_id
+    verified = {s["name"]: verify_before_training(s["dir"], len(tokenizer)) for s in sources}  # every shard read
+    model = build_model(cfg, len(tokenizer), eos_id).to(device)
+    batches, objective = mixture_objective(cfg, tokenizer, eos_id, sources, trains, vals, byte_lengths)
+    facts = {"tokenizer_sha256": sources[0]["tokenizer_sha256"], "document_resets": document_resets(cfg),
+             "data_mixture": sources, "shards_verified": verified}
+    describe = (f"{cfg.model.arch} on a mixture: " + ", ".join(
+        f"{s['name']} {s['weight']:g} ({s['train_tokens']:,} train tokens)" for s in sources)
+        + f"; global batch {batches.global_batch} x {cfg.data.seq_len}")
+    return execute(RunSpec(cfg, run_dir, model, objective, device, tokenizer, facts, describe,
+                           job_type="pretrain", source_model=cfg.model.init_from))
+
+
 def _train(cfg, run_dir: Path, device) -> dict:
+    if cfg.data.mixture:
+        return _train_mixture(cfg, run_dir, device)
     manifest, tokenizer, train_tokens, val_tokens, byte_lengths = load_data(cfg.data.dir)
     eos_id, base_vocab = tokenizer.eos_token_id, len(tokenizer)
     verified = verify_before_training(cfg.data.dir, base_vocab)

@@ -1,6 +1,7 @@
 """The documents stage: from every unit's records to the corpus's documents, and their counts.
 
-First one cheap pass over all PMIDs (updates.keep_masks) applies PubMed's update rules; then, in
+First one cheap pass over all PMIDs (updates.keep_masks) applies PubMed's update rules (general-text
+units keep every record: no update rules, their keys are not PMIDs); then, in
 parallel, a job per unit, from the record table alone (no text is read): which kept records are
 documents, their split (a threshold on the stored PMID hash, exactly splits.split_of), whether
 --exclude-pmids names them, the unit's counts and its train text bytes per tokenizer-sample bucket.
@@ -75,14 +76,18 @@ def documents_stage(out, parsed, val_fraction: float, test_fraction: float, excl
     """Write every unit's docs file and the catalog; return the counts, the catalog's units and the
     sample histogram: {documents, with_abstract, excluded, deleted, sections, splits, units, sample_histogram}."""
     docs_dir = Path(out) / store.DOCUMENTS_DIR
-    units = [p.unit for p in parsed]
-    masks, deleted = keep_masks(units, _load_events(docs_dir))
+    pubmed = [p for p in parsed if p.input.kind != "text"]
+    pubmed_masks, deleted = keep_masks([p.unit for p in pubmed], _load_events(docs_dir))
+    keep = dict(zip((p.unit for p in pubmed), pubmed_masks))
+    masks = [keep[p.unit] if p.unit in keep else np.packbits(np.ones(p.meta["records"], dtype=bool))
+             for p in parsed]
     jobs = [(docs_dir, p.unit, p.meta["categories"], mask, val_fraction, test_fraction)
             for p, mask in zip(parsed, masks)]
     results = run_jobs(_documents_job, jobs, workers, "documents", progress,
                        weights=[p.meta["records"] for p in parsed], unit="record",
                        initializer=_set_exclusions, initargs=(exclusion_array(exclude),))
-    catalog = [{"unit": r["unit"], "input": p.input.name, "docs": r["docs"], "documents": r["documents"]}
+    catalog = [{"unit": r["unit"], "input": p.input.name, "kind": p.input.kind, "docs": r["docs"],
+                "documents": r["documents"]}
                for p, r in zip(parsed, results)]
     store.write_catalog(docs_dir, catalog, {"val_fraction": val_fraction, "test_fraction": test_fraction})
     _remove_stale(docs_dir, catalog)

@@ -11,9 +11,17 @@ A column that a field names but the dataset lacks (a typo in --hf-fields, anothe
 error naming the field and the columns the file has, checked on its first row: otherwise every row would
 quietly lose that part. An empty or null value in a column that exists is allowed (a citation without an
 abstract); the manifest counts those documents (documents - with_abstract).
+
+General-domain text (`prepare --text`; C4's url/timestamp/text, Wikipedia's id/url/title/text, any
+dataset with a text column): each row is one document, its text exactly as stored (no whitespace
+change; the title of a Wikipedia row is not added), keyed by its `id`, else its `url`, else
+"sha256:" + the text's sha256, and that key's hash draws its split. No PubMed update rules: every
+row is a document, a repeated key included. A row whose text is missing or not a string is an error
+naming the file and row; a blank text is a record that is not a document, as an empty citation.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Iterator
@@ -30,8 +38,9 @@ PRESETS = {
                     "languages": "MedlineCitation.Article.Language",
                     "publication_types": "MedlineCitation.Article.PublicationTypeList.PublicationType"},
 }
-BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json"}
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".jsonl.gz": "json", ".json.gz": "json"}
 _YEAR = re.compile(r"\d{4}")
+TEXT_KEYS = ("id", "url")  # a general-text row's key: the first of these it has, else its text's hash
 
 
 def parse_fields(spec: str | None) -> dict[str, str]:
@@ -132,6 +141,29 @@ def iter_rows(path) -> Iterator[dict]:
         yield from datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True)
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
         raise DataError(path, f"cannot read as {builder}: {err}") from None
+
+
+def text_key(row: dict, text: str) -> str:
+    """The key a general-text document is split by: its id, else its url, else its text's hash."""
+    for column in TEXT_KEYS:
+        value = row.get(column)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_record(row: dict, column: str, where: str) -> MedlineRecord:
+    """One general-text row as a record: the key in `pmid`, the text unchanged as its one section."""
+    text = _get(row, column)
+    if not isinstance(text, str):
+        found = "no" if text is None else f"a {type(text).__name__}, not a string, in"
+        raise DataError(where, f"{found} text column {column!r}")
+    return MedlineRecord(pmid=text_key(row, text), sections=[("", "", text)] if text.strip() else [])
+
+
+def iter_text_records(path, column: str = "text") -> Iterator[MedlineRecord]:
+    for number, row in enumerate(iter_rows(path), 1):
+        yield text_record(row, column, f"{path} row {number}")
 
 
 def iter_records(path, fields: dict[str, str]) -> Iterator[MedlineRecord]:

@@ -1,7 +1,8 @@
 """Which inputs to read: the embedded default, or MEDLINE XML and HF dataset files the user names.
 
 An input is one file, the unit of parallel work in `prepare`: a MEDLINE .xml.gz/.xml file, or one
-data file (parquet, arrow, jsonl) of a Hugging Face dataset. The user names files, directories
+data file (parquet, arrow, jsonl) of a Hugging Face dataset, read as PubMed records ("hf") or as
+general-domain text ("text": a text column and an optional id, C4 or Wikipedia). The user names files, directories
 (searched recursively) or glob patterns ("baseline/*.xml.gz", "pubmed/**/*.parquet"); a directory
 written by `datasets.Dataset.save_to_disk` stands for its arrow files.
 
@@ -21,13 +22,14 @@ from pathlib import Path
 from biomamba.data.errors import DataError
 
 MEDLINE_SUFFIXES = (".xml.gz", ".xml")
-HF_SUFFIXES = (".parquet", ".arrow", ".jsonl")
+HF_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's own files (JSON lines)
+DATASET_KINDS = ("hf", "text")  # dataset files: PubMed records, or general-domain text
 _GLOB_CHARS = set("*?[")
 
 
 @dataclasses.dataclass(frozen=True)
 class Input:
-    """One input file: `kind` "medline" or "hf"; `name` orders it among the others."""
+    """One input file: `kind` "medline", "hf" or "text"; `name` orders it among the others."""
 
     path: Path
     kind: str
@@ -58,23 +60,24 @@ def _is_save_to_disk(directory: Path) -> bool:
     return (directory / "state.json").is_file() and (directory / "dataset_info.json").is_file()
 
 
-def _save_to_disk_files(directory: Path) -> list[Input]:
+def _save_to_disk_files(directory: Path, kind: str) -> list[Input]:
     try:
         files = [f["filename"] for f in json.loads((directory / "state.json").read_text())["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(directory / "state.json", f"not a datasets save_to_disk state file ({err})") from None
-    return [Input(directory / f, "hf", f"{directory.name}-{f}") for f in files]
+    return [Input(directory / f, kind, f"{directory.name}-{f}") for f in files]
 
 
 def _files_in(directory: Path, kind: str, suffixes) -> list[Input]:
-    if kind == "hf" and _is_save_to_disk(directory):
-        return _save_to_disk_files(directory)
+    dataset = kind in DATASET_KINDS
+    if dataset and _is_save_to_disk(directory):
+        return _save_to_disk_files(directory, kind)
     found = []
     for child in sorted(directory.rglob("*")):
-        if child.is_dir() and kind == "hf" and _is_save_to_disk(child):
-            found += _save_to_disk_files(child)
+        if child.is_dir() and dataset and _is_save_to_disk(child):
+            found += _save_to_disk_files(child, kind)
         elif child.is_file() and child.name.endswith(suffixes) and not child.name.startswith("."):
-            if not (kind == "hf" and _is_save_to_disk(child.parent)):  # listed by its directory
+            if not (dataset and _is_save_to_disk(child.parent)):  # listed by its directory
                 found.append(Input(child, kind, child.name))
     if not found:
         raise DataError(directory, f"directory holds no {' or '.join(suffixes)} files")
@@ -94,18 +97,18 @@ def _inputs_of(path: Path, kind: str) -> list[Input]:
     return out
 
 
-def resolve_inputs(medline=None, hf=None) -> list[Input]:
-    """Every input file named by `medline` and `hf` paths, in read order, each once.
+def resolve_inputs(medline=None, hf=None, text=None) -> list[Input]:
+    """Every input file named by `medline`, `hf` and `text` paths, in read order, each once.
 
-    With neither, the embedded MEDLINE files. An empty list given explicitly is an error.
+    With none, the embedded MEDLINE files. An empty list given explicitly is an error.
     """
-    if medline is None and hf is None:
+    if medline is None and hf is None and text is None:
         return [Input(p, "medline", p.name) for p in embedded_medline_files()]
-    medline, hf = list(medline or []), list(hf or [])
-    if not medline and not hf:
-        raise DataError("--medline/--hf", "empty input list")
+    medline, hf, text = list(medline or []), list(hf or []), list(text or [])
+    if not medline and not hf and not text:
+        raise DataError("--medline/--hf/--text", "empty input list")
     found: dict[str, Input] = {}
-    for kind, paths in (("medline", medline), ("hf", hf)):
+    for kind, paths in (("medline", medline), ("hf", hf), ("text", text)):
         for p in map(Path, paths):
             for item in _inputs_of(p, kind):
                 found[str(item.path.resolve())] = item

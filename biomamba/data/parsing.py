@@ -2,11 +2,11 @@
 
 A job hashes its input, and unless the unit's meta already matches that sha256 and reader, reads
 the file once (MEDLINE XML with medline.py, dataset rows with hf.py) and writes, atomically:
-the record store (JSONL), the record table (what later stages select on, per record), the meta last.
+(general text with hf.py's text reader) the record store (JSONL), the record table (what later stages select on, per record), the meta last.
 A rerun reuses every complete unit, so a killed `prepare` resumes here file by file.
 
 Record table columns (npz, one entry per record unless noted):
-  pmid            int64
+  pmid            int64 (-1 for a general-text record: its key is a string, and no update rule reads it)
   offset          int64, records + 1: byte offsets of the store's lines
   is_doc          a title or an abstract (a record without either is not a document)
   with_abstract   an abstract section with text (not just a bare label)
@@ -53,9 +53,11 @@ class ParsedInput:
     error: str | None = None
 
 
-def reader_of(item: Input, hf_fields: dict) -> dict:
+def reader_of(item: Input, hf_fields: dict, text_column: str = "text") -> dict:
     """What, besides the file's bytes, determines its unit."""
     reader = {"kind": item.kind, "version": READER_VERSION}
+    if item.kind == "text":
+        return dict(reader, column=text_column)
     return reader if item.kind == "medline" else dict(reader, fields=hf_fields)
 
 
@@ -68,8 +70,8 @@ def _pmid_int(pmid: str, where) -> int:
 class RecordColumns:
     """The record table, filled one record at a time in typed arrays (8 bytes a value)."""
 
-    def __init__(self, where):
-        self.where = where
+    def __init__(self, where, keyed_by_pmid: bool = True):
+        self.where, self.keyed_by_pmid = where, keyed_by_pmid
         self.pmid, self.offset, self.text_bytes = array.array("q"), array.array("q", [0]), array.array("q")
         self.is_doc, self.with_abstract = array.array("b"), array.array("b")
         self.split_u, self.sample_bucket = array.array("d"), array.array("H")
@@ -81,7 +83,7 @@ class RecordColumns:
         """Append a record's columns; return its store line."""
         line = (json.dumps(store_record(rec), ensure_ascii=False) + "\n").encode("utf-8")
         abstract = rec.abstract
-        self.pmid.append(_pmid_int(rec.pmid, self.where))
+        self.pmid.append(_pmid_int(rec.pmid, self.where) if self.keyed_by_pmid else -1)
         self.offset.append(self.offset[-1] + len(line))
         self.is_doc.append(bool(rec.title or abstract))
         self.with_abstract.append(any(text for _, _, text in rec.sections))
@@ -121,13 +123,15 @@ def store_record(rec: MedlineRecord) -> dict:
 def _items(item: Input, reader: dict):
     if item.kind == "medline":
         return iter_medline(item.path)
+    if item.kind == "text":
+        return hf.iter_text_records(item.path, reader["column"])
     return hf.iter_records(item.path, reader["fields"])
 
 
 def parse_unit(item: Input, sha: str, docs_dir: Path, reader: dict) -> dict:
     """Read one input into its unit; return the meta. Raises DataError for a bad file."""
     unit = store.unit_id(item.name, sha)
-    columns = RecordColumns(item.path)
+    columns = RecordColumns(item.path, keyed_by_pmid=item.kind != "text")
     with atomic_open(store.store_path(docs_dir, unit), "wb") as out:
         for found in _items(item, reader):
             if isinstance(found, Deletion):
@@ -169,7 +173,8 @@ def _parse_job(job) -> ParsedInput:
 
 
 def parse_inputs(inputs: list[Input], docs_dir, workers: int = 1, progress: bool = False,
-                 skip_bad_files: bool = False, hf_fields: dict | None = None) -> list[ParsedInput]:
+                 skip_bad_files: bool = False, hf_fields: dict | None = None,
+                 text_column: str = "text") -> list[ParsedInput]:
     """Parse (or reuse) every input; return a ParsedInput per input, in the given order.
 
     A bad file raises DataError, unless skip_bad_files, in which case its ParsedInput carries `error`.
@@ -177,6 +182,6 @@ def parse_inputs(inputs: list[Input], docs_dir, workers: int = 1, progress: bool
     docs_dir = Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
     fields = hf_fields or hf.parse_fields(None)
-    jobs = [(item, docs_dir, reader_of(item, fields), skip_bad_files) for item in inputs]
+    jobs = [(item, docs_dir, reader_of(item, fields, text_column), skip_bad_files) for item in inputs]
     sizes = [os.path.getsize(item.path) if item.path.is_file() else 0 for item in inputs]
     return run_jobs(_parse_job, jobs, workers, "parse", progress, weights=sizes, unit="B")

