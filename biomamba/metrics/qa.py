@@ -32,7 +32,8 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at 0 or n hits a bound is exactly 0 or 1; the formula leaves rounding dust there
+    return (0.0 if correct == 0 else centre - half, 1.0 if correct == n else centre + half)
 
 
 def accuracy_summary(correct) -> dict:
