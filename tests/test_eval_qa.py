@@ -268,7 +268,7 @@ def test_cli_writes_results_table_and_predictions(qa_files, tmp_path, capsys):
     _, files, model_dir = qa_files
     out = tmp_path / "qa.json"
     assert cli(["--model", str(model_dir), "--task", f"medmcqa:{files['medmcqa'][0]}", "--out", str(out),
-                "--num-fewshot", "1", "--no-wandb"]) == 0
+                "--num-fewshot", "1"]) == 0  # W&B on: offline, files beside OUT.json
     payload = json.loads(out.read_text())
     lm, bio = payload["results"]
     assert [lm["protocol"], bio["protocol"]] == ["lm-eval", "biomamba"]
@@ -280,6 +280,7 @@ def test_cli_writes_results_table_and_predictions(qa_files, tmp_path, capsys):
     assert len(lines) == 14 and json.loads(lines[0])["protocol"] == "lm-eval"
     table = out.with_suffix(".md").read_text()
     assert "| medmcqa:medmcqa_test | lm-eval | lm-eval medmcqa |" in table and table in capsys.readouterr().out + table
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_cli_errors_are_one_line(qa_files, tmp_path, capsys):
