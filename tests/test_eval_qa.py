@@ -281,6 +281,14 @@ def test_cli_writes_results_table_and_predictions(qa_files, tmp_path, capsys):
     table = out.with_suffix(".md").read_text()
     assert "| medmcqa:medmcqa_test | lm-eval | lm-eval medmcqa |" in table and table in capsys.readouterr().out + table
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    from biomamba.eval import report_qa
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": {"name": "other"}, "results": [{**lm, "acc": 0.5, "ci95": [0.2, 0.8]}]}))
+    assert report_qa.run(argparse.Namespace(results=[str(out), str(other)], out=str(tmp_path / "rep"))) == 0
+    md = (tmp_path / "rep" / "qa_report.md").read_text()
+    lm_table, bio_table = md.split("### ")[1:]
+    assert lm_table.startswith("medmcqa:medmcqa_test: lm-eval protocol, 1-shot") and "| other | 7 | 0.5000 |" in lm_table
+    assert f"| model | 7 | {lm['acc']:.4f} |" in lm_table and "other" not in bio_table
 
 
 def test_cli_errors_are_one_line(qa_files, tmp_path, capsys):
