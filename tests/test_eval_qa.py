@@ -157,9 +157,10 @@ def run_lm_eval(root, kind, test, shots, model_dir, k):
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from biomamba import BioMambaForCausalLM
-    model = BioMambaForCausalLM.from_pretrained(model_dir).eval()
+    gpt2 = json.loads((Path(model_dir) / "config.json").read_text())["model_type"] == "gpt2"
+    model = (AutoModelForCausalLM if gpt2 else BioMambaForCausalLM).from_pretrained(model_dir).eval()
     lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), batch_size=3)
     manager = TaskManager(include_path=str(lm_eval_task_dir(root, kind, test, shots)), include_defaults=False)
     out = lm_eval.simple_evaluate(model=lm, tasks=[f"biomamba_test_{kind}"], num_fewshot=k, task_manager=manager,
@@ -191,6 +192,28 @@ def test_lm_eval_protocol_equals_lm_eval_itself(qa_files, kind, k):
     assert row["acc"] == pytest.approx(theirs["acc,none"]) and row["acc_norm"] == pytest.approx(theirs["acc_norm,none"])
     lls = np.array([m["loglikelihoods"] for m in predictions])
     assert np.ptp(lls, axis=1).min() > 1e-3  # the choices are told apart, so a wrong pick would show
+
+
+def test_a_transformers_model_scores_full_sequences_as_lm_eval_does(qa_files, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    root, files, model_dir = qa_files
+    gpt2_dir = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=400, n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(gpt2_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (gpt2_dir / name).write_bytes((Path(model_dir) / name).read_bytes())
+    test, shots = files["medqa"]
+    theirs, samples = run_lm_eval(root, "medqa", test, shots, gpt2_dir, 2)
+    out = tmp_path / "gpt2.json"
+    assert cli(["--model", str(gpt2_dir), "--task", f"medqa:{test}:{shots}", "--out", str(out), "--num-fewshot", "2",
+                "--protocol", "lm-eval", "--no-wandb"]) == 0
+    assert json.loads(out.read_text())["model"]["scoring"] == "full sequences"
+    predictions = [json.loads(line) for line in out.with_suffix(".predictions.jsonl").read_text().splitlines()]
+    for mine, sample in zip(predictions, samples, strict=True):
+        np.testing.assert_allclose(mine["loglikelihoods"], [r[0][0] for r in sample["resps"]], atol=1e-4)
+    assert cli(["--model", str(gpt2_dir), "--task", f"medqa:{test}", "--out", str(out), "--scoring", "shared",
+                "--no-wandb"]) == 1
 
 
 def test_fewshot_from_the_test_file_leaves_the_item_out(qa_files):
