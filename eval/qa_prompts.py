@@ -9,6 +9,7 @@ context, rebuilt from `QAItem`s so that lm-eval's own task code gives the same s
     mmlu      lm_eval/tasks/mmlu/default/_default_template_yaml: "{question.strip()}\\nA. a\\n...Answer:",
               A-D, description "The following are multiple choice questions (with answers) about SUBJECT.\\n\\n"
     mc        the medmcqa template, "Abstract: ...\\n" before it when the item has a context; one letter an option
+    titles    as mc (the abstract, "Which title belongs to this abstract?", 4 titles)
 
 The continuation of each choice is target_delimiter " " + the choice. Few-shot (lm-eval's
 ConfigurableTask.fewshot_context): description + per example "{text} {choice of its answer}\\n\\n" + text.
@@ -28,7 +29,7 @@ FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, the evaluator's fews
 TARGET_DELIMITER, FEWSHOT_DELIMITER = " ", "\n\n"
 PROMPT_NAMES = {"pubmedqa": "lm-eval pubmedqa", "bioasq": "lm-eval pubmedqa (snippets as abstract)",
                 "medmcqa": "lm-eval medmcqa", "medqa": "lm-eval medqa_4options", "mmlu": "lm-eval mmlu default",
-                "mc": "lm-eval medmcqa (+ abstract)"}
+                "mc": "lm-eval medmcqa (+ abstract)", "titles": "lm-eval medmcqa (+ abstract)"}
 
 
 @dataclass(frozen=True)

@@ -324,3 +324,30 @@ def test_cli_errors_are_one_line(qa_files, tmp_path, capsys):
     assert cli(["--model", str(model_dir), "--task", f"mc:{bad}", "--out", str(tmp_path / "o.json"),
                 "--protocol", "lm-eval,helm", "--no-wandb"]) == 1
     assert "--protocol: unknown helm" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the title task from PubMed itself
+
+def test_title_task_is_drawn_by_hash_whatever_the_order():
+    from biomamba.data.qa_titles import QUESTION, title_items
+    docs = [{"pmid": str(100 + i), "title": f"Title {i}", "abstract": f"Abstract {i}."} for i in range(40)]
+    docs.append({"pmid": "999", "title": "No abstract", "abstract": ""})
+    items = title_items(docs, limit=12)
+    assert items == title_items(docs[::-1], limit=12) and len(items) == 12
+    pool_titles = {item.options[item.answer] for item in items}
+    for item in items:
+        assert item.question == QUESTION and item.contexts == (f"Abstract {int(item.id) - 100}.",)
+        assert item.options[item.answer] == f"Title {int(item.id) - 100}"
+        assert len(set(item.options)) == 4 and set(item.options) <= pool_titles  # distractors from the pool
+    assert len({item.answer for item in items}) > 1  # the gold position varies
+
+
+def test_titles_spec_reads_a_prepared_dir(data_dir):
+    from biomamba.data.documents import read_documents
+    task = parse_task_spec(f"titles:{data_dir}:10")
+    assert task.kind == "titles" and len(task.items) == 10 and len(task.fewshot_items) == 10
+    test_pmids = {str(d["pmid"]) for d in read_documents(data_dir, "test")}
+    assert {item.id for item in task.items} <= test_pmids
+    assert not {item.id for item in task.fewshot_items} & test_pmids
+    prompt = build_prompts("titles", task.items, task.fewshot_items, 1, pool_is_test=False)[0]
+    assert prompt.context.count("Question: Which title belongs to this abstract?\nChoices:\nA. ") == 2

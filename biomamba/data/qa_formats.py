@@ -11,6 +11,8 @@ test file's own, the eval item left out, as lm-eval does without a training spli
   medmcqa:FILE    MedMCQA as on the HF hub (question, opa..opd, cop 0-3)
   mmlu:FILE       MMLU subset rows (question, choices, answer 0-3 or A-D, optional subject)
   mc:FILE         generic multiple choice (question, choices, answer index or text, optional context)
+  titles:DIR[:N]  made from a `biomamba prepare` dir: which of 4 titles belongs to this abstract, N items
+                  (default 500) of the test split, few-shot examples from val (biomamba/data/qa_titles.py)
 
 Rows are read from .jsonl (one JSON object a line), .json (a list of objects) or .parquet. Every
 problem raises QAFormatError naming the file, the line (jsonl) or row (json/parquet) and the field.
@@ -23,7 +25,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("pubmedqa", "bioasq", "medqa", "medmcqa", "mmlu", "mc")
+KINDS = ("pubmedqa", "bioasq", "medqa", "medmcqa", "mmlu", "mc", "titles")
+TITLE_ITEMS = 500
 LETTERS = "ABCDEFGHIJ"
 YES_NO_MAYBE = ("yes", "no", "maybe")
 
@@ -223,7 +226,24 @@ def parse_task_spec(spec: str) -> QATask:
     if kind not in KINDS or not rest:
         raise QAFormatError(f"task {spec!r}: expected KIND:FILE[:FEWSHOT_FILE] with KIND one of {', '.join(KINDS)}")
     path, _, fewshot = rest.partition(":")
+    if kind == "titles":
+        return titles_task(path, fewshot)
     task = QATask(kind, path, read_items(kind, path))
     if fewshot:
         task.fewshot_path, task.fewshot_items = fewshot, read_items(kind, fewshot)
     return task
+
+
+def titles_task(directory: str, limit: str) -> QATask:
+    """`titles:DIR[:N]`: the title task's test items and its val few-shot pool."""
+    from biomamba.data.documents import read_documents
+    from biomamba.data.errors import DataError
+    from biomamba.data.qa_titles import title_items
+    if limit and not limit.isdigit():
+        raise QAFormatError(f"task titles:{directory}:{limit}: N must be a number of items")
+    n = int(limit) if limit else TITLE_ITEMS
+    try:
+        test, val = (title_items(read_documents(directory, split), n) for split in ("test", "val"))
+    except (DataError, ValueError) as err:
+        raise QAFormatError(f"titles:{directory}: {err}") from None
+    return QATask("titles", f"{directory}:test", test, f"{directory}:val", val)
