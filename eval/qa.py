@@ -13,7 +13,7 @@ Protocols (one result row each per task; never compare numbers across protocols)
              a continuation, acc (argmax) and acc_norm (argmax of loglikelihood / choice length in
              characters), --num-fewshot k examples drawn as lm-eval draws them (seed 1234).
   biomamba   BioMamba's: the same prompt, the next-token probabilities of the answers' first tokens
-             (yes/no/maybe, or the letters) renormalised over those tokens; acc only.
+             (yes/no/maybe, or the letters) renormalised over those tokens; acc only (not for titles).
 BioMamba models score the lm-eval protocol by shared state (each item's context run once, every
 choice from a copy of its conv/SSM cache; exact); other models by full sequences (--scoring full
 forces it).
@@ -33,6 +33,7 @@ from biomamba.data.qa_formats import QAFormatError, parse_task_spec
 from biomamba.io import write_text
 
 PROTOCOLS = ("lm-eval", "biomamba")
+BIOMAMBA_KINDS = ("pubmedqa", "bioasq", "medqa", "medmcqa", "mmlu", "mc")  # answers: a word or a letter
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DEFAULT_MAX_LENGTH = 2048  # lm-eval HFLM's when the model config states no positional limit
 
@@ -82,6 +83,9 @@ def _run(args) -> int:
         results, predictions = [], []
         for task in tasks:
             for protocol in protocols:
+                if protocol == "biomamba" and task.kind not in BIOMAMBA_KINDS:
+                    print(f"{task.name}: no biomamba protocol (its answers are texts, not one word or letter)")
+                    continue
                 row, preds = evaluate(setup, task, protocol, args.num_fewshot)
                 results.append(row)
                 predictions += preds

@@ -9,7 +9,8 @@ context, rebuilt from `QAItem`s so that lm-eval's own task code gives the same s
     mmlu      lm_eval/tasks/mmlu/default/_default_template_yaml: "{question.strip()}\\nA. a\\n...Answer:",
               A-D, description "The following are multiple choice questions (with answers) about SUBJECT.\\n\\n"
     mc        the medmcqa template, "Abstract: ...\\n" before it when the item has a context; one letter an option
-    titles    as mc (the abstract, "Which title belongs to this abstract?", 4 titles)
+    titles    "Abstract: {abstract}\\nTitle:", the 4 titles themselves as the choices (a small LM knows
+              no letters; acc_norm then matters, as in lm-eval's hellaswag)
 
 The continuation of each choice is target_delimiter " " + the choice. Few-shot (lm-eval's
 ConfigurableTask.fewshot_context): description + per example "{text} {choice of its answer}\\n\\n" + text.
@@ -29,7 +30,7 @@ FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, the evaluator's fews
 TARGET_DELIMITER, FEWSHOT_DELIMITER = " ", "\n\n"
 PROMPT_NAMES = {"pubmedqa": "lm-eval pubmedqa", "bioasq": "lm-eval pubmedqa (snippets as abstract)",
                 "medmcqa": "lm-eval medmcqa", "medqa": "lm-eval medqa_4options", "mmlu": "lm-eval mmlu default",
-                "mc": "lm-eval medmcqa (+ abstract)", "titles": "lm-eval medmcqa (+ abstract)"}
+                "mc": "lm-eval medmcqa (+ abstract)", "titles": "abstract -> title (choices as text)"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ def doc_to_text(kind: str, item) -> str:
         return _abstract(item.contexts) + f"Question: {item.question}\nAnswer:"
     if kind == "medqa":
         return f"Question: {item.question}\n" + _lettered(item.options) + "Answer:"
+    if kind == "titles":
+        return _abstract(item.contexts) + "Title:"
     if kind == "mmlu":
         return item.question.strip() + "\n" + _lettered(item.options) + "Answer:"
     head = _abstract(item.contexts) if item.contexts else ""
@@ -59,7 +62,7 @@ def doc_to_text(kind: str, item) -> str:
 
 
 def doc_to_choice(kind: str, item) -> tuple:
-    if kind in ("pubmedqa", "bioasq"):
+    if kind in ("pubmedqa", "bioasq", "titles"):
         return item.options
     return tuple(LETTERS[:len(item.options)])
 

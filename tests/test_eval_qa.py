@@ -350,4 +350,6 @@ def test_titles_spec_reads_a_prepared_dir(data_dir):
     assert {item.id for item in task.items} <= test_pmids
     assert not {item.id for item in task.fewshot_items} & test_pmids
     prompt = build_prompts("titles", task.items, task.fewshot_items, 1, pool_is_test=False)[0]
-    assert prompt.context.count("Question: Which title belongs to this abstract?\nChoices:\nA. ") == 2
+    item = task.items[0]
+    assert prompt.context.endswith(f"Abstract: {item.contexts[0]}\nTitle:") and prompt.choices == item.options
+    assert prompt.context.count("\nTitle: ") == 1 and prompt.context.startswith("Abstract: ")  # the one shot

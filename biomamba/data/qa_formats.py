@@ -11,7 +11,7 @@ test file's own, the eval item left out, as lm-eval does without a training spli
   medmcqa:FILE    MedMCQA as on the HF hub (question, opa..opd, cop 0-3)
   mmlu:FILE       MMLU subset rows (question, choices, answer 0-3 or A-D, optional subject)
   mc:FILE         generic multiple choice (question, choices, answer index or text, optional context)
-  titles:DIR[:N]  made from a `biomamba prepare` dir: which of 4 titles belongs to this abstract, N items
+  titles:DIR[:N]  made from a `biomamba prepare` dir: which of 4 titles continues this abstract, N items
                   (default 500) of the test split, few-shot examples from val (biomamba/data/qa_titles.py)
 
 Rows are read from .jsonl (one JSON object a line), .json (a list of objects) or .parquet. Every

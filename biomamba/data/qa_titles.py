@@ -10,7 +10,8 @@ unit_hash), so the task is the same on every machine and for every model:
   distractors  for each item, the 3 other pool documents whose hash of (item PMID, other PMID) is lowest:
                titles from the same split, never the item's own
   gold         the true title's position, from the hash of the item's PMID (uniform over A-D)
-The context is the abstract (its sections as one text); the question is fixed. A test split PMID is
+The context is the abstract (its sections as one text); eval-qa's prompt is "Abstract: ...\nTitle:" with
+the 4 titles as the continuations scored (eval/qa_prompts.py). A test split PMID is
 never in the pretraining shards (prepare's hash split), so a model cannot have seen the pairing.
 """
 from __future__ import annotations
