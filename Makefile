@@ -32,6 +32,7 @@ demo: install
 	$(PY) -m biomamba eval-ppl --model $(DEMO_DIR)/tiny --data prepared:$(DEMO_DIR)/data:val \
 	    --out $(DEMO_DIR)/ppl.json --max-length 1024; \
 	$(PY) -m biomamba report ppl $(DEMO_DIR)/ppl.json --out $(DEMO_DIR); \
+	$(PY) -m biomamba eval-qa --model $(DEMO_DIR)/tiny --task titles:$(DEMO_DIR)/data:200 --out $(DEMO_DIR)/qa.json; \
 	$(PY) -m biomamba generate --model $(DEMO_DIR)/tiny/model --max-new-tokens 40 \
 	    --prompt "Patients with type 2 diabetes" --prompt "The aim of this study was"; \
 	echo "make demo: done in $$(( $$(date +%s) - start )) s; results in $(DEMO_DIR)/ (report.md, loss.png)"

@@ -27,6 +27,7 @@ COMMANDS = {
     "prepare": ("biomamba.data.prepare", "parse MEDLINE XML, train a tokenizer, write packed token shards"),
     "pretrain": ("biomamba.train.pretrain_cli", "pretrain a causal LM on the prepared shards (resumable, W&B, torchrun)"),
     "eval-ppl": ("biomamba.eval.perplexity", "perplexity of any LM on the same texts: token, word, bits per byte"),
+    "eval-qa": ("biomamba.eval.qa", "multiple-choice QA accuracy (PubMedQA, BioASQ, MedQA, MedMCQA, MMLU): lm-eval's and BioMamba's protocols"),
     "finetune": ("biomamba.train.finetune_cli", "fine-tune BioMamba or a BERT on a biomedical task over seeds"),
     "retrieval": (RETRIEVAL, "dense retrieval: train / eval (vs BM25, hybrid) / index / search"),
     "generate": ("biomamba.generate_cli", "generate text from a checkpoint with the recurrent state cache"),

@@ -3,6 +3,7 @@
   biomamba report train RUN_DIR [RUN_DIR ...]      pretraining runs: table + loss curves
   biomamba report ppl OUT.json [OUT.json ...]      eval-ppl results: models x datasets table + bar chart
   biomamba report finetune RUN_DIR [RUN_DIR ...]   fine-tuning runs: mean +- std over seeds, verdicts
+  biomamba report qa OUT.json [OUT.json ...]       eval-qa results: one table per task, protocol and shots
 
 Each schema's report lives in its own module (eval/report_SCHEMA.py) with add_arguments(parser) and
 run(args).
@@ -13,6 +14,7 @@ SCHEMAS = {
     "train": "biomamba.eval.report_train",
     "ppl": "biomamba.eval.report_ppl",
     "finetune": "biomamba.eval.report_finetune",
+    "qa": "biomamba.eval.report_qa",
 }
 
 

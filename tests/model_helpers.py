@@ -107,3 +107,19 @@ def tiny_model(seed=0, layer="Mamba1", **overrides):
     preset, fields = TINY[layer]
     config = BioMambaConfig.from_preset(preset, **{**fields, "vocab_size": 97, **overrides})
     return BioMambaForCausalLM(config).eval()
+
+
+def bpe_tokenizer(path, corpus, vocab_size=300):
+    """A byte-level BPE tokenizer trained on `corpus` (GPT-2 style: spaces belong to the next token),
+    "<|endoftext|>" as BOS, EOS and pad, saved to `path`."""
+    from tokenizers import decoders, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(path)
+    return fast
