@@ -15,8 +15,8 @@ from tests.pretrain_helpers import ROOT, write_small_medline
 from biomamba.train import finetune
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, tokenize_examples, load_classifier_tokenizer,
-                                   selected_step)
+from biomamba.train.finetune_models import (ModelSpecError, build_classifier, collate, load_classifier_tokenizer,
+                                            selected_step, tokenize_examples)
 from biomamba.data.task_loaders import Example, TaskError, load_task
 from tests.task_helpers import lora_cfg, write_separable_task
 

@@ -23,8 +23,8 @@ from biomamba.metrics.retrieval import (FUSION_WEIGHTS, choose_fusion_weight, co
 from tests.pretrain_helpers import ROOT
 from biomamba.train.config import ConfigError, load_config
 from biomamba.train.retrieval import (RetrievalRunConfig, build_model, check_config, info_nce,
-from tests.task_helpers import write_beir
                                    train_retrieval)
+from tests.task_helpers import write_beir
 
 TOPICS = "patients cells protein cancer blood mice gene dose risk heart brain liver".split()
 FILLER = "the study was of in and with for to were results group".split()
