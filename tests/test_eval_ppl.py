@@ -452,7 +452,11 @@ def test_streamed_chunks_give_the_results_of_one_pass(tmp_path, mamba_dir, gpt2_
     windowing = {"name": "any", "max_length": 16, "stride": 16, "packed": False}
     one = perplexity.evaluate_dataset(loaded, load_data(str(path)), "tok", windowing, args, "cpu", chunk_tokens=10 ** 9)
     chunked = perplexity.evaluate_dataset(loaded, load_data(str(path)), "tok", windowing, args, "cpu", chunk_tokens=20)
-    assert chunked["sum_logprob"] == pytest.approx(one["sum_logprob"], rel=1e-9)
+    # The same windows in other batches: a masked LM's pseudo-perplexity batches masked copies of
+    # several documents, so float32 matmuls of other shapes round differently (2e-9 relative on an
+    # Intel Xeon, 2026-12-04); the causal models' windows keep their batches and agree closer.
+    rel = 1e-7 if model == "bert" else 1e-9
+    assert chunked["sum_logprob"] == pytest.approx(one["sum_logprob"], rel=rel)
     assert [chunked[k] for k in ("documents", "tokens", "words", "bytes")] == \
            [one[k] for k in ("documents", "tokens", "words", "bytes")] == [17, one["tokens"], one["words"], one["bytes"]]
 

@@ -149,8 +149,11 @@ def test_trainer_gives_transformers_losses_and_weights(accumulation, layer, tmp_
     our_losses = _train(ours, accumulation, tmp_path / "ours")
     assert len(our_losses) == 3 and our_losses == pytest.approx(their_losses, rel=1e-5)
     their_weights = {k.replace("embeddings", "embedding"): v for k, v in theirs.state_dict().items()}
+    # Adam divides each gradient by its own magnitude, so where a gradient is near Adam's eps the
+    # float32 differences of two op orders (our scan, theirs) move that update by a small part of
+    # lr = 1e-2: 1.6e-5 was seen on an Intel Xeon (2026-12-04). A real difference moves weights by ~lr.
     for name, weight in ours.state_dict().items():
-        assert (weight - their_weights[name]).abs().max() <= 1e-5, name
+        assert (weight - their_weights[name]).abs().max() <= 5e-5, name
 
 
 @pytest.mark.parametrize("layer", BLOCKS)

@@ -22,6 +22,7 @@ from biomamba.data.medline import Deletion, read_medline
 from biomamba.data.prepare import load_manifest, prepare, summary
 from biomamba.data.shards import ConcatTokens, TokenShards
 from biomamba.data.updates import PmidSet, file_events, file_survivors, keep_masks
+from biomamba.locking import LOCK_FILE
 from tests.conftest import data_article_xml, data_medline_xml, data_random_articles, data_write
 
 SMALL = dict(vocab_size=300, shard_tokens=2000, val_fraction=0.1, test_fraction=0.1)
@@ -60,9 +61,10 @@ def test_worker_counts_and_reruns_give_byte_identical_outputs(tmp_path, small_co
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "two").rglob("*") if p.is_file()}
     prepare(tmp_path / "two", files, workers=2, **SMALL)
     assert _outputs(tmp_path / "two") == _outputs(clean)
+    # .lock: the writer's PID, written by every run that takes the directory (biomamba/locking.py)
     rewritten = [p.name for p, t in before.items() if p.stat().st_mtime_ns != t
-                 and p.name not in ("manifest.json", "timings.json", "catalog.json")]
-    assert rewritten == [], "a rerun on the same inputs rewrites nothing but manifest, catalog and timings"
+                 and p.name not in ("manifest.json", "timings.json", "catalog.json", LOCK_FILE)]
+    assert rewritten == [], "a rerun on the same inputs rewrites nothing but manifest, catalog, timings and the lock"
 
 
 # stage -> (module, function, the call that fails)
