@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, GPT2Config, GPT2LMHeadModel,
                           PreTrainedTokenizerFast)
 
@@ -20,6 +19,7 @@ from biomamba.metrics.perplexity import count_bytes, count_words, perplexity_met
 from biomamba.eval.ppl_models import ModelSpecError, load_model
 from biomamba.metrics.rolling import causal_document_scores, rolling_windows
 from biomamba.eval.pseudo_ppl import masked_windows, pseudo_document_scores, row_batches
+from tests import model_helpers
 
 CORPUS = [
     "Patients with type 2 diabetes were randomised to metformin or placebo.",
@@ -33,16 +33,7 @@ LONG = " ".join(CORPUS)  # many windows at max_length 16
 
 
 def bpe_tokenizer(path):
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
-    fast.save_pretrained(path)
-    return fast
+    return model_helpers.bpe_tokenizer(path, CORPUS)
 
 
 @pytest.fixture(scope="module")
