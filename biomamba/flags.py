@@ -35,6 +35,9 @@ FLAGS = {
 }
 WANDB = ("wandb", "wandb_project", "wandb_group")
 
+# --precision of the commands that score a model -> the torch dtype its weights are cast to
+EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
 
 def add_arguments(parser, names):
     for name in names:
@@ -47,6 +50,15 @@ def overrides(args) -> list[str]:
     """key=value overrides (JSON values, which YAML reads back as given) for the flags that were set."""
     given = {name: getattr(args, name, None) for name in FLAGS}
     return [f"{FLAGS[name][0]}={json.dumps(value)}" for name, value in given.items() if value is not None]
+
+
+def add_scored_model(parser):
+    """--model, --tokenizer, --device and --precision of the commands that score a model (eval-ppl, eval-qa)."""
+    parser.add_argument("--model", required=True, metavar="DIR", help="model dir or pretraining run dir")
+    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer dir (default: the model dir's own)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", default="fp32", choices=list(EVAL_DTYPES),
+                        help="the weights' dtype while scoring (default fp32)")
 
 
 def renamed(parser, old: str, new: str, note: str = ""):

@@ -85,13 +85,8 @@ def protocols_of(args) -> list[str]:
     return list(dict.fromkeys(["lm-eval", *(args.protocol or [])]))
 
 
-# --precision -> the torch dtype the weights are cast to (recorded in OUT.json as model.dtype)
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, metavar="DIR", help="model dir or pretraining run dir")
-    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer dir (default: the model dir's own)")
+    flags.add_scored_model(parser)  # --model, --tokenizer, --device, --precision (recorded as model.dtype)
     parser.add_argument("--data", required=True, action="append", metavar="SPEC",
                         help="data to score (repeatable); see the SPEC forms above")
     parser.add_argument("--out", required=True, metavar="OUT.json", help="results JSON")
@@ -101,9 +96,6 @@ def add_arguments(parser):
     parser.add_argument("--stride", type=int, metavar="N",
                         help="new tokens scored per window (default --max-length: disjoint spans)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=list(DTYPES),
-                        help="the weights' dtype while scoring (default fp32)")
     flags.renamed(parser, "--dtype", "--precision", " (fp32, bf16, fp16)")
     parser.add_argument("--protocol", action="append", choices=list(PROTOCOLS), metavar="P",
                         help="repeatable: " + "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items())
@@ -305,7 +297,7 @@ def _run(args) -> int:
     try:
         device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
-        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, DTYPES[args.precision])
+        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, flags.EVAL_DTYPES[args.precision])
         max_length, note = default_max_length(loaded, args.max_length)
         stride = check_windowing(max_length, args.stride)
         if args.batch_size < 1:
@@ -326,7 +318,7 @@ def _run(args) -> int:
     except (DataError, ModelSpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    payload = {"model": model_entry(loaded, device, DTYPES[args.precision]), "protocol": protocol, "results": results}
+    payload = {"model": model_entry(loaded, device, flags.EVAL_DTYPES[args.precision]), "protocol": protocol, "results": results}
     write_json(Path(args.out), payload, sort_keys=False)
     print(f"wrote {args.out}")
     track(args, payload)

@@ -28,19 +28,17 @@ import json
 import sys
 from pathlib import Path
 
-from biomamba import tracking
+from biomamba import flags, tracking
 from biomamba.data.qa_formats import QAFormatError, parse_task_spec
 from biomamba.io import write_text
 
 PROTOCOLS = ("lm-eval", "biomamba")
 BIOMAMBA_KINDS = ("pubmedqa", "bioasq", "medqa", "medmcqa", "mmlu", "mc")  # answers: a word or a letter
-PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DEFAULT_MAX_LENGTH = 2048  # lm-eval HFLM's when the model config states no positional limit
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, metavar="DIR", help="model dir or pretraining run dir")
-    parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer dir (default: the model dir's own)")
+    flags.add_scored_model(parser)  # --model, --tokenizer, --device, --precision, as eval-ppl's
     parser.add_argument("--task", required=True, action="append", metavar="SPEC",
                         help="KIND:FILE[:FEWSHOT_FILE] (repeatable); KIND pubmedqa, bioasq, medqa, medmcqa, mmlu, mc")
     parser.add_argument("--out", required=True, metavar="OUT.json", help="results JSON (.md and .predictions.jsonl beside)")
@@ -52,8 +50,6 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=8, help="items (shared state) or rows per pass (default 8)")
     parser.add_argument("--scoring", default="auto", choices=["auto", "shared", "full"],
                         help="auto: shared state for BioMamba models, full sequences otherwise")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     tracking.add_arguments(parser, files_in="OUT.json's directory")
 

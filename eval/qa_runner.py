@@ -26,10 +26,11 @@ class Scorer:
     def load(cls, args) -> "Scorer":
         from biomamba.eval.perplexity import encoder, model_entry
         from biomamba.eval.ppl_models import ModelSpecError, load_model
-        from biomamba.eval.qa import DEFAULT_MAX_LENGTH, PRECISIONS
+        from biomamba.eval.qa import DEFAULT_MAX_LENGTH
+        from biomamba.flags import EVAL_DTYPES
         from biomamba.runtime import pick_device
         device = str(pick_device(args.device))
-        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, PRECISIONS[args.precision])
+        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, EVAL_DTYPES[args.precision])
         if loaded.scoring != "causal":
             raise ModelSpecError(f"{args.model}: a masked LM has no next-token loglikelihood; eval-qa scores causal LMs")
         if args.scoring == "shared" and not loaded.is_mamba:
@@ -38,7 +39,7 @@ class Scorer:
         shared = loaded.is_mamba and args.scoring != "full"
         tok = loaded.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        entry = {**model_entry(loaded, device, PRECISIONS[args.precision]), "tokenizer": tokenizer_id,
+        entry = {**model_entry(loaded, device, EVAL_DTYPES[args.precision]), "tokenizer": tokenizer_id,
                  "max_length": max_length, "scoring": "shared state" if shared else "full sequences"}
         return cls(loaded.model, tok, encoder(tok), max_length, shared, args.batch_size, device, pad_id, entry)
 

@@ -9,6 +9,8 @@ Each schema's report lives in its own module (eval/report_SCHEMA.py) with add_ar
 run(args).
 """
 import importlib
+import sys
+from pathlib import Path
 
 SCHEMAS = {
     "train": "biomamba.eval.report_train",
@@ -30,3 +32,23 @@ def add_arguments(parser):
 
 def run(args) -> int:
     return args.report_run(args)
+
+
+def report_results_files(args, load, markdown, stem: str, extras=None) -> int:
+    """The run() of a report over results files (report ppl, report qa): read args.results with
+    `load` (a ValueError is one line), write OUT/STEM.md and STEM.json (OUT: --out, else the first
+    file's directory) and whatever `extras(rows, out)` writes (it returns those paths), print the table."""
+    from biomamba.io import write_report
+
+    try:
+        rows = load(args.results)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    out = Path(args.out or Path(args.results[0]).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows)
+    written = [*write_report(out, stem, table, rows), *(extras(rows, out) if extras else [])]
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0

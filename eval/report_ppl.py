@@ -7,10 +7,10 @@ ppl_report.md, the same rows as JSON, and a bar chart of bits per byte (ppl.png)
 """
 import json
 import math
-import sys
 from pathlib import Path
 
-from biomamba.io import save_figure, write_report
+from biomamba.eval.report import report_results_files
+from biomamba.io import save_figure
 
 METRICS = [  # (key, title, format)
     ("bits_per_byte", "Bits per byte (lower is better; comparable across tokenizers)", ".4f"),
@@ -111,16 +111,8 @@ def plot_bits_per_byte(rows, path: Path) -> None:
 
 
 def run(args) -> int:
-    try:
-        rows = load_results(args.results)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out or Path(args.results[0]).parent)
-    out.mkdir(parents=True, exist_ok=True)
-    table = report_markdown(rows)
-    write_report(out, "ppl_report", table, rows)
-    plot_bits_per_byte(rows, out / "ppl.png")
-    print(table)
-    print(f"wrote {out / 'ppl_report.md'}, {out / 'ppl_report.json'}, {out / 'ppl.png'}")
-    return 0
+    def plot(rows, out):
+        plot_bits_per_byte(rows, out / "ppl.png")
+        return [out / "ppl.png"]
+
+    return report_results_files(args, load_results, report_markdown, "ppl_report", plot)

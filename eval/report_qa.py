@@ -5,10 +5,9 @@ acc_norm, so numbers of different protocols never share a table; qa_report.md an
 qa_report.json.
 """
 import json
-import sys
 from pathlib import Path
 
-from biomamba.io import write_report
+from biomamba.eval.report import report_results_files
 
 
 def add_arguments(parser):
@@ -46,15 +45,4 @@ def report_markdown(rows) -> str:
 
 
 def run(args) -> int:
-    try:
-        rows = load_rows(args.results)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    out = Path(args.out or Path(args.results[0]).parent)
-    out.mkdir(parents=True, exist_ok=True)
-    table = report_markdown(rows)
-    write_report(out, "qa_report", table, rows)
-    print(table)
-    print(f"wrote {out / 'qa_report.md'}, {out / 'qa_report.json'}")
-    return 0
+    return report_results_files(args, load_rows, report_markdown, "qa_report")
