@@ -11,6 +11,7 @@ the visible GPU's architecture only, in parallel (ninja), into BUILD/selective_s
 BUILD/causal_conv1d_cuda*.so; their Python packages are used from the unpacked archives.
 """
 import argparse
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -41,9 +42,15 @@ def build(name: str, source_dir: Path, sources: list, out: Path, verbose: bool) 
     from torch.utils.cpp_extension import load
 
     start = time.perf_counter()
-    load(name=name, sources=[str(source_dir / s) for s in sources], extra_include_paths=[str(source_dir)],
-         extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=NVCC_FLAGS, build_directory=str(out),
-         verbose=verbose)
+    # Each extension in its own build folder: ninja keeps one build.ninja per folder, and two builds
+    # running side by side in one folder overwrite each other's (2026-12-04: causal_conv1d's .so was
+    # never linked). The built .so is then copied up to `out`, the folder put on PYTHONPATH.
+    build_dir = out / f"build-{name}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    module = load(name=name, sources=[str(source_dir / s) for s in sources],
+                  extra_include_paths=[str(source_dir)], extra_cflags=["-O3", "-std=c++17"],
+                  extra_cuda_cflags=NVCC_FLAGS, build_directory=str(build_dir), verbose=verbose)
+    shutil.copy2(module.__file__, out / Path(module.__file__).name)
     return time.perf_counter() - start
 
 

@@ -147,9 +147,11 @@ def throughput(args):
                   f"{r['final_loss']:10.4f}  {r['backends']}")
 
 
-def run_to_end(command):
+def run_to_end(command, cwd):
     """Run a pretraining command; on failure, show why (the end of its stderr) and stop."""
-    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Not from the repository root: there `python -m biomamba` would import ./biomamba, the source
+    # folder without its train/ and eval/ subpackages (they are mapped in at install; 2026-12-04).
+    result = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(f"gpu_pretrain resume: {' '.join(command[3:6])} exited {result.returncode}:\n"
                          f"{result.stderr[-3000:]}")
@@ -165,8 +167,8 @@ def resume(args):
     def for_run(run_dir):
         return [str(run_dir) if part == "RUN" else part for part in command]
 
-    run_to_end(for_run(straight))
-    process = subprocess.Popen(for_run(killed), cwd=ROOT, stdout=subprocess.DEVNULL)
+    run_to_end(for_run(straight), args.out)
+    process = subprocess.Popen(for_run(killed), cwd=args.out, stdout=subprocess.DEVNULL)
     metrics = killed / "metrics.jsonl"
     while process.poll() is None:
         if metrics.is_file() and sum(1 for _ in metrics.open()) >= 25:
@@ -175,7 +177,7 @@ def resume(args):
         time.sleep(0.01)
     process.wait()
     was_killed = process.returncode == -signal.SIGKILL
-    run_to_end(for_run(killed))
+    run_to_end(for_run(killed), args.out)
 
     def train_losses(run_dir):
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -198,6 +200,7 @@ def main(argv=None):
     parser.add_argument("--peer-steps", type=int, default=40, help="transformers' steps per run (at most)")
     parser.add_argument("--peer-seconds", type=float, default=40, help="transformers' time per run (at most)")
     args = parser.parse_args(argv)
+    args.data, args.out = args.data.resolve(), args.out.resolve()  # the resume runs start elsewhere
     args.out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
         raise SystemExit("gpu_pretrain: needs a CUDA device")

@@ -389,6 +389,11 @@ def test_causal_conv1d_matches_torch(width, activation, with_bias, dtype):
     # STYLE rule). A fixed atol failed once on an H200 (2026-12-04, bench/RESULTS.md) for |out| ~ 5.
     out_t, grads_t = run(lambda xx, ww, bb: ops.causal_conv1d(xx, ww, bb, activation, backend="torch"))
     peers = [out_t] + [t for t, r in zip(grads_t, grads_r) if r is not None]
+    _assert_within_2x_of_torch(named, peers, dtype)
+
+
+def _assert_within_2x_of_torch(named, peers, dtype):
+    """Each (name, kernel, float64 ref): the kernel's error <= 2x the torch backend's (`peers`)."""
     for (name, got, want), peer in zip(named, peers):
         err_k, err_t = _max_err([got], [want]), _max_err([peer], [want])
         slack = 2e-5 * want.abs().max().item()
@@ -461,10 +466,16 @@ def test_causal_conv1d_with_resets_matches_documents_alone(resets, width, dtype)
     out_r, grads_r = run(lambda xx, ww, bb: conv_documents_alone(xx, ww, bb, "silu", seq_idx), torch.float64)
     out_k, grads_k = run(lambda xx, ww, bb: ops.causal_conv1d(xx, ww, bb, "silu", backend="cuda",
                                                               seq_idx=seq_idx))
-    tol = (1e-5, 1e-5) if dtype == torch.float32 else (2e-2, 3e-2)
-    _assert_close(out_k, out_r, "out", *tol)
-    for name, gk, gr in zip(("dx", "dweight", "dbias"), grads_k, grads_r):
-        _assert_close(gk, gr, name, *tol)
+    named = [("out", out_k, out_r)] + list(zip(("dx", "dweight", "dbias"), grads_k, grads_r))
+    if dtype == torch.float32:
+        for name, got, want in named:
+            _assert_close(got, want, name, 1e-5, 1e-5)
+        return
+    # bf16 by the 2x-torch rule: a fixed (2e-2, 3e-2) failed for one dweight element of 28 on an H200
+    # (0.046 off a sum over 131 steps; 2026-12-04 rerun, bench/RESULTS.md)
+    out_t, grads_t = run(lambda xx, ww, bb: ops.causal_conv1d(xx, ww, bb, "silu", backend="torch",
+                                                              seq_idx=seq_idx))
+    _assert_within_2x_of_torch(named, [out_t, *grads_t], dtype)
 
 
 @pytest.mark.gpu

@@ -315,9 +315,25 @@ def test_auto_is_torch_on_cpu():
 
 def test_auto_on_cuda_without_mamba_ssm_says_it_uses_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # as if not installed
-    notice = "ssd_scan backend 'auto' on cuda: 'mamba_ssm' unavailable, using 'torch'"
+    ops._ssd_unusable.cache_clear()
+    notice = r"ssd_scan backend 'auto' on cuda: 'mamba_ssm' unusable \(BackendUnavailable: .*\), using 'torch'"
     with pytest.warns(UserWarning, match=notice):
         assert ops.resolve_ssd_backend("auto", torch.device("cuda")) == "torch"
+    ops._ssd_unusable.cache_clear()
+
+
+def test_auto_on_cuda_skips_a_mamba_ssm_that_imports_but_fails_to_run(monkeypatch):
+    """As on the H200 (2026-12-04): mamba_ssm imported, its Triton kernel then failed to compile."""
+    def failing_kernel(*args, **kwargs):
+        raise RuntimeError("CompilationError: at 43:4: (Triton)")
+
+    impls = {"mamba_ssm": failing_kernel, "torch": ops.ssd_scan_torch}
+    monkeypatch.setattr(ops, "_ssd_impl", lambda name: impls[name])
+    monkeypatch.setattr(ops, "_probe_ssd", lambda impl, device: impl())
+    ops._ssd_unusable.cache_clear()
+    with pytest.warns(UserWarning, match=r"'mamba_ssm' unusable \(RuntimeError: CompilationError.*using 'torch'"):
+        assert ops.resolve_ssd_backend("auto", torch.device("cuda")) == "torch"
+    ops._ssd_unusable.cache_clear()
 
 
 def test_wrong_shapes_are_all_named_in_one_error():

@@ -33,7 +33,7 @@ Backends of selective_scan:
     "cuda"      our CUDA kernel (kernels/cuda, glue in ops/cuda.py), CUDA tensors.
     "mamba_ssm" the state-spaces kernel, when `mamba_ssm` imports.
 "auto" picks the fastest available backend for the tensors' device among those a test on that kind
-of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm then torch); `resolve_backend` says which
+of device has shown correct (AUTO_ORDER: on CUDA, mamba_ssm, cuda, torch); `resolve_backend` says which
 one, and the model's mixers record what their calls used (biomamba.modeling.backends_used(model)) so a
 run can write it into its config; nothing here keeps state. Asking for an unavailable backend raises
 BackendUnavailable with the command that makes it available; there is no silent fallback.
@@ -52,9 +52,11 @@ Shapes (h = heads, p = headdim, g = groups of heads sharing B/C, n = d_state):
     ssd_state_update: x, z (b, h, p); dt (b, h); B, C (b, g, n); returns y (b, h, p)
 Backends of ssd_scan: "ref" (ops/ssd_reference.py, sequential, any float dtype: the truth),
 "torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length; "auto" on CPU),
-"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports, else "torch"): `resolve_ssd_backend`;
+"mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports and a small forward and backward with
+the mixer's options runs, else "torch"): `resolve_ssd_backend`;
 a Mamba-2 mixer records its choice as backends_used(model)["ssd_scan"]. ssd_state_update runs the reference step.
 """
+import functools
 import importlib
 import warnings
 
@@ -117,9 +119,10 @@ def _is_available(name):
 
 
 # What "auto" may choose, fastest first, per device type: only backends whose correctness a test on
-# that kind of device has shown. Our "cuda" kernel joins the CUDA list once its GPU tests have
-# passed on a GPU (bench/RESULTS_GPU_TODO.md); until then ask for backend="cuda" by name.
-AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "torch")}
+# that kind of device has shown. Our "cuda" scan passed every scan test of `pytest -m gpu` on an H200
+# (two runs, 2026-12-04, bench/RESULTS.md); it is 2.4x slower than mamba_ssm's in bf16 but honours
+# seq_idx, so with document resets "auto" takes it over the 20x slower torch scan.
+AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "cuda", "torch")}
 WITHOUT_SEQ_IDX = ("mamba_ssm",)  # scan backends that cannot reset at document boundaries
 # Which backend a call used is not kept here: the model's mixers record it (their backends_used) and a
 # run writes it into its config. "Say once" below is the warnings module's own once per call site.
@@ -231,19 +234,47 @@ def _ssd_impl(name):
     raise ValueError(f"unknown ssd_scan backend {name!r}; choose one of auto, ref, torch, mamba_ssm")
 
 
+@functools.lru_cache(maxsize=None)
+def _ssd_unusable(name, device) -> str:
+    """Why backend `name` cannot serve "auto" on `device` ("" when it can). mamba_ssm must also run:
+    on an H200 with Triton 3.6 its Triton state-passing kernel failed to compile in a training step
+    (2026-12-04, bench/RESULTS.md) although the package imported, and "auto" crashed a run."""
+    try:
+        impl = _ssd_impl(name)
+        if name == "mamba_ssm":
+            _probe_ssd(impl, device)
+    except Exception as error:  # BackendUnavailable, or Triton's CompilationError, ...
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
+    return ""
+
+
+def _probe_ssd(impl, device):
+    """A tiny forward + backward with the options a Mamba-2 mixer passes (biomamba/mamba2.py)."""
+    import torch
+
+    b, l, h, p, g, n = 1, 64, 2, 8, 1, 16
+    make = lambda *shape: torch.randn(*shape, device=device, requires_grad=True)  # noqa: E731
+    x, dt, B, C = make(b, l, h, p), make(b, l, h), make(b, l, g, n), make(b, l, g, n)
+    seq_idx = torch.zeros(b, l, dtype=torch.int32, device=device)
+    seq_idx[:, l // 2:] = 1
+    out, final = impl(x, dt, -torch.ones(h, device=device), B, C, 32, D=torch.ones(h, device=device),
+                      dt_bias=torch.zeros(h, device=device), seq_idx=seq_idx, dt_softplus=True,
+                      return_final_states=True)
+    (out.sum() + final.sum()).backward()
+
+
 def resolve_ssd_backend(backend, device) -> str:
     """The concrete ssd_scan backend `backend` means for tensors on `device`."""
     if backend != "auto":
         return backend
     preferred = SSD_AUTO_ORDER.get(device.type, ("torch",))
     for name in preferred:
-        try:
-            _ssd_impl(name)
-        except BackendUnavailable:
+        why = _ssd_unusable(name, str(device))
+        if why:
             continue
         if name != preferred[0]:  # say once (per call site) why it may be slower
-            warnings.warn(f"ssd_scan backend 'auto' on {device.type}: "
-                          f"{preferred[0]!r} unavailable, using {name!r}", stacklevel=3)
+            warnings.warn(f"ssd_scan backend 'auto' on {device.type}: {preferred[0]!r} unusable "
+                          f"({_ssd_unusable(preferred[0], str(device))}), using {name!r}", stacklevel=3)
         return name
     raise BackendUnavailable(f"no ssd_scan backend for device {device}")
 
