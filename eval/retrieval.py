@@ -10,6 +10,7 @@ from pathlib import Path
 from biomamba import tracking
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
+from biomamba.eval.ppl_data import prepared_split
 from biomamba.data.retrieval_tasks import beir_task, bioasq_task, heldout_tasks
 from biomamba.io import write_report
 from biomamba.metrics.retrieval import (FUSION_MARGIN, FUSION_METRIC, choose_fusion_weight, convex_fusion, evaluate_run,
@@ -28,6 +29,11 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.data:  # one --data grammar in every command: DIR or prepared:DIR[:SPLIT]
+        data, args.split = prepared_split(args.data, args.split, "test")
+        args.data = str(data)
+    else:
+        args.split = args.split or "test"
     if not (args.data or args.beir or args.bioasq):
         raise RetrievalError("nothing to evaluate: give --data, --beir or --bioasq")
     if args.bioasq and not args.corpus:
