@@ -88,7 +88,7 @@ def test_checkpointer_ignores_incomplete_and_keeps_last_k(tmp_path):
 
 def test_a_section_keeps_its_schemas_defaults_for_keys_a_file_does_not_name(tmp_path):
     """retrieval's optim defaults (lr 1e-4) hold when a YAML optim section sets only warmup."""
-    from biomamba.train.retrieval import RetrievalRunConfig, check_config
+    from biomamba.train.retrieval_train import RetrievalRunConfig, check_config
     path = tmp_path / "ret.yaml"
     path.write_text("model:\n  preset: debug\noptim:\n  warmup_steps: 3\n")
     cfg = load_config(path, ["data.dir=x"], schema=RetrievalRunConfig, check=check_config)

@@ -8,7 +8,7 @@ import pytest
 from biomamba import flags
 from biomamba.train.config import ConfigError, RunConfig, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.retrieval import RetrievalRunConfig, check_config
+from biomamba.train.retrieval_train import RetrievalRunConfig, check_config
 
 SCHEMAS = [(RunConfig, None), (FinetuneConfig, check_finetune), (RetrievalRunConfig, check_config)]
 RETRIEVAL_BASE = ["model.init_from=M"]  # retrieval train needs a starting model

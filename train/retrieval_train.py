@@ -1,4 +1,4 @@
-"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_cli.py)."""
+"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_train_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +20,12 @@ from biomamba.data.retrieval_tasks import beir_task, pubmed_task
 from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
 from biomamba.metrics.retrieval import evaluate_run
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
-from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
+from biomamba.retrievers import BM25, Encoder, RetrievalError, dense_run
 from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, RuntimeConfig, TrainConfig, at_least,
                                    check_loop, choice, load_config)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session
-from biomamba.train.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
+from biomamba.train.retrieval_train_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 @dataclass

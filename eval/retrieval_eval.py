@@ -1,4 +1,4 @@
-"""Retrieval evaluation behind `biomamba retrieval eval` (its command line and usage: eval/retrieval_cli.py)."""
+"""Retrieval evaluation behind `biomamba retrieval eval` (its command line and usage: eval/retrieval_eval_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +16,8 @@ from biomamba.io import write_report
 from biomamba.metrics.retrieval import (FUSION_MARGIN, FUSION_METRIC, choose_fusion_weight, convex_fusion, evaluate_run,
                                         reciprocal_rank_fusion)
 from biomamba.resolve import ModelSpecError
-from biomamba.retrieval import RetrievalError, bm25_run, dense_run, load_encoder
-from biomamba.eval.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
+from biomamba.retrievers import RetrievalError, bm25_run, dense_run, load_encoder
+from biomamba.eval.retrieval_eval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 def run(args) -> int:

@@ -33,7 +33,7 @@ RUN_DIR/model joins the group of the model it started from; its W&B id is config
 model_origin.run_id), else the model directory's name.
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
-# transformers; biomamba.eval.retrieval holds the run and is imported by `run` (biomamba/cli.py).
+# transformers; biomamba.eval.retrieval_eval holds the run and is imported by `run` (biomamba/cli.py).
 from biomamba import tracking
 from biomamba.data.pairs import PAIR_KINDS
 
@@ -66,6 +66,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from biomamba.eval.retrieval import run
+    from biomamba.eval.retrieval_eval import run
 
     return run(args)
