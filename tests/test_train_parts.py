@@ -155,7 +155,8 @@ def test_auto_chooses_only_backends_a_test_on_that_device_has_shown(monkeypatch)
 
 def test_document_resets_are_on_by_default_for_the_state_space_models_only():
     from biomamba.train.config import ConfigError, document_resets
-    assert [document_resets(load_config(None, [f"model.arch={arch}"])) for arch in ("mamba", "mamba2")] == [True, True]
+    assert [document_resets(load_config(None, ["model.arch=mamba", f"model.ssm_layer={layer}"]))
+            for layer in ("Mamba1", "Mamba2")] == [True, True]
     assert [document_resets(load_config(None, [f"model.arch={arch}"])) for arch in ("transformer", "bert")] == [False, False]
     assert document_resets(load_config(None, ["data.document_resets=false"])) is False
     with pytest.raises(ConfigError, match="data.document_resets .*model.arch=transformer"):
