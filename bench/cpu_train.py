@@ -7,7 +7,7 @@ models take turns, one step each per round, and each keeps its fastest step (tok
 that step's seconds): on a shared machine a burst of load then hits every model alike instead of
 whichever ran during it. Default sizes are the issue's:
 d_model 256, 4 layers, vocab 8000 (3.8M parameters), B=4, T=256 and 1024; the Mamba-2 model is
-the tiny-mamba2 preset's (8 heads of 64, d_state 64, chunks of 256; 3.8M parameters).
+the Mamba-2 tiny preset's (8 heads of 64, d_state 64, chunks of 256; 3.8M parameters).
 
     python bench/cpu_train.py                       # both block types, every available backend
     python bench/cpu_train.py --blocks Mamba2 --seq-lens 256
@@ -73,9 +73,9 @@ def available_backends(requested):
 
 
 def peer_model(block, args):
-    """transformers' model of this block type at the benchmark's size (Mamba-2: tiny-mamba2's heads)."""
+    """transformers' model of this block type at the benchmark's size (Mamba-2: the Mamba-2 tiny preset's heads)."""
     if block == "Mamba2":
-        mamba2 = BioMambaConfig.from_preset("tiny-mamba2")
+        mamba2 = BioMambaConfig.from_preset("tiny", ssm_layer="Mamba2")
         return Mamba2ForCausalLM(Mamba2Config(
             hidden_size=args.d_model, num_hidden_layers=args.layers, vocab_size=args.vocab,
             state_size=mamba2.d_state, head_dim=mamba2.headdim, num_heads=2 * args.d_model // mamba2.headdim,

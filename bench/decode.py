@@ -1,20 +1,20 @@
 """Decoding throughput on CPU: our generate against transformers' MambaForCausalLM.generate
-(Mamba2ForCausalLM for the Mamba-2 presets) on the same weights, and against our own generate as it
+(Mamba2ForCausalLM for the Mamba-2 blocks) on the same weights, and against our own generate as it
 was at a git ref (`--before`, default main; only for presets that ref has).
 
 Greedy decoding of --new-tokens (64) tokens after a --prompt-len (16) token prompt; EOS never stops
 a row, so every row makes all of them. tokens/s = batch x new tokens / seconds of the fastest of
 --repeats calls, after one warm-up call each. The three run in turns (one call of each per round),
 so a change in the machine's load hits all three alike. Random weights in a preset's shape (130m:
-d_model 768, 24 layers, vocab 50280; tiny: 256, 4, 8000; mamba2-130m: 768, 24, 50288, d_state 128;
-tiny-mamba2: 256, 4, 8000, d_state 64). Our prompt pass uses the "torch" scan
+d_model 768, 24 layers, vocab 50280; tiny: 256, 4, 8000; with --blocks Mamba2, 130m: 768, 24, 50288,
+d_state 128; tiny: 256, 4, 8000, d_state 64). Our prompt pass uses the "torch" scan
 backend in both versions (the compiled CPU kernel would be rebuilt for the old tree; decoding
 steps never use the scan). The old version runs in a subprocess that imports biomamba from
 `git archive REF` and times one call per request. One thread by default: on a shared 2-core box,
 two OpenMP threads wait for each other whenever another process holds a core.
 
     python bench/decode.py
-    python bench/decode.py --presets tiny --batches 1 --before HEAD~2
+    python bench/decode.py --presets tiny --blocks Mamba2 --batches 1 --before HEAD~2
 """
 import argparse
 import os
@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="130m,tiny,mamba2-130m,tiny-mamba2")
+    p.add_argument("--presets", default="130m,tiny", help="comma list of preset sizes")
+    p.add_argument("--blocks", default="Mamba1,Mamba2", help="comma list of block types (config.ssm_layer)")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--prompt-len", type=int, default=16)
@@ -100,7 +101,7 @@ def old_tree(ref, into: Path) -> Path:
     return into
 
 
-def models(preset, directory: Path):
+def models(preset, block, directory: Path):
     """Ours (saved to `directory` for the old version) and transformers' Mamba / Mamba2, same random
     weights."""
     import transformers
@@ -109,7 +110,7 @@ def models(preset, directory: Path):
     from biomamba.checkpoints import HF_CLASSES, hf_config_fields, map_keys
 
     torch.manual_seed(0)
-    ours = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, scan_backend="torch")).eval()
+    ours = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, ssm_layer=block, scan_backend="torch")).eval()
     ours.save_pretrained(directory)
     config_class, model_class = (getattr(transformers, name) for name in HF_CLASSES[ours.config.ssm_layer])
     theirs = model_class(config_class(**hf_config_fields(ours.config))).eval()
@@ -117,9 +118,9 @@ def models(preset, directory: Path):
     return ours, theirs
 
 
-def has_preset(source: Path, preset: str) -> bool:
-    """Whether the old tree's biomamba/config.py knows `preset` (main predates the Mamba-2 ones)."""
-    return f'"{preset}": dict(' in (source / "biomamba" / "config.py").read_text()
+def has_block(source: Path, block: str) -> bool:
+    """Whether the old tree's biomamba knows the block type (older refs predate Mamba-2)."""
+    return block == "Mamba1" or (source / "biomamba" / "mamba2.py").is_file()
 
 
 def main():
@@ -128,15 +129,16 @@ def main():
     print(f"# greedy, prompt {args.prompt_len} + {args.new_tokens} new tokens, {args.threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f} at the start; tokens/s (ratio to transformers)")
     before = f"biomamba {args.before}" if args.before else ""
-    print(f"{'preset':8} {'batch':>5} {'transformers':>14} {'biomamba now':>20} {before:>20}", flush=True)
+    print(f"{'preset':12} {'batch':>5} {'transformers':>14} {'biomamba now':>20} {before:>20}", flush=True)
     reported = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         source = old_tree(args.before, scratch / "before") if args.before else None
-        for preset in args.presets.split(","):
-            ours, theirs = models(preset, scratch / preset)
-            known = source is not None and has_preset(source, preset)
-            old = OldGenerate(source, scratch / preset, args) if known else None
+        for block, size in ((b, p) for b in args.blocks.split(",") for p in args.presets.split(",")):
+            preset = f"{block}/{size}"
+            ours, theirs = models(size, block, scratch / block / size)
+            known = source is not None and has_block(source, block)
+            old = OldGenerate(source, scratch / block / size, args) if known else None
             for batch in (int(b) for b in args.batches.split(",")):
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))
@@ -150,7 +152,7 @@ def main():
                          for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
                 cells = [f"{rates[name]:8.1f} ({rates[name] / rates['transformers']:4.2f}x)"
                          for name in ("now", "before") if name in rates]
-                print(f"{preset:8} {batch:>5} {rates['transformers']:14.1f} " + " ".join(f"{c:>20}" for c in cells),
+                print(f"{preset:12} {batch:>5} {rates['transformers']:14.1f} " + " ".join(f"{c:>20}" for c in cells),
                       flush=True)
                 reported.append([preset, batch, rates["transformers"], rates["now"], rates["now"] / rates["transformers"],
                                  rates.get("before"), rates["before"] / rates["transformers"] if "before" in rates else None])

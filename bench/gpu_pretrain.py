@@ -121,7 +121,7 @@ def throughput(args):
     runs = [("mamba1-130m ours (cuda scan)", lambda: ours(args.data, args.out, "mamba1_cuda", args.steps,
                                                            ["model.scan_backend=cuda"])),
             ("mamba2-130m ours (auto)", lambda: ours(args.data, args.out, "mamba2_auto", args.steps,
-                                                      ["model.arch=mamba2", "model.preset=mamba2-130m"])),
+                                                      ["model.ssm_layer=Mamba2", "model.preset=130m"])),
             ("mamba1-130m transformers", lambda: transformers_peer(args.data, "hf_mamba", "Mamba1", args.peer_steps,
                                                                                args.peer_seconds)),
             ("mamba2-130m transformers", lambda: transformers_peer(args.data, "hf_mamba2", "Mamba2", args.peer_steps,

@@ -16,8 +16,8 @@ from biomamba.io import WriteFailed, describe_write_error, write_errno
 from biomamba.locking import DirectoryInUse
 
 RETRIEVAL = {
-    "train": ("biomamba.train.retrieval_cli", "contrastive training from a pretrained checkpoint"),
-    "eval": ("biomamba.eval.retrieval_cli", "dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks"),
+    "train": ("biomamba.train.retrieval_train_cli", "contrastive training from a pretrained checkpoint"),
+    "eval": ("biomamba.eval.retrieval_eval_cli", "dense vs BM25 vs hybrid on held-out, BEIR and BioASQ tasks"),
     "index": ("biomamba.index_cli", "embed a corpus into float16 shards + ids"),
     "search": ("biomamba.search_cli", "search an index; prints rank, score, PMID and title"),
 }

@@ -5,7 +5,8 @@ Field names follow state-spaces/mamba (d_model, n_layer, d_state, ...); `hidden_
 `ssm_layer` ("Mamba1" | "Mamba2"), as mamba_ssm's `ssm_cfg={"layer": "Mamba2"}` chooses it; the
 Mamba-2 fields keep mamba_ssm's Mamba2 names (headdim, ngroups, chunk_size, dt_limit, A_init_range,
 D_has_hdim, rmsnorm, norm_before_gate). Presets match the released state-spaces sizes of both
-families, plus `debug` (tests) and `tiny` (the CPU default run and the CPU benchmark) of each.
+families, plus `debug` (tests) and `tiny` (the CPU default run and the CPU benchmark) of each; the
+block type is never part of a preset's name (`from_preset("130m", ssm_layer="Mamba2")`).
 """
 import math
 
@@ -13,32 +14,37 @@ from transformers import PreTrainedConfig
 
 SSM_LAYERS = ("Mamba1", "Mamba2")
 
-# name -> fields. The Mamba-1 sizes use the GPT-NeoX-20B vocab (50277, padded to a multiple of 8 =
-# 50280 as in the released checkpoints); the Mamba-2 ones pad it to a multiple of 16 (50288), with
-# d_state 128, headdim 64, expand 2, ngroups 1, chunk 256 (mamba_ssm's Mamba2 defaults).
-_MAMBA2 = dict(ssm_layer="Mamba2", pad_vocab_size_multiple=16)
+# block type -> size -> fields: a preset is a size of one block type (`from_preset("tiny",
+# ssm_layer="Mamba2")`; in run configs `model.preset=tiny model.ssm_layer=Mamba2`). The Mamba-1 sizes
+# use the GPT-NeoX-20B vocab (50277, padded to a multiple of 8 = 50280 as in the released checkpoints);
+# the Mamba-2 ones pad it to a multiple of 16 (50288), with d_state 128, headdim 64, expand 2, ngroups 1,
+# chunk 256 (mamba_ssm's Mamba2 defaults). The sizes are the released state-spaces ones of each family.
+_MAMBA2 = dict(pad_vocab_size_multiple=16)
 PRESETS = {
-    "debug": dict(d_model=32, n_layer=2, vocab_size=512),
-    "tiny": dict(d_model=256, n_layer=4, vocab_size=8000),
-    "130m": dict(d_model=768, n_layer=24, vocab_size=50280),
-    "370m": dict(d_model=1024, n_layer=48, vocab_size=50280),
-    "790m": dict(d_model=1536, n_layer=48, vocab_size=50280),
-    "1.4b": dict(d_model=2048, n_layer=48, vocab_size=50280),
-    "2.8b": dict(d_model=2560, n_layer=64, vocab_size=50280),
-    # 4 heads of 16, chunks of 16: the tests cross chunk boundaries at a few dozen tokens
-    "debug-mamba2": dict(ssm_layer="Mamba2", d_model=32, n_layer=2, vocab_size=512, d_state=16, headdim=16,
-                         chunk_size=16),
-    # parameter-matched to "tiny" (3.78M vs 3.80M parameters): 8 heads of 64, d_state 64
-    "tiny-mamba2": dict(ssm_layer="Mamba2", d_model=256, n_layer=4, vocab_size=8000, d_state=64),
-    "mamba2-130m": dict(**_MAMBA2, d_model=768, n_layer=24, vocab_size=50288),
-    "mamba2-370m": dict(**_MAMBA2, d_model=1024, n_layer=48, vocab_size=50288),
-    "mamba2-780m": dict(**_MAMBA2, d_model=1536, n_layer=48, vocab_size=50288),
-    "mamba2-1.3b": dict(**_MAMBA2, d_model=2048, n_layer=48, vocab_size=50288),
-    "mamba2-2.7b": dict(**_MAMBA2, d_model=2560, n_layer=64, vocab_size=50288),
+    "Mamba1": {
+        "debug": dict(d_model=32, n_layer=2, vocab_size=512),
+        "tiny": dict(d_model=256, n_layer=4, vocab_size=8000),
+        "130m": dict(d_model=768, n_layer=24, vocab_size=50280),
+        "370m": dict(d_model=1024, n_layer=48, vocab_size=50280),
+        "790m": dict(d_model=1536, n_layer=48, vocab_size=50280),
+        "1.4b": dict(d_model=2048, n_layer=48, vocab_size=50280),
+        "2.8b": dict(d_model=2560, n_layer=64, vocab_size=50280),
+    },
+    "Mamba2": {
+        # 4 heads of 16, chunks of 16: the tests cross chunk boundaries at a few dozen tokens
+        "debug": dict(d_model=32, n_layer=2, vocab_size=512, d_state=16, headdim=16, chunk_size=16),
+        # parameter-matched to Mamba-1 "tiny" (3.78M vs 3.80M parameters): 8 heads of 64, d_state 64
+        "tiny": dict(d_model=256, n_layer=4, vocab_size=8000, d_state=64),
+        "130m": dict(**_MAMBA2, d_model=768, n_layer=24, vocab_size=50288),
+        "370m": dict(**_MAMBA2, d_model=1024, n_layer=48, vocab_size=50288),
+        "780m": dict(**_MAMBA2, d_model=1536, n_layer=48, vocab_size=50288),
+        "1.3b": dict(**_MAMBA2, d_model=2048, n_layer=48, vocab_size=50288),
+        "2.7b": dict(**_MAMBA2, d_model=2560, n_layer=64, vocab_size=50288),
+    },
 }
-# Each Mamba-1 preset's Mamba-2 peer (`pretrain model.arch=mamba2 model.preset=tiny`).
-MAMBA2_PEERS = {"debug": "debug-mamba2", "tiny": "tiny-mamba2", "130m": "mamba2-130m", "370m": "mamba2-370m",
-                "790m": "mamba2-780m", "1.4b": "mamba2-1.3b", "2.8b": "mamba2-2.7b"}
+# The names the Mamba-2 presets had when the block type was part of the name; refused with the new spelling.
+_OLD_MAMBA2_PRESETS = {"debug-mamba2": "debug", "tiny-mamba2": "tiny", "mamba2-130m": "130m", "mamba2-370m": "370m",
+                       "mamba2-780m": "780m", "mamba2-1.3b": "1.3b", "mamba2-2.7b": "2.7b"}
 DEFAULT_D_STATE = {"Mamba1": 16, "Mamba2": 128}  # mamba_ssm's Mamba and Mamba2 defaults
 
 SCAN_BACKENDS = ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm")
@@ -164,8 +170,22 @@ class BioMambaConfig(PreTrainedConfig):
         return problems
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "BioMambaConfig":
-        """A config for a named size (see PRESETS), with any field overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+    def from_preset(cls, name: str, ssm_layer: str = "Mamba1", **overrides) -> "BioMambaConfig":
+        """A config for a named size of a block type (see PRESETS), with any field overridden."""
+        problem = preset_problem(name, ssm_layer)
+        if problem:
+            raise ValueError(problem)
+        return cls(**{**PRESETS[ssm_layer][name], "ssm_layer": ssm_layer, **overrides})
+
+
+def preset_problem(name: str, ssm_layer: str, preset_key: str = "preset", layer_key: str = "ssm_layer") -> str | None:
+    """Why (name, ssm_layer) names no preset, or None; the keys are how the caller spells the two settings."""
+    if name in _OLD_MAMBA2_PRESETS:
+        return (f"{preset_key}={name} is now {preset_key}={_OLD_MAMBA2_PRESETS[name]} {layer_key}=Mamba2 "
+                f"(the block type has one spelling, {layer_key})")
+    if ssm_layer not in PRESETS:
+        return f"{layer_key} must be one of {', '.join(SSM_LAYERS)}, got {ssm_layer!r}"
+    if name not in PRESETS[ssm_layer]:
+        return (f"unknown {preset_key} {name!r} for {layer_key}={ssm_layer}; choose one of "
+                f"{', '.join(PRESETS[ssm_layer])}")
+    return None

@@ -6,7 +6,7 @@ BMRetriever's recipe (a decoder LM as a dense retriever):
     an EOS token appended to every text, right padding, the hidden state of the last real token
     (config.pooling "last"; "mean" is the option), an optional projection, L2 normalisation.
 
-`BioMambaForEmbedding.encode` (sentence-transformers style) and biomamba.retrieval.Encoder both call
+`BioMambaForEmbedding.encode` (sentence-transformers style) and biomamba.retrievers.Encoder both call
 `encode` here; this module imports no model class, so the model can import it.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ def run(args) -> int:
     from biomamba.data.errors import DataError
     from biomamba.data.retrieval_tasks import iter_corpus
     from biomamba.resolve import ModelSpecError
-    from biomamba.retrieval import RetrievalError, load_encoder
+    from biomamba.retrievers import RetrievalError, load_encoder
 
     try:
         with locking.hold(args.out) as lock:  # before the model loads: a second writer stops at once
@@ -47,7 +47,7 @@ def build_index(encoder, corpus, args, lock=None) -> tuple[int, float]:
     `lock`: the caller's lock on args.out (biomamba.locking), kept across the swap to the new index."""
     from tqdm.auto import tqdm
 
-    from biomamba.retrieval import ENCODE_PART, IndexWriter
+    from biomamba.retrievers import ENCODE_PART, IndexWriter
 
     meta = {"model": str(Path(args.model).resolve()), "corpus": str(args.corpus),
             "passage_template": encoder.passage_template}

@@ -25,7 +25,7 @@ def run(args) -> int:
     # imported here, not above: `--help` must print without loading torch (biomamba/cli.py)
     from biomamba.checkpoints import CheckpointError
     from biomamba.resolve import ModelSpecError
-    from biomamba.retrieval import DenseIndex, RetrievalError, load_encoder
+    from biomamba.retrievers import DenseIndex, RetrievalError, load_encoder
 
     try:
         index = DenseIndex(args.index, backend=args.backend)

@@ -71,6 +71,23 @@ def parse_spec(spec: str) -> tuple[str, Path, str | None]:
     return "text", path, None
 
 
+def prepared_split(spec: str, split: str | None, default_split: str, option: str = "--data") -> tuple[Path, str]:
+    """(DIR, split) of a data SPEC that must name a prepared directory (`DIR` or `prepared:DIR[:SPLIT]`),
+    for the commands that read a prepared directory's splits (retrieval eval); `split` is the command's
+    own --split, which must agree with a SPLIT in the SPEC. DataError for any other SPEC."""
+    kind, path, option_split = parse_spec(spec)
+    if kind == "text" and path.is_dir():  # a bare directory that `prepare` did not write
+        kind = "prepared"
+    if kind != "prepared":
+        raise DataError(path, f"{option} {spec!r} is a {kind} SPEC; this command reads a prepared data "
+                              f"directory: {option} DIR or {option} prepared:DIR[:SPLIT]")
+    if not path.is_dir() or not is_prepared(path):
+        raise DataError(path, f"{option}: not a directory written by `biomamba prepare`")
+    if option_split and split and option_split != split:
+        raise DataError(path, f"{option} {spec!r} names split {option_split!r} but --split is {split!r}; give one")
+    return path, option_split or split or default_split
+
+
 def load_data(spec: str) -> EvalData:
     """The documents a data SPEC names; DataError (naming the file) for anything unusable. Reads as far
     as the first document, so that a wrong path, option or format fails before any model loads."""

@@ -96,16 +96,15 @@ def write_mamba_ssm_dir(hf_model, path, raw_vocab_size):
     return path
 
 
-# layer -> the debug model the tests use: a few heads / channels, chunks of 8 for Mamba-2 so that a
-# couple of dozen tokens cross chunk boundaries
-TINY = {"Mamba1": ("debug", dict(d_state=5)), "Mamba2": ("debug-mamba2", dict(d_state=8, chunk_size=8))}
+# layer -> the debug preset's overrides the tests use: a few heads / channels, chunks of 8 for Mamba-2
+# so that a couple of dozen tokens cross chunk boundaries
+TINY = {"Mamba1": dict(d_state=5), "Mamba2": dict(d_state=8, chunk_size=8)}
 
 
 def tiny_model(seed=0, layer="Mamba1", **overrides):
     """A random BioMambaForCausalLM of block type `layer` (vocab 97), in eval mode."""
     torch.manual_seed(seed)
-    preset, fields = TINY[layer]
-    config = BioMambaConfig.from_preset(preset, **{**fields, "vocab_size": 97, **overrides})
+    config = BioMambaConfig.from_preset("debug", ssm_layer=layer, **{**TINY[layer], "vocab_size": 97, **overrides})
     return BioMambaForCausalLM(config).eval()
 
 

@@ -5,7 +5,7 @@ import random
 import torch
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from tests.model_helpers import bpe_tokenizer
+from tests.model_helpers import TINY, bpe_tokenizer
 
 WORDS = ("patients cells protein expression levels increased decreased treatment group control mice tumor gene "
          "receptor activity response clinical study blood serum therapy cancer risk dose effect insulin").split()
@@ -60,9 +60,8 @@ def tiny_qa_model_dir(path, corpus, layer="Mamba1", seed=0):
     """A random tiny BioMamba (block type `layer`) with a BPE tokenizer trained on `corpus`, saved to `path`."""
     tok = bpe_tokenizer(path, corpus, vocab_size=400)
     torch.manual_seed(seed)
-    preset, extra = ("debug", dict(d_state=5)) if layer == "Mamba1" else ("debug-mamba2", dict(d_state=8, chunk_size=8))
-    config = BioMambaConfig.from_preset(preset, vocab_size=len(tok), eos_token_id=0, bos_token_id=0, pad_token_id=0,
-                                        **extra)
+    config = BioMambaConfig.from_preset("debug", ssm_layer=layer, vocab_size=len(tok), eos_token_id=0, bos_token_id=0,
+                                        pad_token_id=0, **TINY[layer])
     model = BioMambaForCausalLM(config)
     with torch.no_grad():  # tied head: larger embeddings give a less flat next-token distribution
         model.get_input_embeddings().weight.mul_(8.0)

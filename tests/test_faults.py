@@ -96,7 +96,7 @@ def test_the_lock_dies_with_a_killed_process(tmp_path):
 def test_the_index_keeps_its_lock_across_the_swap_to_the_new_index(tmp_path):
     import numpy as np
 
-    from biomamba.retrieval import IndexWriter
+    from biomamba.retrievers import IndexWriter
 
     out = tmp_path / "index"
     with locking.hold(out) as held:

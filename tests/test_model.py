@@ -1,7 +1,6 @@
-"""The model's contract: caching, padding, loss, initialisation, presets (generation: test_generation).
-
-Tests of the contract run for both block types (BLOCKS); Mamba-2's own initialisation, presets and
-settings are in test_mamba2.py."""
+"""What belongs to one block type alone: its initialisation (mamba_ssm's), the presets of each block
+type, config checks, Mamba-2's dt_limit and the CPU chunking of its SSD scan. The behaviours every
+model has, for both block types, are in test_model_common.py."""
 import math
 
 import pytest
@@ -9,79 +8,24 @@ import torch
 import torch.nn.functional as F
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from tests.model_helpers import BLOCKS, padded_batch, tiny_model
+from tests.model_helpers import biomamba_twin, random_hf_mamba, tiny_model
+
+VOCAB = 128
+CHUNK = 8
 
 
-@pytest.mark.parametrize("layer", BLOCKS)
-def test_full_forward_equals_prefix_then_cached_steps(layer):
-    model = tiny_model(layer=layer).double()
-    ids = torch.randint(0, 97, (2, 23), generator=torch.Generator().manual_seed(0))
+def _logits(model, ids):
     with torch.no_grad():
-        full = model(ids).logits
-        prefix = model(ids[:, :10], use_cache=True)
-        cache, steps = prefix.cache_params, [prefix.logits]
-        for t in range(10, 23):
-            steps.append(model(ids[:, t:t + 1], cache_params=cache, use_cache=True).logits)
-    assert (torch.cat(steps, 1) - full).abs().max() <= 1e-5
+        return model(ids).logits
 
 
-def _real(rows, mask, row):
-    """The real (unpadded) positions of `row` in a padded (b, l, ...) tensor."""
-    return rows[row][mask[row].bool()]
+def _ids(rows=2, length=37, seed=0, vocab=VOCAB):
+    return torch.randint(1, vocab, (rows, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("layer", BLOCKS)
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_batch_gives_each_sequence_its_own_logits_and_loss(side, layer):
-    model = tiny_model(layer=layer, conv_bias=True, bias=True)  # biases would leak into pads if masked too late
-    g = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(1, 97, (n,), generator=g) for n in (17, 9, 3)]
-    ids, mask = padded_batch(prompts, side, pad_id=5)
-    with torch.no_grad():
-        batch = model(ids, attention_mask=mask, labels=ids, num_items_in_batch=1)
-        alone = [model(p[None], labels=p[None], num_items_in_batch=1) for p in prompts]
-    for row, single in enumerate(alone):
-        assert (_real(batch.logits, mask, row) - single.logits[0]).abs().max() <= 1e-5
-    # num_items_in_batch=1 makes the loss a sum over scored targets: the rows' own sums add up.
-    assert torch.allclose(batch.loss, sum(single.loss for single in alone), rtol=1e-5)
+# ----------------------------------------------------------------------------- initialisation
 
-
-@pytest.mark.parametrize("layer", BLOCKS)
-def test_left_padded_cache_continues_as_each_sequence_alone(layer):
-    model = tiny_model(layer=layer)
-    g = torch.Generator().manual_seed(6)
-    prompts = [torch.randint(1, 97, (n,), generator=g) for n in (8, 3)]
-    ids, mask = padded_batch(prompts, "left")
-    nxt = torch.randint(1, 97, (2, 1), generator=g)
-    with torch.no_grad():
-        batch = model(ids, attention_mask=mask, use_cache=True)
-        stepped = model(nxt, cache_params=batch.cache_params).logits[:, -1]
-        for row, prompt in enumerate(prompts):
-            full = model(torch.cat([prompt, nxt[row]])[None]).logits[0, -1]
-            assert (stepped[row] - full).abs().max() <= 1e-5
-
-
-@pytest.mark.parametrize("layer", BLOCKS)
-def test_loss_shifts_labels_and_never_scores_padding_or_ignored(layer):
-    model = tiny_model(layer=layer)
-    ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(2))
-    mask = torch.ones_like(ids)
-    mask[1, 7:] = 0
-    labels = ids.clone()
-    labels[0, 3] = -100
-    out = model(ids, attention_mask=mask, labels=labels)
-    logits = out.logits
-    scored = [(0, t) for t in range(1, 12) if t != 3] + [(1, t) for t in range(1, 7)]
-    expected = torch.stack([F.cross_entropy(logits[b, t - 1], ids[b, t]) for b, t in scored]).mean()
-    assert torch.allclose(out.loss, expected, atol=1e-6)
-    # Changing what sits under padding cannot change the loss.
-    changed = ids.clone()
-    changed[1, 7:] = 5
-    assert torch.allclose(model(changed, attention_mask=mask, labels=changed).loss,
-                          model(ids, attention_mask=mask, labels=ids).loss, atol=1e-6)
-
-
-def test_initialisation_follows_mamba_ssm():
+def test_mamba1_initialisation_follows_mamba_ssm():
     config = BioMambaConfig.from_preset("debug", d_model=64, n_layer=3)
     model = BioMambaForCausalLM(config)
     mixer = model.backbone.layers[0].mixer
@@ -99,24 +43,57 @@ def test_initialisation_follows_mamba_ssm():
     assert model.lm_head.weight is model.backbone.embedding.weight
 
 
-@pytest.mark.parametrize("layer", BLOCKS)
-def test_A_log_and_D_stay_fp32_and_skip_weight_decay(layer):
-    model = tiny_model(layer=layer).to(torch.bfloat16)
-    mixer = model.backbone.layers[0].mixer
-    kept = ("A_log", "D", "dt_bias") if layer == "Mamba2" else ("A_log", "D")
-    for name in kept:
-        assert getattr(mixer, name).dtype == torch.float32 and getattr(mixer, name)._no_weight_decay, name
-    assert mixer.in_proj.weight.dtype == torch.bfloat16
-    with torch.no_grad():
-        assert model(torch.randint(0, 97, (1, 5))).logits.isfinite().all()
+def test_mamba2_initialisation_follows_mamba_ssm():
+    torch.manual_seed(0)
+    config = BioMambaConfig.from_preset("tiny", ssm_layer="Mamba2", vocab_size=97, dt_min=0.002, dt_max=0.05)
+    model = BioMambaForCausalLM(config)
+    for block in model.backbone.layers:
+        mixer = block.mixer
+        A = torch.exp(mixer.A_log)
+        assert A.shape == (config.nheads,) and A.min() >= 1.0 and A.max() <= 16.0  # A_init_range
+        dt = torch.nn.functional.softplus(mixer.dt_bias)
+        assert dt.min() >= 0.002 * (1 - 1e-5) and dt.max() <= 0.05 * (1 + 1e-5)
+        assert torch.equal(mixer.D, torch.ones(config.nheads))
+        assert torch.equal(mixer.norm.weight, torch.ones(config.d_inner))
+        bound = 1 / math.sqrt(config.d_inner) / math.sqrt(config.n_layer)  # kaiming-uniform / sqrt(n_layer)
+        assert mixer.out_proj.weight.abs().max() <= bound
+        assert mixer.in_proj.weight.shape == (2 * config.d_inner + 2 * config.ngroups * config.d_state + config.nheads,
+                                              config.d_model)
+        assert mixer.conv1d.weight.shape == (config.conv_dim, 1, config.d_conv)
 
 
-def test_presets_match_state_spaces_sizes():
+# ----------------------------------------------------------------------------- presets and config checks
+
+def test_mamba1_presets_match_state_spaces_sizes():
     sizes = {"130m": 129_135_360, "370m": 371_516_416}  # mamba-130m / mamba-370m (tied head)
     for name, expected in sizes.items():
         with torch.device("meta"):
             model = BioMambaForCausalLM(BioMambaConfig.from_preset(name))
-        assert model.num_parameters() == expected
+        assert model.config.ssm_layer == "Mamba1" and model.num_parameters() == expected
+
+
+def test_mamba2_presets_have_the_released_sizes_and_a_tiny_peer_of_tiny():
+    for name, (d_model, n_layer) in {"130m": (768, 24), "370m": (1024, 48), "780m": (1536, 48), "1.3b": (2048, 48),
+                                     "2.7b": (2560, 64)}.items():
+        config = BioMambaConfig.from_preset(name, ssm_layer="Mamba2")
+        assert (config.ssm_layer, config.d_model, config.n_layer) == ("Mamba2", d_model, n_layer), name
+        assert (config.d_state, config.headdim, config.expand, config.ngroups, config.chunk_size) == (128, 64, 2, 1, 256)
+        assert config.vocab_size == 50288 and config.vocab_size % 16 == 0
+    with torch.device("meta"):
+        mamba2_130m = BioMambaForCausalLM(BioMambaConfig.from_preset("130m", ssm_layer="Mamba2"))
+        tiny, tiny2 = (BioMambaForCausalLM(BioMambaConfig.from_preset("tiny", ssm_layer=layer))
+                       for layer in ("Mamba1", "Mamba2"))
+    assert 128e6 <= mamba2_130m.num_parameters() <= 131e6  # state-spaces/mamba2-130m: 129.1M
+    assert abs(tiny2.num_parameters() / tiny.num_parameters() - 1) < 0.02
+
+
+def test_a_preset_is_a_size_of_a_block_type_and_the_old_names_say_the_new_spelling():
+    with pytest.raises(ValueError, match=r"preset=tiny-mamba2 is now preset=tiny ssm_layer=Mamba2"):
+        BioMambaConfig.from_preset("tiny-mamba2")
+    with pytest.raises(ValueError, match=r"preset=mamba2-130m is now preset=130m ssm_layer=Mamba2"):
+        BioMambaConfig.from_preset("mamba2-130m")
+    with pytest.raises(ValueError, match="unknown preset '790m' for ssm_layer=Mamba2; choose one of debug, tiny, 130m"):
+        BioMambaConfig.from_preset("790m", ssm_layer="Mamba2")  # Mamba-2's sizes are its own: 780m
 
 
 def test_config_reports_every_problem_at_once():
@@ -128,38 +105,37 @@ def test_config_reports_every_problem_at_once():
         BioMambaConfig.from_preset("7b")
 
 
-@pytest.mark.parametrize("layer", BLOCKS)
-def test_loss_is_a_mean_or_a_sum_over_num_items_in_batch(layer):
-    model = tiny_model(layer=layer)
-    ids = torch.randint(1, 97, (2, 12), generator=torch.Generator().manual_seed(7))
-    labels = ids.clone()
-    labels[0, :5] = -100
-    scored = int((labels[:, 1:] != -100).sum())
-    with torch.no_grad():
-        mean = model(input_ids=ids, labels=labels).loss  # what our training loop calls
-        summed = model(input_ids=ids, labels=labels, num_items_in_batch=torch.tensor(1)).loss
-        over_all = model(input_ids=ids, labels=labels, num_items_in_batch=3 * scored).loss
-    assert torch.allclose(summed, mean * scored, rtol=1e-5)
-    assert torch.allclose(over_all, mean / 3, rtol=1e-5)
+def test_config_reports_mamba2_problems():
+    with pytest.raises(ValueError, match="divisible by headdim 48"):
+        BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", headdim=48)
+    with pytest.raises(ValueError, match="divisible by ngroups 3"):
+        BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", ngroups=3)
+    with pytest.raises(ValueError, match="scan_backend 'cpu' has no SSD scan"):
+        BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", scan_backend="cpu")
 
 
-@pytest.mark.parametrize("layer", BLOCKS)
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_heads_pool_the_last_real_token_and_load_from_an_lm_directory(tmp_path, side, layer):
-    from biomamba import BioMambaForEmbedding, BioMambaForSequenceClassification
-    tiny_model(layer=layer).save_pretrained(tmp_path)
-    classifier = BioMambaForSequenceClassification.from_pretrained(tmp_path, num_labels=3)
-    lm = BioMambaForCausalLM.from_pretrained(tmp_path)
-    assert torch.equal(classifier.backbone.embedding.weight, lm.backbone.embedding.weight)
-    g = torch.Generator().manual_seed(5)
-    a, b = torch.randint(1, 97, (1, 9), generator=g), torch.randint(1, 97, (1, 4), generator=g)
-    batch, mask = padded_batch([a[0], b[0]], side)
-    with torch.no_grad():
-        padded = classifier(batch, attention_mask=mask).logits
-        assert torch.allclose(padded[1], classifier(b).logits[0], atol=1e-5)
-        assert torch.allclose(padded[0], classifier(a).logits[0], atol=1e-5)
-        for pooling in ("mean", "last"):
-            encoder = BioMambaForEmbedding.from_pretrained(tmp_path, pooling=pooling)
-            emb = encoder(batch, attention_mask=mask).embeddings
-            assert torch.allclose(emb[1], encoder(b).embeddings[0], atol=1e-5)
-            assert torch.allclose(emb.norm(dim=-1), torch.ones(2))
+# ----------------------------------------------------------------------------- Mamba-2's own settings
+
+def test_dt_limit_clamps_dt_as_transformers_does():
+    theirs = random_hf_mamba(vocab_size=VOCAB, layer="Mamba2", chunk_size=CHUNK)
+    theirs.config.time_step_limit = (0.05, 0.2)
+    for layer in theirs.backbone.layers:
+        layer.mixer.time_step_limit = (0.05, 0.2)
+    ours = biomamba_twin(theirs)
+    assert tuple(ours.config.dt_limit) == (0.05, 0.2)
+    assert (_logits(ours, _ids()) - _logits(theirs, _ids())).abs().max() <= 1e-4
+    unclamped = biomamba_twin(random_hf_mamba(vocab_size=VOCAB, layer="Mamba2", chunk_size=CHUNK))
+    assert not torch.allclose(_logits(unclamped, _ids()), _logits(ours, _ids()), atol=1e-3)
+
+
+def test_cpu_scans_in_chunks_of_at_most_64_with_the_logits_of_the_sequential_scan(monkeypatch):
+    from biomamba import ops
+    chunks = []
+    scan = ops.ssd_scan
+    monkeypatch.setattr(ops, "ssd_scan", lambda *args, **kwargs: chunks.append(args[5]) or scan(*args, **kwargs))
+    model = tiny_model(layer="Mamba2", chunk_size=256).double()
+    ids = _ids(rows=1, length=150, vocab=97)
+    chunked = _logits(model, ids)
+    assert chunks == [64, 64]  # one scan per layer
+    model.config.scan_backend = "ref"
+    assert (chunked - _logits(model, ids)).abs().max() <= 1e-10

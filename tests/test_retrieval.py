@@ -16,13 +16,13 @@ from biomamba import BioMambaConfig
 from biomamba.modeling import BioMambaForEmbedding, pool
 from biomamba.encoding import encode, format_passage, format_query, tokenize_batch
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
-from biomamba.retrieval import DenseIndex, Encoder, RetrievalError, write_index
+from biomamba.retrievers import DenseIndex, Encoder, RetrievalError, write_index
 from biomamba.data.retrieval_tasks import beir_task, heldout_tasks, pubmed_task
 from biomamba.metrics.retrieval import (FUSION_WEIGHTS, choose_fusion_weight, convex_fusion, evaluate_run,
                                         reciprocal_rank_fusion, trec_order)
 from tests.pretrain_helpers import ROOT
 from biomamba.train.config import ConfigError, load_config
-from biomamba.train.retrieval import (RetrievalRunConfig, build_model, check_config, info_nce,
+from biomamba.train.retrieval_train import (RetrievalRunConfig, build_model, check_config, info_nce,
                                    train_retrieval)
 from tests.task_helpers import write_beir
 
@@ -213,7 +213,7 @@ def test_heldout_tasks_prefix_ids_and_pair_each_query_with_its_document(data_dir
 def test_disjoint_task_leaves_no_query_word_in_its_relevant_passage(data_dir):
     from biomamba.data.documents import plain_abstract, read_documents
     from biomamba.data.pairs import WORD, word_stems
-    from biomamba.retrieval import BM25
+    from biomamba.retrievers import BM25
     (task,) = heldout_tasks(data_dir, split="train", kinds=["title-abstract-disjoint"])
     docs = {f"d:{d['pmid']}": d for d in read_documents(data_dir, "train")}
     assert len(task.queries) > 100 and task.qrels == {q: {"d:" + q[2:]: 1} for q in task.queries}
@@ -254,7 +254,7 @@ def embedded_1976_documents():
 
 @pytest.mark.slow
 def test_bm25_title_to_abstract_reproduces_the_known_level_on_the_1976_80_file():
-    from biomamba.retrieval import bm25_run
+    from biomamba.retrievers import bm25_run
     task = pubmed_task(embedded_1976_documents(), "title-abstract")
     assert len(task.queries) == 14832  # every citation with a title and an abstract
     result = evaluate_run(task.qrels, bm25_run(task))
@@ -287,7 +287,7 @@ def separable_config(separable, data_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trained(separable, data_dir, tokenizer, tmp_path_factory):
-    from biomamba.retrieval import dense_run
+    from biomamba.retrievers import dense_run
     cfg = separable_config(separable, data_dir)
     task = beir_task(separable)
     untrained = Encoder(build_model(cfg, len(tokenizer), tokenizer.eos_token_id).eval(), tokenizer)
@@ -323,7 +323,7 @@ def test_info_nce_masks_false_negatives_and_hard_negative_columns():
 
 
 def test_pubmed_pairs_with_bm25_hard_negatives_exclude_the_positive(data_dir, tokenizer):
-    from biomamba.train.retrieval import ContrastiveBatches, build_sources
+    from biomamba.train.retrieval_train import ContrastiveBatches, build_sources
     cfg = load_config(None, [f"data.dir={data_dir}", "model.preset=debug", "loss.hard_negatives=2",
                              "train.batch_size=4"], schema=RetrievalRunConfig, check=check_config)
     sources = build_sources(cfg)
@@ -377,7 +377,7 @@ def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_pat
 
 
 def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, separable, tmp_path):
-    from biomamba.retrieval import bm25_run, dense_run
+    from biomamba.retrievers import bm25_run, dense_run
     run_dir, _, _ = trained
     with_dev = tmp_path / "separable"
     shutil.copytree(separable, with_dev)
@@ -403,8 +403,8 @@ def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, sep
 
 
 def test_a_val_task_on_the_same_corpus_shares_one_run_that_equals_two(data_dir):
-    from biomamba.eval.retrieval import with_val_run
-    from biomamba.retrieval import bm25_run
+    from biomamba.eval.retrieval_eval import with_val_run
+    from biomamba.retrievers import bm25_run
     test, val = (heldout_tasks(data_dir, split, ["title-abstract"], distractor_splits=[other])[0]
                  for split, other in (("val", "test"), ("test", "val")))
     assert test.corpus == val.corpus  # the same documents: each split's own plus the other's
@@ -453,7 +453,7 @@ def test_under_torchrun_retrieval_training_refuses_and_writes_nothing(tmp_path, 
 
 def test_streamed_search_over_corpus_parts_equals_one_exact_search():
     """TopK over parts in corpus order = top_k over the whole, ties (lower index first) included."""
-    from biomamba.retrieval import TopK, top_k
+    from biomamba.retrievers import TopK, top_k
     rng = np.random.default_rng(0)
     docs = rng.integers(-2, 3, size=(101, 6)).astype(np.float32)  # many exact ties
     queries = rng.integers(-2, 3, size=(7, 6)).astype(np.float32)
@@ -468,7 +468,7 @@ def test_streamed_search_over_corpus_parts_equals_one_exact_search():
 
 
 def test_index_written_in_batches_equals_one_batch_and_an_interrupted_one_keeps_the_old(tmp_path):
-    from biomamba.retrieval import IndexWriter
+    from biomamba.retrievers import IndexWriter
     rng = np.random.default_rng(1)
     emb = rng.standard_normal((50, 8)).astype(np.float32)
     ids, titles = [str(i) for i in range(50)], [f"t{i}" for i in range(50)]
@@ -487,8 +487,8 @@ def test_index_written_in_batches_equals_one_batch_and_an_interrupted_one_keeps_
 
 def test_a_training_run_directory_is_accepted_wherever_a_model_directory_is(separable, data_dir, tokenizer, tmp_path):
     """RUN and RUN/model name the same model (biomamba/resolve.py), as they do for eval-ppl."""
-    from biomamba.retrieval import load_encoder
-    from biomamba.train.retrieval import tokenizer_dir
+    from biomamba.retrievers import load_encoder
+    from biomamba.train.retrieval_train import tokenizer_dir
 
     run_dir = tmp_path / "run"
     debug_embedder("mean").save_pretrained(run_dir / "model")

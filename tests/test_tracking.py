@@ -13,11 +13,11 @@ import yaml
 
 from biomamba.cli import main
 from biomamba.eval import perplexity
-from biomamba.eval import retrieval as retrieval_eval
+from biomamba.eval import retrieval_eval
 from biomamba.tracking import model_origin
 from biomamba.train import finetune
 from biomamba.train.config import load_config
-from biomamba.train.retrieval import RetrievalRunConfig, check_config, train_retrieval
+from biomamba.train.retrieval_train import RetrievalRunConfig, check_config, train_retrieval
 from tests.conftest import data_medline_xml, data_random_articles, data_write
 from tests.pretrain_helpers import ROOT, run_pretrain
 from tests.task_helpers import write_beir, write_separable_task

@@ -88,7 +88,7 @@ def test_checkpointer_ignores_incomplete_and_keeps_last_k(tmp_path):
 
 def test_a_section_keeps_its_schemas_defaults_for_keys_a_file_does_not_name(tmp_path):
     """retrieval's optim defaults (lr 1e-4) hold when a YAML optim section sets only warmup."""
-    from biomamba.train.retrieval import RetrievalRunConfig, check_config
+    from biomamba.train.retrieval_train import RetrievalRunConfig, check_config
     path = tmp_path / "ret.yaml"
     path.write_text("model:\n  preset: debug\noptim:\n  warmup_steps: 3\n")
     cfg = load_config(path, ["data.dir=x"], schema=RetrievalRunConfig, check=check_config)
@@ -155,7 +155,8 @@ def test_auto_chooses_only_backends_a_test_on_that_device_has_shown(monkeypatch)
 
 def test_document_resets_are_on_by_default_for_the_state_space_models_only():
     from biomamba.train.config import ConfigError, document_resets
-    assert [document_resets(load_config(None, [f"model.arch={arch}"])) for arch in ("mamba", "mamba2")] == [True, True]
+    assert [document_resets(load_config(None, ["model.arch=mamba", f"model.ssm_layer={layer}"]))
+            for layer in ("Mamba1", "Mamba2")] == [True, True]
     assert [document_resets(load_config(None, [f"model.arch={arch}"])) for arch in ("transformer", "bert")] == [False, False]
     assert document_resets(load_config(None, ["data.document_resets=false"])) is False
     with pytest.raises(ConfigError, match="data.document_resets .*model.arch=transformer"):

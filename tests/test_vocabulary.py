@@ -8,7 +8,7 @@ import pytest
 from biomamba import flags
 from biomamba.train.config import ConfigError, RunConfig, load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.retrieval import RetrievalRunConfig, check_config
+from biomamba.train.retrieval_train import RetrievalRunConfig, check_config
 
 SCHEMAS = [(RunConfig, None), (FinetuneConfig, check_finetune), (RetrievalRunConfig, check_config)]
 RETRIEVAL_BASE = ["model.init_from=M"]  # retrieval train needs a starting model
@@ -66,3 +66,27 @@ def test_eval_ppl_legacy_padded_is_refused_naming_protocol(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "biomamba", "eval-ppl", "--model", str(tmp_path), "--data", "x",
                           "--out", str(tmp_path / "o.json"), "--protocol", "biomamba-2025"], capture_output=True, text=True)
     assert bad.returncode == 2 and "biomamba-2026" in bad.stderr
+
+
+def test_the_block_type_is_model_ssm_layer_and_a_preset_is_a_size_of_it():
+    from biomamba.train.models import mamba_config
+
+    def built(*overrides):
+        return mamba_config(load_config(None, list(overrides)).model, 512, 0)
+    tiny = built("model.preset=tiny")
+    assert (tiny.ssm_layer, tiny.d_model, tiny.d_state) == ("Mamba1", 256, 16)  # the default block
+    tiny2 = built("model.preset=tiny", "model.ssm_layer=Mamba2")
+    assert (tiny2.ssm_layer, tiny2.d_model, tiny2.d_state) == ("Mamba2", 256, 64)
+    big = built("model.preset=130m", "model.ssm_layer=Mamba2")
+    assert (big.ssm_layer, big.d_model, big.n_layer, big.d_state) == ("Mamba2", 768, 24, 128)
+    for old, new in (("model.arch=mamba2", "model.arch=mamba model.ssm_layer=Mamba2"),
+                     ("model.preset=tiny-mamba2", "model.preset=tiny model.ssm_layer=Mamba2"),
+                     ("model.preset=mamba2-370m", "model.preset=370m model.ssm_layer=Mamba2")):
+        with pytest.raises(ConfigError, match=rf"{old} is now {new}"):
+            load_config(None, [old])
+    with pytest.raises(ConfigError, match="unknown model.preset 'bogus' for model.ssm_layer=Mamba2; choose one of"):
+        load_config(None, ["model.ssm_layer=Mamba2", "model.preset=bogus"])
+    retrieval = _load(RetrievalRunConfig, check_config, ["model.preset=debug", "model.ssm_layer=Mamba2"])
+    assert (retrieval.model.preset, retrieval.model.ssm_layer) == ("debug", "Mamba2")
+    with pytest.raises(ConfigError, match="model.preset=debug-mamba2 is now model.preset=debug model.ssm_layer=Mamba2"):
+        _load(RetrievalRunConfig, check_config, ["model.preset=debug-mamba2"])

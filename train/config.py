@@ -19,9 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from biomamba.config import SCAN_BACKENDS
-
-MAMBA_ARCHS = ("mamba", "mamba2")  # model.arch values that train a BioMamba
+from biomamba.config import SCAN_BACKENDS, SSM_LAYERS, preset_problem
 
 
 class ConfigError(ValueError):
@@ -42,11 +40,11 @@ def at_least(default, minimum):
 
 @dataclass
 class ModelConfig:
-    # mamba: BioMamba with the preset's block (tiny-mamba2 and mamba2-* presets are Mamba-2); mamba2: a
-    # Mamba-2 BioMamba, a Mamba-1 preset standing for its Mamba-2 peer (tiny -> tiny-mamba2);
-    # transformer: the GPT-NeoX baseline, bert: a masked LM; both parameter-matched to the Mamba
-    arch: str = choice("mamba", ("mamba", "transformer", "bert", "mamba2"))
-    preset: str = "tiny"  # a BioMambaConfig preset (biomamba/config.py)
+    # the model family: mamba (BioMamba); transformer: the GPT-NeoX baseline, bert: a masked LM, both
+    # parameter-matched to the BioMamba of model.preset and model.ssm_layer
+    arch: str = choice("mamba", ("mamba", "transformer", "bert"))
+    ssm_layer: str = choice("Mamba1", SSM_LAYERS)  # the block type, as BioMambaConfig.ssm_layer
+    preset: str = "tiny"  # a size of that block type (biomamba/config.py PRESETS)
     d_model: int | None = at_least(None, 1)  # overrides of the preset; None keeps the preset's value
     n_layer: int | None = at_least(None, 1)
     d_state: int | None = at_least(None, 1)
@@ -60,7 +58,7 @@ class DataConfig:
     seq_len: int = at_least(256, 2)
     # packed documents never see each other: the scan and conv state reset at each document's EOS
     # separator (seq_idx), as eval-ppl scores a document alone after EOS. None: on for the
-    # state-space models (model.arch=mamba, mamba2), which train better with it (README, results);
+    # state-space model (model.arch=mamba), which trains better with it (README, results);
     # the baselines have no scan to reset
     document_resets: bool | None = None
     # several prepared directories mixed by weight (train/mixture.py): [{dir, weight, name}, ...]; when
@@ -106,6 +104,8 @@ class RuntimeConfig:
 # Old spellings, refused with the new name: one name for each setting in every command (README).
 RENAMED = {"train.init_from": "model.init_from", "train.device": "run.device",
            "train.precision": "run.precision", "data.tokenizer": "model.tokenizer"}
+# Old values of a setting, refused the same way: the block type is spelled model.ssm_layer only.
+RENAMED_VALUES = {("model.arch", "mamba2"): "model.arch=mamba model.ssm_layer=Mamba2"}
 
 
 @dataclass
@@ -194,7 +194,10 @@ def _build(cls, values: dict, prefix: str, problems: list, defaults=None):
 def _check_field(f, value, prefix, problems):
     """The allowed values (choice) and lower bound (at_least) declared on the field."""
     allowed, minimum = f.metadata.get("choices"), f.metadata.get("min")
-    if allowed is not None and value not in allowed:
+    if isinstance(value, str) and (prefix + f.name, value) in RENAMED_VALUES:
+        problems.append(f"{prefix}{f.name}={value} is now {RENAMED_VALUES[prefix + f.name, value]} "
+                        f"(one name in every command)")
+    elif allowed is not None and value not in allowed:
         problems.append(f"{prefix}{f.name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     if minimum is not None and value is not None and value < minimum:
         problems.append(f"{prefix}{f.name} must be >= {minimum}, got {value}")
@@ -293,9 +296,12 @@ def _check(cfg: RunConfig, problems: list):
     check_mixture(cfg.data.mixture, problems)
     if cfg.data.mixture and cfg.model.arch == "bert":
         problems.append("data.mixture mixes causal-LM pretraining data; model.arch=bert reads data.dir only")
-    if cfg.model.arch not in MAMBA_ARCHS and cfg.model.init_from:
-        problems.append("model.init_from loads Mamba checkpoints; it needs model.arch=mamba (or mamba2)")
-    if cfg.model.arch not in MAMBA_ARCHS and cfg.data.document_resets is True:
+    problem = preset_problem(cfg.model.preset, cfg.model.ssm_layer, "model.preset", "model.ssm_layer")
+    if problem and cfg.model.ssm_layer in SSM_LAYERS:
+        problems.append(problem)
+    if cfg.model.arch != "mamba" and cfg.model.init_from:
+        problems.append("model.init_from loads Mamba checkpoints; it needs model.arch=mamba")
+    if cfg.model.arch != "mamba" and cfg.data.document_resets is True:
         problems.append(f"data.document_resets resets a state-space model's scan and conv; model.arch="
                         f"{cfg.model.arch} has none (set data.document_resets=false for the baselines)")
     if not 0 < cfg.mlm.mask_rate < 1:
@@ -309,7 +315,7 @@ def document_resets(cfg) -> bool:
     (the default) whether the model is a state-space model."""
     if cfg.data.document_resets is not None:
         return cfg.data.document_resets
-    return cfg.model.arch in MAMBA_ARCHS
+    return cfg.model.arch == "mamba"
 
 
 def load_config(path=None, overrides=(), schema=None, check=None):

@@ -4,9 +4,7 @@ from transformers import BertForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from biomamba.config import MAMBA2_PEERS, PRESETS
 from biomamba.resolve import model_dir_of
-from biomamba.train.config import MAMBA_ARCHS
 
 
 def count_parameters(model) -> int:
@@ -25,23 +23,11 @@ def tied_parameters(model) -> dict:
     return aliases
 
 
-def preset_of(cfg_model) -> str:
-    """The BioMambaConfig preset a run builds: model.arch=mamba2 turns a Mamba-1 preset into its
-    Mamba-2 peer (tiny -> tiny-mamba2); model.arch=mamba takes the preset's own block type."""
-    preset = cfg_model.preset
-    if cfg_model.arch != "mamba2":
-        return preset
-    preset = MAMBA2_PEERS.get(preset, preset)
-    if PRESETS.get(preset, {}).get("ssm_layer") != "Mamba2":
-        raise ValueError(f"model.arch=mamba2: model.preset={cfg_model.preset!r} has no Mamba-2 peer; choose one of "
-                         f"{', '.join(MAMBA2_PEERS)} or a Mamba-2 preset ({', '.join(MAMBA2_PEERS.values())})")
-    return preset
-
-
 def mamba_config(cfg_model, vocab_size: int, eos_id: int) -> BioMambaConfig:
     overrides = {k: getattr(cfg_model, k) for k in ("d_model", "n_layer", "d_state")
                  if getattr(cfg_model, k) is not None}
-    return BioMambaConfig.from_preset(preset_of(cfg_model), vocab_size=vocab_size, eos_token_id=eos_id,
+    return BioMambaConfig.from_preset(cfg_model.preset, ssm_layer=cfg_model.ssm_layer, vocab_size=vocab_size,
+                                      eos_token_id=eos_id,
                                       bos_token_id=eos_id, pad_token_id=eos_id,
                                       scan_backend=cfg_model.scan_backend, **overrides)
 
@@ -121,7 +107,7 @@ def build_bert(cfg, vocab_size: int, eos_id: int, target_params: int):
 def build_model(cfg, vocab_size: int, eos_id: int):
     torch.manual_seed(cfg.seed)
     mamba = build_mamba(cfg, vocab_size, eos_id)
-    if cfg.model.arch in MAMBA_ARCHS:
+    if cfg.model.arch == "mamba":
         return mamba
     if cfg.model.arch == "transformer":
         torch.manual_seed(cfg.seed)
@@ -129,4 +115,4 @@ def build_model(cfg, vocab_size: int, eos_id: int):
     if cfg.model.arch == "bert":
         torch.manual_seed(cfg.seed)
         return build_bert(cfg, vocab_size, eos_id, count_parameters(mamba))
-    raise ValueError(f"model.arch must be mamba, mamba2, transformer or bert, got {cfg.model.arch!r}")
+    raise ValueError(f"model.arch must be mamba, transformer or bert, got {cfg.model.arch!r}")

@@ -37,7 +37,7 @@ def conclusion_rest_pair(doc: dict):
 
 @functools.lru_cache(maxsize=1)
 def _stemmer():
-    import Stemmer  # PyStemmer: the stemmer BM25 uses (biomamba.retrieval.BM25)
+    import Stemmer  # PyStemmer: the stemmer BM25 uses (biomamba.retrievers.BM25)
     return Stemmer.Stemmer("english")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from biomamba.data.documents import plain_abstract
 from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
 from biomamba.encoding import DEFAULT_INSTRUCTION
-from biomamba.retrieval import RetrievalError
+from biomamba.retrievers import RetrievalError
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from biomamba.retrieval import RetrievalError
+from biomamba.retrievers import RetrievalError
 
 METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@1": "recall_1", "Recall@10": "recall_10", "Recall@100": "recall_100"}
 MEASURES = {"ndcg_cut.10", "recall.1,10,100", "recip_rank"}

@@ -17,7 +17,7 @@ Pair sources (each step draws one micro-batch from one source, round robin over 
   bioasq                            data.bioasq (BioASQ JSON) over data.dir's documents
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
-# transformers; biomamba.train.retrieval holds the run and is imported by `run` (biomamba/cli.py).
+# transformers; biomamba.train.retrieval_train holds the run and is imported by `run` (biomamba/cli.py).
 from biomamba import flags
 
 
@@ -30,6 +30,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from biomamba.train.retrieval import run
+    from biomamba.train.retrieval_train import run
 
     return run(args)

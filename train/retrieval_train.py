@@ -1,4 +1,4 @@
-"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_cli.py)."""
+"""Contrastive retrieval training behind `biomamba retrieval train` (its command line and usage: train/retrieval_train_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from biomamba import flags
 from biomamba.checkpoints import CheckpointError
-from biomamba.config import SCAN_BACKENDS
+from biomamba.config import SCAN_BACKENDS, SSM_LAYERS, preset_problem
 from biomamba.data.documents import plain_abstract
 from biomamba.data.pairs import INSTRUCTIONS, PAIR_KINDS, pubmed_pairs
 from biomamba.data.sampling import HashSample
@@ -20,18 +20,19 @@ from biomamba.data.retrieval_tasks import beir_task, pubmed_task
 from biomamba.encoding import PASSAGE_TEMPLATE, QUERY_TEMPLATE, format_passage, format_query, special_ids, tokenize_batch
 from biomamba.metrics.retrieval import evaluate_run
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
-from biomamba.retrieval import BM25, Encoder, RetrievalError, dense_run
+from biomamba.retrievers import BM25, Encoder, RetrievalError, dense_run
 from biomamba.train.config import (ConfigError, LoggingConfig, OptimConfig, RuntimeConfig, TrainConfig, at_least,
                                    check_loop, choice, load_config)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session
-from biomamba.train.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
+from biomamba.train.retrieval_train_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 @dataclass
 class RetrievalModelConfig:
     init_from: str | None = None  # a pretrained Mamba checkpoint dir (e.g. RUN_DIR/model)
     preset: str | None = None  # only without init_from: a randomly initialised preset (tests, debugging)
+    ssm_layer: str = choice("Mamba1", SSM_LAYERS)  # the preset's block type
     pooling: str = choice("last", ("last", "mean"))  # last: the appended EOS
     embedding_dim: int | None = at_least(None, 1)  # a linear projection to this size; None keeps d_model
     scan_backend: str = choice("auto", SCAN_BACKENDS)
@@ -78,6 +79,9 @@ def check_config(cfg: RetrievalRunConfig, problems: list):
     if not m.init_from and not m.preset:
         problems.append("model.init_from (a pretrained checkpoint dir) is required "
                         "(or model.preset for a randomly initialised model)")
+    problem = m.preset and preset_problem(m.preset, m.ssm_layer, "model.preset", "model.ssm_layer")
+    if problem and m.ssm_layer in SSM_LAYERS:
+        problems.append(problem)
     unknown = [k for k in d.kinds if k not in ("title-abstract", "conclusion-rest")]
     if unknown:
         problems.append(f"data.kinds: unknown {unknown}; choose from title-abstract, conclusion-rest")
@@ -326,7 +330,7 @@ def build_model(cfg, vocab_size: int, eos_id: int):
             raise RetrievalError(f"model.init_from={m.init_from}: vocabulary {model.config.vocab_size} < "
                                  f"the tokenizer's {vocab_size}")
     else:
-        config = BioMambaConfig.from_preset(m.preset, vocab_size=vocab_size, eos_token_id=eos_id,
+        config = BioMambaConfig.from_preset(m.preset, ssm_layer=m.ssm_layer, vocab_size=vocab_size, eos_token_id=eos_id,
                                             bos_token_id=eos_id, pad_token_id=eos_id, pooling=m.pooling,
                                             embedding_dim=m.embedding_dim)
         model = BioMambaForEmbedding(config)

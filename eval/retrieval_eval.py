@@ -1,4 +1,4 @@
-"""Retrieval evaluation behind `biomamba retrieval eval` (its command line and usage: eval/retrieval_cli.py)."""
+"""Retrieval evaluation behind `biomamba retrieval eval` (its command line and usage: eval/retrieval_eval_cli.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +10,14 @@ from pathlib import Path
 from biomamba import tracking
 from biomamba.checkpoints import CheckpointError
 from biomamba.data.errors import DataError
+from biomamba.eval.ppl_data import prepared_split
 from biomamba.data.retrieval_tasks import beir_task, bioasq_task, heldout_tasks
 from biomamba.io import write_report
 from biomamba.metrics.retrieval import (FUSION_MARGIN, FUSION_METRIC, choose_fusion_weight, convex_fusion, evaluate_run,
                                         reciprocal_rank_fusion)
 from biomamba.resolve import ModelSpecError
-from biomamba.retrieval import RetrievalError, bm25_run, dense_run, load_encoder
-from biomamba.eval.retrieval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
+from biomamba.retrievers import RetrievalError, bm25_run, dense_run, load_encoder
+from biomamba.eval.retrieval_eval_cli import add_arguments  # noqa: F401  (the command's arguments, re-exported)
 
 
 def run(args) -> int:
@@ -28,6 +29,11 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.data:  # one --data grammar in every command: DIR or prepared:DIR[:SPLIT]
+        data, args.split = prepared_split(args.data, args.split, "test")
+        args.data = str(data)
+    else:
+        args.split = args.split or "test"
     if not (args.data or args.beir or args.bioasq):
         raise RetrievalError("nothing to evaluate: give --data, --beir or --bioasq")
     if args.bioasq and not args.corpus:

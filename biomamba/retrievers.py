@@ -1,5 +1,5 @@
-"""Dense retrieval with BioMamba: an encoder with its templates, an index of float16 shards, search,
-and BM25 for comparison.
+"""The retrievers: dense retrieval with BioMamba (an encoder with its templates, an index of float16
+shards, search) and BM25 for comparison; `biomamba retrieval eval` and `retrieval train` run them.
 
 Texts are embedded BMRetriever-style by biomamba.encoding (templates, EOS appended, pooling, L2
 normalisation); relevance is the dot product (= cosine) of two embeddings.

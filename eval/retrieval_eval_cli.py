@@ -2,6 +2,7 @@
 hybrid, scored by trec_eval.
 
   biomamba retrieval eval --model runs/retrieval/model --data demo_out/data --out runs/retrieval/eval
+  biomamba retrieval eval --model runs/retrieval/model --data prepared:demo_out/data:val --val-split train --out OUT
   biomamba retrieval eval --model M --beir nfcorpus/ --beir scifact/ --out OUT
   biomamba retrieval eval --model M --bioasq BioASQ-training12b.json --corpus demo_out/data --out OUT
 
@@ -32,7 +33,7 @@ RUN_DIR/model joins the group of the model it started from; its W&B id is config
 model_origin.run_id), else the model directory's name.
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
-# transformers; biomamba.eval.retrieval holds the run and is imported by `run` (biomamba/cli.py).
+# transformers; biomamba.eval.retrieval_eval holds the run and is imported by `run` (biomamba/cli.py).
 from biomamba import tracking
 from biomamba.data.pairs import PAIR_KINDS
 
@@ -40,8 +41,10 @@ from biomamba.data.pairs import PAIR_KINDS
 def add_arguments(parser):
     parser.add_argument("--model", help="retrieval model dir (omit for BM25 only)")
     parser.add_argument("--tokenizer", help="tokenizer dir (default: the model dir, else DATA/tokenizer)")
-    parser.add_argument("--data", help="prepared data dir: held-out tasks from its test split")
-    parser.add_argument("--split", default="test", help="split of --data to evaluate (default test)")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="prepared data: DIR or prepared:DIR[:SPLIT] (eval-ppl's SPEC grammar); held-out "
+                             "tasks from its test split")
+    parser.add_argument("--split", help="split of --data to evaluate (default test; or prepared:DIR:SPLIT)")
     parser.add_argument("--kinds", nargs="+", default=list(PAIR_KINDS), choices=list(PAIR_KINDS),
                         help="held-out tasks from --data (default: all)")
     parser.add_argument("--val-split", default="val",
@@ -63,6 +66,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from biomamba.eval.retrieval import run
+    from biomamba.eval.retrieval_eval import run
 
     return run(args)
