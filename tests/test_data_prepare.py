@@ -48,11 +48,16 @@ def independent_counts(paths) -> dict:
             "sections": dict(collections.Counter(c for v in docs for c in v[2]))}
 
 
+# the default `prepare` over the ~50k embedded citations (data_default_prepared): a long run, left to `make test`
+DEFAULT_PREPARE = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def manifest(data_default_prepared):
     return load_manifest(data_default_prepared)
 
 
+@DEFAULT_PREPARE
 def test_counts_match_an_independent_pass(manifest):
     truth = independent_counts(embedded_medline_files())
     for key in ("records", "deleted", "documents", "with_abstract", "sections"):
@@ -63,6 +68,7 @@ def test_counts_match_an_independent_pass(manifest):
     assert [i["file"] for i in manifest["inputs"]] == ["pubmed20n0014.xml.gz", "pubmed21n1298.xml.gz"]
 
 
+@DEFAULT_PREPARE
 def test_documents(data_default_prepared, manifest):
     docs = list(read_documents(data_default_prepared))
     assert len(docs) == manifest["documents"] == len({d["pmid"] for d in docs})
@@ -71,6 +77,7 @@ def test_documents(data_default_prepared, manifest):
                             "publication_types", "mesh", "split"}
 
 
+@DEFAULT_PREPARE
 def test_splits_are_a_pure_disjoint_function_of_the_pmid(data_default_prepared, manifest):
     by_split = collections.defaultdict(set)
     for d in read_documents(data_default_prepared):
@@ -86,6 +93,7 @@ def test_splits_are_a_pure_disjoint_function_of_the_pmid(data_default_prepared, 
     assert all(split_of(p, 0.2, 0.05) == "test" for p in by_split["test"])
 
 
+@DEFAULT_PREPARE
 def test_shards_decode_to_the_documents(data_default_prepared, manifest):
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(str(data_default_prepared / "tokenizer" / "tokenizer.json"))
@@ -107,6 +115,7 @@ def test_shards_decode_to_the_documents(data_default_prepared, manifest):
             assert tok.decode(ids) == document_text(docs[i])
 
 
+@DEFAULT_PREPARE
 def test_shard_checksums_and_sizes(data_default_prepared, manifest):
     import hashlib
     for entry in manifest["shards"]:
@@ -115,6 +124,7 @@ def test_shard_checksums_and_sizes(data_default_prepared, manifest):
         assert len(data) == 2 * entry["tokens"]
 
 
+@DEFAULT_PREPARE
 def test_tokenizer_loads_with_transformers(data_default_prepared, manifest):
     from transformers import PreTrainedTokenizerFast
     hf = PreTrainedTokenizerFast.from_pretrained(str(data_default_prepared / "tokenizer"))
@@ -125,6 +135,7 @@ def test_tokenizer_loads_with_transformers(data_default_prepared, manifest):
     assert hf.decode(ids) == text and 0 not in ids
 
 
+@DEFAULT_PREPARE
 def test_tasks(data_default_prepared, manifest):
     roles = manifest["tasks"]["sentence-roles"]
     counts = collections.Counter()

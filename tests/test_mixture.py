@@ -160,4 +160,5 @@ def test_the_biomamba_v3_recipe_config():
     assert [(s["name"], s["weight"]) for s in mixture_sources(cfg.data.mixture)] == [
         ("pubmed", 0.8), ("c4", 0.1), ("wiki", 0.1)]
     assert (cfg.data.seq_len, cfg.optim.lr, cfg.optim.schedule, cfg.train.max_steps) == (1024, 1.5e-6, "cosine", 6000)
-    assert cfg.train.batch_size * cfg.train.grad_accum == 32 and cfg.model.preset == "mamba2-130m"
+    assert cfg.train.batch_size * cfg.train.grad_accum == 32
+    assert (cfg.model.arch, cfg.model.ssm_layer, cfg.model.preset) == ("mamba", "Mamba2", "130m")

@@ -298,6 +298,7 @@ def trained(separable, data_dir, tokenizer, tmp_path_factory):
     return run_dir, before, after
 
 
+@pytest.mark.slow  # the trained fixture: 50 steps of contrastive training
 def test_training_lowers_the_contrastive_loss_and_raises_recall_at_1(trained):
     run_dir, before, after = trained
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -364,6 +365,7 @@ def cli(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow  # the trained fixture: 50 steps of contrastive training
 def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_path):
     run_dir, _, _ = trained
     out = cli("index", "--model", run_dir / "model", "--corpus", separable, "--out", tmp_path / "index")
@@ -376,13 +378,24 @@ def test_cli_index_and_search_print_pmids_and_titles(trained, separable, tmp_pat
     assert len(lines) == 3 and any("doc11  Note 11" in line for line in lines)  # the liver document
 
 
-def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, separable, tmp_path):
+@pytest.fixture(scope="module")
+def untrained_dir(separable, data_dir, tokenizer, tmp_path_factory):
+    """The trained fixture's model before training, saved with its tokenizer: what eval computes is
+    checked against dense_run on the same model, whatever its quality."""
+    cfg = separable_config(separable, data_dir)
+    path = tmp_path_factory.mktemp("untrained") / "model"
+    build_model(cfg, len(tokenizer), tokenizer.eos_token_id).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(untrained_dir, separable, tmp_path):
     from biomamba.retrievers import bm25_run, dense_run
-    run_dir, _, _ = trained
+    model_dir = untrained_dir
     with_dev = tmp_path / "separable"
     shutil.copytree(separable, with_dev)
     shutil.copy(with_dev / "qrels" / "test.tsv", with_dev / "qrels" / "dev.tsv")
-    out = cli("eval", "--model", run_dir / "model", "--beir", with_dev, "--beir", separable, "--out", tmp_path / "eval")
+    out = cli("eval", "--model", model_dir, "--beir", with_dev, "--beir", separable, "--out", tmp_path / "eval")
     assert out.returncode == 0, out.stderr[-2000:]
     for method in ("dense", "bm25", "rrf", "hybrid"):
         assert f"| beir:separable | {method} |" in out.stdout
@@ -392,7 +405,7 @@ def test_cli_eval_prints_dense_bm25_rrf_and_the_hybrid_tuned_on_val(trained, sep
     assert "hybrid" not in untuned and "fusion" not in untuned and "rrf" in untuned
     # the weight recorded is the one val chose, and the hybrid row is the fusion at that weight
     task = beir_task(with_dev)
-    dense, lexical = dense_run(Encoder.from_pretrained(run_dir / "model"), task)[0], bm25_run(task)
+    dense, lexical = dense_run(Encoder.from_pretrained(model_dir), task)[0], bm25_run(task)
     weight, curve = choose_fusion_weight(beir_task(with_dev, "dev").qrels, dense, lexical)
     assert tuned["fusion"]["dense_weight"] == weight and tuned["fusion"]["val_queries"] == len(task.queries)
     assert tuned["fusion"]["val_curve"] == pytest.approx({f"{w:.2f}": v for w, v in curve.items()}, abs=1e-6)
