@@ -124,6 +124,9 @@ def test_an_sft_run_directory_is_scored_by_eval_qa_which_records_the_run(task, t
             "from_model": str(task["model"]), "steps": 4, "git_commit": payload["model"]["trained_by"]["git_commit"]}
         assert {r["protocol"] for r in payload["results"]} == {"lm-eval", "biomamba"}
         assert "Fine-tuned by" in out.with_suffix(".md").read_text()
+    from biomamba.eval import report_qa
+    assert report_qa.run(argparse.Namespace(results=[str(out)], out=str(tmp_path / "report"))) == 0
+    assert f"(causal-lm full, seed 3, {run / 'seed_3'})" in (tmp_path / "report" / "qa_report.md").read_text()
     (run / "seed_4" / "model").mkdir(parents=True)
     shutil.copy(run / "seed_3" / "model" / "config.json", run / "seed_4" / "model")
     with pytest.raises(ModelSpecError, match="2 seeds; pass one"):
