@@ -33,8 +33,10 @@ from biomamba.data.qa_formats import QAFormatError, parse_task_spec
 from biomamba.data.splits import unit_hash
 from biomamba.io import write_report
 from biomamba.resolve import ModelSpecError, local_model, model_family, read_config
-from biomamba.train.checkpointer import write_model_dir
+from biomamba.train.checkpointer import Checkpointer, write_model_dir
 from biomamba.train.config import ConfigError
+from biomamba.train.finetune import ExampleBatches, budget_fingerprint, finished_seed, seed_logging
+from biomamba.train.finetune_models import LoraClassifier, load_classifier_tokenizer, with_lora
 from biomamba.train.loop import Evaluation, Objective
 from biomamba.train.run import RunSpec, execute, write_run_config
 
@@ -107,7 +109,6 @@ def causal_lm_family(spec: str) -> str:
 def build_causal_lm(spec: str, family: str, cfg):
     """The causal LM to fine-tune (seed torch first): pretrained, or model.init=random (same architecture,
     every weight drawn afresh), wrapped for LoRA under model.lora."""
-    from biomamba.train.finetune_models import LoraClassifier, with_lora
     location = local_model(spec)
     if family == "biomamba":
         from biomamba import BioMambaForCausalLM
@@ -150,7 +151,6 @@ def make_evaluate(val, cfg, pad_id):
 
 
 def train_seed(seed, cfg, data, tokenizer, run_dir: Path, device) -> dict:
-    from biomamba.train.finetune import ExampleBatches, budget_fingerprint, finished_seed, seed_logging
     seed_dir = run_dir / f"seed_{seed}"
     previous = finished_seed(seed, seed_dir, cfg)
     if previous is not None:
@@ -162,7 +162,7 @@ def train_seed(seed, cfg, data, tokenizer, run_dir: Path, device) -> dict:
     train = data["train"]
     batches = ExampleBatches(train, [e["labels"] for e in train], cfg.train.batch_size, cfg.train.grad_accum, seed,
                              pad_id, collate_fn=collate_answers)
-    resumed = _latest_step(seed_dir)
+    resumed = Checkpointer(seed_dir).latest_step()
     objective = Objective(batches_for=batches.for_step, loss_fn=answer_loss, prefix="finetune",
                           items_in=lambda b: int(b["attention_mask"].sum()),
                           evaluate=make_evaluate(data["val"], cfg, pad_id))
@@ -186,11 +186,6 @@ def train_seed(seed, cfg, data, tokenizer, run_dir: Path, device) -> dict:
     return json.loads((seed_dir / "results.json").read_text())
 
 
-def _latest_step(seed_dir: Path) -> int:
-    from biomamba.train.checkpointer import Checkpointer
-    return Checkpointer(seed_dir).latest_step()
-
-
 # ----------------------------------------------------------------------------- the run
 
 def prepare(cfg, tokenizer) -> dict:
@@ -198,23 +193,29 @@ def prepare(cfg, tokenizer) -> dict:
     family = causal_lm_family(cfg.model.path)
     kind, splits = load_items(cfg.task, cfg.data.val_fraction)
     encode_one = encoder(tokenizer)
+    max_length = min(cfg.data.max_length, positions_of(cfg.model.path) or cfg.data.max_length)
     with quiet_length_warnings():
-        encoded = {name: [encode_item(encode_one, kind, item, cfg.data.max_length) for item in items]
+        encoded = {name: [encode_item(encode_one, kind, item, max_length) for item in items]
                    for name, items in splits.items()}
-    return {"family": family, "kind": kind, **encoded, "counts": {k: len(v) for k, v in splits.items()},
+    return {"family": family, "kind": kind, **encoded, "max_length": max_length, "counts": {k: len(v) for k, v in splits.items()},
             "truncated": {k: sum(e["truncated"] for e in v) for k, v in encoded.items()},
             "mean_tokens": {k: float(np.mean([len(e["input_ids"]) for e in v])) if v else 0.0
                             for k, v in encoded.items()}}
 
 
+def positions_of(spec: str) -> int | None:
+    """A transformer's positional limit (config.json), which caps data.max_length; None for Mamba."""
+    raw = read_config(local_model(spec))
+    return next((raw[k] for k in ("n_positions", "max_position_embeddings") if isinstance(raw.get(k), int)), None)
+
+
 def finetune_causal_lm(cfg, run_dir: Path, device) -> dict:
-    from biomamba.train.finetune_models import load_classifier_tokenizer
     family = causal_lm_family(cfg.model.path)
     tokenizer = load_classifier_tokenizer(cfg.model.path, family, cfg)
     data = prepare(cfg, tokenizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     facts = {"objective": "causal-lm", "model_family": family, "task_kind": data["kind"], "examples": data["counts"],
-             "truncated_examples": data["truncated"], "mean_tokens": data["mean_tokens"]}
+             "max_length": data["max_length"], "truncated_examples": data["truncated"], "mean_tokens": data["mean_tokens"]}
     write_run_config(run_dir, cfg, facts)
     per_seed = [train_seed(seed, cfg, data, tokenizer, run_dir, device) for seed in cfg.seeds]
     results = aggregate(cfg, per_seed, facts)
