@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -137,3 +138,28 @@ def test_the_title_task_and_masked_lms_are_refused_with_the_fix(task, tmp_path, 
     assert run_finetune("--objective", "causal-lm", "--task", "titles:somewhere", "--model", task["model"],
                         "--out", tmp_path / "x", *FAST) == 1
     assert "bench/title_yesno.py" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_same_command_fine_tunes_a_gpt_neox_baseline_with_lora(task, tmp_path):
+    """model.arch=transformer runs leave a GPTNeoXForCausalLM directory: peft's own LoRA targets for it
+    (query_key_value), merged into a plain transformers model that eval-qa scores by full sequences."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(task["model"])
+    torch.manual_seed(0)
+    neox = tmp_path / "neox"
+    GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                     eos_token_id=0, bos_token_id=0)).save_pretrained(neox)
+    tokenizer.save_pretrained(neox)
+    run = tmp_path / "sft"
+    assert run_finetune("--objective", "causal-lm", "--task", f"pubmedqa:{task['train']}", "--model", neox,
+                        "--out", run, "--seeds", "1", *FAST, "model.lora=true", "data.max_length=512",
+                        "train.max_steps=2", "train.eval_every=2") == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["resolved"]["max_length"] == 128  # its positions
+    merged = AutoModelForCausalLM.from_pretrained(run / "seed_1" / "model")
+    assert type(merged).__name__ == "GPTNeoXForCausalLM" and not any("lora" in k for k in merged.state_dict())
+    out = tmp_path / "qa.json"
+    assert run_eval_qa("--model", run, "--task", f"pubmedqa:{task['test']}", "--out", out, "--no-wandb") == 0
+    payload = json.loads(out.read_text())
+    assert payload["model"]["scoring"] == "full sequences" and payload["model"]["trained_by"]["lora"] is True
