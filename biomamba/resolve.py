@@ -75,11 +75,12 @@ def trained_by(model_dir) -> dict | None:
     except (OSError, yaml.YAMLError):
         return {"run_dir": str(run), "job": "unknown (config.yaml unreadable)"}
     resolved, model, train = cfg.get("resolved") or {}, cfg.get("model") or {}, cfg.get("train") or {}
-    facts = {"run_dir": str(run), "job": (resolved.get("wandb") or {}).get("job_type"), "steps": train.get("max_steps"),
-             "seed": resolved.get("seed", cfg.get("seed")), "git_commit": resolved.get("git_commit")}
+    facts = {"run_dir": str(run), "job": (resolved.get("wandb") or {}).get("job_type"),
+             "steps": train.get("max_steps"), "seed": resolved.get("seed", cfg.get("seed")),
+             "git_commit": resolved.get("git_commit")}
     if "task" in cfg:  # biomamba finetune (runs older than --objective were all classification)
-        facts.update(job="finetune", objective=cfg.get("objective", "classification"), task=cfg.get("task"), from_model=model.get("path"),
-                     lora=bool(model.get("lora")), init=model.get("init"))
+        facts.update(job="finetune", objective=cfg.get("objective", "classification"), task=cfg.get("task"),
+                     from_model=model.get("path"), lora=bool(model.get("lora")), init=model.get("init"))
     else:  # biomamba pretrain
         facts.update(job=facts["job"] or "pretrain", arch=model.get("arch"), init_from=model.get("init_from"))
     return facts

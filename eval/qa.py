@@ -20,8 +20,8 @@ forces it).
 
 OUT.json: {"model", "results": [{task, protocol, prompt, split, num_fewshot, n, acc, acc_norm,
 stderr, ci95, ...}]}; model.trained_by names the biomamba run that wrote the model (run dir, job,
-objective, task, seed, LoRA or full, steps: a `finetune --objective causal-lm` RUN_DIR or RUN_DIR/seed_N
-is scored as it is given, see train/finetune_cli.py); beside it OUT.predictions.jsonl (one line per item and protocol) and OUT.md
+objective, task, seed, LoRA or full, steps: a `finetune --objective causal-lm` RUN_DIR or
+RUN_DIR/seed_N is scored as it is given, see train/finetune_cli.py); beside it OUT.predictions.jsonl (one line per item and protocol) and OUT.md
 (the table printed). W&B: a run of job_type eval-qa in the model's group (as eval-ppl).
 """
 from __future__ import annotations
@@ -142,8 +142,8 @@ def provenance_line(trained_by: dict | None) -> str:
     if trained_by.get("job") == "finetune":
         how = "LoRA" if trained_by.get("lora") else "full"
         return (f"Fine-tuned by {trained_by['run_dir']}: {trained_by.get('objective')} on {trained_by.get('task')}, "
-                f"seed {trained_by.get('seed')}, {how}, {trained_by.get('steps')} steps, from {trained_by.get('from_model')}"
-                f" (init {trained_by.get('init')}).\n\n")
+                f"seed {trained_by.get('seed')}, {how}, {trained_by.get('steps')} steps, "
+                f"from {trained_by.get('from_model')} (init {trained_by.get('init')}).\n\n")
     return f"Trained by {trained_by['run_dir']} ({trained_by.get('job')}, {trained_by.get('arch')}).\n\n"
 
 

@@ -197,7 +197,8 @@ def prepare(cfg, tokenizer) -> dict:
     with quiet_length_warnings():
         encoded = {name: [encode_item(encode_one, kind, item, max_length) for item in items]
                    for name, items in splits.items()}
-    return {"family": family, "kind": kind, **encoded, "max_length": max_length, "counts": {k: len(v) for k, v in splits.items()},
+    return {"family": family, "kind": kind, **encoded, "max_length": max_length,
+            "counts": {k: len(v) for k, v in splits.items()},
             "truncated": {k: sum(e["truncated"] for e in v) for k, v in encoded.items()},
             "mean_tokens": {k: float(np.mean([len(e["input_ids"]) for e in v])) if v else 0.0
                             for k, v in encoded.items()}}
@@ -215,7 +216,8 @@ def finetune_causal_lm(cfg, run_dir: Path, device) -> dict:
     data = prepare(cfg, tokenizer)
     run_dir.mkdir(parents=True, exist_ok=True)
     facts = {"objective": "causal-lm", "model_family": family, "task_kind": data["kind"], "examples": data["counts"],
-             "max_length": data["max_length"], "truncated_examples": data["truncated"], "mean_tokens": data["mean_tokens"]}
+             "max_length": data["max_length"], "truncated_examples": data["truncated"],
+             "mean_tokens": data["mean_tokens"]}
     write_run_config(run_dir, cfg, facts)
     per_seed = [train_seed(seed, cfg, data, tokenizer, run_dir, device) for seed in cfg.seeds]
     results = aggregate(cfg, per_seed, facts)
@@ -239,7 +241,8 @@ def aggregate(cfg, per_seed, facts) -> dict:
 def results_markdown(results: dict) -> str:
     lines = [f"# finetune --objective causal-lm: {results['task']}", "",
              f"model {results['model']} ({results['model_family']}, {'LoRA' if results['lora'] else 'full'}, "
-             f"init {results['init']}); {results['examples']['train']} train / {results['examples']['val']} val items", "",
+             f"init {results['init']}); {results['examples']['train']} train / {results['examples']['val']} val items",
+             "",
              "| seed | steps | final train loss | val answer loss | wall s | model |", "|---|---|---|---|---|---|"]
     for r in results["per_seed"]:
         val = "-" if r["val_answer_loss"] is None else f"{r['val_answer_loss']:.4f}"

@@ -70,7 +70,8 @@ def title_yesno_records(documents, limit: int) -> dict:
     records = {}
     for doc in pool:
         own = doc["pmid"] in yes
-        other = min((d for d in pool if d["pmid"] != doc["pmid"]), key=lambda d: unit_hash(f"{doc['pmid']}:{d['pmid']}"))
+        other = min((d for d in pool if d["pmid"] != doc["pmid"]),
+                    key=lambda d: unit_hash(f"{doc['pmid']}:{d['pmid']}"))
         records[doc["pmid"]] = {"QUESTION": yes_no_question(doc["title"] if own else other["title"]),
                                 "CONTEXTS": [doc["abstract"]], "LABELS": ["ABSTRACT"],
                                 "final_decision": "yes" if own else "no"}
