@@ -21,8 +21,8 @@ forces it).
 OUT.json: {"model", "results": [{task, protocol, prompt, split, num_fewshot, n, acc, acc_norm,
 stderr, ci95, ...}]}; model.trained_by names the biomamba run that wrote the model (run dir, job,
 objective, task, seed, LoRA or full, steps: a `finetune --objective causal-lm` RUN_DIR or
-RUN_DIR/seed_N is scored as it is given, see train/finetune_cli.py); beside it OUT.predictions.jsonl (one line per item and protocol) and OUT.md
-(the table printed). W&B: a run of job_type eval-qa in the model's group (as eval-ppl).
+RUN_DIR/seed_N is scored as it is given, see train/finetune_cli.py); beside it OUT.predictions.jsonl
+(one line per item and protocol) and OUT.md (the table printed). W&B: a run of job_type eval-qa in the model's group (as eval-ppl).
 """
 from __future__ import annotations
 
