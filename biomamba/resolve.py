@@ -1,8 +1,11 @@
 """Which model a directory holds and where its tokenizer is: the one answer every command uses.
 
-    model_dir_of(path)        a model directory, or a run directory's model/
+    model_dir_of(path)        a model directory, a run directory's model/, or the one seed_N/model of a
+                              fine-tuning run directory (several seeds: pass RUN/seed_N)
     local_model(spec)         model_dir_of for a local path; a name that is none (a hub name) as given
     training_run_dir(path)    RUN for a model given as RUN or RUN/model of a biomamba training run
+    trained_by(model_dir)     the training run that wrote a model directory: run dir, job, objective, task,
+                              seed, LoRA or full (from its config.yaml); None for a model no run of ours wrote
     read_config(model_dir)    its config.json (the one reader of config.json)
     mamba_layout(raw)         "ours" | "hf" | "mamba_ssm" for Mamba / Mamba-2 checkpoints, None for any other
     model_family(raw)         ("biomamba" | "transformers", "causal" | "masked")
@@ -33,6 +36,13 @@ def model_dir_of(path) -> Path:
         raise ModelSpecError(f"{path}: no such model directory (pass a local path; nothing is downloaded)")
     if (path / "model" / "config.json").is_file() and not (path / "config.json").is_file():
         return path / "model"
+    if not (path / "config.json").is_file() and not (path / "model").exists():
+        seeds = sorted(p.parent for p in path.glob("seed_*/model/config.json"))
+        if len(seeds) == 1:  # a fine-tuning run of one seed (finetune writes RUN/seed_N/model)
+            return seeds[0]
+        if seeds:
+            raise ModelSpecError(f"{path}: a fine-tuning run of {len(seeds)} seeds; pass one seed's directory "
+                                 f"({', '.join(str(s.parent) for s in seeds)})")
     if not (path / "config.json").is_file():
         raise ModelSpecError(f"{path}: no config.json (expected a model directory or a run directory with model/)")
     return path
@@ -51,6 +61,29 @@ def training_run_dir(model_path) -> Path | None:
         if candidate is not None and (candidate / "config.yaml").is_file():
             return candidate
     return None
+
+
+def trained_by(model_dir) -> dict | None:
+    """What the biomamba training run that wrote `model_dir` (RUN/model, RUN/seed_N/model) was, from the
+    config.yaml it left beside the model: eval results carry it so a score names its fine-tuning run."""
+    import yaml
+    run = training_run_dir(model_dir)
+    if run is None:
+        return None
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {"run_dir": str(run), "job": "unknown (config.yaml unreadable)"}
+    resolved, model, train = cfg.get("resolved") or {}, cfg.get("model") or {}, cfg.get("train") or {}
+    facts = {"run_dir": str(run), "job": (resolved.get("wandb") or {}).get("job_type"),
+             "steps": train.get("max_steps"), "seed": resolved.get("seed", cfg.get("seed")),
+             "git_commit": resolved.get("git_commit")}
+    if "task" in cfg:  # biomamba finetune (runs older than --objective were all classification)
+        facts.update(job="finetune", objective=cfg.get("objective", "classification"), task=cfg.get("task"),
+                     from_model=model.get("path"), lora=bool(model.get("lora")), init=model.get("init"))
+    else:  # biomamba pretrain
+        facts.update(job=facts["job"] or "pretrain", arch=model.get("arch"), init_from=model.get("init_from"))
+    return facts
 
 
 _FLOAT_TAGS = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}

@@ -19,8 +19,10 @@ choice from a copy of its conv/SSM cache; exact); other models by full sequences
 forces it).
 
 OUT.json: {"model", "results": [{task, protocol, prompt, split, num_fewshot, n, acc, acc_norm,
-stderr, ci95, ...}]}; beside it OUT.predictions.jsonl (one line per item and protocol) and OUT.md
-(the table printed). W&B: a run of job_type eval-qa in the model's group (as eval-ppl).
+stderr, ci95, ...}]}; model.trained_by names the biomamba run that wrote the model (run dir, job,
+objective, task, seed, LoRA or full, steps: a `finetune --objective causal-lm` RUN_DIR or
+RUN_DIR/seed_N is scored as it is given, see train/finetune_cli.py); beside it OUT.predictions.jsonl
+(one line per item and protocol) and OUT.md (the table printed). W&B: a run of job_type eval-qa in the model's group (as eval-ppl).
 """
 from __future__ import annotations
 
@@ -127,9 +129,22 @@ def write_outputs(out: Path, payload: dict, predictions) -> None:
     write_text(out, json.dumps(payload, indent=2) + "\n")
     write_text(out.with_suffix(".predictions.jsonl"), "".join(json.dumps(p) + "\n" for p in predictions))
     table = markdown_table(payload["results"])
-    write_text(out.with_suffix(".md"), f"# eval-qa: {payload['model']['name']}\n\n" + table)
+    write_text(out.with_suffix(".md"), f"# eval-qa: {payload['model']['name']}\n\n"
+               + provenance_line(payload["model"].get("trained_by")) + table)
     print(table, end="")
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.predictions.jsonl')}")
+
+
+def provenance_line(trained_by: dict | None) -> str:
+    """The training run a model came from, one line above the table (empty for outside models)."""
+    if not trained_by:
+        return ""
+    if trained_by.get("job") == "finetune":
+        how = "LoRA" if trained_by.get("lora") else "full"
+        return (f"Fine-tuned by {trained_by['run_dir']}: {trained_by.get('objective')} on {trained_by.get('task')}, "
+                f"seed {trained_by.get('seed')}, {how}, {trained_by.get('steps')} steps, "
+                f"from {trained_by.get('from_model')} (init {trained_by.get('init')}).\n\n")
+    return f"Trained by {trained_by['run_dir']} ({trained_by.get('job')}, {trained_by.get('arch')}).\n\n"
 
 
 QA_METRICS = ("acc", "acc_norm", "n")

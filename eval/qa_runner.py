@@ -28,6 +28,7 @@ class Scorer:
         from biomamba.eval.ppl_models import ModelSpecError, load_model
         from biomamba.eval.qa import DEFAULT_MAX_LENGTH
         from biomamba.flags import EVAL_DTYPES
+        from biomamba.resolve import model_dir_of, trained_by
         from biomamba.runtime import pick_device
         device = str(pick_device(args.device))
         loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, EVAL_DTYPES[args.precision])
@@ -40,7 +41,8 @@ class Scorer:
         tok = loaded.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         entry = {**model_entry(loaded, device, EVAL_DTYPES[args.precision]), "tokenizer": tokenizer_id,
-                 "max_length": max_length, "scoring": "shared state" if shared else "full sequences"}
+                 "max_length": max_length, "scoring": "shared state" if shared else "full sequences",
+                 "trained_by": trained_by(model_dir_of(args.model))}  # which (fine-tuning) run made it
         return cls(loaded.model, tok, encoder(tok), max_length, shared, args.batch_size, device, pad_id, entry)
 
     def loglikelihoods(self, requests) -> list:

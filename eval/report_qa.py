@@ -15,12 +15,21 @@ def add_arguments(parser):
     parser.add_argument("--out", help="where to write qa_report.md / .json (default: the first file's directory)")
 
 
+def model_label(model: dict) -> str:
+    """The model's name, and for a fine-tuned one the run, seed and kind of fine-tuning (model.trained_by)."""
+    trained = model.get("trained_by") or {}
+    if trained.get("job") != "finetune":
+        return model["name"]
+    how = "LoRA" if trained.get("lora") else "full"
+    return f"{model['name']} ({trained.get('objective')} {how}, seed {trained.get('seed')}, {trained['run_dir']})"
+
+
 def load_rows(paths) -> list[dict]:
     rows = []
     for path in paths:
         try:
             payload = json.loads(Path(path).read_text())
-            model, results = payload["model"]["name"], payload["results"]
+            model, results = model_label(payload["model"]), payload["results"]
             rows += [{"model": model, **{k: r[k] for k in ("task", "protocol", "prompt", "split", "num_fewshot",
                                                             "n", "acc", "ci95")}, "acc_norm": r.get("acc_norm")}
                      for r in results]

@@ -33,6 +33,8 @@ def config_from_args(args) -> FinetuneConfig:
     overrides = list(args.overrides)
     if args.task:
         overrides.append(f"task={json.dumps(args.task)}")
+    if getattr(args, "objective", None):
+        overrides.append(f"objective={json.dumps(args.objective)}")
     if args.model:
         overrides.append(f"model.path={json.dumps(args.model)}")
     if args.seeds:
@@ -56,8 +58,8 @@ class ExampleBatches:
     permutations drawn from (seed, epoch), G = batch_size * grad_accum: the batch is a function of
     (seed, step), so a resumed run sees what an uninterrupted one would."""
 
-    def __init__(self, encoded, labels, batch_size, grad_accum, seed, pad_id):
-        self.encoded, self.labels = encoded, labels
+    def __init__(self, encoded, labels, batch_size, grad_accum, seed, pad_id, collate_fn=collate):
+        self.encoded, self.labels, self.collate_fn = encoded, labels, collate_fn  # collate_fn(items, labels, pad_id)
         self.batch_size, self.grad_accum, self.seed, self.pad_id = batch_size, grad_accum, seed, pad_id
         self._epoch, self._perm = None, None
 
@@ -71,7 +73,7 @@ class ExampleBatches:
     def for_step(self, step: int) -> list[dict]:
         size = self.batch_size * self.grad_accum
         chosen = [self._index(p) for p in range((step - 1) * size, step * size)]
-        return [collate([self.encoded[i] for i in part], [self.labels[i] for i in part], self.pad_id)
+        return [self.collate_fn([self.encoded[i] for i in part], [self.labels[i] for i in part], self.pad_id)
                 for part in (chosen[k:k + self.batch_size] for k in range(0, size, self.batch_size))]
 
 
@@ -279,8 +281,12 @@ def prepare_data(cfg, tokenizer, family):
 
 
 def finetune(cfg, run_dir: Path) -> dict:
-    return in_session(cfg.run.device, "finetune", lambda device: _finetune(cfg, Path(run_dir), device),
-                      out=run_dir)
+    if cfg.objective == "causal-lm":
+        from biomamba.train.finetune_causal_lm import finetune_causal_lm
+        body = lambda device: finetune_causal_lm(cfg, Path(run_dir), device)
+    else:
+        body = lambda device: _finetune(cfg, Path(run_dir), device)
+    return in_session(cfg.run.device, "finetune", body, out=run_dir)
 
 
 def _finetune(cfg, run_dir: Path, device) -> dict:
@@ -350,6 +356,10 @@ def run(args) -> int:
     except (FileNotFoundError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if cfg.objective == "causal-lm":
+        from biomamba.train.finetune_causal_lm import summary_line
+        print(summary_line(results, args.out))
+        return 0
     m, s = results["mean"]["test"], results["std"]["test"]
     print(f"{results['task']} / {results['model']}: test accuracy {m['accuracy']:.4f} +- {s['accuracy']:.4f}, "
           f"macro-F1 {m['macro_f1']:.4f} +- {s['macro_f1']:.4f} over seeds {results['seeds']}; "

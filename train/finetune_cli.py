@@ -1,6 +1,8 @@
-"""Fine-tune a BioMamba or a BERT-family model on a biomedical classification task, over seeds.
+"""Fine-tune a BioMamba or a BERT-family model on a biomedical classification task, over seeds; or,
+with --objective causal-lm, instruction fine-tune a causal LM on a QA task for `biomamba eval-qa`.
 
   biomamba finetune --task TASK --model MODEL_DIR --out RUN_DIR [--seeds 1,2,3] [--config FILE] [key=value ...]
+  biomamba finetune --objective causal-lm --task KIND:FILE --model MODEL_DIR --out RUN_DIR [...]
 
 Examples:
   biomamba finetune --task sentence-roles --model demo_out/tiny/model --out runs/ft-mamba \\
@@ -48,6 +50,24 @@ checkpoint) and skips finished ones. Writes
 RUN_DIR/config.yaml, results.json (per seed val/test accuracy, macro-F1, weighted-F1, per-class
 report, wall time; mean and sample std over seeds) and results.md, and a W&B run of job_type
 finetune-summary (mean/... and std/... over seeds, a table of the seeds), in the seeds' W&B group.
+
+--objective causal-lm (instruction fine-tuning, as BioMamba fine-tunes for PubMedQA; train/finetune_causal_lm.py):
+TASK is an eval-qa task spec of training items (biomamba/data/qa_formats.py): pubmedqa:FILE, bioasq:FILE,
+medqa:FILE, medmcqa:FILE, mmlu:FILE or mc:FILE. Each item is eval-qa's prompt for its kind
+(eval/qa_prompts.py, e.g. "Abstract: ...\nQuestion: ...\nAnswer:") followed by " " + its gold answer,
+tokenized as eval-qa tokenizes a (prompt, answer) pair; the loss is the next-token cross-entropy over
+the answer tokens only (labels -100 over the prompt and the padding). MODEL: any local causal LM (a
+pretraining RUN_DIR: BioMamba, or the GPT-NeoX baseline of model.arch=transformer; HF Mamba,
+state-spaces, any transformers causal-LM dir). Full fine-tuning, or model.lora=true (adapters on the
+frozen model: in_proj/x_proj/out_proj for BioMamba, peft's default for transformers models; merged
+into seed_N/model at the end, unmerged in the checkpoints for exact resume). data.val_fraction of the
+items (by a hash of the item id) are held out for the val answer loss; data.max_length tokens per
+item (longer: the prompt loses tokens on the left, as eval-qa truncates). Each seed writes
+RUN_DIR/seed_N/model (the model of the last step, with its tokenizer), checkpoints, metrics.jsonl
+and config.yaml; RUN_DIR/results.json + results.md sum the seeds up. Score it with
+  biomamba eval-qa --model RUN_DIR/seed_N --task pubmedqa:TEST.json --out qa.json
+(`--model RUN_DIR` when there is one seed); eval-qa records the run it came from (run dir, objective,
+task, seed, LoRA or full) in OUT.json's model.trained_by.
 """
 # This module is the command's face: `--help` imports it alone, so it loads neither torch nor
 # transformers; biomamba.train.finetune holds the run and is imported by `run` (biomamba/cli.py).
@@ -56,6 +76,9 @@ from biomamba import flags
 
 def add_arguments(parser):
     parser.add_argument("--task", help="TASK (see above); or `task:` in the config")
+    parser.add_argument("--objective", choices=["classification", "causal-lm"],
+                        help="classification (default) or causal-lm (instruction fine-tuning for eval-qa); "
+                             "or `objective:` in the config")
     parser.add_argument("--model", help="model directory (see above); or `model.path:` in the config")
     parser.add_argument("--out", required=True, help="run directory (unfinished seeds are resumed)")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default: the config's seeds)")

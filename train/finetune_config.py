@@ -11,6 +11,9 @@ from biomamba.train.config import (LoggingConfig, OptimConfig, RuntimeConfig, Tr
                                    choice)
 
 
+OBJECTIVES = ("classification", "causal-lm")
+
+
 @dataclass
 class FinetuneModelConfig:
     path: str | None = None  # --model: a BioMamba/Mamba checkpoint dir or any BERT-family dir
@@ -31,6 +34,7 @@ class FinetuneModelConfig:
 class FinetuneDataConfig:
     dir: str | None = None  # a `biomamba prepare` directory (sentence-roles, publication-types)
     max_length: int = at_least(128, 4)  # tokens per example, special tokens included; longer: truncated
+    #                                      (causal-lm: on the left, as eval-qa truncates a prompt)
     max_train_examples: int | None = at_least(None, 1)  # the examples whose (subset_seed, id) hash is lowest:
     max_eval_examples: int | None = at_least(None, 1)  # the same subset for every seed and model; val, test each
     subset_seed: int = 0
@@ -46,6 +50,9 @@ class FinetuneDataConfig:
 @dataclass
 class FinetuneConfig:
     task: str | None = None  # --task
+    # --objective: classification (a fresh head over the labels) or causal-lm (instruction fine-tuning of
+    # the LM itself on prompt + answer, the loss on the answer tokens only: train/finetune_causal_lm.py)
+    objective: str = choice("classification", OBJECTIVES)
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig)
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     # fine-tuning defaults: a short warmup, decay to 0, AdamW's usual beta2 and weight decay

@@ -74,8 +74,9 @@ def build_classifier(spec: str, family: str, labels: list[str], cfg):
     return with_lora(model, family, cfg.model) if cfg.model.lora else model
 
 
-def with_lora(model, family, model_cfg):
-    """LoRA adapters on the frozen backbone (peft); the classifier head stays fully trainable."""
+def with_lora(model, family, model_cfg, head: bool = True):
+    """LoRA adapters on the frozen backbone (peft); the classifier head stays fully trainable. head=False:
+    a causal LM (finetune --objective causal-lm), nothing but the adapters trained."""
     try:
         import peft
     except ImportError:
@@ -86,9 +87,10 @@ def with_lora(model, family, model_cfg):
     if ignored:
         raise ModelSpecError(f"model.lora_target_modules: {', '.join(ignored)} cannot take LoRA in a BioMamba "
                              f"(their weights are read directly, an adapter would never run); use {defaults}")
-    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha,
-                             lora_dropout=model_cfg.lora_dropout, target_modules=targets,
-                             modules_to_save=HEADS[family])
+    # a causal LM gets peft's plain PeftModel (no task_type): it passes the batch to the model as given
+    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS if head else None, r=model_cfg.lora_r,
+                             lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
+                             target_modules=targets, modules_to_save=HEADS[family] if head else None)
     with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         peft_model = peft.get_peft_model(model, config)
@@ -123,7 +125,10 @@ class LoraClassifier(torch.nn.Module):
     def save_pretrained(self, directory, state_dict=None):
         from safetensors.torch import save_file
         self.peft_model.save_pretrained(str(directory))
-        weights = self.state_dict() if state_dict is None else state_dict
+        from biomamba.train.models import tied_parameters
+        weights = dict(self.state_dict() if state_dict is None else state_dict)
+        for alias in tied_parameters(self):  # a causal LM's tied head: saved once, as the loop's resume expects
+            weights.pop(alias, None)
         save_file({k: v.contiguous() for k, v in weights.items()}, str(Path(directory) / "model.safetensors"))
 
     def merged(self):

@@ -1,4 +1,5 @@
-"""A QA task made from PubMed itself: "which of these 4 titles belongs to this abstract?".
+"""QA tasks made from PubMed itself: "which of these 4 titles belongs to this abstract?", and its yes/no
+variant "Is '<title>' the title of this abstract?" written as PubMedQA files (title_yesno_records).
 
     titles:PREPARED_DIR   eval-qa's task spec: items from the test split, few-shot examples from val
 
@@ -49,3 +50,29 @@ def title_items(documents, limit: int) -> list:
         titles.insert(gold, doc["title"])
         items.append(QAItem(doc["pmid"], QUESTION, tuple(titles), gold, (doc["abstract"],)))
     return items
+
+
+def yes_no_question(title: str) -> str:
+    return f"Is '{title}' the title of this abstract?"
+
+
+def title_yesno_records(documents, limit: int) -> dict:
+    """PubMedQA's ori_pqal.json layout {pmid: {QUESTION, CONTEXTS, LABELS, final_decision}} for the
+    `limit` documents of a split whose PMID hashes lowest (sample_documents). The question names the
+    document's own title for the half of them whose hash of ("yesno", PMID) is lowest (answer yes: chance
+    is 0.5), else the title of the pool document whose hash of (PMID, other PMID) is lowest (answer no)."""
+    pool = sample_documents(documents, limit)
+    if len(pool) < 2:
+        raise ValueError(f"the yes/no title task needs at least 2 documents with a title and an abstract; "
+                         f"found {len(pool)}")
+    by_hash = sorted(pool, key=lambda d: unit_hash(f"yesno:{d['pmid']}"))
+    yes = {d["pmid"] for d in by_hash[:len(pool) // 2]}
+    records = {}
+    for doc in pool:
+        own = doc["pmid"] in yes
+        other = min((d for d in pool if d["pmid"] != doc["pmid"]),
+                    key=lambda d: unit_hash(f"{doc['pmid']}:{d['pmid']}"))
+        records[doc["pmid"]] = {"QUESTION": yes_no_question(doc["title"] if own else other["title"]),
+                                "CONTEXTS": [doc["abstract"]], "LABELS": ["ABSTRACT"],
+                                "final_decision": "yes" if own else "no"}
+    return records
