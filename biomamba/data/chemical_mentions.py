@@ -16,7 +16,7 @@ tag text with the same rules, so the baseline differs from the gold only in whic
                entity, not also "Thyrotropin").
   skipped      names under MIN_NAME_CHARS characters, and GENERIC_NAMES: MeSH group headings that say
                which class of substance a paper is about ("Proteins", "Amino Acids") rather than name one.
-Tags are IOB2: B-Chemical on an entity's first token, I-Chemical on the rest, O elsewhere.
+(Figures: `python bench/chemical_rules.py --data DIR` on the embedded data.) Tags are IOB2: B-Chemical on an entity's first token, I-Chemical on the rest, O elsewhere.
 """
 from __future__ import annotations
 
