@@ -13,7 +13,7 @@ chemical-ner (BLURB/CoNLL layout): tasks/chemical-ner/train.tsv, devel.tsv (the 
   rules, and the mentions each rule removed.
 mesh-labels.jsonl: every document with an abstract and at least one MeSH heading. Row: {"pmid", "text"
   (title + abstract, as publication-types), "labels" (those of its descriptors among the N most frequent
-  on the train split, in that order), "mesh" (all its descriptor names), "split"}. A document with none
+  on the train split, in that order, MEDLINE's check tags (Humans, Male, age groups...: CHECK_TAGS) left out), "mesh" (all its descriptor names), "split"}. A document with none
   of the N keeps its row with "labels": [] (the task is to say which of the N apply, none included); a
   citation not yet indexed (no MeSH) has no row. tasks/mesh-labels.meta.json: {"task", "file", "rows",
   "sha256", "label_names" (the N, most frequent first, ties by name), "labels": {split: {label: n}},
@@ -47,7 +47,7 @@ from biomamba.data.sentences import split_sentences
 from biomamba.data.splits import SPLITS
 from biomamba.data.tasks import copy_range
 
-SILVER_FORMAT = 1  # bump when the rows of either task change
+SILVER_FORMAT = 2  # 2: MeSH check tags left out of the labels; bump when the rows of either task change
 DEFAULT_MESH_LABELS = 20
 NER_TASK, MESH_TASK = "chemical-ner", "mesh-labels"
 NER_FILES = {"train": "train.tsv", "val": "devel.tsv", "test": "test.tsv"}  # BLURB's names
@@ -127,9 +127,20 @@ def labelled(row: dict, label_names: list[str]) -> dict:
             "mesh": row["mesh"], "split": row["split"]}
 
 
+# MEDLINE's check tags: descriptors indexers add to nearly every citation (species, sex, age groups,
+# pregnancy, the common laboratory animals; NLM's indexing manual). They say who was studied, not what
+# the abstract is about, and they filled 17 of the top 20 on the 1976-80 file, so the task leaves them out.
+CHECK_TAGS = frozenset({
+    "Humans", "Animals", "Male", "Female", "Pregnancy", "Infant, Newborn", "Infant", "Child, Preschool",
+    "Child", "Adolescent", "Young Adult", "Adult", "Middle Aged", "Aged", "Aged, 80 and over",
+    "Cats", "Cattle", "Chick Embryo", "Dogs", "Guinea Pigs", "Cricetinae", "Mice", "Rabbits", "Rats",
+    "In Vitro Techniques"})
+
+
 def top_labels(train_counts: collections.Counter, n: int) -> list[str]:
-    """The n descriptors on the most train documents; ties broken by name."""
-    return [name for name, _ in sorted(train_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+    """The n descriptors on the most train documents, check tags left out; ties broken by name."""
+    topical = {name: count for name, count in train_counts.items() if name not in CHECK_TAGS}
+    return [name for name, _ in sorted(topical.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
 # ---- the prepare stage: a part per unit, then one file per task and split ----
