@@ -3,7 +3,10 @@
 A document is the final version of a PMID (PubMed's update rules, see updates.py) that has a title
 or an abstract. `read_documents(data_dir, split, include_excluded)` streams them as dicts:
   {"pmid", "title", "abstract", "sections": [[label, nlm_category, text]], "year", "journal",
-   "languages", "publication_types", "mesh": [[ui, name, major]], "split", "excluded"}
+   "languages", "publication_types", "mesh": [[ui, name, major]], "chemicals": [[ui, name]],
+   "split", "excluded"}
+("chemicals" is absent, not empty, in a directory prepared before chemical lists were read: a
+consumer that needs it says so, see silver_tasks.require_chemicals.)
 in the order of their winning records (inputs in name order, records in file order), whatever the
 layout on disk (store.py: per-input record stores; a directory prepared before that layout holds
 one documents.jsonl, which is read as it is). `excluded` marks PMIDs named by --exclude-pmids:

@@ -13,6 +13,7 @@ Element paths (PubMed DTD 2019+):
   Article/Journal/JournalIssue/PubDate/{Year|MedlineDate} -> year (first 4-digit number of MedlineDate)
   Article/PublicationTypeList/PublicationType            -> publication_types
   MeshHeadingList/MeshHeading/DescriptorName[@UI, @MajorTopicYN] (+ QualifierName@MajorTopicYN) -> mesh
+  ChemicalList/Chemical/NameOfSubstance[@UI]             -> chemicals [(ui, name)], in list order
   Article/Journal/Title (else MedlineJournalInfo/MedlineTA) -> journal
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ _YEAR = re.compile(r"\d{4}")
 
 @dataclasses.dataclass
 class MedlineRecord:
-    """One <PubmedArticle>. sections: [(label, nlm_category, text)]; mesh: [(ui, name, major)]."""
+    """One <PubmedArticle>. sections: [(label, nlm_category, text)]; mesh: [(ui, name, major)];
+    chemicals: [(ui, name)]."""
 
     pmid: str
     title: str = ""
@@ -45,6 +47,7 @@ class MedlineRecord:
     publication_types: list = dataclasses.field(default_factory=list)
     mesh: list = dataclasses.field(default_factory=list)
     journal: str = ""
+    chemicals: list = dataclasses.field(default_factory=list)
 
     @property
     def abstract(self) -> str:
@@ -59,6 +62,7 @@ class MedlineRecord:
         rec = cls(**{k: v for k, v in obj.items() if k in fields})
         rec.sections = [tuple(s) for s in rec.sections]
         rec.mesh = [tuple(m) for m in rec.mesh]
+        rec.chemicals = [tuple(c) for c in rec.chemicals]
         return rec
 
 
@@ -104,6 +108,11 @@ def _mesh(citation) -> list:
     return out
 
 
+def _chemicals(citation) -> list:
+    return [(name.get("UI", ""), _text(name))
+            for name in citation.iterfind("ChemicalList/Chemical/NameOfSubstance")]
+
+
 def _record(article) -> MedlineRecord | None:
     citation = article.find("MedlineCitation")
     if citation is None:
@@ -113,7 +122,7 @@ def _record(article) -> MedlineRecord | None:
     if not pmid:
         return None
     if art is None:
-        return MedlineRecord(pmid=pmid, mesh=_mesh(citation))
+        return MedlineRecord(pmid=pmid, mesh=_mesh(citation), chemicals=_chemicals(citation))
     sections = [(el.get("Label") or "", el.get("NlmCategory") or "", _text(el))
                 for el in art.iterfind("Abstract/AbstractText")]
     # A section may be a bare label ("LEVEL OF EVIDENCE: 4"); keep it, its label is its content.
@@ -127,6 +136,7 @@ def _record(article) -> MedlineRecord | None:
         publication_types=[_text(x) for x in art.iterfind("PublicationTypeList/PublicationType")],
         mesh=_mesh(citation),
         journal=journal.strip(),
+        chemicals=_chemicals(citation),
     )
 
 

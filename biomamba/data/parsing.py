@@ -39,7 +39,7 @@ from biomamba.data.sample import sample_bucket
 from biomamba.data.splits import unit_hash
 from biomamba.data.updates import MAX_PMID
 
-READER_VERSION = 2  # bump when MedlineRecord's fields, their extraction or the table's columns change
+READER_VERSION = 3  # 3 added chemicals; bump when MedlineRecord's fields, their extraction or the table's columns change
 
 
 @dataclasses.dataclass
@@ -117,7 +117,8 @@ def store_record(rec: MedlineRecord) -> dict:
     """A record as its store line holds it (no abstract string: the sections are the abstract)."""
     return {"pmid": rec.pmid, "title": rec.title, "sections": [list(s) for s in rec.sections],
             "languages": rec.languages, "year": rec.year, "publication_types": rec.publication_types,
-            "mesh": [list(m) for m in rec.mesh], "journal": rec.journal}
+            "mesh": [list(m) for m in rec.mesh], "journal": rec.journal,
+            "chemicals": [list(c) for c in rec.chemicals]}
 
 
 def _items(item: Input, reader: dict):

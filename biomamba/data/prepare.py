@@ -9,11 +9,13 @@ number of files; outputs do not depend on the worker count:
   tokenizer   a hash sample of the train text, at most --tokenizer-sample-bytes, trains the BPE
   shards      each input's documents, tokenized and routed to their split's shard files
   tasks       each input's task rows, then one file per task
+  silver tasks  each MEDLINE input's chemical NER sentences and MeSH rows, then the files (silver_tasks.py)
 Outputs in --out DIR (manifest.json last; its presence means the run completed):
   documents/              per input: records (JSONL), record table, documents; catalog.json
   tokenizer/              HF tokenizer dir; EOS "<|endoftext|>" = id 0 (also BOS and PAD)
   shards/{split}/*.bin    flat uint16/uint32 token shards, EOS after every document
   tasks/*.jsonl           sentence-role and publication-type classification (+ *.meta.json)
+  tasks/chemical-ner/     silver chemical NER (train/devel/test.tsv) and tasks/mesh-labels.jsonl (silver_tasks.py)
   .stages/, .work/        stage stamps and unfinished work: a killed run resumes from them
 A rerun reuses what its inputs did not change: adding an update file parses only that file and
 redoes only the shards and task rows of inputs whose documents it revises or deletes. A trained
@@ -52,6 +54,7 @@ from biomamba.data.parsing import parse_inputs
 from biomamba.data.pool import run_in_child
 from biomamba.data.sample import DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts, write_sample
 from biomamba.data.shards import DEFAULT_SHARD_TOKENS, token_dtype, write_shards
+from biomamba.data.silver_tasks import DEFAULT_MESH_LABELS, write_silver_tasks
 from biomamba.data.splits import SPLITS, check_fractions
 from biomamba.data.store import unit_id
 from biomamba.data.tasks import write_tasks
@@ -105,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip unreadable inputs (listed in the manifest) instead of stopping")
     parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
                         help="most tokens per shard file (default 64M)")
+    parser.add_argument("--mesh-labels", type=int, default=DEFAULT_MESH_LABELS, metavar="N",
+                        help="the mesh-labels task's labels: the N MeSH descriptors on the most train "
+                             f"documents (default {DEFAULT_MESH_LABELS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -112,7 +118,8 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, sample_bytes, shard_tokens) -> None:
+def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, sample_bytes, shard_tokens,
+                   mesh_labels) -> None:
     """Bad option values become one-line DataErrors naming the option."""
     try:
         check_fractions(val_fraction, test_fraction)
@@ -126,6 +133,8 @@ def _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, 
         raise DataError("--tokenizer-sample-bytes", f"{sample_bytes} must be at least 1")
     if shard_tokens < 1:
         raise DataError("--shard-tokens", f"{shard_tokens} must be at least 1")
+    if mesh_labels < 1:
+        raise DataError("--mesh-labels", f"{mesh_labels} must be at least 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
                            exclude_pmids=args.exclude_pmids, workers=args.workers,
                            skip_bad_files=args.skip_bad_files, shard_tokens=args.shard_tokens,
                            tokenizer_sample_bytes=args.tokenizer_sample_bytes,
-                           retrain_tokenizer=args.retrain_tokenizer,
+                           retrain_tokenizer=args.retrain_tokenizer, mesh_labels=args.mesh_labels,
                            progress=not args.no_progress and sys.stderr.isatty(), timings=timings)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -229,13 +238,13 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
             shard_tokens: int = DEFAULT_SHARD_TOKENS, progress: bool = False, hf_inputs=None,
             hf_fields: str | None = None, tokenizer_sample_bytes: int = DEFAULT_SAMPLE_BYTES,
             retrain_tokenizer: bool = False, timings: dict | None = None, text_inputs=None,
-            text_column: str = "text") -> dict:
+            text_column: str = "text", mesh_labels: int = DEFAULT_MESH_LABELS) -> dict:
     """Run (or resume) every stage into `out`; write and return the manifest.
 
     `timings` (if given) receives each stage's wall and CPU seconds; they also go to DIR/.stages/timings.json.
     """
     _check_options(val_fraction, test_fraction, vocab_size, tokenizer, workers, tokenizer_sample_bytes,
-                   shard_tokens)
+                   shard_tokens, mesh_labels)
     timings = {} if timings is None else timings
     fields = hf.parse_fields(hf_fields)
     out = Path(out)
@@ -264,11 +273,16 @@ def prepare(out, medline=None, vocab_size: int = 8000, tokenizer=None, val_fract
                                   workers, progress)
         with _timed(timings, "tasks"):
             tasks = write_tasks(out, [u for u in docs["units"] if u["kind"] != "text"], workers, progress)
+        with _timed(timings, "silver tasks"):
+            silver = write_silver_tasks(out, [u for u in docs["units"] if u["kind"] == "medline"], workers,
+                                        progress, mesh_labels)
         options = {"val_fraction": val_fraction, "test_fraction": test_fraction, "shard_tokens": shard_tokens,
                    "vocab_size": None if tokenizer else vocab_size, "tokenizer_sample_bytes": tokenizer_sample_bytes,
                    "hf_fields": fields if any(i.kind == "hf" for i in inputs) else None,
-                   "text_column": text_column if any(i.kind == "text" for i in inputs) else None}
+                   "text_column": text_column if any(i.kind == "text" for i in inputs) else None,
+                   "mesh_labels": mesh_labels}
         manifest = _manifest(parsed, good, docs, tok_info, shards, tasks, exclude_info, options)
+        manifest["silver_tasks"] = silver  # beside "tasks": their files are laid out differently
         write_json(out / TIMINGS, timings)
         write_json(out / MANIFEST, manifest)
         return manifest

@@ -3,8 +3,11 @@
 Per input file, a unit named UNIT = "{input name}.{first 16 hex digits of its sha256}":
   UNIT.jsonl       the record store: one parsed record per line, in file order: {"pmid", "title",
                    "sections": [[label, nlm_category, text]], "languages", "year",
-                   "publication_types", "mesh": [[ui, name, major]], "journal"}. The abstract is not
-                   stored: it is joined from the sections when a document is read.
+                   "publication_types", "mesh": [[ui, name, major]], "journal", "chemicals":
+                   [[ui, name]]}. The abstract is not stored: it is joined from the sections when a
+                   document is read. A store written before chemicals were parsed (reader version
+                   < 3) has no "chemicals": its documents lack the key (never an empty list), and
+                   `prepare` reparses such a unit, since its meta's reader differs.
   UNIT.table.npz   per record (see parsing.py): pmid, byte offset in the store, is_doc,
                    with_abstract, text_bytes, split_u, sample_bucket, section NlmCategory codes;
                    and the PMIDs of the file's DeleteCitation blocks with their positions
@@ -89,10 +92,13 @@ def read_catalog(docs_dir) -> dict:
 
 
 def _document(record: dict, split: str, excluded: bool) -> dict:
-    return {"pmid": record["pmid"], "title": record["title"], "abstract": join_sections(record["sections"]),
-            "sections": record["sections"], "year": record["year"], "journal": record["journal"],
-            "languages": record["languages"], "publication_types": record["publication_types"],
-            "mesh": record["mesh"], "split": split, "excluded": excluded}
+    doc = {"pmid": record["pmid"], "title": record["title"], "abstract": join_sections(record["sections"]),
+           "sections": record["sections"], "year": record["year"], "journal": record["journal"],
+           "languages": record["languages"], "publication_types": record["publication_types"],
+           "mesh": record["mesh"], "split": split, "excluded": excluded}
+    if "chemicals" in record:  # absent from stores of reader version < 3: missing, not empty
+        doc["chemicals"] = record["chemicals"]
+    return doc
 
 
 def select(index: np.ndarray, split: str | None = None, include_excluded: bool = True) -> np.ndarray:

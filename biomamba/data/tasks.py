@@ -102,7 +102,8 @@ def _fragment_job(job) -> None:
                                                     "labels": labels})
 
 
-def _copy(src, start: int, length: int, dst, digest, bar) -> None:
+def copy_range(src, start: int, length: int, dst, digest, bar) -> None:
+    """Copy `length` bytes of `src` from `start` into `dst`, hashing and counting them."""
     src.seek(start)
     while length:
         block = src.read(min(length, 1 << 24))
@@ -134,13 +135,13 @@ def _assemble(out: Path, name: str, units: list[dict], old: dict, progress: bool
         for entry in units:
             if entry["docs"] in old:
                 part = dict(old[entry["docs"]], offset=offset)
-                _copy(previous, old[entry["docs"]]["offset"], part["length"], f, digest, bar)
+                copy_range(previous, old[entry["docs"]]["offset"], part["length"], f, digest, bar)
             else:
                 rows_path, meta_path = _fragment(out, entry, name)
                 part = dict(json.loads(meta_path.read_text()), docs=entry["docs"], offset=offset,
                             length=rows_path.stat().st_size)
                 with open(rows_path, "rb") as rows:
-                    _copy(rows, 0, part["length"], f, digest, bar)
+                    copy_range(rows, 0, part["length"], f, digest, bar)
             for split, counts in part["labels"].items():
                 labels[split].update(counts)
             ranges.append(part)

@@ -92,6 +92,17 @@ def describe(report: dict) -> str:
     return line
 
 
+def _silver_files(metas: dict) -> list[tuple[str, str]]:
+    """(file, sha256) of the silver tasks: chemical NER has a file per split."""
+    found = []
+    for meta in metas.values():
+        if "files" in meta:
+            found += [(meta["files"][split], meta["sha256"][split]) for split in meta["files"]]
+        else:
+            found.append((meta["file"], meta["sha256"]))
+    return found
+
+
 def verify_prepared(directory) -> dict:
     """`prepare --verify DIR`: every shard (as verify_shards), tokenizer.json and each task file against
     the sha256 manifest.json records. DataError naming the first damaged file; a manifest without shard
@@ -107,6 +118,7 @@ def verify_prepared(directory) -> dict:
     manifest = load_manifest(directory)
     recorded = [("tokenizer/tokenizer.json", manifest["tokenizer"].get("sha256"))]
     recorded += [(task["file"], task.get("sha256")) for task in manifest.get("tasks", {}).values()]
+    recorded += _silver_files(manifest.get("silver_tasks", {}))
     for rel, sha in recorded:
         path = directory / rel
         if not path.is_file():
