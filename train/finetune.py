@@ -113,8 +113,9 @@ def summary(metrics: dict, kind: str = "classification") -> dict:
 # ----------------------------------------------------------------------------- model selection
 
 class Selection:
-    """Val scores at every evaluation and the test scores of the best one (by val macro-F1, the
-    earliest on ties), kept in seed_N/selection.json so that a resumed run selects as a straight one."""
+    """Val scores at every evaluation and the test scores of the best one (by the task's val metric `key`:
+    macro-F1, entity F1, micro-F1, Pearson...; the earliest on ties), kept in seed_N/selection.json so
+    that a resumed run selects as a straight one."""
 
     def __init__(self, path: Path, resumed_step: int, key: str = "macro_f1"):
         self.path, self.key = path, key  # the val metric that selects (finetune_kinds.HEADLINE)
