@@ -11,7 +11,9 @@ pico            token, softmax per token               token-level macro-F1     
 Token tasks follow the usual subword alignment: a word's tag labels its first subword, the other
 subwords, special tokens and padding are -100 (never scored); the prediction for a word is read at its
 first subword. BioMamba's byte-level BPE sees the words joined by single spaces; a subword belongs to the
-word its first non-space character falls in (the tokenizer's offsets). A BERT uses its word_ids().
+word its first non-space character falls in (the tokenizer's offsets); a BERT the same, with its [CLS] and [SEP]
+unlabelled (offsets rather than word_ids(): the same-budget BERT has the byte-level BPE, which
+word_ids() over pre-split words would tokenize without the leading spaces it was pretrained with).
 Words beyond data.max_length are predicted O (the gold tags are scored in full).
 """
 import numpy as np
@@ -47,44 +49,43 @@ def blurb_type(kind: str, task: str) -> tuple[str, str]:
 
 def encode_tokens(examples, tokenizer, family: str, max_length: int) -> list[dict]:
     """input_ids, aligned labels and word_starts (each word's first subword position, -1 if cut off)."""
-    return [(_bert_words if family == "bert" else _bpe_words)(e.tokens, e.label, tokenizer, max_length)
-            for e in examples]
+    return [_aligned(e.tokens, e.label, tokenizer, family, max_length) for e in examples]
 
 
-def _bert_words(words, tags, tokenizer, max_length):
-    out = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
-    labels, starts, previous = [], [-1] * len(words), None
-    for position, word in enumerate(out.word_ids()):
-        first = word is not None and word != previous
-        labels.append(tags[word] if first else IGNORE)
-        if first:
-            starts[word] = position
-        previous = word
-    item = {"input_ids": out["input_ids"], "labels": labels, "word_starts": starts}
-    if "token_type_ids" in out:
-        item["token_type_ids"] = out["token_type_ids"]
-    return item
-
-
-def _bpe_words(words, tags, tokenizer, max_length):
+def _aligned(words, tags, tokenizer, family, max_length):
+    """The words joined by single spaces, tokenized with offsets: a subword belongs to the word its first
+    non-space character falls in (a byte-level BPE's leading space included). A BERT adds its own
+    special tokens ([CLS] ... [SEP], never labelled); BioMamba's input ends with EOS."""
     text = " ".join(words)
     owner = np.full(len(text), -1)  # char -> word index, -1 on the joining spaces
     start = 0
     for index, word in enumerate(words):
         owner[start:start + len(word)] = index
         start += len(word) + 1
-    out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, labels, starts, previous = [], [], [-1] * len(words), None
-    for token, (begin, end) in zip(out["input_ids"][:max_length - 1], out["offset_mapping"][:max_length - 1]):
+    if family == "bert":
+        out = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
+        special = out["special_tokens_mask"]
+    else:
+        out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        out = {k: v[:max_length - 1] for k, v in out.items()}
+        special = [0] * len(out["input_ids"])
+    labels, starts, previous = [], [-1] * len(words), None
+    for position, ((begin, end), is_special) in enumerate(zip(out["offset_mapping"], special)):
         inside = owner[begin:end]
-        word = int(inside[inside >= 0][0]) if (inside >= 0).any() else previous
+        word = None if is_special else int(inside[inside >= 0][0]) if (inside >= 0).any() else previous
         first = word is not None and word != previous
         labels.append(tags[word] if first else IGNORE)
         if first:
-            starts[word] = len(ids)
-        ids.append(token)
+            starts[word] = position
         previous = word
-    return {"input_ids": ids + [tokenizer.eos_token_id], "labels": labels + [IGNORE], "word_starts": starts}
+    item = {"input_ids": list(out["input_ids"]), "labels": labels, "word_starts": starts}
+    if family == "bert" and "token_type_ids" in out:
+        item["token_type_ids"] = out["token_type_ids"]
+    if family != "bert":
+        item["input_ids"].append(tokenizer.eos_token_id)
+        item["labels"].append(IGNORE)
+    return item
 
 
 def label_values(kind: str, examples, encoded, n_labels: int) -> list:
