@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {"BioMambaConfig": "biomamba.config", "BioMambaModel": "biomamba.modeling",
             "BioMambaForCausalLM": "biomamba.modeling", "BioMambaForEmbedding": "biomamba.modeling",
             "BioMambaForSequenceClassification": "biomamba.modeling",
+            "BioMambaForTokenClassification": "biomamba.token_classification",
             "BioMambaPreTrainedModel": "biomamba.modeling"}
 
 __all__ = ["__version__", *_EXPORTS]

@@ -223,7 +223,8 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
     if config is None:
         config = {"ours": lambda: BioMambaConfig.from_dict(raw), "hf": lambda: config_from_hf(raw, path),
                   "mamba_ssm": lambda: config_from_mamba_ssm(raw, path)}[fmt]()
-    for key in ("num_labels", "id2label", "label2id", "pooling", "embedding_dim", "scan_backend"):
+    for key in ("num_labels", "id2label", "label2id", "pooling", "embedding_dim", "scan_backend", "problem_type",
+                "bidirectional", "bidirectional_merge"):
         if key in ignored:  # head settings given to from_pretrained
             setattr(config, key, ignored.pop(key))
     state_dict = map_keys(read_state_dict(path), fmt)
@@ -232,6 +233,9 @@ def load_pretrained(cls, path, config=None, torch_dtype=None, dtype=None, device
     if "backbone.embedding.weight" not in model.state_dict():  # a bare backbone (BioMambaModel)
         state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     load_state_dict_checked(model, state_dict, str(path))
+    if getattr(model, "backbone_reverse", None) is not None and not any(
+            k.startswith("backbone_reverse.") for k in state_dict):  # a causal checkpoint, read both ways
+        model.backbone_reverse.load_state_dict(model.backbone.state_dict())
     if model.can_generate() and (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)  # as save_pretrained wrote it
     dtype = dtype or torch_dtype

@@ -92,6 +92,10 @@ class BioMambaConfig(PreTrainedConfig):
     scan_backend: str = "auto"  # of selective_scan (Mamba1) or ssd_scan (Mamba2)
     pooling: str = "last"  # heads: "last" (the last real token) or "mean" (over real tokens)
     embedding_dim: int | None = None  # BioMambaForEmbedding: optional projection size
+    # BioMambaForTokenClassification: a second backbone reads each row right to left; its states are
+    # concatenated with ("concat") or added to ("sum") the forward ones (biomamba/token_classification.py)
+    bidirectional: bool = False
+    bidirectional_merge: str = "concat"
     pad_token_id: int | None = 0
     bos_token_id: int | None = 0
     eos_token_id: int | list[int] | None = 0
@@ -147,6 +151,8 @@ class BioMambaConfig(PreTrainedConfig):
             problems.append(f"dt_init must be 'random' or 'constant', got {self.dt_init!r}")
         if self.pooling not in ("last", "mean"):
             problems.append(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
+        if self.bidirectional_merge not in ("concat", "sum"):
+            problems.append(f"bidirectional_merge must be 'concat' or 'sum', got {self.bidirectional_merge!r}")
         if self.scan_backend not in SCAN_BACKENDS:
             problems.append(f"scan_backend must be one of {SCAN_BACKENDS}, got {self.scan_backend!r}")
         if self.ssm_layer == "Mamba2":

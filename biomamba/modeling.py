@@ -435,8 +435,20 @@ class BioMambaSequenceClassifierOutput(ModelOutput):
     pooled: torch.Tensor | None = None
 
 
+def sequence_loss(logits, labels, problem_type):
+    """transformers' losses per config.problem_type: cross-entropy (single label), MSE on the one
+    output (regression), binary cross-entropy per label on 0/1 targets (multi-label)."""
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.cross_entropy(logits, labels)
+
+
 class BioMambaForSequenceClassification(BioMambaPreTrainedModel):
-    """Backbone + pooling (config.pooling) + a linear classifier over config.num_labels."""
+    """Backbone + pooling (config.pooling) + a linear layer over config.num_labels; the loss follows
+    config.problem_type as in transformers: single_label_classification (default), regression
+    (num_labels=1, MSE) or multi_label_classification (a sigmoid per label)."""
 
     accepts_loss_kwargs = False  # a per-example mean: Trainer must divide it over accumulation steps
 
@@ -453,7 +465,7 @@ class BioMambaForSequenceClassification(BioMambaPreTrainedModel):
                                position_ids=position_ids).last_hidden_state
         pooled = pool(hidden, attention_mask, self.config.pooling)
         logits = self.score(pooled.to(self.score.weight.dtype)).float()  # (b, num_labels)
-        loss = None if labels is None else F.cross_entropy(logits, labels)
+        loss = None if labels is None else sequence_loss(logits, labels, self.config.problem_type)
         output = BioMambaSequenceClassifierOutput(loss=loss, logits=logits, pooled=pooled)
         return _returned(output, return_dict, self.config)
 
@@ -528,6 +540,10 @@ def register_auto_classes():
     AutoModel.register(BioMambaConfig, BioMambaModel)
     AutoModelForCausalLM.register(BioMambaConfig, BioMambaForCausalLM)
     AutoModelForSequenceClassification.register(BioMambaConfig, BioMambaForSequenceClassification)
+    from transformers import AutoModelForTokenClassification
+
+    from biomamba.token_classification import BioMambaForTokenClassification
+    AutoModelForTokenClassification.register(BioMambaConfig, BioMambaForTokenClassification)
 
 
 register_auto_classes()

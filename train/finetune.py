@@ -13,14 +13,16 @@ from biomamba.checkpoints import CheckpointError
 from biomamba.data.task_loaders import SPLITS, TaskError, load_task
 from biomamba.eval.report_finetune import results_markdown
 from biomamba.io import discard, write_report, write_text
-from biomamba.metrics.classification import SUMMARY_KEYS, classification_metrics, mean_std, summarise_seeds
+from biomamba.metrics.classification import mean_std, summarise_seeds
 from biomamba.resolve import ModelSpecError
 from biomamba.runtime import git_commit
 from biomamba.tracking import group_for, model_origin, recorded_run_id, start_run
 from biomamba.train.checkpointer import Checkpointer
 from biomamba.train.config import ConfigError, load_config, to_dict
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
-from biomamba.train.finetune_models import (build_classifier, collate, tokenize_examples, load_classifier_tokenizer,
+from biomamba.train.finetune_kinds import (HEADLINE, SUMMARY, TOKEN_KINDS, blurb_type, collate, encode_tokens,
+                                           label_values, score_kind)
+from biomamba.train.finetune_models import (build_classifier, tokenize_examples, load_classifier_tokenizer,
                                             classifier_family, save_selected, save_trainable, selected_step)
 from biomamba.train.loop import Evaluation, NonFiniteLoss, Objective
 from biomamba.train.run import RunSpec, execute, in_session, write_run_config
@@ -58,8 +60,11 @@ class ExampleBatches:
     permutations drawn from (seed, epoch), G = batch_size * grad_accum: the batch is a function of
     (seed, step), so a resumed run sees what an uninterrupted one would."""
 
-    def __init__(self, encoded, labels, batch_size, grad_accum, seed, pad_id, collate_fn=collate):
-        self.encoded, self.labels, self.collate_fn = encoded, labels, collate_fn  # collate_fn(items, labels, pad_id)
+    def __init__(self, encoded, labels, batch_size, grad_accum, seed, pad_id, kind="classification",
+                 collate_fn=None):
+        # collate_fn(items, labels, pad_id): the causal-LM objective brings its own; else the task kind's
+        self.encoded, self.labels, self.kind = encoded, labels, kind
+        self.collate_fn = collate_fn or (lambda items, labels, pad_id: collate(items, labels, pad_id, kind))
         self.batch_size, self.grad_accum, self.seed, self.pad_id = batch_size, grad_accum, seed, pad_id
         self._epoch, self._perm = None, None
 
@@ -83,8 +88,9 @@ def classification_loss(model, batch):
 
 
 @torch.no_grad()
-def predict(model, encoded, batch_size, pad_id) -> torch.Tensor:
-    """(n, num_labels) float logits; examples batched by length so little padding is computed."""
+def predict(model, encoded, batch_size, pad_id) -> list[torch.Tensor]:
+    """Float logits per example: (num_labels,) for a sequence head, (tokens, num_labels) for a token head
+    (its real tokens only); examples batched by length so little padding is computed."""
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
     logits = [None] * len(encoded)
@@ -93,31 +99,31 @@ def predict(model, encoded, batch_size, pad_id) -> torch.Tensor:
         batch = collate([encoded[i] for i in part], None, pad_id)
         out = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
         for row, i in enumerate(part):
-            logits[i] = out[row]
-    return torch.stack(logits)
+            logits[i] = out[row, :len(encoded[i]["input_ids"])] if out.ndim == 3 else out[row]
+    return logits
 
 
-def score(model, split, batch_size, pad_id, names) -> dict:
-    """Accuracy, macro/weighted F1, per-class report and mean cross-entropy of one split."""
+def score(model, split, batch_size, pad_id, names, threshold=None, rows=False):
+    """One split's metrics (the task kind's, finetune_kinds.score_kind) and mean loss; with rows=True,
+    (metrics, the per-example gold and predicted labels). threshold: multilabel's, chosen on val."""
     logits = predict(model, split["encoded"], batch_size, pad_id)
-    labels = torch.tensor(split["labels"])
-    metrics = classification_metrics(labels.numpy(), logits.argmax(-1).numpy(), names)
-    metrics["loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
-    return metrics
+    metrics, predictions = score_kind(split["kind"], logits, split, names, threshold)
+    return (metrics, predictions) if rows else metrics
 
 
-def summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in (*SUMMARY_KEYS, "loss") if k in metrics}
+def summary(metrics: dict, kind: str = "classification") -> dict:
+    return {k: metrics[k] for k in (*SUMMARY[kind], "loss") if k in metrics}
 
 
 # ----------------------------------------------------------------------------- model selection
 
 class Selection:
-    """Val scores at every evaluation and the test scores of the best one (by val macro-F1, the
-    earliest on ties), kept in seed_N/selection.json so that a resumed run selects as a straight one."""
+    """Val scores at every evaluation and the test scores of the best one (by the task's val metric `key`:
+    macro-F1, entity F1, micro-F1, Pearson...; the earliest on ties), kept in seed_N/selection.json so
+    that a resumed run selects as a straight one."""
 
-    def __init__(self, path: Path, resumed_step: int):
-        self.path = path
+    def __init__(self, path: Path, resumed_step: int, key: str = "macro_f1"):
+        self.path, self.key = path, key  # the val metric that selects (finetune_kinds.HEADLINE)
         self.evals = []
         if path.is_file():
             self.evals = [e for e in json.loads(path.read_text())["evals"] if e["step"] <= resumed_step]
@@ -125,10 +131,10 @@ class Selection:
     @property
     def best(self) -> dict | None:
         scored = [e for e in self.evals if e.get("test") is not None]
-        return max(scored, key=lambda e: (e["val"]["macro_f1"], -e["step"])) if scored else None
+        return max(scored, key=lambda e: (e["val"][self.key], -e["step"])) if scored else None
 
     def is_better(self, val: dict) -> bool:
-        return self.best is None or val["macro_f1"] > self.best["val"]["macro_f1"]
+        return self.best is None or val[self.key] > self.best["val"][self.key]
 
     def add(self, step, val, test):
         self.evals.append({"step": step, "val": val, "test": test})
@@ -175,23 +181,36 @@ class BestModel:
         return self.checkpointer.latest_step()
 
 
-def make_evaluate(data, cfg, pad_id, names, selection):
-    """Val at every evaluation; test whenever val macro-F1 improves (a new best: the loop keeps it)."""
-    batch_size = cfg.data.eval_batch_size
+def make_evaluate(data, cfg, pad_id, names, selection, seed_dir: Path):
+    """Val at every evaluation; test whenever the val metric improves (a new best: the loop keeps it),
+    its predictions written to seed_N/test_predictions.jsonl (so the reported test scores can be
+    recomputed from that file)."""
+    batch_size, kind, key = cfg.data.eval_batch_size, data["test"]["kind"], selection.key
 
     def evaluate(model, step) -> Evaluation:
         val = score(model, data["val"], batch_size, pad_id, names)
         test, rows = None, {}
         improved = selection.is_better(val)
         if improved:
-            test = score(model, data["test"], batch_size, pad_id, names)
-            rows["finetune"] = {"split": "test", **{f"test_{k}": v for k, v in summary(test).items()},
-                                **{f"best_val_{k}": v for k, v in summary(val).items()}}
+            test, predictions = score(model, data["test"], batch_size, pad_id, names, val.get("threshold"), rows=True)
+            write_predictions(seed_dir / "test_predictions.jsonl", data["test"], predictions)
+            rows["finetune"] = {"split": "test", **{f"test_{k}": v for k, v in summary(test, kind).items()},
+                                **{f"best_val_{k}": v for k, v in summary(val, kind).items()}}
         selection.add(step, val, test)
-        metrics = {**summary(val), "best_macro_f1": selection.best["val"]["macro_f1"]}
+        metrics = {**summary(val, kind), f"best_{key}": selection.best["val"][key]}
         return Evaluation(metrics, rows=rows, best=improved)
 
     return evaluate
+
+
+def write_predictions(path: Path, split: dict, predictions: list[dict]):
+    """One line per test example: its index, its text (or tokens) and the gold and predicted labels."""
+    lines = []
+    for index, (example, row) in enumerate(zip(split["examples"], predictions)):
+        source = {} if "tokens" in row else {"text": example.text, **(
+            {"text_pair": example.text_pair} if example.text_pair is not None else {})}
+        lines.append(json.dumps({"index": index, **source, **row}))
+    write_text(path, "\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------------------- one seed
@@ -231,12 +250,13 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
         return previous
     start_time = time.perf_counter()
     torch.manual_seed(seed)
-    model = build_classifier(cfg.model.path, family, labels, cfg).to(device)
+    model = build_classifier(cfg.model.path, family, labels, cfg, data["train"]["kind"]).to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    kind = data["train"]["kind"]
     batches = ExampleBatches(data["train"]["encoded"], data["train"]["labels"], cfg.train.batch_size,
-                             cfg.train.grad_accum, seed, pad_id)
+                             cfg.train.grad_accum, seed, pad_id, kind)
     resumed = Checkpointer(seed_dir).latest_step()
-    selection = Selection(seed_dir / "selection.json", resumed)
+    selection = Selection(seed_dir / "selection.json", resumed, HEADLINE[kind])
     if cfg.model.lora:  # merged into seed_N/model once training is done, from the adapters saved here
         on_best = lambda m, step: save_trainable(m, lora_best(seed_dir, step))
     else:
@@ -245,7 +265,7 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
         on_best = best_model.save
     objective = Objective(batches_for=batches.for_step, loss_fn=classification_loss,
                           items_in=lambda b: len(b["labels"]), prefix="finetune", on_best=on_best,
-                          evaluate=make_evaluate(data, cfg, pad_id, labels, selection))
+                          evaluate=make_evaluate(data, cfg, pad_id, labels, selection, seed_dir))
 
     def on_finish(trainer, final) -> dict:
         """seed_N/model = the val-selected model, and this seed's results."""
@@ -259,7 +279,7 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
                                      f"(it holds {best_model.step}); its test scores are still reported")
         wall = time.perf_counter() - start_time
         return {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
-                "final_val": summary(selection.evals[-1]["val"]), "wall_s": wall, "resumed_from": resumed,
+                "final_val": summary(selection.evals[-1]["val"], kind), "wall_s": wall, "resumed_from": resumed,
                 "train_examples_per_s": trainer.items_seen / max(wall, 1e-9), "budget": budget_fingerprint(cfg)}
 
     describe = (f"seed {seed}: {family}, {len(batches.encoded):,} train examples"
@@ -274,9 +294,17 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
 # ----------------------------------------------------------------------------- the run
 
 def prepare_data(cfg, tokenizer, family):
+    """The task and, per split: encoded inputs, the label values collate batches, the gold labels,
+    the examples, the kind (and a relation task's negative class)."""
     task = load_task(cfg.task, cfg.data)  # streamed; data.max_*_examples keep a fixed hash subset
-    data = {split: {"encoded": tokenize_examples(task.splits[split], tokenizer, family, cfg.data.max_length),
-                    "labels": [e.label for e in task.splits[split]]} for split in SPLITS}
+    data = {}
+    for split in SPLITS:
+        examples = task.splits[split]
+        encode = encode_tokens if task.kind in TOKEN_KINDS else tokenize_examples
+        encoded = encode(examples, tokenizer, family, cfg.data.max_length)
+        data[split] = {"encoded": encoded, "labels": label_values(task.kind, examples, encoded, len(task.labels)),
+                       "gold": [e.label for e in examples], "examples": examples, "kind": task.kind,
+                       "negative": task.negative_label, "tokens": [e.tokens for e in examples]}
     return task, data
 
 
@@ -294,7 +322,7 @@ def _finetune(cfg, run_dir: Path, device) -> dict:
     tokenizer = load_classifier_tokenizer(cfg.model.path, family, cfg)
     task, data = prepare_data(cfg, tokenizer, family)
     run_dir.mkdir(parents=True, exist_ok=True)
-    facts = {"model_family": family, "labels": task.labels, "task_source": task.source, "examples": task.counts(),
+    facts = {"model_family": family, "kind": task.kind, "labels": task.labels, "task_source": task.source, "examples": task.counts(),
              "examples_in_source": task.seen,
              "mean_tokens": {s: float(np.mean([len(e["input_ids"]) for e in data[s]["encoded"]])) for s in SPLITS}}
     write_run_config(run_dir, cfg, facts)
@@ -307,8 +335,8 @@ def _finetune(cfg, run_dir: Path, device) -> dict:
 
 # ----------------------------------------------------------------------------- W&B summary over seeds
 
-PER_SEED_COLUMNS = ["seed", "best_step", "val_macro_f1", "test_accuracy", "test_macro_f1", "test_weighted_f1",
-                    "wall_s", "wandb_id"]
+def per_seed_columns(kind: str) -> list[str]:
+    return ["seed", "best_step", f"val_{HEADLINE[kind]}", *(f"test_{k}" for k in SUMMARY[kind]), "wall_s", "wandb_id"]
 
 
 def log_summary_run(cfg, run_dir: Path, results: dict):
@@ -316,31 +344,36 @@ def log_summary_run(cfg, run_dir: Path, results: dict):
     over seeds as its summary (mean/test/macro_f1, std/test/macro_f1, ...) and a table of the seeds."""
     log_cfg, origin = cfg.logging, model_origin(cfg.model.path)
     seed_ids = {str(r["seed"]): recorded_run_id(run_dir / f"seed_{r['seed']}") for r in results["per_seed"]}
-    rows = [[r["seed"], r["best_step"], r["val"]["macro_f1"], r["test"]["accuracy"], r["test"]["macro_f1"],
-             r["test"]["weighted_f1"], r["wall_s"], seed_ids[str(r["seed"])]] for r in results["per_seed"]]
+    kind = results["kind"]
+    rows = [[r["seed"], r["best_step"], r["val"][HEADLINE[kind]], *(r["test"][k] for k in SUMMARY[kind]),
+             r["wall_s"], seed_ids[str(r["seed"])]] for r in results["per_seed"]]
     config = {**to_dict(cfg), "git_commit": git_commit(), "model_origin": origin.facts(), "seed_runs": seed_ids}
     with start_run(job_type="finetune-summary", name=log_cfg.name or run_dir.name, directory=run_dir,
                    project=log_cfg.project, group=group_for(log_cfg.group, origin), tags=log_cfg.tags,
                    config=config, mode=log_cfg.mode, keep_id=True, enabled=log_cfg.wandb) as tracker:
         tracker.summarize({"mean": results["mean"], "std": results["std"]})
-        tracker.log_table("finetune/per_seed", PER_SEED_COLUMNS, rows)
+        tracker.log_table("finetune/per_seed", per_seed_columns(kind), rows)
 
 
 def aggregate(cfg, task, per_seed, facts) -> dict:
     rows = [{k: r[k] for k in ("seed", "best_step", "val", "test", "wall_s", "steps")} for r in per_seed]
     mean, std = {}, {}
     for split in ("val", "test"):
-        mean[split], std[split] = summarise_seeds([r[split] for r in rows])
+        mean[split], std[split] = summarise_seeds([r[split] for r in rows], SUMMARY[task.kind])
     mean["wall_s"], std["wall_s"] = mean_std([r["wall_s"] for r in rows])
-    per_class = {name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
+    per_class = ({name: mean_std([r["test"]["per_class"][name]["f1"] for r in rows]) for name in task.labels}
+                 if "per_class" in rows[0]["test"] else {})
     resolved = per_seed[0]["resolved"]
-    return {"task": cfg.task, "model": cfg.model.path, "model_family": facts["model_family"], "init": cfg.model.init,
+    task_type, metric = blurb_type(task.kind, cfg.task)
+    return {"task": cfg.task, "kind": task.kind, "metric": HEADLINE[task.kind], "blurb_type": task_type,
+            "blurb_metric": metric, "bidirectional": cfg.model.bidirectional,
+            "model": cfg.model.path, "model_family": facts["model_family"], "init": cfg.model.init,
             "parameters": resolved["parameters"], "trainable_parameters": resolved["trainable_parameters"],
             "backends": resolved["backends"], "seeds": list(cfg.seeds), "per_seed": rows,
             "mean": mean, "std": std,
             "per_class_test_f1": {n: {"mean": m, "std": s, "support": rows[0]["test"]["per_class"][n]["support"]}
                                   for n, (m, s) in per_class.items()},
-            "examples": facts["examples"], "labels": task.labels,
+            "examples": facts["examples"], "split_sizes": {s: task.size(s) for s in SPLITS}, "labels": task.labels,
             "budget": {"max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size * cfg.train.grad_accum,
                        "lr": cfg.optim.lr, "schedule": cfg.optim.schedule, "max_length": cfg.data.max_length},
             "std_definition": "sample standard deviation over seeds (ddof=1)"}
@@ -361,7 +394,10 @@ def run(args) -> int:
         print(summary_line(results, args.out))
         return 0
     m, s = results["mean"]["test"], results["std"]["test"]
-    print(f"{results['task']} / {results['model']}: test accuracy {m['accuracy']:.4f} +- {s['accuracy']:.4f}, "
-          f"macro-F1 {m['macro_f1']:.4f} +- {s['macro_f1']:.4f} over seeds {results['seeds']}; "
+    if results["kind"] == "classification":
+        scores = f"accuracy {m['accuracy']:.4f} +- {s['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} +- {s['macro_f1']:.4f}"
+    else:
+        scores = f"{results['metric']} {m[results['metric']]:.4f} +- {s[results['metric']]:.4f}"
+    print(f"{results['task']} / {results['model']}: test {scores} over seeds {results['seeds']}; "
           f"{Path(args.out) / 'results.md'}")
     return 0

@@ -23,6 +23,9 @@ class FinetuneModelConfig:
     # random: the model dir's architecture and config with fresh weights drawn from each seed, the
     # control that shows what its pretraining adds (same shape, tokenizer and budget)
     init: str = choice("pretrained", ("pretrained", "random"))
+    # token tasks (ner, pico): a second BioMamba backbone reads right to left (biomamba/token_classification.py)
+    bidirectional: bool = False
+    bidirectional_merge: str = choice("concat", ("concat", "sum"))
     lora: bool = False  # frozen backbone + LoRA adapters + trained head (peft: pip install 'biomamba[lora]')
     lora_r: int = at_least(8, 1)
     lora_alpha: int = 16

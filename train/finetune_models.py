@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from biomamba.data.collate import pad_right
 from biomamba.io import atomic_open
 from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, local_model, model_family, read_config
 from biomamba.train.checkpointer import write_model_dir
+from biomamba.train.finetune_kinds import collate  # noqa: F401  (one collate for every task kind)
 
 # BioMamba: the mixer's projections, per block type (config.ssm_layer); Mamba-2 computes dt, B and C in
 # in_proj, so it has no x_proj. BERT: peft's own default (query, value).
@@ -49,29 +49,49 @@ def load_classifier_tokenizer(spec: str, family: str, cfg):
                                              hint="set model.tokenizer=DIR or data.dir=PREPARED_DIR"))
 
 
-def build_classifier(spec: str, family: str, labels: list[str], cfg):
+def build_classifier(spec: str, family: str, labels: list[str], cfg, kind: str = "classification"):
     """A classifier with a freshly initialised head over `labels` (seed torch first); with
-    model.init=random, its backbone too (same architecture and config, no pretrained weight)."""
-    id2label = dict(enumerate(labels))
+    model.init=random, its backbone too (same architecture and config, no pretrained weight).
+    Token kinds (ner, pico) get a token head; similarity a 1-output regression head; multilabel a
+    sigmoid per label (transformers' problem_type, for ours as for a BERT)."""
+    from biomamba.train.finetune_kinds import PROBLEM_TYPES, TOKEN_KINDS
+    check_head_options(family, kind, cfg.model)
+    token = kind in TOKEN_KINDS
+    problem_type = PROBLEM_TYPES.get(kind, "single_label_classification")
+    n = 1 if kind == "similarity" else len(labels)
+    id2label = dict(enumerate(labels[:n]))
     label2id = {name: i for i, name in id2label.items()}
     spec = local_model(spec)
     if family == "biomamba":
         from biomamba.modeling import BioMambaForSequenceClassification
-        model = BioMambaForSequenceClassification.from_pretrained(
-            spec, num_labels=len(labels), id2label=id2label, label2id=label2id, pooling=cfg.model.pooling,
-            scan_backend=cfg.model.scan_backend)
+        from biomamba.token_classification import BioMambaForTokenClassification
+        head = ({"bidirectional": cfg.model.bidirectional, "bidirectional_merge": cfg.model.bidirectional_merge}
+                if token else {"pooling": cfg.model.pooling, "problem_type": problem_type})
+        model = (BioMambaForTokenClassification if token else BioMambaForSequenceClassification).from_pretrained(
+            spec, num_labels=n, id2label=id2label, label2id=label2id, scan_backend=cfg.model.scan_backend, **head)
     else:
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
         from biomamba.model_files import check_model_dir
         check_model_dir(spec)  # a local dir's truncated or corrupt files: one line naming the file
-        model = AutoModelForSequenceClassification.from_pretrained(
-            spec, num_labels=len(labels), id2label=id2label, label2id=label2id,
-            problem_type="single_label_classification", ignore_mismatched_sizes=True)
+        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+        model = auto.from_pretrained(spec, num_labels=n, id2label=id2label, label2id=label2id,
+                                     **({} if token else {"problem_type": problem_type}),
+                                     ignore_mismatched_sizes=True)
     if cfg.model.init == "random":
         model = type(model)(model.config)  # every weight drawn afresh from torch's current (seeded) state
     model.train()
     return with_lora(model, family, cfg.model) if cfg.model.lora else model
+
+
+def check_head_options(family: str, kind: str, model_cfg):
+    """model.bidirectional is BioMamba's token head; LoRA is built for single-label sequence heads only."""
+    from biomamba.train.finetune_kinds import TOKEN_KINDS
+    if model_cfg.bidirectional and (family != "biomamba" or kind not in TOKEN_KINDS):
+        raise ModelSpecError(f"model.bidirectional=true is for BioMamba on token tasks (ner:, pico:, chemical-ner); "
+                             f"this run is a {family} on a {kind} task")
+    if model_cfg.lora and kind not in ("classification", "relation"):
+        raise ModelSpecError(f"model.lora=true is built for single-label classification; not for a {kind} task")
 
 
 def with_lora(model, family, model_cfg, head: bool = True):
@@ -197,13 +217,3 @@ def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
             lb -= 1
     return a[:la], b[:lb]
 
-
-def collate(items: list[dict], labels, pad_id: int) -> dict:
-    """Right-padded tensors: input_ids, attention_mask, [token_type_ids], labels."""
-    ids, mask = pad_right([item["input_ids"] for item in items], pad_id)
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if "token_type_ids" in items[0]:
-        batch["token_type_ids"], _ = pad_right([item["token_type_ids"] for item in items], 0)
-    if labels is not None:
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
-    return batch

@@ -11,6 +11,8 @@ TASK is one of
                           (train / val|validation|dev / test) and `id` (column names: data.*_field)
   hf:DIR                  a `datasets` save_to_disk directory: a DatasetDict with train and
                           validation/val/dev and test splits, or one Dataset; same columns
+  ner:DIR pico:DIR re:DIR similarity:DIR multilabel:PATH chemical-ner mesh-labels
+                          BLURB's formats and the silver prepared tasks: biomamba/data/blurb_tasks.py
 Without a split column (BioASQ, PubMedQA, files without `split`, a single HF Dataset), an example goes
 to test / val / train by a hash of its id (or its text), the prepared data's rule
 (biomamba.data.splits.split_of): u < data.test_fraction -> test, then val.
@@ -40,7 +42,8 @@ class TaskError(ValueError):
 class Example:
     text: str
     text_pair: str | None
-    label: int
+    label: int | float | list  # a class id; a score (similarity); label ids (multilabel); tag ids per token
+    tokens: list[str] | None = None  # token tasks: the words the tags belong to (text is them joined by spaces)
 
 
 @dataclass
@@ -50,11 +53,22 @@ class TaskData:
     splits: dict = field(default_factory=dict)  # split -> [Example]
     source: str = ""
     seen: dict = field(default_factory=dict)  # split -> examples in the file, before the caps
+    # classification | relation | similarity | multilabel | ner | pico (biomamba.data.blurb_tasks)
+    kind: str = "classification"
+    negative_label: str | None = None  # relation: the class left out of micro-F1
 
     def counts(self) -> dict:
+        """split -> {label: examples} (multilabel: label occurrences; token tasks: tokens; similarity: n)."""
+        if self.kind == "similarity":
+            return {s: {"examples": len(rows)} for s, rows in self.splits.items()}
+        def ids(e):
+            return e.label if isinstance(e.label, list) else [e.label]
         return {s: {self.labels[i]: n for i, n in enumerate(
-            np.bincount([e.label for e in rows], minlength=len(self.labels)).tolist())}
+            np.bincount([i for e in rows for i in ids(e)], minlength=len(self.labels)).tolist())}
             for s, rows in self.splits.items()}
+
+    def size(self, split: str) -> int:
+        return len(self.splits[split])
 
 
 # ----------------------------------------------------------------------------- building
@@ -259,11 +273,15 @@ FILE_TASKS = {"bioasq-yesno": bioasq_yesno, "pubmedqa": pubmedqa, "csv": csv_tas
 
 
 def load_task(spec: str, data_cfg) -> TaskData:
-    """A TaskData from a TASK spec (see the module docstring)."""
-    if spec in TASKS:
-        return TASKS[spec](spec, data_cfg)
+    """A TaskData from a TASK spec (see the module docstring, and biomamba.data.blurb_tasks for the
+    BLURB formats ner:, pico:, re:, similarity:, multilabel: and the silver chemical-ner, mesh-labels)."""
+    from biomamba.data import blurb_tasks
+    named = {**TASKS, **blurb_tasks.NAMED}
+    if spec in named:
+        return named[spec](spec, data_cfg)
+    files = {**FILE_TASKS, **blurb_tasks.FILES}
     kind, sep, path = spec.partition(":")
-    if sep and kind in FILE_TASKS and path:
-        return FILE_TASKS[kind](path, data_cfg)
-    raise TaskError(f"unknown task {spec!r}; use {' or '.join(TASKS)} (with data.dir=PREPARED_DIR), or "
-                    + ", ".join(f"{k}:PATH" for k in FILE_TASKS))
+    if sep and kind in files and path:
+        return files[kind](path, data_cfg)
+    raise TaskError(f"unknown task {spec!r}; use {' or '.join(named)} (with data.dir=PREPARED_DIR), or "
+                    + ", ".join(f"{k}:PATH" for k in files))
