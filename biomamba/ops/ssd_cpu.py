@@ -32,7 +32,7 @@ _failure = None  # the BackendUnavailable raised on the first try, re-raised on 
 
 def _load_extension():
     return build_cpu_extension("ssd_scan", EXTENSION_NAME, SOURCE_DIR, SOURCES, HEADERS,
-                               extra_cflags=["-ffp-contract=fast"])
+                               extra_cflags=["-ffp-contract=fast", "-Wno-psabi"])
 
 
 def check_available():

@@ -34,15 +34,11 @@ constexpr int64_t KC = 64;  // steps per chunk: the backward's saved states and 
 constexpr int KT = 4;       // state columns (k) per tile
 constexpr int IV = 2;       // vectors of rows (i) per tile
 
-template <typename T>
-struct Vec {  // 32-byte vectors: 8 floats or 4 doubles (AVX2 when the caller's target has it)
-  typedef T V __attribute__((vector_size(32)));
-  static constexpr int W = 32 / sizeof(T);
-  static SSD_INLINE V set1(T x) {
-    V v;
-    for (int j = 0; j < W; ++j) v[j] = x;
-    return v;
-  }
+template <typename T, int Bytes>
+struct Vec {  // Bytes-wide vectors (32: AVX2, 64: AVX-512 when the caller's target has them)
+  typedef T V __attribute__((vector_size(Bytes)));
+  static constexpr int W = Bytes / sizeof(T);
+  static SSD_INLINE V set1(T x) { return V{} + x; }  // a broadcast (a lane loop becomes W inserts)
   static SSD_INLINE V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(v));
@@ -125,10 +121,10 @@ SSD_INLINE void state_out(const SsdArgs<T>& a, const T* S, T* dst) {
 }
 
 // Forward of one (b, h): y (b, l, h, p) and the final state (b, h, p, n).
-template <typename T>
+template <typename T, int Bytes>
 SSD_INLINE void forward_unit(const SsdArgs<T>& a, int64_t b, int64_t h, T* y_out, T* final_out,
                              std::vector<T>& S, Chunk<T>& c) {
-  using Vc = Vec<T>;
+  using Vc = Vec<T, Bytes>;
   using V = typename Vc::V;
   constexpr int W = Vc::W;
   const int64_t unit = b * a.heads + h, Pp = a.Pp, Np = a.Np;
@@ -142,7 +138,9 @@ SSD_INLINE void forward_unit(const SsdArgs<T>& a, int64_t b, int64_t h, T* y_out
     for (int64_t k0 = 0; k0 < Np; k0 += KT) {
       for (int64_t i0 = 0; i0 < Pp; i0 += IV * W) {
         V H[KT][IV];
+        #pragma GCC unroll 8
         for (int k = 0; k < KT; ++k)
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) H[k][j] = Vc::load(S.data() + (k0 + k) * Pp + i0 + j * W);
         for (int64_t t = 0; t < steps; ++t) {
           const V dv = Vc::set1(c.decay[t]);
@@ -150,21 +148,27 @@ SSD_INLINE void forward_unit(const SsdArgs<T>& a, int64_t b, int64_t h, T* y_out
           const T* Bt = c.Bc.data() + t * Np + k0;
           const T* Ct = c.Cc.data() + t * Np + k0;
           V uv[IV], yacc[IV];
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) {
             uv[j] = Vc::load(u + j * W);
             yacc[j] = Vc::set1(T(0));
           }
+          #pragma GCC unroll 8
           for (int k = 0; k < KT; ++k) {
             const V bk = Vc::set1(Bt[k]), ck = Vc::set1(Ct[k]);
+            #pragma GCC unroll 8
             for (int j = 0; j < IV; ++j) {
               H[k][j] = dv * H[k][j] + bk * uv[j];
               yacc[j] += H[k][j] * ck;
             }
           }
           T* y = c.y.data() + t * Pp + i0;
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) Vc::store(y + j * W, Vc::load(y + j * W) + yacc[j]);
         }
+        #pragma GCC unroll 8
         for (int k = 0; k < KT; ++k)
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) Vc::store(S.data() + (k0 + k) * Pp + i0 + j * W, H[k][j]);
       }
     }
@@ -185,16 +189,25 @@ struct SsdGrads {
   T* ginit;              // (b, h, p, n)
 };
 
-// Per-thread scratch of the backward.
+// out[r] = the sum of the W values of row r of `rows` x W `in`.
+template <typename T, int W>
+SSD_INLINE void sum_lanes(const T* in, int64_t rows, T* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = in[r * W];
+  for (int w = 1; w < W; ++w)
+    for (int64_t r = 0; r < rows; ++r) out[r] += in[r * W + w];
+}
+
+// Per-thread scratch of the backward (sized for the widest vectors).
 template <typename T>
 struct BackScratch {
   Chunk<T> c;
-  std::vector<T> G, hist, gu, gBv, gCv, gdotv;
+  std::vector<T> G, hist, gu, gBv, gCv, gdotv, sums;
   void resize(const SsdArgs<T>& a) {
-    constexpr int W = Vec<T>::W;
+    sums.resize(2 * KC * KT);
+    constexpr int W = 64 / sizeof(T);
     c.resize(a);
     G.resize(a.Np * a.Pp);
-    hist.resize(KC * KT * IV * W);
+    hist.resize((KC + 1) * KT * IV * W);
     gu.resize(KC * a.Pp);
     gBv.resize(KC * KT * W);
     gCv.resize(KC * KT * W);
@@ -203,10 +216,10 @@ struct BackScratch {
 };
 
 // Backward of one (b, h).
-template <typename T>
+template <typename T, int Bytes>
 SSD_INLINE void backward_unit(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t b, int64_t h,
                               BackScratch<T>& s) {
-  using Vc = Vec<T>;
+  using Vc = Vec<T, Bytes>;
   using V = typename Vc::V;
   constexpr int W = Vc::W;
   const int64_t unit = b * a.heads + h, Pp = a.Pp, Np = a.Np;
@@ -229,26 +242,38 @@ SSD_INLINE void backward_unit(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t
       std::fill(s.gBv.begin(), s.gBv.end(), T(0));
       std::fill(s.gCv.begin(), s.gCv.end(), T(0));
       for (int64_t i0 = 0; i0 < Pp; i0 += IV * W) {
-        // 1. the tile's states over the chunk, from the one saved at its start
-        V H0[KT][IV], H[KT][IV];
+        // 1. the tile's states over the chunk, from the one saved at its start: history slot 0
+        // holds that state, slot t + 1 the state H_t
+        constexpr int64_t slot = KT * IV * W;
+        V H[KT][IV];
+        #pragma GCC unroll 8
         for (int k = 0; k < KT; ++k)
-          for (int j = 0; j < IV; ++j) H0[k][j] = H[k][j] = Vc::load(saved + (k0 + k) * Pp + i0 + j * W);
+          #pragma GCC unroll 8
+          for (int j = 0; j < IV; ++j) {
+            H[k][j] = Vc::load(saved + (k0 + k) * Pp + i0 + j * W);
+            Vc::store(s.hist.data() + (k * IV + j) * W, H[k][j]);
+          }
         for (int64_t t = 0; t < steps; ++t) {
           const V dv = Vc::set1(c.decay[t]);
           const T* u = c.u.data() + t * Pp + i0;
           const T* Bt = c.Bc.data() + t * Np + k0;
-          T* hist = s.hist.data() + t * KT * IV * W;
+          T* hist = s.hist.data() + (t + 1) * slot;
+          #pragma GCC unroll 8
           for (int k = 0; k < KT; ++k) {
             const V bk = Vc::set1(Bt[k]);
+            #pragma GCC unroll 8
             for (int j = 0; j < IV; ++j) {
               H[k][j] = dv * H[k][j] + bk * Vc::load(u + j * W);
               Vc::store(hist + (k * IV + j) * W, H[k][j]);
             }
           }
         }
-        // 2. the adjoint, last step first; Gc holds decay_{t+1} G_{t+1}
+        // 2. the adjoint, last step first; Gc holds decay_{t+1} G_{t+1}, H the state H_t
+        // (H after the recompute is the chunk's last state; going back, H_{t-1} becomes the next H_t)
         V Gc[KT][IV];
+        #pragma GCC unroll 8
         for (int k = 0; k < KT; ++k)
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) Gc[k][j] = Vc::load(s.G.data() + (k0 + k) * Pp + i0 + j * W);
         for (int64_t t = steps - 1; t >= 0; --t) {
           const V dv = Vc::set1(c.decay[t]);
@@ -256,27 +281,30 @@ SSD_INLINE void backward_unit(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t
           const T* gyp = c.gy.data() + t * Pp + i0;
           const T* Bt = c.Bc.data() + t * Np + k0;
           const T* Ct = c.Cc.data() + t * Np + k0;
-          const T* hist = s.hist.data() + t * KT * IV * W;
-          const T* prev = t > 0 ? hist - KT * IV * W : nullptr;
+          const T* prev = s.hist.data() + t * slot;  // H_{t-1}
           V uv[IV], gyv[IV], gacc[IV];
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) {
             uv[j] = Vc::load(u + j * W);
             gyv[j] = Vc::load(gyp + j * W);
             gacc[j] = Vc::set1(T(0));
           }
-          V dot = Vc::set1(T(0));
-          for (int k = 0; k < KT; ++k) {
+          V dot[KT];
+          #pragma GCC unroll 8
+          for (int k = 0; k < KT; ++k) {  // separate sums per k: no chain through the whole tile
             const V bk = Vc::set1(Bt[k]), ck = Vc::set1(Ct[k]);
             V pB = Vc::set1(T(0)), pC = Vc::set1(T(0));
+            dot[k] = Vc::set1(T(0));
+            #pragma GCC unroll 8
             for (int j = 0; j < IV; ++j) {
               const V G = Gc[k][j] + gyv[j] * ck;
-              const V Ht = Vc::load(hist + (k * IV + j) * W);
-              const V Hp = prev ? Vc::load(prev + (k * IV + j) * W) : H0[k][j];
+              const V Hp = Vc::load(prev + (k * IV + j) * W);
               gacc[j] += G * bk;
               pB += G * uv[j];
-              pC += Ht * gyv[j];
-              dot += G * Hp;
+              pC += H[k][j] * gyv[j];
+              dot[k] += G * Hp;
               Gc[k][j] = dv * G;
+              H[k][j] = Hp;
             }
             T* gBv = s.gBv.data() + (t * KT + k) * W;
             T* gCv = s.gCv.data() + (t * KT + k) * W;
@@ -284,21 +312,31 @@ SSD_INLINE void backward_unit(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t
             Vc::store(gCv, Vc::load(gCv) + pC);
           }
           T* gu = s.gu.data() + t * Pp + i0;
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) Vc::store(gu + j * W, Vc::load(gu + j * W) + gacc[j]);
           T* gd = s.gdotv.data() + t * W;
-          Vc::store(gd, Vc::load(gd) + dot);
+          V dsum = dot[0];
+          #pragma GCC unroll 8
+          for (int k = 1; k < KT; ++k) dsum += dot[k];
+          Vc::store(gd, Vc::load(gd) + dsum);
         }
+        #pragma GCC unroll 8
         for (int k = 0; k < KT; ++k)
+          #pragma GCC unroll 8
           for (int j = 0; j < IV; ++j) Vc::store(s.G.data() + (k0 + k) * Pp + i0 + j * W, Gc[k][j]);
       }
-      // this column block's gB, gC: the lanes of the per-step partials summed
+      // this column block's gB, gC: the lanes of the per-step partials summed, lane by lane over
+      // all rows at once (a sum per row would be a chain of W dependent adds)
+      const int64_t rows = steps * KT;
+      sum_lanes<T, W>(s.gBv.data(), rows, s.sums.data());
+      sum_lanes<T, W>(s.gCv.data(), rows, s.sums.data() + KC * KT);
       for (int64_t t = 0; t < steps; ++t) {
         const int64_t pos = b * a.len + s0 + t;
         T* gB = g.gB + (pos * a.heads + h) * a.dstate;
         T* gC = g.gC + (pos * a.heads + h) * a.dstate;
         for (int k = 0; k < KT && k0 + k < a.dstate; ++k) {
-          gB[k0 + k] = Vc::sum(Vc::load(s.gBv.data() + (t * KT + k) * W));
-          gC[k0 + k] = Vc::sum(Vc::load(s.gCv.data() + (t * KT + k) * W));
+          gB[k0 + k] = s.sums[t * KT + k];
+          gC[k0 + k] = s.sums[KC * KT + t * KT + k];
         }
       }
     }

@@ -4,13 +4,14 @@
 // Called only from biomamba/ops/ssd_cpu.py, which applies dt's bias/softplus/clamp, turns seq_idx
 // into document starts and converts everything to the compute dtype (float32 or float64),
 // contiguous; the checks here guard that contract with messages naming the argument.
-// Built without -march flags (a cached build stays portable); the kernels are compiled twice,
-// once for AVX2+FMA (chosen at run time when the CPU has them) and once for the baseline.
+// Built without -march flags (a cached build stays portable); the kernels are compiled for three
+// instruction sets and the widest the CPU has is chosen at run time (isa_level).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <vector>
 
 #include "ssd_kernel.h"
@@ -66,7 +67,7 @@ SsdArgs<T> make_args(const Tensor& x, const Tensor& dt, const Tensor& A, const T
   a.groups = B.size(2);
   a.dstate = B.size(3);
   a.nchunks = (a.len + KC - 1) / KC;
-  a.Pp = round_up(a.headdim, IV * Vec<T>::W);
+  a.Pp = round_up(a.headdim, IV * (64 / sizeof(T)));  // whole tiles of the widest vectors
   a.Np = round_up(a.dstate, KT);
   a.x = x.data_ptr<T>();
   a.dt = dt.data_ptr<T>();
@@ -90,43 +91,56 @@ void parallel_units(int64_t units, const F& f) {
   });
 }
 
-// The per-unit kernels, compiled for the baseline and for AVX2+FMA.
-template <typename T>
-void forward_base(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
+// The per-unit kernels, compiled three times: baseline (SSE2/NEON: 32-byte vectors in halves),
+// AVX2+FMA, and AVX-512 (64-byte vectors, 32 registers: the tile's states and adjoints fit).
+#define SSD_AVX2 __attribute__((target("avx2,fma")))
+#define SSD_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+
+template <typename T, int Bytes>
+SSD_INLINE void forward_one(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
   thread_local std::vector<T> S;
   thread_local Chunk<T> c;
   c.resize(a);
-  forward_unit(a, unit / a.heads, unit % a.heads, y, fin, S, c);
+  forward_unit<T, Bytes>(a, unit / a.heads, unit % a.heads, y, fin, S, c);
 }
 
-template <typename T>
-__attribute__((target("avx2,fma"))) void forward_avx2(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
-  thread_local std::vector<T> S;
-  thread_local Chunk<T> c;
-  c.resize(a);
-  forward_unit(a, unit / a.heads, unit % a.heads, y, fin, S, c);
-}
-
-template <typename T>
-void backward_base(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
+template <typename T, int Bytes>
+SSD_INLINE void backward_one(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
   thread_local BackScratch<T> s;
-  backward_unit(a, g, unit / a.heads, unit % a.heads, s);
+  backward_unit<T, Bytes>(a, g, unit / a.heads, unit % a.heads, s);
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void backward_avx2(const SsdArgs<T>& a, const SsdGrads<T>& g,
-                                                       int64_t unit) {
-  thread_local BackScratch<T> s;
-  backward_unit(a, g, unit / a.heads, unit % a.heads, s);
+void forward_base(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) { forward_one<T, 32>(a, unit, y, fin); }
+template <typename T>
+SSD_AVX2 void forward_avx2(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) { forward_one<T, 32>(a, unit, y, fin); }
+template <typename T>
+SSD_AVX512 void forward_avx512(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
+  forward_one<T, 64>(a, unit, y, fin);
+}
+template <typename T>
+void backward_base(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) { backward_one<T, 32>(a, g, unit); }
+template <typename T>
+SSD_AVX2 void backward_avx2(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
+  backward_one<T, 32>(a, g, unit);
+}
+template <typename T>
+SSD_AVX512 void backward_avx512(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
+  backward_one<T, 64>(a, g, unit);
 }
 
-bool has_avx2() {
+// The instruction set the kernels use here: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
+// BIOMAMBA_SSD_ISA=0/1/2 caps it (tests run every path the CPU has).
+int isa_level() {
+  int level = 0;
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-#else
-  return false;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
+  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    level = 2;
 #endif
+  if (const char* cap = std::getenv("BIOMAMBA_SSD_ISA")) level = std::min(level, std::atoi(cap));
+  return level;
 }
 
 // Returns (y (b, l, h, p), final_states (b, h, p, n), saved states (b, h, nchunks, Np, Pp) or empty).
@@ -144,9 +158,10 @@ std::vector<Tensor> ssd_forward(const Tensor& x, const Tensor& dt, const Tensor&
     saved = save_states ? at::empty({b, h, a.nchunks, a.Np, a.Pp}, x.options()) : at::empty({0}, x.options());
     a.saved = save_states ? saved.data_ptr<T>() : nullptr;
     T *yp = y.data_ptr<T>(), *fp = fin.data_ptr<T>();
-    const bool avx2 = has_avx2();
+    const int isa = isa_level();
     parallel_units(b * h, [&](int64_t unit) {
-      if (avx2) forward_avx2<T>(a, unit, yp, fp);
+      if (isa == 2) forward_avx512<T>(a, unit, yp, fp);
+      else if (isa == 1) forward_avx2<T>(a, unit, yp, fp);
       else forward_base<T>(a, unit, yp, fp);
     });
   });
@@ -179,9 +194,10 @@ std::vector<Tensor> ssd_backward(const Tensor& x, const Tensor& dt, const Tensor
     g.gB = gB.data_ptr<T>();
     g.gC = gC.data_ptr<T>();
     g.ginit = ginit.data_ptr<T>();
-    const bool avx2 = has_avx2();
+    const int isa = isa_level();
     parallel_units(b * h, [&](int64_t unit) {
-      if (avx2) backward_avx2<T>(a, g, unit);
+      if (isa == 2) backward_avx512<T>(a, g, unit);
+      else if (isa == 1) backward_avx2<T>(a, g, unit);
       else backward_base<T>(a, g, unit);
     });
   });
@@ -195,6 +211,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "biomamba SSD scan (Mamba-2), CPU kernels (forward and chunk-recomputing backward)";
   m.def("forward", &biomamba_ssd::ssd_forward, "SSD scan forward (cpu)");
   m.def("backward", &biomamba_ssd::ssd_backward, "SSD scan backward (cpu)");
-  m.def("uses_avx2", &biomamba_ssd::has_avx2, "whether the AVX2+FMA kernels run on this CPU");
+  m.def("isa_level", &biomamba_ssd::isa_level,
+        "the kernels' instruction set here: 2 AVX-512, 1 AVX2+FMA, 0 baseline (BIOMAMBA_SSD_ISA caps it)");
   m.attr("CHUNK") = biomamba_ssd::KC;
 }
