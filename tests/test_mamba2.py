@@ -193,8 +193,8 @@ def test_config_reports_mamba2_problems():
         BioMambaConfig.from_preset("debug-mamba2", headdim=48)
     with pytest.raises(ValueError, match="divisible by ngroups 3"):
         BioMambaConfig.from_preset("debug-mamba2", ngroups=3)
-    with pytest.raises(ValueError, match="scan_backend 'cpu' has no SSD scan"):
-        BioMambaConfig.from_preset("debug-mamba2", scan_backend="cpu")
+    with pytest.raises(ValueError, match="scan_backend 'cuda' has no SSD scan"):
+        BioMambaConfig.from_preset("debug-mamba2", scan_backend="cuda")
 
 
 def test_dt_limit_clamps_dt_as_transformers_does():
