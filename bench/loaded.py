@@ -35,7 +35,7 @@ SETTINGS = {
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
     "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, None),
     "1 thread": ({}, 1),
-    "biomamba": ({}, "biomamba"),
+    "biomamba": ({}, "biomamba"),  # import biomamba sets PASSIVE, configure() the threads
 }
 WORKLOADS = ("eval-ppl", "pretrain")
 

@@ -5,8 +5,9 @@
     configure(threads)    sets torch's intra-op threads (which our C++ kernels use too), one
                           inter-op thread, and OpenMP's wait policy; returns the thread count
 
-Every `biomamba` command calls configure() before torch loads (biomamba/cli.py), with --threads N
-when given, else OMP_NUM_THREADS when the user set it, else available_cpus().
+Every `biomamba` command calls configure() (biomamba/cli.py), with --threads N when given, else
+OMP_NUM_THREADS when the user set it, else available_cpus(). The wait policy is set earlier still,
+by `import biomamba` (biomamba/__init__.py), because OpenMP reads it once, when torch loads it.
 
 Why PASSIVE (bench/loaded.py, bench/RESULTS.md "A loaded machine"): OpenMP's default lets a thread
 that runs out of work spin for a while before it sleeps. When another process holds one of the
