@@ -15,6 +15,11 @@ import sys
 
 __version__ = "0.1.0"
 
+# OpenMP reads its wait policy once, when torch loads it: set it before anything here imports torch
+# (biomamba/threads.py says why PASSIVE; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept).
+if "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # name -> the module defining it; loaded on first access (PEP 562), or at once outside the command.
 _EXPORTS = {"BioMambaConfig": "biomamba.config", "BioMambaModel": "biomamba.modeling",
             "BioMambaForCausalLM": "biomamba.modeling", "BioMambaForEmbedding": "biomamba.modeling",

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 import biomamba
+from biomamba import flags, threads
 from biomamba.io import WriteFailed, describe_write_error, write_errno
 from biomamba.locking import DirectoryInUse
 
@@ -79,7 +80,9 @@ def run_module(prog: str, module_name: str, help_text: str, argv: list) -> int:
     sub = argparse.ArgumentParser(prog=prog, description=module.__doc__ or help_text,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub)
+    flags.add_threads(sub)
     args = parse_intermixed(sub, argv)  # `--help` exits here, before torch or transformers load
+    threads.configure(args.threads)  # before torch computes: OpenMP reads its wait policy once
     biomamba.load_models()  # registers the Auto classes, as `import biomamba` does outside the command
     try:
         return int(module.run(args) or 0)

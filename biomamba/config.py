@@ -49,7 +49,7 @@ DEFAULT_D_STATE = {"Mamba1": 16, "Mamba2": 128}  # mamba_ssm's Mamba and Mamba2 
 
 SCAN_BACKENDS = ("auto", "ref", "torch", "cpu", "cuda", "mamba_ssm")
 # ssd_scan's backends (biomamba.ops): the scan_backend choices of a Mamba-2 model
-SSD_BACKENDS = ("auto", "ref", "torch", "mamba_ssm")
+SSD_BACKENDS = ("auto", "ref", "torch", "cpu", "mamba_ssm")
 
 
 class BioMambaConfig(PreTrainedConfig):

@@ -4,6 +4,7 @@
     --tokenizer DIR          model.tokenizer     when not beside the model
     --device auto|cpu|cuda   run.device
     --precision P            run.precision
+    --threads N              run.threads         every command (biomamba/cli.py; biomamba/threads.py)
     --wandb / --no-wandb     logging.wandb
     --wandb-project NAME     logging.project
     --wandb-group NAME       logging.group
@@ -28,6 +29,8 @@ FLAGS = {
                                   help="auto (cuda when available; the default), cpu or cuda")),
     "precision": ("run.precision", dict(flag="--precision", choices=("auto", "fp32", "bf16"),
                                         help="auto (bf16 autocast on GPU, fp32 on CPU; the default), fp32, bf16")),
+    "threads": ("run.threads", dict(flag="--threads", type=int, metavar="N",
+                                    help="threads to compute with (default: the CPUs this process may use)")),
     "wandb": ("logging.wandb", dict(flag="--wandb", action=argparse.BooleanOptionalAction,
                                     help="log to W&B (default: the config's logging.wandb, on)")),
     "wandb_project": ("logging.project", dict(flag="--wandb-project", metavar="NAME", help="W&B project")),
@@ -37,6 +40,12 @@ WANDB = ("wandb", "wandb_project", "wandb_group")
 
 # --precision of the commands that score a model -> the torch dtype its weights are cast to
 EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def add_threads(parser):
+    """--threads N on a command that does not have it yet (biomamba/cli.py gives every command one)."""
+    if not any("--threads" in action.option_strings for action in parser._actions):
+        add_arguments(parser, ["threads"])
 
 
 def add_arguments(parser, names):

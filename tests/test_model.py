@@ -110,8 +110,8 @@ def test_config_reports_mamba2_problems():
         BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", headdim=48)
     with pytest.raises(ValueError, match="divisible by ngroups 3"):
         BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", ngroups=3)
-    with pytest.raises(ValueError, match="scan_backend 'cpu' has no SSD scan"):
-        BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", scan_backend="cpu")
+    with pytest.raises(ValueError, match="scan_backend 'cuda' has no SSD scan"):
+        BioMambaConfig.from_preset("debug", ssm_layer="Mamba2", scan_backend="cuda")
 
 
 # ----------------------------------------------------------------------------- Mamba-2's own settings

@@ -303,13 +303,13 @@ def test_unavailable_and_unknown_backends_say_what_to_do():
     args = (t["x"], t["dt"], t["A"], t["B"], t["C"], 4)
     with pytest.raises(ops.BackendUnavailable, match=r"pip install 'biomamba\[cuda\]'"):
         ops.ssd_scan(*args, backend="mamba_ssm")
-    choices = "unknown ssd_scan backend 'fast'; choose one of auto, ref, torch, mamba_ssm"
+    choices = "unknown ssd_scan backend 'fast'; choose one of auto, ref, torch, cpu, mamba_ssm"
     with pytest.raises(ValueError, match=choices):
         ops.ssd_scan(*args, backend="fast")
 
 
-def test_auto_is_torch_on_cpu():
-    assert ops.resolve_ssd_backend("auto", torch.device("cpu")) == "torch"
+def test_auto_on_cpu_is_the_compiled_kernel_where_it_builds():
+    assert ops.resolve_ssd_backend("auto", torch.device("cpu")) == "cpu"  # tests/test_ssd_cpu.py
     assert ops.resolve_ssd_backend("ref", torch.device("cpu")) == "ref"
 
 

@@ -99,6 +99,9 @@ class RuntimeConfig:
     """Where and how a command computes: the `run` section of every schema (--device, --precision)."""
     device: str = choice("auto", ("auto", "cpu", "cuda"))
     precision: str = choice("auto", ("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
+    # --threads N; None: the CPUs this process may use. Applied by biomamba/cli.py (biomamba.threads)
+    # before torch loads, recorded here so the run's config says it.
+    threads: int | None = at_least(None, 1)
 
 
 # Old spellings, refused with the new name: one name for each setting in every command (README).

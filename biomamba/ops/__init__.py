@@ -51,7 +51,9 @@ Shapes (h = heads, p = headdim, g = groups of heads sharing B/C, n = d_state):
     out: (b, l, h, p) in x's dtype; final_states in float32 (float64 for float64 inputs)
     ssd_state_update: x, z (b, h, p); dt (b, h); B, C (b, g, n); returns y (b, h, p)
 Backends of ssd_scan: "ref" (ops/ssd_reference.py, sequential, any float dtype: the truth),
-"torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length; "auto" on CPU),
+"torch" (ops/ssd_torch.py, the chunked matmul algorithm, memory linear in length),
+"cpu" (the compiled C++ kernel, kernels/cpu/ssd_scan.cpp, glue in ops/ssd_cpu.py; "auto" on CPU when
+it builds, else "torch" with a warning),
 "mamba_ssm" (its Triton kernel; "auto" on CUDA when it imports and a small forward and backward with
 the mixer's options runs, else "torch"): `resolve_ssd_backend`;
 a Mamba-2 mixer records its choice as backends_used(model)["ssd_scan"]. ssd_state_update runs the reference step.
@@ -211,7 +213,7 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None):
 __all__ += ["ssd_scan", "ssd_state_update", "ssd_scan_ref"]
 
 # What "auto" may choose for ssd_scan, fastest first, per device type (elsewhere: "torch").
-SSD_AUTO_ORDER = {"cpu": ("torch",), "cuda": ("mamba_ssm", "torch")}
+SSD_AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("mamba_ssm", "torch")}
 
 
 def _mamba_ssm_ssd():
@@ -229,9 +231,11 @@ def _ssd_impl(name):
         return ssd_scan_ref
     if name == "torch":
         return ssd_scan_torch
+    if name == "cpu":
+        return _compiled_module("ssd_cpu").ssd_scan_cpu
     if name == "mamba_ssm":
         return _mamba_ssm_ssd()
-    raise ValueError(f"unknown ssd_scan backend {name!r}; choose one of auto, ref, torch, mamba_ssm")
+    raise ValueError(f"unknown ssd_scan backend {name!r}; choose one of auto, ref, torch, cpu, mamba_ssm")
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,12 +15,9 @@ needs gcc or clang (GCC vector extensions; no -march flags, so a cached build is
 gradient through the returned last state is supported (it seeds the adjoint recurrence).
 seq_idx (document resets) reaches the kernel as int32 ids (reference.seq_idx_int32).
 """
-import os
-import shutil
-
 import torch
 
-from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir, versioned_name
+from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kernel_source_dir
 from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 SOURCE_DIR = kernel_source_dir("cpu")
@@ -32,41 +29,8 @@ _extension = None
 _failure = None  # the BackendUnavailable raised on the first try, re-raised on every later call
 
 
-def _compiler():
-    return os.environ.get("CXX", "c++")
-
-
 def _load_extension():
-    from torch.utils import cpp_extension
-
-    missing = [name for name in SOURCES + HEADERS if not (SOURCE_DIR / name).is_file()]
-    if missing:
-        raise BackendUnavailable(
-            f"backend 'cpu': kernel sources {missing} not found in {SOURCE_DIR}; biomamba's "
-            "source checkout has them in kernels/cpu and its wheel in biomamba/kernels/cpu: reinstall biomamba "
-            "(`pip install --force-reinstall biomamba`), or use backend='torch'")
-    if shutil.which(_compiler()) is None:
-        raise BackendUnavailable(
-            f"backend 'cpu' needs a C++ compiler to build its kernel on first use, and "
-            f"{_compiler()!r} was not found; install one (`apt-get install g++`) or set CXX, "
-            "or use backend='torch'")
-    if not cpp_extension.is_ninja_available():
-        raise BackendUnavailable("backend 'cpu' needs ninja to build its kernel: `pip install ninja`")
-    # -fopenmp: at::parallel_for only runs in parallel when the including code is built with OpenMP;
-    # no -march=native, so the cached build runs on any x86-64/arm64 machine.
-    try:
-        return cpp_extension.load(
-            name=versioned_name(EXTENSION_NAME, SOURCE_DIR, SOURCES + HEADERS),
-            sources=[str(SOURCE_DIR / name) for name in SOURCES],
-            extra_include_paths=[str(SOURCE_DIR)],
-            extra_cflags=["-O3", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as error:  # compiler or linker errors; the message holds the build log
-        raise BackendUnavailable(
-            f"backend 'cpu': building the C++ kernel from {SOURCE_DIR} failed; fix the error below "
-            f"or use backend='torch'\n{error}") from error
+    return build_cpu_extension("selective_scan", EXTENSION_NAME, SOURCE_DIR, SOURCES, HEADERS)
 
 
 def check_available():
