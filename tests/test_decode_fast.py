@@ -101,3 +101,39 @@ def test_the_torch_path_serves_what_the_compiled_step_does_not():
         out = model(ids, use_cache=True)
         step = model(ids[:, :1], cache_params=out.cache_params, use_cache=True, output_hidden_states=True)
     assert step.hidden_states is not None and len(step.hidden_states) == model.config.n_layer + 1
+
+
+# Stated bound on the quality cost of int8 weights: eval-ppl's bits per byte may rise by at most 1%
+# (the goal; bf16 weights likewise). A random model with large embeddings, so that its
+# predictions are far from uniform and rounding its weights shows.
+BITS_PER_BYTE_BOUND = 0.01
+
+
+def test_eval_ppl_bits_per_byte_change_of_weight_only_precisions(tmp_path):
+    import argparse
+    import json
+
+    from biomamba.eval import perplexity
+    from tests.model_helpers import bpe_tokenizer
+
+    corpus = [f"Patients {i} were randomised to aspirin or placebo for {i % 7 + 2} weeks." for i in range(40)]
+    tok = bpe_tokenizer(tmp_path / "model", corpus)
+    torch.manual_seed(0)
+    config = BioMambaConfig.from_preset("tiny", d_model=64, n_layer=2, vocab_size=len(tok), initializer_range=0.5,
+                                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    BioMambaForCausalLM(config).save_pretrained(tmp_path / "model")
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
+    bits = {}
+    for precision in ("fp32", "int8", "bf16-weights"):
+        parser = argparse.ArgumentParser()
+        perplexity.add_arguments(parser)
+        out = tmp_path / f"{precision}.json"
+        argv = ["--model", str(tmp_path / "model"), "--data", str(tmp_path / "docs.jsonl"), "--out", str(out),
+                "--precision", precision, "--no-progress", "--no-wandb", "--device", "cpu"]
+        assert perplexity.run(parser.parse_args(argv)) == 0
+        payload = json.loads(out.read_text())
+        assert payload["model"]["weights"] == ("float32" if precision == "fp32" else precision)
+        bits[precision] = payload["results"][0]["bits_per_byte"]
+    for precision in ("int8", "bf16-weights"):
+        assert bits[precision] != bits["fp32"]
+        assert abs(bits[precision] - bits["fp32"]) <= BITS_PER_BYTE_BOUND * bits["fp32"], bits
