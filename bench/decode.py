@@ -192,7 +192,7 @@ class LlamaCpp:
 
     def __init__(self, path, threads):
         from llama_cpp import Llama
-        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=256, n_batch=64,
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=256, n_batch=256,
                          verbose=False)
 
     def greedy(self, prompt, new_tokens):

@@ -116,6 +116,33 @@ def profile(model, repeats, label):
                       weight_bytes=gemv_bytes + head_bytes)
 
 
+def gemv_kernels(repeats):
+    """GB/s of one gemv over the LM head's shape (50280 x 768) per kernel: torch's fp32 and bf16
+    F.linear, torch's int8 weight-only op (aten._weight_int8pack_mm), and ours (decode_step.cpp)."""
+    from biomamba.decode import quantize
+    from biomamba.ops.cpu_decode import extension
+
+    ext, weight, x = extension(), torch.randn(50280, 768), torch.randn(1, 768)
+    int8, scale = quantize(weight, "int8")
+    bf16 = weight.to(torch.bfloat16)
+    kernels = {
+        "torch F.linear fp32": (lambda: F.linear(x, weight), 4),
+        "torch F.linear bf16 (bf16 input)": (lambda: F.linear(x.to(torch.bfloat16), bf16), 2),
+        "torch _weight_int8pack_mm int8": (lambda: torch.ops.aten._weight_int8pack_mm(x, int8, scale), 1),
+        "ours fp32": (lambda: ext.linear(x, weight, None, None), 4),
+        "ours bf16 weights": (lambda: ext.linear(x, bf16, None, None), 2),
+        "ours int8 weights": (lambda: ext.linear(x, int8, scale, None), 1),
+    }
+    print("| gemv (50280 x 768, batch 1) | ms | GB/s of weights |\n|---|---|---|")
+    for name, (call, size) in kernels.items():
+        try:
+            ms = median_ms(call, repeats)
+        except RuntimeError as error:  # an op this torch build lacks on CPU
+            print(f"| {name} | - | unavailable: {str(error).splitlines()[0][:80]} |")
+            continue
+        print(f"| {name} | {ms:.2f} | {weight.numel() * size / ms / 1e6:.1f} |")
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -148,6 +175,8 @@ def main():
             print(f"compiled step {precision:5}: forward step {fast['forward step']:.2f} ms, generate "
                   f"{fast['generate (per token)']:.2f} ms/token ({1000 / fast['generate (per token)']:.1f} tok/s, "
                   f"{floor_ms / fast['generate (per token)']:.0%} of the fp32 weight floor)")
+    if args.fast:
+        gemv_kernels(args.repeats)
     print(f"# uptime at the end: {os.popen('uptime').read().strip()}")
 
 
