@@ -17,7 +17,7 @@ GREEDY = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
 
 def small_model(preset, **overrides):
     torch.manual_seed(0)
-    config = BioMambaConfig.from_preset(preset, d_model=64, n_layer=2, vocab_size=300, **overrides)
+    config = BioMambaConfig.from_preset(preset, **{"d_model": 64, "n_layer": 2, "vocab_size": 300, **overrides})
     return BioMambaForCausalLM(config).eval()
 
 
@@ -137,3 +137,4 @@ def test_eval_ppl_bits_per_byte_change_of_weight_only_precisions(tmp_path):
     for precision in ("int8", "bf16-weights"):
         assert bits[precision] != bits["fp32"]
         assert abs(bits[precision] - bits["fp32"]) <= BITS_PER_BYTE_BOUND * bits["fp32"], bits
+
