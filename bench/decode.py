@@ -13,8 +13,20 @@ steps never use the scan). The old version runs in a subprocess that imports bio
 `git archive REF` and times one call per request. One thread by default: on a shared 2-core box,
 two OpenMP threads wait for each other whenever another process holds a core.
 
+Ours runs in fp32 and, with --precisions, in the weight-only formats (`int8`, `bf16-weights`;
+biomamba/decode.py), each a copy of the same weights. The anchor users pick for CPU inference,
+llama.cpp, runs the same weights (--llama f32,f16,q8_0): our transformers-layout export converted by
+llama.cpp's own convert_hf_to_gguf.py (--converter; the llama-cpp-python source distribution ships it
+under vendor/llama.cpp), decoded through llama-cpp-python (`llama_cpp`), one token per llama_decode,
+argmax in numpy, --threads threads; absent either, its columns are skipped with the reason. "roofline":
+the fp32 weights' bytes / the read bandwidth (a sum over a tensor of those bytes) bounds batch-1 fp32
+decoding; each rate is printed as a % of it. Greedy agreement: the tokens of llama.cpp f32 against ours
+fp32 for the first prompt row.
+
     python bench/decode.py
     python bench/decode.py --presets tiny --blocks Mamba2 --batches 1 --before HEAD~2
+    python bench/decode.py --presets 130m --blocks Mamba1,Mamba2 --batches 1 --before '' --threads 2 \
+        --converter /path/to/llama.cpp/convert_hf_to_gguf.py
 """
 import argparse
 import os
@@ -41,6 +53,11 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per measurement (the fastest is kept)")
     p.add_argument("--before", default="main", help="git ref of the old generate ('' skips it)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precisions", default="int8,bf16-weights",
+                   help="weight-only formats of ours timed beside fp32 ('' for none)")
+    p.add_argument("--llama", default="f32,f16,q8_0", help="llama.cpp GGUF types to time ('' for none)")
+    p.add_argument("--converter", default=os.environ.get("LLAMA_CPP_CONVERTER", ""),
+                   help="llama.cpp's convert_hf_to_gguf.py (default $LLAMA_CPP_CONVERTER)")
     return p.parse_args()
 
 
@@ -123,13 +140,109 @@ def has_block(source: Path, block: str) -> bool:
     return block == "Mamba1" or (source / "biomamba" / "mamba2.py").is_file()
 
 
+def weight_only_copies(ours, precisions):
+    """{precision: a copy of `ours` with its weights in that weight-only format}."""
+    from biomamba import BioMambaForCausalLM
+    from biomamba.decode import use_fast_decode
+
+    copies = {}
+    for precision in precisions:
+        copy = BioMambaForCausalLM(ours.config).eval()
+        copy.load_state_dict(ours.state_dict())
+        copies[precision] = use_fast_decode(copy, precision)
+    return copies
+
+
+def roofline_tokens_per_s(model, threads):
+    """Batch-1 tokens/s if each step only read the fp32 weights once at this machine's read bandwidth."""
+    nbytes = sum(p.numel() * 4 for p in model.parameters())  # the tied embedding / LM head once
+    block = torch.ones(nbytes // 4)
+    block.sum()
+    best = min(seconds(block.sum) for _ in range(5))
+    return 1 / best
+
+
+def llama_cpp_missing(args) -> str:
+    """Why llama.cpp cannot be timed here ('' when it can)."""
+    if not args.llama:
+        return "not asked for"
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama-cpp-python is not installed (pip install llama-cpp-python: it builds llama.cpp)"
+    if not args.converter or not Path(args.converter).is_file():
+        return "no converter: pass --converter PATH/convert_hf_to_gguf.py (llama.cpp's sources)"
+    return ""
+
+
+def gguf_files(theirs, types, converter, directory: Path) -> dict:
+    """{type: GGUF path}: transformers' layout of the weights, converted by llama.cpp's own converter."""
+    hf_dir = directory / "hf"
+    theirs.save_pretrained(hf_dir)
+    env = dict(os.environ, PYTHONPATH=str(Path(converter).parent / "gguf-py"))
+    files = {}
+    for kind in types:
+        files[kind] = directory / f"model-{kind}.gguf"
+        subprocess.run([sys.executable, converter, str(hf_dir), "--outtype", kind, "--outfile", str(files[kind])],
+                       check=True, capture_output=True, env=env)
+    return files
+
+
+class LlamaCpp:
+    """llama.cpp decoding a GGUF file through llama-cpp-python: one llama_decode per token, argmax in numpy."""
+
+    def __init__(self, path, threads):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=256, n_batch=256,
+                         verbose=False)
+
+    def greedy(self, prompt, new_tokens):
+        import numpy as np
+        llm = self.llm
+        llm.reset()
+        llm.eval(prompt)
+        tokens = []
+        for i in range(new_tokens):
+            tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            if i + 1 < new_tokens:
+                llm.eval(tokens[-1:])
+        return tokens
+
+
+def timers_for(preset, ours, theirs, copies, llamas, old, ids, args):
+    batch = ids.shape[0]
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
+                  min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    timers = {"transformers": lambda: seconds(lambda: theirs.generate(ids, **kwargs)),
+              "ours fp32": lambda: seconds(lambda: ours.generate(ids, **kwargs))}
+    for precision, model in copies.items():
+        timers[f"ours {precision}"] = lambda model=model: seconds(lambda: model.generate(ids, **kwargs))
+    if batch == 1:  # llama.cpp's loop here decodes one sequence
+        for kind, llama in llamas.items():
+            timers[f"llama.cpp {kind}"] = lambda llama=llama: seconds(
+                lambda: llama.greedy(ids[0].tolist(), args.new_tokens))
+    if old is not None:
+        timers["biomamba before"] = lambda: old.seconds(batch)
+    return timers, kwargs
+
+
+def agreement(ours, llama, ids, kwargs, new_tokens):
+    """How many of llama.cpp's greedy tokens equal ours, first prompt row."""
+    mine = ours.generate(ids[:1], **{**kwargs, "attention_mask": torch.ones_like(ids[:1])})[0, ids.shape[1]:].tolist()
+    theirs = llama.greedy(ids[0].tolist(), new_tokens)
+    return sum(a == b for a, b in zip(mine, theirs))
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# greedy, prompt {args.prompt_len} + {args.new_tokens} new tokens, {args.threads} thread(s), "
-          f"load average {os.getloadavg()[0]:.1f} at the start; tokens/s (ratio to transformers)")
-    before = f"biomamba {args.before}" if args.before else ""
-    print(f"{'preset':12} {'batch':>5} {'transformers':>14} {'biomamba now':>20} {before:>20}", flush=True)
+    missing = llama_cpp_missing(args)
+    print(f"# greedy, prompt {args.prompt_len} + {args.new_tokens} new tokens, {args.threads} thread(s); "
+          f"uptime: {os.popen('uptime').read().strip()}")
+    if missing:
+        print(f"# llama.cpp skipped: {missing}")
+    print(f"| preset | batch | decoder | tokens/s | x transformers | % of fp32 roofline |\n|---|---|---|---|---|---|",
+          flush=True)
     reported = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -137,32 +250,35 @@ def main():
         for block, size in ((b, p) for b in args.blocks.split(",") for p in args.presets.split(",")):
             preset = f"{block}/{size}"
             ours, theirs = models(size, block, scratch / block / size)
+            copies = weight_only_copies(ours, [p for p in args.precisions.split(",") if p])
+            llamas = {}
+            if not missing:
+                files = gguf_files(theirs, args.llama.split(","), args.converter, scratch / block / size)
+                llamas = {kind: LlamaCpp(path, args.threads) for kind, path in files.items()}
+            roofline = roofline_tokens_per_s(ours, args.threads)
             known = source is not None and has_block(source, block)
             old = OldGenerate(source, scratch / block / size, args) if known else None
             for batch in (int(b) for b in args.batches.split(",")):
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))
-                kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
-                              min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-                timers = {"transformers": lambda: seconds(lambda: theirs.generate(ids, **kwargs)),
-                          "now": lambda: seconds(lambda: ours.generate(ids, **kwargs))}
-                if old is not None:
-                    timers["before"] = lambda: old.seconds(batch)
+                timers, kwargs = timers_for(preset, ours, theirs, copies, llamas, old, ids, args)
                 rates = {name: batch * args.new_tokens / elapsed
                          for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
-                cells = [f"{rates[name]:8.1f} ({rates[name] / rates['transformers']:4.2f}x)"
-                         for name in ("now", "before") if name in rates]
-                print(f"{preset:12} {batch:>5} {rates['transformers']:14.1f} " + " ".join(f"{c:>20}" for c in cells),
-                      flush=True)
-                reported.append([preset, batch, rates["transformers"], rates["now"], rates["now"] / rates["transformers"],
-                                 rates.get("before"), rates["before"] / rates["transformers"] if "before" in rates else None])
+                for name, rate in rates.items():
+                    share = rate / (roofline * batch)
+                    print(f"| {preset} | {batch} | {name} | {rate:.1f} | {rate / rates['transformers']:.2f}x | "
+                          f"{share:.0%} |", flush=True)
+                    reported.append([preset, batch, name, rate, rate / rates["transformers"], share])
+            if "f32" in llamas:
+                same = agreement(ours, llamas["f32"], ids[:1], kwargs, args.new_tokens)
+                print(f"# {preset}: llama.cpp f32 greedy tokens equal ours fp32 for {same} of {args.new_tokens}")
+            print(f"# {preset}: fp32 roofline {roofline:.1f} tok/s at batch 1", flush=True)
             if old is not None:
                 old.close()
-            del ours, theirs
-    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
-    report_table("decode", ["preset", "batch", "transformers tok/s", "now tok/s", "now x transformers",
-                            "before tok/s", "before x transformers"], reported, key=("preset", "batch"),
-                 ratios=("now x transformers", "before x transformers"))
+            del ours, theirs, copies, llamas
+    print(f"# uptime at the end: {os.popen('uptime').read().strip()}")
+    report_table("decode", ["preset", "batch", "decoder", "tokens/s", "x transformers", "share of roofline"],
+                 reported, key=("preset", "batch", "decoder"), ratios=("x transformers", "share of roofline"))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,14 @@ FLAGS = {
 }
 WANDB = ("wandb", "wandb_project", "wandb_group")
 
-# --precision of the commands that score a model -> the torch dtype its weights are cast to
-EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# --precision of the commands that score or decode with a model -> the torch dtype its weights are cast to.
+# The weight-only ones keep fp32 activations and round the weights (biomamba/decode.py): int8 with one
+# scale per output row, or bf16; the CPU decoding step then reads 1 or 2 bytes a weight.
+WEIGHT_ONLY = ("int8", "bf16-weights")
+EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "bf16-weights": "float32",
+               "int8": "float32"}
+PRECISION_HELP = ("the weights' dtype (default fp32); bf16-weights and int8 round the weights only "
+                  "(activations stay fp32; the CPU decoding step reads them at 2 or 1 byte a weight)")
 
 
 def add_threads(parser):
@@ -66,8 +72,7 @@ def add_scored_model(parser):
     parser.add_argument("--model", required=True, metavar="DIR", help="model dir or pretraining run dir")
     parser.add_argument("--tokenizer", metavar="DIR", help="tokenizer dir (default: the model dir's own)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="fp32", choices=list(EVAL_DTYPES),
-                        help="the weights' dtype while scoring (default fp32)")
+    parser.add_argument("--precision", default="fp32", choices=list(EVAL_DTYPES), help=PRECISION_HELP)
 
 
 def renamed(parser, old: str, new: str, note: str = ""):

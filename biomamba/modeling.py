@@ -29,7 +29,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
-from biomamba import ops
+from biomamba import decode, ops
 from biomamba.config import BioMambaConfig
 from biomamba.encoding import encode
 from biomamba.resolve import find_tokenizer_dir, load_tokenizer
@@ -373,6 +373,9 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel, GenerationMixin):
         """logits: (b, l, vocab) in fp32 (the last `logits_to_keep` positions when > 0); loss when
         labels are given (see causal_lm_loss). Arguments in transformers' MambaForCausalLM order;
         seq_idx / position_ids: packed documents (see BioMambaModel.forward)."""
+        if decode.applies(self, input_ids, inputs_embeds, cache_params, attention_mask, labels, output_hidden_states):
+            logits = decode.fast_step(self, input_ids, cache_params)  # the compiled CPU decoding step
+            return _returned(BioMambaCausalLMOutput(logits=logits, cache_params=cache_params), return_dict, self.config)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                             cache_params=cache_params, use_cache=use_cache,
                             output_hidden_states=output_hidden_states, return_dict=True, seq_idx=seq_idx,

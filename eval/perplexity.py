@@ -271,7 +271,7 @@ def protocol_of(loaded, max_length, stride, note, protocols) -> dict:
 def model_entry(loaded, device, dtype) -> dict:
     return {"name": loaded.name, "path": loaded.path, "family": loaded.family, "scoring": loaded.scoring,
             "class": type(loaded.model).__name__, "parameters": sum(p.numel() for p in loaded.model.parameters()),
-            "device": device, "dtype": dtype}
+            "device": device, "dtype": dtype, "weights": getattr(loaded.model, "decode_precision", dtype)}
 
 
 def summary_line(r: dict) -> str:
@@ -297,7 +297,8 @@ def _run(args) -> int:
     try:
         device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
-        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, flags.EVAL_DTYPES[args.precision])
+        loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, flags.EVAL_DTYPES[args.precision],
+                                          weight_only=args.precision if args.precision in flags.WEIGHT_ONLY else None)
         max_length, note = default_max_length(loaded, args.max_length)
         stride = check_windowing(max_length, args.stride)
         if args.batch_size < 1:

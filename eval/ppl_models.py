@@ -56,8 +56,9 @@ def _max_positions(raw: dict) -> int | None:
     return None
 
 
-def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32") -> tuple[EvalModel, dict]:
-    """The model a SPEC names, ready for scoring, and its tokenizer's identity."""
+def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32", weight_only=None) -> tuple[EvalModel, dict]:
+    """The model a SPEC names, ready for scoring, and its tokenizer's identity; weight_only ("int8",
+    "bf16-weights"): a BioMamba model's weights rounded to it (biomamba.decode.quantize_weights)."""
     import torch
     path = Path(spec)
     model_dir = model_dir_of(path)
@@ -80,6 +81,11 @@ def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32") -> tuple
     except (OSError, ValueError, KeyError) as err:
         raise ModelSpecError(f"{model_dir}: cannot load the model ({type(err).__name__}: {err})") from None
     model = model.to(device=device, dtype=torch_dtype).eval()
+    if weight_only:
+        if family != "biomamba":
+            raise ModelSpecError(f"{model_dir}: --precision {weight_only} (weight-only) is for BioMamba models")
+        from biomamba.decode import quantize_weights
+        quantize_weights(model, weight_only)
     name = path.name if model_dir == path else f"{path.name}/{model_dir.name}"
     loaded = EvalModel(model, tokenizer, scoring, family, name, str(path), _max_positions(raw))
     return loaded, tokenizer_identity(tokenizer, tok_dir)

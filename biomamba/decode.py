@@ -1,0 +1,149 @@
+"""Decoding on CPU near the weight-read bound: a compiled step per block, and weight-only int8 / bf16.
+
+At batch 1 a decoded token reads every weight once, so its time is the weights' bytes over the memory
+bandwidth plus whatever else runs per token. The torch step (MambaMixer._step, Mamba2Mixer._step) runs
+some 40 small ops per layer and torch's gemv, reaching about a third of that bound here
+(bench/decode_profile.py, bench/RESULTS.md). `fast_step` runs the same arithmetic as one compiled call
+per block (kernels/cpu/decode_step.cpp: RMSNorm, in_proj, conv step, SSM state step, gate, out_proj,
+residual) and one for the final norm and LM head, with activations and states in fp32.
+
+It stays inside transformers' `generate`: BioMambaForCausalLM.forward takes this path for a cached
+one-token step of a CPU model under no_grad (`applies`), and the cache, logits processors, beams and
+stopping criteria are transformers' own. Anything else (training, the prompt pass, output_hidden_states,
+inputs_embeds, a mask with pads, CUDA, a bf16/fp16 model) runs the torch path, as does
+`model.decode_kernel = "torch"`.
+
+Weight-only precisions (`quantize_weights(model, precision)`):
+    "int8"          each weight row w is stored as round(w / s) in int8 with s = max|w| / 127 (one fp32
+                    scale per output row), as llama.cpp's q8_0 does per block of 32
+    "bf16-weights"  each weight rounded to bfloat16
+The linear layers of every block and the tied embedding / LM head are rounded in place (the model
+keeps fp32 tensors holding the rounded values, so the prompt pass, eval-ppl and the decoding step all
+score the same weights) and a packed copy is kept for the step to read: 1 or 2 bytes a weight instead
+of 4. Conv weights, norms, A, D and dt biases stay fp32 (a few KB per layer). Packed copies are made
+once; train no further after quantizing (quantize again to refresh them).
+"""
+import torch
+
+WEIGHT_ONLY = ("int8", "bf16-weights")
+KERNELS = ("auto", "compiled", "torch")
+
+
+def quantize(weight, precision):
+    """(packed, scale): int8 rows with a fp32 scale each, or bfloat16 and None."""
+    weight = weight.detach().float()
+    if precision == "bf16-weights":
+        return weight.to(torch.bfloat16).contiguous(), None
+    if precision != "int8":
+        raise ValueError(f"weight-only precision must be one of {WEIGHT_ONLY}, got {precision!r}")
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127  # (m,)
+    packed = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+    return packed, scale.contiguous()
+
+
+def dequantize(packed, scale):
+    return packed.float() if scale is None else packed.float() * scale[:, None]
+
+
+def step_linears(model):
+    """The linear layers a decoding step reads, by module: every block's projections and the LM head."""
+    linears = [model.lm_head]
+    for layer in model.backbone.layers:
+        mixer = layer.mixer
+        linears += [mixer.in_proj, mixer.out_proj]
+        if hasattr(mixer, "x_proj"):
+            linears += [mixer.x_proj, mixer.dt_proj]
+    return linears
+
+
+@torch.no_grad()
+def quantize_weights(model, precision):
+    """Round the step's weights to `precision` ("int8", "bf16-weights") in place and keep packed copies."""
+    if model.dtype != torch.float32:
+        raise ValueError(f"weight-only {precision} starts from an fp32 model, this one is {model.dtype}")
+    for linear in step_linears(model):
+        packed, scale = quantize(linear.weight, precision)
+        linear.weight.copy_(dequantize(packed, scale))  # the tied embedding follows the LM head
+        linear.decode_weight = (packed, scale)
+    model.decode_precision = precision
+    return model
+
+
+def applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, output_hidden_states) -> bool:
+    """Whether this forward call is a decoding step the compiled path serves (see the module docstring)."""
+    if getattr(model, "decode_kernel", "auto") == "torch" or model.training or torch.is_grad_enabled():
+        return False
+    if input_ids is None or inputs_embeds is not None or labels is not None or output_hidden_states:
+        return False
+    if input_ids.dim() != 2 or input_ids.shape[1] != 1 or input_ids.device.type != "cpu":
+        return False
+    if cache is None or not cache.has_previous_state(0) or model.lm_head.weight.dtype != torch.float32:
+        return False
+    if attention_mask is not None and not bool(attention_mask[:, -1:].all()):
+        return False
+    return _kernel_ready(model)
+
+
+def _kernel_ready(model) -> bool:
+    """The extension builds here; with decode_kernel "auto" a failed build warns once and uses torch."""
+    from biomamba.ops import BackendUnavailable
+    from biomamba.ops.cpu_decode import extension
+    try:
+        extension()
+        return True
+    except BackendUnavailable as error:
+        if getattr(model, "decode_kernel", "auto") == "compiled":
+            raise
+        import warnings
+        warnings.warn(f"decoding with the torch step: {error}", stacklevel=3)
+        model.decode_kernel = "torch"
+        return False
+
+
+def _weight(linear):
+    """(weight, scale) as the step reads them: the packed copy when quantized, else the fp32 parameter."""
+    packed = getattr(linear, "decode_weight", None)
+    return packed if packed is not None else (linear.weight, None)
+
+
+def _bias(module):
+    return None if module is None or module.bias is None else module.bias.float()
+
+
+def fast_step(model, input_ids, cache):
+    """Logits (b, 1, vocab) of one cached decoding step; the cache's states advance in place."""
+    from biomamba.ops.cpu_decode import extension
+
+    ext, cfg = extension(), model.config
+    hidden = model.backbone.embedding(input_ids[:, 0]).float().contiguous()  # (b, d_model)
+    for layer in model.backbone.layers:
+        mixer = layer.mixer
+        conv_state = cache.get_conv_state(mixer.layer_idx)
+        ssm_state = cache.get_recurrent_state(mixer.layer_idx)
+        common = (hidden, layer.norm.weight, layer.norm.eps, *_weight(mixer.in_proj), _bias(mixer.in_proj),
+                  mixer.conv1d.weight.squeeze(1), _bias(mixer.conv1d), conv_state)
+        A = -torch.exp(mixer.A_log.float())
+        if cfg.ssm_layer == "Mamba2":
+            gate_weight = mixer.norm.weight if cfg.rmsnorm else None
+            low, high = cfg.dt_limit
+            ext.mamba2_step(*common, mixer.dt_bias, A, mixer.D, low, high, (low, high) != (0.0, float("inf")),
+                            ssm_state, cfg.ngroups, gate_weight, cfg.rms_norm_eps, cfg.norm_before_gate,
+                            *_weight(mixer.out_proj), _bias(mixer.out_proj))
+        else:
+            ext.mamba1_step(*common, *_weight(mixer.x_proj), *_weight(mixer.dt_proj), mixer.dt_proj.bias, A,
+                            mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj))
+    norm_f = model.backbone.norm_f
+    return ext.lm_head(hidden, norm_f.weight, norm_f.eps, *_weight(model.lm_head)).unsqueeze(1)
+
+
+def use_fast_decode(model, precision="fp32", kernel="auto"):
+    """Set how `model` decodes on CPU: precision "fp32" or one of WEIGHT_ONLY (quantize_weights), and the
+    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch")."""
+    if kernel not in KERNELS:
+        raise ValueError(f"decode kernel must be one of {KERNELS}, got {kernel!r}")
+    model.decode_kernel = kernel
+    if precision in WEIGHT_ONLY:
+        quantize_weights(model, precision)
+    elif precision != "fp32":
+        raise ValueError(f"decode precision must be fp32 or one of {WEIGHT_ONLY}, got {precision!r}")
+    return model
