@@ -20,7 +20,7 @@ step and generate, and their % of the fp32 weight floor.
 Each figure is the median of --repeats timed calls after a warm-up. Random weights.
 
     python bench/decode_profile.py
-    python bench/decode_profile.py --presets tiny --threads 1
+    python bench/decode_profile.py --presets tiny --blocks Mamba2 --threads 1
 """
 import argparse
 import os
@@ -35,7 +35,8 @@ from biomamba import BioMambaConfig, BioMambaForCausalLM, ops
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="130m,mamba2-130m")
+    p.add_argument("--presets", default="130m", help="comma list of preset sizes")
+    p.add_argument("--blocks", default="Mamba1,Mamba2", help="comma list of block types (config.ssm_layer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--fast", default="fp32,bf16-weights,int8",
@@ -148,9 +149,9 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"# batch 1, {args.threads} thread(s), median of {args.repeats}; uptime: "
           f"{os.popen('uptime').read().strip()}")
-    for preset in args.presets.split(","):
+    for block, preset in ((b, p) for b in args.blocks.split(",") for p in args.presets.split(",")):
         torch.manual_seed(0)
-        model = BioMambaForCausalLM(BioMambaConfig.from_preset(preset)).eval()
+        model = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, ssm_layer=block)).eval()
         model.decode_kernel = "torch"  # today's torch step, the path the profile breaks down
         rows, sizes = profile(model, args.repeats, "torch")
         bandwidth = read_bandwidth(sizes["weight_bytes"], args.repeats)

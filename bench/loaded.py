@@ -65,8 +65,7 @@ def child(workload, block, threads, seconds):
         torch.set_num_threads(int(threads))
     from biomamba import BioMambaConfig, BioMambaForCausalLM
     torch.manual_seed(0)
-    preset = "tiny-mamba2" if block == "Mamba2" else "tiny"
-    model = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, vocab_size=8000))
+    model = BioMambaForCausalLM(BioMambaConfig.from_preset("tiny", ssm_layer=block, vocab_size=8000))
     shape = (1, 1024) if workload == "eval-ppl" else (8, 256)
     ids = torch.randint(0, 8000, shape, generator=torch.Generator().manual_seed(1))
     step = eval_step(model, ids) if workload == "eval-ppl" else train_step(model, ids)

@@ -11,13 +11,15 @@ from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.decode import dequantize, quantize, use_fast_decode
 from biomamba.ops.cpu_decode import extension
 
-BLOCKS = ["tiny", "tiny-mamba2"]
+BLOCKS = ["Mamba1", "Mamba2"]
 GREEDY = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
-def small_model(preset, **overrides):
+def small_model(layer, **overrides):
+    """The tiny preset of a block type (config.ssm_layer), made smaller."""
     torch.manual_seed(0)
-    config = BioMambaConfig.from_preset(preset, **{"d_model": 64, "n_layer": 2, "vocab_size": 300, **overrides})
+    config = BioMambaConfig.from_preset("tiny", ssm_layer=layer,
+                                        **{"d_model": 64, "n_layer": 2, "vocab_size": 300, **overrides})
     return BioMambaForCausalLM(config).eval()
 
 
@@ -57,7 +59,7 @@ def test_greedy_tokens_equal_the_torch_step_for_64_steps(preset):
 
 @pytest.mark.parametrize("preset", BLOCKS)
 def test_compiled_steps_equal_the_full_forward(preset):
-    overrides = dict(bias=True, dt_limit=(0.01, 0.5), ngroups=2) if preset == "tiny-mamba2" else dict(bias=True)
+    overrides = dict(bias=True, dt_limit=(0.01, 0.5), ngroups=2) if preset == "Mamba2" else dict(bias=True)
     model = use_fast_decode(small_model(preset, **overrides), kernel="compiled")
     ids, continuation = prompt(model), prompt(model, length=12)
     with torch.no_grad():
@@ -87,7 +89,7 @@ def test_weight_only_logits_stay_near_fp32(preset, precision):
 @pytest.mark.parametrize("precision", ["int8", "bf16-weights"])
 def test_quantized_steps_equal_the_quantized_full_forward(precision):
     """The packed weights the step reads and the rounded fp32 weights the prompt pass reads are one model."""
-    model = use_fast_decode(small_model("tiny"), precision, kernel="compiled")
+    model = use_fast_decode(small_model("Mamba1"), precision, kernel="compiled")
     ids, continuation = prompt(model), prompt(model, length=6)
     with torch.no_grad():
         full = model(torch.cat([ids, continuation], dim=1)).logits[:, ids.shape[1] - 1:-1]
@@ -95,7 +97,7 @@ def test_quantized_steps_equal_the_quantized_full_forward(precision):
 
 
 def test_the_torch_path_serves_what_the_compiled_step_does_not():
-    model = use_fast_decode(small_model("tiny"), kernel="compiled")
+    model = use_fast_decode(small_model("Mamba1"), kernel="compiled")
     ids = prompt(model)
     with torch.no_grad():
         out = model(ids, use_cache=True)
