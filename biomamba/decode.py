@@ -73,11 +73,17 @@ def applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, outp
     """Whether this forward call is a decoding step the compiled path serves (see the module docstring)."""
     if getattr(model, "decode_kernel", "auto") == "torch" or model.training or torch.is_grad_enabled():
         return False
+    # A training run's samples: under CPU autocast the states are bf16, and FSDP's sharded parameters
+    # hold no data outside its own forward; the torch step serves both (tests/test_pretrain.py, test_fsdp.py).
+    if torch.is_autocast_enabled("cpu") or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
     if input_ids is None or inputs_embeds is not None or labels is not None or output_hidden_states:
         return False
     if input_ids.dim() != 2 or input_ids.shape[1] != 1 or input_ids.device.type != "cpu":
         return False
     if cache is None or not cache.has_previous_state(0) or model.lm_head.weight.dtype != torch.float32:
+        return False
+    if cache.get_conv_state(0).dtype != torch.float32:
         return False
     if attention_mask is not None and not bool(attention_mask[:, -1:].all()):
         return False

@@ -1,5 +1,5 @@
 """Seeded Mamba-2 SSD scan inputs and a forward + gradients runner, for the backends' tests against
-`ref` (tests/test_ssd_cpu.py; tests/test_ssd.py keeps its own copies of the same two functions)."""
+`ref` (tests/test_ssd_cpu.py and tests/test_ssd.py)."""
 import torch
 
 from biomamba import ops

@@ -7,6 +7,7 @@ import torch
 
 from biomamba import ops
 from tests.scan_cases import max_relative_error
+from tests.ssd_cases import ALL_ON, OFF, ssd_inputs
 
 # (name, b, l, h, p, g, n, chunk_size): lengths not a multiple of the chunk, h/p/n not powers of two.
 CASES = [
@@ -17,30 +18,9 @@ CASES = [
     ("single-step", 2, 1, 3, 2, 1, 3, 4),
 ]
 
-ALL_ON = dict(D="hp", z=True, dt_bias=True, dt_softplus=True, dt_limit=(0.2, 1.5), initial_states=True,
-              seq_idx=True, return_final_states=True)
-OFF = dict(D=None, z=False, dt_bias=False, dt_softplus=False, dt_limit=(0.0, float("inf")),
-           initial_states=False, seq_idx=False, return_final_states=False)
 # Every option on, all off, and each one off (or switched: D per head) with the others on.
 OPTION_SETS = {"all-on": ALL_ON, "all-off": OFF, "D-per-head": {**ALL_ON, "D": "h"},
                **{f"no-{name}": {**ALL_ON, name: OFF[name]} for name in ALL_ON}}
-
-
-def ssd_inputs(b, l, h, p, g, n, dtype=torch.float64, seed=0):
-    """Seeded inputs with realistic ranges (A < 0; dt around softplus's bend, so that dt_limit
-    (0.2, 1.5) clamps at both ends; sorted document ids, every second row starting at id 1 or more,
-    so initial_states are dropped there, as mamba_ssm does)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
-
-    return dict(
-        x=rand(b, l, h, p), dt=rand(b, l, h, scale=0.7),
-        A=-(torch.rand(h, generator=gen, dtype=torch.float64) * 2 + 0.2).to(dtype),
-        B=rand(b, l, g, n), C=rand(b, l, g, n), D_hp=rand(h, p), D_h=rand(h), z=rand(b, l, h, p),
-        dt_bias=rand(h, scale=0.5), initial_states=rand(b, h, p, n),
-        seq_idx=torch.randint(0, 4, (b, l), generator=gen).sort(dim=1).values + torch.arange(b)[:, None] % 2)
 
 
 def random_weights(out_shape, final_shape, seed=1):

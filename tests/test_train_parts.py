@@ -141,16 +141,22 @@ def test_checkpoint_files_reach_the_disk_before_the_complete_marker(tmp_path, mo
 
 
 def test_auto_chooses_only_backends_a_test_on_that_device_has_shown(monkeypatch):
-    """On CUDA, auto never picks our unverified CUDA kernel: mamba_ssm if it imports, else torch."""
+    """On CUDA: mamba_ssm if it imports, else our CUDA kernel (its scan tests passed on an H200,
+    2026-12-04), else torch; with seq_idx mamba_ssm (no document resets) is skipped."""
     from biomamba import ops
     available = {"mamba_ssm": True, "cuda": True, "torch": True}
     monkeypatch.setattr(ops, "_is_available", lambda name: available.get(name, False))
     cuda = torch.device("cuda")
     assert ops.resolve_backend("auto", cuda) == "mamba_ssm"
+    with pytest.warns(UserWarning, match="'mamba_ssm' cannot honour seq_idx, using 'cuda'"):
+        assert ops.resolve_backend("auto", cuda, seq_idx=True) == "cuda"
     available["mamba_ssm"] = False
+    with pytest.warns(UserWarning, match="'mamba_ssm' unavailable, using 'cuda'"):
+        assert ops.resolve_backend("auto", cuda) == "cuda"
+    available["cuda"] = False
     with pytest.warns(UserWarning, match="'mamba_ssm' unavailable, using 'torch'"):
         assert ops.resolve_backend("auto", cuda) == "torch"
-    assert ops.resolve_backend("cuda", cuda) == "cuda"  # by name, ours is still there to test
+    assert ops.resolve_backend("cpu", torch.device("cpu")) == "cpu"  # by name, as asked
 
 
 def test_document_resets_are_on_by_default_for_the_state_space_models_only():
