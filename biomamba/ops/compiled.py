@@ -34,29 +34,32 @@ def versioned_name(base: str, source_dir: Path, names) -> str:
     return f"{base}_{digest.hexdigest()[:12]}"
 
 
-def build_cpu_extension(op: str, base: str, source_dir: Path, sources, headers, extra_cflags=()):
+def build_cpu_extension(op: str, base: str, source_dir: Path, sources, headers, extra_cflags=(), what=None,
+                        instead="use backend='torch'"):
     """Build (or load from torch's extensions cache) a C++ extension of kernels/cpu with
     torch.utils.cpp_extension, under `versioned_name`; raise BackendUnavailable, naming `op`, with
-    what to install or fix when it cannot be built.
+    what to install or fix when it cannot be built (`what` names the kernel, "{op} backend 'cpu'" by
+    default; `instead` is the way around it).
 
     -fopenmp: at::parallel_for only runs in parallel when the including code is built with OpenMP;
     no -march=native, so the cached build runs on any x86-64/arm64 machine."""
     from torch.utils import cpp_extension
 
+    what = what or f"{op} backend 'cpu'"
     missing = [name for name in [*sources, *headers] if not (source_dir / name).is_file()]
     if missing:
         raise BackendUnavailable(
-            f"{op} backend 'cpu': kernel sources {missing} not found in {source_dir}; biomamba's "
+            f"{what}: kernel sources {missing} not found in {source_dir}; biomamba's "
             "source checkout has them in kernels/cpu and its wheel in biomamba/kernels/cpu: reinstall biomamba "
-            "(`pip install --force-reinstall biomamba`), or use backend='torch'")
+            f"(`pip install --force-reinstall biomamba`), or {instead}")
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise BackendUnavailable(
-            f"{op} backend 'cpu' needs a C++ compiler to build its kernel on first use, and "
+            f"{what} needs a C++ compiler to build its kernel on first use, and "
             f"{compiler!r} was not found; install one (`apt-get install g++`) or set CXX, "
-            "or use backend='torch'")
+            f"or {instead}")
     if not cpp_extension.is_ninja_available():
-        raise BackendUnavailable(f"{op} backend 'cpu' needs ninja to build its kernel: `pip install ninja`")
+        raise BackendUnavailable(f"{what} needs ninja to build its kernel: `pip install ninja`")
     try:
         return cpp_extension.load(
             name=versioned_name(base, source_dir, [*sources, *headers]),
@@ -68,5 +71,5 @@ def build_cpu_extension(op: str, base: str, source_dir: Path, sources, headers, 
         )
     except Exception as error:  # compiler or linker errors; the message holds the build log
         raise BackendUnavailable(
-            f"{op} backend 'cpu': building the C++ kernel from {source_dir} failed; fix the error below "
-            f"or use backend='torch'\n{error}") from error
+            f"{what}: building the C++ kernel from {source_dir} failed; fix the error below "
+            f"or {instead}\n{error}") from error

@@ -6,10 +6,7 @@
 The gemv picks AVX-512 at run time where the CPU has it (a portable loop elsewhere), so the cached build
 runs on any x86-64 machine; rows are split over torch's intra-op threads (at::parallel_for).
 """
-import os
-import shutil
-
-from biomamba.ops.compiled import BackendUnavailable, kernel_source_dir, versioned_name
+from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kernel_source_dir
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["decode_step.cpp"]
@@ -20,23 +17,8 @@ _failure = None  # the BackendUnavailable of the first try, raised again on ever
 
 
 def _build():
-    from torch.utils import cpp_extension
-
-    if not (SOURCE_DIR / SOURCES[0]).is_file():
-        raise BackendUnavailable(f"the compiled decoding step: {SOURCE_DIR / SOURCES[0]} not found; "
-                                 "reinstall biomamba, or decode with the torch step (decode_kernel='torch')")
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None or not cpp_extension.is_ninja_available():
-        raise BackendUnavailable(f"the compiled decoding step needs a C++ compiler ({compiler!r}: "
-                                 "`apt-get install g++`) and ninja (`pip install ninja`); or decode with "
-                                 "decode_kernel='torch'")
-    try:
-        return cpp_extension.load(name=versioned_name(EXTENSION_NAME, SOURCE_DIR, SOURCES),
-                                  sources=[str(SOURCE_DIR / name) for name in SOURCES],
-                                  extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
-    except Exception as error:  # compiler or linker errors; the message holds the build log
-        raise BackendUnavailable(f"building the compiled decoding step from {SOURCE_DIR} failed; fix the "
-                                 f"error below or decode with decode_kernel='torch'\n{error}") from error
+    return build_cpu_extension("decode step", EXTENSION_NAME, SOURCE_DIR, SOURCES, [],
+                               what="the compiled decoding step", instead="decode with decode_kernel='torch'")
 
 
 def extension():
