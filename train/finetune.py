@@ -204,12 +204,14 @@ def make_evaluate(data, cfg, pad_id, names, selection, seed_dir: Path):
 
 
 def write_predictions(path: Path, split: dict, predictions: list[dict]):
-    """One line per test example: its index, its text (or tokens) and the gold and predicted labels."""
+    """One line per test example: its index, the file's own id when it has one (HoC's PMID_sN), its text
+    (or tokens) and the gold and predicted labels."""
     lines = []
     for index, (example, row) in enumerate(zip(split["examples"], predictions)):
         source = {} if "tokens" in row else {"text": example.text, **(
             {"text_pair": example.text_pair} if example.text_pair is not None else {})}
-        lines.append(json.dumps({"index": index, **source, **row}))
+        own_id = {"id": example.id} if example.id is not None else {}
+        lines.append(json.dumps({"index": index, **own_id, **source, **row}))
     write_text(path, "\n".join(lines) + "\n")
 
 
