@@ -118,8 +118,10 @@ def test_hoc_tsv_layout_reads_sentences_hallmarks_and_ids_exactly(tmp_path):
     task = load_task(f"multilabel:{hoc}", data_cfg())
     assert task.kind == "multilabel" and task.labels == ["0", "1", "2"]
     rows = {s: [(e.id, e.text, [task.labels[i] for i in e.label]) for e in task.splits[s]] for s in task.splits}
-    assert rows == {"train": [("1234_s0", 'Cells "escape" apoptosis .', ["1", "2"]), ("1234_s1", "No hallmark here .", [])],
-                    "val": [("77_s0", "Tumours invade .", ["0"])], "test": [("99_s3", "Genomes mutate .", ["2"])]}
+    assert rows == {"train": [("1234_s0", 'Cells "escape" apoptosis .', ["1", "2"]),
+                              ("1234_s1", "No hallmark here .", [])],
+                    "val": [("77_s0", "Tumours invade .", ["0"])],
+                    "test": [("99_s3", "Genomes mutate .", ["2"])]}
 
 
 @pytest.mark.parametrize("text, message", [

@@ -190,7 +190,8 @@ def test_a_bert_ner_run_equals_transformers_trainer(tasks, bert_dir, tmp_path):
 
 LORA_HEADS = [("biomamba", "ner", []), ("biomamba", "ner", ["model.bidirectional=true"]), ("bert", "ner", []),
               ("biomamba", "multilabel", []), ("biomamba", "similarity", []), ("bert", "multilabel", [])]
-HEAD_LABELS = {"ner": ["O", "B-Chemical", "I-Chemical"], "multilabel": ["drug", "gene", "cell"], "similarity": ["score"]}
+HEAD_LABELS = {"ner": ["O", "B-Chemical", "I-Chemical"], "multilabel": ["drug", "gene", "cell"],
+               "similarity": ["score"]}
 
 
 def lora_head_model(family, kind, extra, model_dir):
@@ -246,7 +247,8 @@ def test_a_merged_lora_head_reloads_with_the_wrapped_models_logits(family, kind,
 
 
 @pytest.mark.slow  # five short training runs
-@pytest.mark.parametrize("family, kind, extra", [("biomamba", "ner", []), ("biomamba", "ner", ["model.bidirectional=true"]),
+@pytest.mark.parametrize("family, kind, extra", [("biomamba", "ner", []),
+                                                 ("biomamba", "ner", ["model.bidirectional=true"]),
                                                  ("bert", "ner", []), ("bert", "multilabel", []),
                                                  ("biomamba", "similarity", [])])
 def test_a_lora_run_of_a_new_head_saves_a_model_that_scores_what_it_reported(family, kind, extra, tasks, mamba_dir,
@@ -281,7 +283,8 @@ def test_a_lora_run_of_a_new_head_saves_a_model_that_scores_what_it_reported(fam
 @pytest.mark.slow  # two short runs per head
 @pytest.mark.parametrize("kind, extra", [("ner", ["model.bidirectional=true"]), ("ner", []),
                                          ("multilabel", []), ("similarity", []),
-                                         ("ner", ["model.bidirectional=true", "model.lora=true", "model.lora_dropout=0.1"])])
+                                         ("ner", ["model.bidirectional=true", "model.lora=true",
+                                                  "model.lora_dropout=0.1"])])
 def test_resume_is_exact_for_each_new_head(kind, extra, tasks, mamba_dir, tmp_path):
     from safetensors.torch import load_file
     args = ["--task", tasks[kind], "--model", mamba_dir, "--seeds", "1", *FAST, "train.max_steps=4",
