@@ -106,6 +106,45 @@ def test_multilabel_file_with_splits_and_directory(tmp_path):
         load_task(f"multilabel:{path}", data_cfg())
 
 
+HOC_HEADER = "labels\tsentence\tindex\n"
+
+
+def test_hoc_tsv_layout_reads_sentences_hallmarks_and_ids_exactly(tmp_path):
+    hoc = write_splits(tmp_path / "hoc", {
+        "train": HOC_HEADER + "0_0,1_1,2_1\tCells \"escape\" apoptosis .\t1234_s0\n"
+                              "0_0,1_0,2_0\tNo hallmark here .\t1234_s1\n",
+        "dev": HOC_HEADER + "0_1,1_0,2_0\tTumours invade .\t77_s0\n",
+        "test": "index\tlabels\tsentence\n99_s3\t0_0,1_0,2_1\tGenomes mutate .\n"})  # columns by name
+    task = load_task(f"multilabel:{hoc}", data_cfg())
+    assert task.kind == "multilabel" and task.labels == ["0", "1", "2"]
+    rows = {s: [(e.id, e.text, [task.labels[i] for i in e.label]) for e in task.splits[s]] for s in task.splits}
+    assert rows == {"train": [("1234_s0", 'Cells "escape" apoptosis .', ["1", "2"]),
+                              ("1234_s1", "No hallmark here .", [])],
+                    "val": [("77_s0", "Tumours invade .", ["0"])],
+                    "test": [("99_s3", "Genomes mutate .", ["2"])]}
+
+
+@pytest.mark.parametrize("text, message", [
+    (HOC_HEADER + "0_0,1_2\ta\t1_s0\n", r"train.tsv:2: field labels: '1_2' is not HALLMARK_0 or HALLMARK_1"),
+    (HOC_HEADER + "0_0,x_1\ta\t1_s0\n", r"train.tsv:2: field labels: 'x_1' is not HALLMARK_0"),
+    (HOC_HEADER + "0_1\ta\t1_s0\n0_1\tb\n", r"train.tsv:3: 2 fields, the header has 3"),
+    (HOC_HEADER + "0_1\ta\t \n", r"train.tsv:2: field index is empty"),
+    ("labels\ttext\tindex\n0_1\ta\t1_s0\n", r"train.tsv:1: the header lacks sentence"),
+])
+def test_hoc_tsv_errors_name_file_line_and_field(tmp_path, text, message):
+    good = HOC_HEADER + "0_1\ta\t1_s0\n"
+    hoc = write_splits(tmp_path / "hoc", {"train": text, "dev": good, "test": good})
+    with pytest.raises(TaskError, match=message):
+        load_task(f"multilabel:{hoc}", data_cfg())
+
+
+def test_a_multilabel_directory_with_both_layouts_is_refused(tmp_path):
+    hoc = write_splits(tmp_path / "hoc", {s: HOC_HEADER + "0_1\ta\t1_s0\n" for s in ("train", "dev", "test")})
+    (hoc / "train.jsonl").write_text(json.dumps({"text": "a", "labels": ["z"]}) + "\n")
+    with pytest.raises(TaskError, match="expected train.jsonl or train.tsv .* found both"):
+        load_task(f"multilabel:{hoc}", data_cfg())
+
+
 def test_silver_task_names_read_the_prepared_directory(tmp_path):
     tasks = tmp_path / "prepared" / "tasks"
     write_splits(tasks / "chemical-ner", {s: "a\tO\nb\tB-Chemical\n" for s in ("train", "devel", "test")})

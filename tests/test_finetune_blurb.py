@@ -1,6 +1,7 @@
 """`biomamba finetune` on BLURB's task shapes: end to end per kind, the predictions file recomputes the
 reported metric, subword alignment, a BERT NER run equals transformers' Trainer, exact resume per head,
-and `report finetune`'s BLURB-style average."""
+LoRA on every new head (adapters + head trained, the merged seed_N/model reloads with the same logits),
+the multi-label threshold in seed_N/model, and `report finetune`'s BLURB-style average."""
 import argparse
 import json
 import shutil
@@ -19,7 +20,8 @@ from biomamba.train import finetune
 from biomamba.train.config import load_config
 from biomamba.train.finetune_config import FinetuneConfig, check_finetune
 from biomamba.train.finetune_kinds import encode_tokens
-from biomamba.train.finetune_models import build_classifier, load_classifier_tokenizer
+from biomamba.train.finetune_models import (HEADS, LORA_TARGETS, THRESHOLD, build_classifier,
+                                            load_classifier_tokenizer, save_selected, save_trainable)
 from tests.blurb_task_helpers import (CHEMICALS, WORDS, ner_sentences, write_multilabel_jsonl, write_ner_dir,
                                       write_relation_dir, write_similarity_dir)
 from tests.model_helpers import bpe_tokenizer
@@ -140,8 +142,17 @@ def test_each_kind_trains_and_its_predictions_recompute_the_reported_metric(kind
     rows = read_jsonl(out / "seed_1" / "test_predictions.jsonl")
     assert len(rows) == results["split_sizes"]["test"]
     assert recomputed(kind, rows, results["labels"]) == pytest.approx(results["per_seed"][0]["test"][metric], abs=1e-9)
-    if kind == "multilabel":  # the test threshold is the one chosen on val
-        assert results["per_seed"][0]["test"]["threshold"] == results["per_seed"][0]["val"]["threshold"]
+    if kind == "multilabel":  # the test threshold is the one chosen on val, and seed_N/model carries it
+        threshold = results["per_seed"][0]["val"]["threshold"]
+        assert results["per_seed"][0]["test"]["threshold"] == threshold
+        assert_model_threshold(out / "seed_1" / "model", threshold)
+
+
+def assert_model_threshold(model_dir: Path, threshold: float):
+    """The saved config.json names the val-chosen threshold, and from_pretrained gives it back."""
+    from transformers import AutoConfig
+    assert json.loads((model_dir / "config.json").read_text())[THRESHOLD] == threshold
+    assert getattr(AutoConfig.from_pretrained(model_dir), THRESHOLD) == threshold
 
 
 def test_a_bert_ner_run_equals_transformers_trainer(tasks, bert_dir, tmp_path):
@@ -175,11 +186,105 @@ def test_a_bert_ner_run_equals_transformers_trainer(tasks, bert_dir, tmp_path):
         assert (weight - theirs[name]).abs().max() <= 1e-5, name
 
 
+# ----------------------------------------------------------------------------- LoRA on the new heads
+
+LORA_HEADS = [("biomamba", "ner", []), ("biomamba", "ner", ["model.bidirectional=true"]), ("bert", "ner", []),
+              ("biomamba", "multilabel", []), ("biomamba", "similarity", []), ("bert", "multilabel", [])]
+HEAD_LABELS = {"ner": ["O", "B-Chemical", "I-Chemical"], "multilabel": ["drug", "gene", "cell"],
+               "similarity": ["score"]}
+
+
+def lora_head_model(family, kind, extra, model_dir):
+    torch.manual_seed(0)
+    return build_classifier(str(model_dir), family, HEAD_LABELS[kind], cfg_of("model.lora=true", *extra), kind)
+
+
+def auto_class(kind):
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    return AutoModelForTokenClassification if kind == "ner" else AutoModelForSequenceClassification
+
+
+@pytest.mark.parametrize("family, kind, extra", LORA_HEADS)
+def test_lora_on_each_new_head_trains_only_the_adapters_and_the_head(family, kind, extra, mamba_dir, bert_dir):
+    pytest.importorskip("peft")
+    model = lora_head_model(family, kind, extra, mamba_dir if family == "biomamba" else bert_dir)
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    adapters = [name for name in trained if ".lora_A." in name or ".lora_B." in name]
+    heads = [name for name in trained if f".{HEADS[family][0]}.modules_to_save." in name]
+    assert sorted(adapters + heads) == sorted(trained) and len(heads) == 2  # head weight and bias
+    assert sum(p.numel() for p in trained.values()) == model.peft_model.get_nb_trainable_parameters()[0]
+    targets = {"bert": {"query", "value"}, "biomamba": set(LORA_TARGETS["biomamba"]["Mamba1"])}[family]
+    assert {name.split(".lora_")[0].rsplit(".", 1)[1] for name in adapters} == targets
+    reverse = [name for name in adapters if ".backbone_reverse." in name]
+    if "model.bidirectional=true" in extra:  # the reverse backbone is adapted on the same projections
+        assert len(reverse) == len(adapters) / 2 == 2 * len(targets) * 2  # lora_A, lora_B; two layers
+    else:
+        assert not reverse and len(adapters) == 2 * len(targets) * 2
+
+
+@pytest.mark.parametrize("family, kind, extra", LORA_HEADS)
+def test_a_merged_lora_head_reloads_with_the_wrapped_models_logits(family, kind, extra, mamba_dir, bert_dir,
+                                                                    tmp_path):
+    """save_selected merges the adapters into a plain model dir; the usual from_pretrained of that dir
+    gives the LoRA-wrapped model's logits (on right-padded rows)."""
+    pytest.importorskip("peft")
+    model = lora_head_model(family, kind, extra, mamba_dir if family == "biomamba" else bert_dir).eval()
+    with torch.no_grad():  # lora_B starts at zero: move every trained tensor so that the merge changes weights
+        for p in (p for p in model.parameters() if p.requires_grad):
+            p.normal_(0, 0.2)
+    ids = torch.randint(5, model.peft_model.config.vocab_size, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        wrapped = model(input_ids=ids, attention_mask=mask).logits
+    save_trainable(model, tmp_path / "trained.safetensors")
+    save_selected(model, None, tmp_path / "model", 3, tmp_path / "trained.safetensors")
+    loaded = auto_class(kind).from_pretrained(tmp_path / "model").eval()
+    assert not any("lora" in name for name in loaded.state_dict())
+    assert loaded.config.problem_type == model.peft_model.config.problem_type
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits, wrapped, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # five short training runs
+@pytest.mark.parametrize("family, kind, extra", [("biomamba", "ner", []),
+                                                 ("biomamba", "ner", ["model.bidirectional=true"]),
+                                                 ("bert", "ner", []), ("bert", "multilabel", []),
+                                                 ("biomamba", "similarity", [])])
+def test_a_lora_run_of_a_new_head_saves_a_model_that_scores_what_it_reported(family, kind, extra, tasks, mamba_dir,
+                                                                             bert_dir, tmp_path):
+    """The reported test scores come from the LoRA-wrapped model at the val-selected step; seed_1/model
+    (its adapters merged) loaded by transformers' Auto class scores the test split the same, at the
+    threshold its config carries for a multi-label head."""
+    pytest.importorskip("peft")
+    model_dir, out = mamba_dir if family == "biomamba" else bert_dir, tmp_path / "run"
+    settings = [*FAST, "model.lora=true", "train.max_steps=4", "train.eval_every=2", *extra]
+    assert run_finetune("--task", tasks[kind], "--model", model_dir, "--out", out, "--seeds", "1", *settings) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert 0 < results["trainable_parameters"] < results["parameters"] / 4
+    reported = results["per_seed"][0]["test"]
+    saved = out / "seed_1" / "model"
+    loaded = auto_class(kind).from_pretrained(saved).eval()
+    cfg = cfg_of(f"task={json.dumps(tasks[kind])}", f"model.path={json.dumps(str(saved))}", *settings)
+    tokenizer = load_classifier_tokenizer(str(saved), family, cfg)
+    _, data = finetune.prepare_data(cfg, tokenizer, family)
+    threshold = getattr(loaded.config, THRESHOLD, None)
+    if kind == "multilabel":
+        assert threshold == results["per_seed"][0]["val"]["threshold"]
+        assert_model_threshold(saved, threshold)
+    rescored = finetune.score(loaded, data["test"], 32, tokenizer.pad_token_id, results["labels"], threshold)
+    metric = results["metric"]
+    assert rescored[metric] == pytest.approx(reported[metric], abs=1e-6)
+    assert rescored["loss"] == pytest.approx(reported["loss"], rel=1e-4)
+
+
 # ----------------------------------------------------------------------------- resume
 
 @pytest.mark.slow  # two short runs per head
 @pytest.mark.parametrize("kind, extra", [("ner", ["model.bidirectional=true"]), ("ner", []),
-                                         ("multilabel", []), ("similarity", [])])
+                                         ("multilabel", []), ("similarity", []),
+                                         ("ner", ["model.bidirectional=true", "model.lora=true",
+                                                  "model.lora_dropout=0.1"])])
 def test_resume_is_exact_for_each_new_head(kind, extra, tasks, mamba_dir, tmp_path):
     from safetensors.torch import load_file
     args = ["--task", tasks[kind], "--model", mamba_dir, "--seeds", "1", *FAST, "train.max_steps=4",
@@ -189,7 +294,13 @@ def test_resume_is_exact_for_each_new_head(kind, extra, tasks, mamba_dir, tmp_pa
     shutil.copytree(straight, resumed)
     (resumed / "seed_1" / "results.json").unlink()  # it "died" after its step-2 checkpoint
     shutil.rmtree(resumed / "seed_1" / "checkpoints" / "step_0000004")
+    if "model.lora=true" in extra:  # LoRA writes seed_1/model when the seed ends, from the best step's adapters
+        shutil.rmtree(resumed / "seed_1" / "model")
+        (resumed / "seed_1" / "lora_best" / "step_0000004.safetensors").unlink(missing_ok=True)
     assert run_finetune(*args, "--out", resumed) == 0
+    a, b = (load_file(r / "seed_1" / "checkpoints" / "step_0000004" / "model" / "model.safetensors")
+            for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
     a, b = (json.loads((r / "results.json").read_text())["per_seed"][0] for r in (straight, resumed))
     scalars = lambda scores: {k: v for k, v in scores.items() if not isinstance(v, dict)}  # noqa: E731
     assert a["best_step"] == b["best_step"] and scalars(a["test"]) == pytest.approx(scalars(b["test"]), rel=1e-5)

@@ -122,14 +122,19 @@ class Checkpointer:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def write_model_dir(out: Path, model, tokenizer=None, weights: dict | None = None, extra: dict | None = None):
+def write_model_dir(out: Path, model, tokenizer=None, weights: dict | None = None, extra: dict | None = None,
+                    config_updates: dict | None = None):
     """A model directory users load (save_pretrained, the tokenizer, small JSON files `extra`), built
     in OUT.tmp and renamed in whole over OUT. `weights`: the whole state dict when `model` holds only
-    an FSDP shard."""
+    an FSDP shard. `config_updates`: keys added to the saved config.json (the model's own config is left
+    as it is), which from_pretrained then gives back as config attributes."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=weights)
+    if config_updates:
+        saved = tmp / "config.json"
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), **config_updates}, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     for name, obj in (extra or {}).items():

@@ -136,6 +136,10 @@ class Selection:
     def is_better(self, val: dict) -> bool:
         return self.best is None or val[self.key] > self.best["val"][self.key]
 
+    def threshold_at(self, step) -> float | None:
+        """The multi-label threshold chosen on val at `step` (None for other kinds)."""
+        return next(e for e in self.evals if e["step"] == step)["val"].get("threshold")
+
     def add(self, step, val, test):
         self.evals.append({"step": step, "val": val, "test": test})
         write_text(self.path, json.dumps({"evals": self.evals}) + "\n")
@@ -158,13 +162,14 @@ class BestModel:
     def step(self) -> int | None:
         return selected_step(self.path)
 
-    def save(self, model, step: int):
-        """The new best, at `step` (evaluated before its own checkpoint is written)."""
+    def save(self, model, step: int, threshold: float | None = None):
+        """The new best, at `step` (evaluated before its own checkpoint is written); `threshold`: a
+        multi-label head's, chosen on val at that step."""
         current = self.step
         if current is not None and current <= self.checkpoint_step():  # the best as of that checkpoint
             discard(self.kept)
             self.path.rename(self.kept)
-        save_selected(model, self.tokenizer, self.path, step)
+        save_selected(model, self.tokenizer, self.path, step, threshold=threshold)
 
     def reconcile(self, checkpoint_step: int):
         """Make model/ the best as of the checkpoint at `checkpoint_step` (absent if there was none)."""
@@ -204,12 +209,14 @@ def make_evaluate(data, cfg, pad_id, names, selection, seed_dir: Path):
 
 
 def write_predictions(path: Path, split: dict, predictions: list[dict]):
-    """One line per test example: its index, its text (or tokens) and the gold and predicted labels."""
+    """One line per test example: its index, the file's own id when it has one (HoC's PMID_sN), its text
+    (or tokens) and the gold and predicted labels."""
     lines = []
     for index, (example, row) in enumerate(zip(split["examples"], predictions)):
         source = {} if "tokens" in row else {"text": example.text, **(
             {"text_pair": example.text_pair} if example.text_pair is not None else {})}
-        lines.append(json.dumps({"index": index, **source, **row}))
+        own_id = {"id": example.id} if example.id is not None else {}
+        lines.append(json.dumps({"index": index, **own_id, **source, **row}))
     write_text(path, "\n".join(lines) + "\n")
 
 
@@ -262,7 +269,7 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
     else:
         best_model = BestModel(seed_dir, tokenizer)
         best_model.reconcile(resumed)
-        on_best = best_model.save
+        on_best = lambda m, step: best_model.save(m, step, selection.threshold_at(step))
     objective = Objective(batches_for=batches.for_step, loss_fn=classification_loss,
                           items_in=lambda b: len(b["labels"]), prefix="finetune", on_best=on_best,
                           evaluate=make_evaluate(data, cfg, pad_id, labels, selection, seed_dir))
@@ -271,7 +278,8 @@ def train_seed(seed, cfg, data, tokenizer, family, labels, run_dir: Path, device
         """seed_N/model = the val-selected model, and this seed's results."""
         best = selection.best
         if cfg.model.lora:  # the val-selected model, whose test scores are reported, merged for users
-            save_selected(model, tokenizer, seed_dir / "model", best["step"], lora_best(seed_dir, best["step"]))
+            save_selected(model, tokenizer, seed_dir / "model", best["step"], lora_best(seed_dir, best["step"]),
+                          best["val"].get("threshold"))
         else:
             best_model.reconcile(trainer.step)  # the last step is checkpointed: model.checkpointed/ goes
             if best_model.step != best["step"]:  # a seed begun before models were saved, or model/ deleted

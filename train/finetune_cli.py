@@ -20,7 +20,8 @@ shows what the pretraining adds.
 
 model.lora=true (pip install 'biomamba[lora]', i.e. peft) freezes the backbone and trains LoRA adapters
 (model.lora_r, lora_alpha, lora_dropout; model.lora_target_modules, default in_proj/x_proj/out_proj for
-BioMamba and peft's query/value for BERTs) plus the head. Checkpoints keep the adapters unmerged for
+BioMamba and peft's query/value for BERTs) plus the head, for every head (sequence, token, bidirectional
+token: both backbones adapted, regression, multi-label). Checkpoints keep the adapters unmerged for
 exact resume.
 
 TASK:

@@ -6,7 +6,10 @@
   BERT family: any other dir (or a hub name, with the user's own network) ->
             AutoModelForSequenceClassification; input from its own tokenizer: [CLS] a [SEP] [b [SEP]].
 Both are right padded to the longest example of a batch; padding is masked and never pooled.
-model.lora=true wraps either in a LoraClassifier: peft LoRA adapters on the frozen backbone, the head trained.
+Token kinds get BioMambaForTokenClassification / AutoModelForTokenClassification instead.
+model.lora=true wraps any of them (every kind) in a LoraClassifier: peft LoRA adapters on the frozen
+backbone, the head trained. A bidirectional token head's reverse backbone has the same module names, so
+it gets adapters on the same projections as the forward one (both frozen, both adapted).
 """
 import json
 import warnings
@@ -25,8 +28,11 @@ LORA_TARGETS = {"biomamba": {"Mamba1": ["in_proj", "x_proj", "out_proj"], "Mamba
 # The mixer reads these weights directly (scan, conv kernel), so an adapter on them would never run
 # (Mamba-2's A_log, D and dt_bias are parameters, not modules: no adapter can name them).
 LORA_IGNORED = {"biomamba": ["dt_proj", "conv1d"]}
+# the head modules trained in full under LoRA: BioMamba's sequence and token heads are both `score`; a BERT's
+# BertFor{Sequence,Token}Classification both `classifier`
 HEADS = {"biomamba": ["score"], "bert": ["classifier"]}
 SELECTED = "selected.json"  # in a save_selected model directory: {"step": N}, the step it was taken at
+THRESHOLD = "multilabel_threshold"  # in a multi-label save_selected directory's config.json: the val-chosen one
 
 
 def classifier_family(spec: str) -> str:
@@ -81,22 +87,31 @@ def build_classifier(spec: str, family: str, labels: list[str], cfg, kind: str =
     if cfg.model.init == "random":
         model = type(model)(model.config)  # every weight drawn afresh from torch's current (seeded) state
     model.train()
-    return with_lora(model, family, cfg.model) if cfg.model.lora else model
+    return with_lora(model, family, cfg.model, token=token) if cfg.model.lora else model
 
 
 def check_head_options(family: str, kind: str, model_cfg):
-    """model.bidirectional is BioMamba's token head; LoRA is built for single-label sequence heads only."""
+    """model.bidirectional is BioMamba's token head."""
     from biomamba.train.finetune_kinds import TOKEN_KINDS
     if model_cfg.bidirectional and (family != "biomamba" or kind not in TOKEN_KINDS):
         raise ModelSpecError(f"model.bidirectional=true is for BioMamba on token tasks (ner:, pico:, chemical-ner); "
                              f"this run is a {family} on a {kind} task")
-    if model_cfg.lora and kind not in ("classification", "relation"):
-        raise ModelSpecError(f"model.lora=true is built for single-label classification; not for a {kind} task")
 
 
-def with_lora(model, family, model_cfg, head: bool = True):
-    """LoRA adapters on the frozen backbone (peft); the classifier head stays fully trainable. head=False:
-    a causal LM (finetune --objective causal-lm), nothing but the adapters trained."""
+def peft_task_type(peft, family: str, head: bool, token: bool):
+    """peft's wrapper for the model: SEQ_CLS for a sequence head, TOKEN_CLS for a BERT's token head. None
+    (peft's plain PeftModel, which passes the batch as given) for a causal LM and for BioMamba's token
+    head, whose forward takes no inputs_embeds / output_attentions / output_hidden_states, which
+    TOKEN_CLS's wrapper always passes."""
+    if not head or (token and family == "biomamba"):
+        return None
+    return peft.TaskType.TOKEN_CLS if token else peft.TaskType.SEQ_CLS
+
+
+def with_lora(model, family, model_cfg, head: bool = True, token: bool = False):
+    """LoRA adapters on the frozen backbone (peft); the classifier head (HEADS) stays fully trainable.
+    token: a token head (ner, pico). head=False: a causal LM (finetune --objective causal-lm), nothing but
+    the adapters trained."""
     try:
         import peft
     except ImportError:
@@ -107,8 +122,7 @@ def with_lora(model, family, model_cfg, head: bool = True):
     if ignored:
         raise ModelSpecError(f"model.lora_target_modules: {', '.join(ignored)} cannot take LoRA in a BioMamba "
                              f"(their weights are read directly, an adapter would never run); use {defaults}")
-    # a causal LM gets peft's plain PeftModel (no task_type): it passes the batch to the model as given
-    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS if head else None, r=model_cfg.lora_r,
+    config = peft.LoraConfig(task_type=peft_task_type(peft, family, head, token), r=model_cfg.lora_r,
                              lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
                              target_modules=targets, modules_to_save=HEADS[family] if head else None)
     with warnings.catch_warnings():  # peft asks transformers 5 a deprecated question; nothing to act on
@@ -164,11 +178,13 @@ def save_trainable(model, path: Path):
         f.write(save(tensors))
 
 
-def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None = None):
+def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None = None,
+                  threshold: float | None = None):
     """The val-selected classifier as a plain model directory `out`: save_pretrained, the tokenizer and
     selected.json ({"step": N}), written in `out`.tmp and renamed in whole (write_model_dir). A LoraClassifier
     first loads `trainable` (save_trainable's tensors of that step) and merges its adapters, which
-    changes it: do that once training is done."""
+    changes it: do that once training is done. `threshold`: a multi-label head's, chosen on val at that
+    step, saved in config.json as `multilabel_threshold` so that whoever loads `out` predicts as we scored."""
     if isinstance(model, LoraClassifier):
         from safetensors.torch import load_file
         weights = load_file(str(trainable))
@@ -176,7 +192,8 @@ def save_selected(model, tokenizer, out: Path, step: int, trainable: Path | None
             raise RuntimeError(f"{trainable} does not hold this model's adapters and head")
         model.load_state_dict(weights, strict=False)
         model = model.merged()
-    write_model_dir(out, model, tokenizer, extra={SELECTED: {"step": step}})
+    write_model_dir(out, model, tokenizer, extra={SELECTED: {"step": step}},
+                    config_updates=None if threshold is None else {THRESHOLD: threshold})
 
 
 def selected_step(directory: Path) -> int | None:

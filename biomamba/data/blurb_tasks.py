@@ -13,8 +13,10 @@
                   sentence1, sentence2 and score (other columns ignored); regression, scored by Pearson.
   multilabel:PATH documents with a set of labels (HoC style): a jsonl file of {"text", "labels": [...],
                   "split": train|val|test} (split by id/text hash when absent), or a DIR with
-                  train.jsonl, devel.jsonl (or dev.jsonl / val.jsonl), test.jsonl of {"text", "labels"}.
-                  Sigmoid per label, the threshold chosen on val; scored by micro-F1.
+                  train.jsonl, devel.jsonl (or dev.jsonl / val.jsonl), test.jsonl of {"text", "labels"},
+                  or a DIR with train.tsv, dev.tsv (or devel.tsv), test.tsv in HoC's own layout as BLUE
+                  distributes it (hoc_rows). Sigmoid per label, the threshold chosen on val; scored by
+                  micro-F1 over the rows as given (HoC: per sentence, see hoc_rows).
   chemical-ner    the silver chemical mentions `prepare` writes (PREPARED/tasks/chemical-ner/, ner layout;
                   data.dir=PREPARED)
   mesh-labels     the silver MeSH task (PREPARED/tasks/mesh-labels.jsonl, multilabel rows; data.dir=PREPARED)
@@ -205,6 +207,67 @@ def _jsonl_rows(path: Path):
             yield number, row
 
 
+HOC_COLUMNS = ("labels", "sentence", "index")
+
+
+def hoc_rows(path: Path):
+    """(line, index, sentence, hallmarks) of a HoC TSV as BLUE distributes it (bluebert's HoC data, read by
+    BLUE's eval_hoc.py): a header naming labels, sentence and index (any order); labels lists every
+    hallmark as HALLMARK_0 or HALLMARK_1 ("0_0,1_1,...,9_0"), the label names are the hallmark numbers
+    of the `_1`s; index is PMID_sN, one row per sentence of an abstract.
+
+    Rows stay sentences: we train and score per sentence. BLUE's eval_hoc.py scores abstracts instead
+    (the union of a PMID's sentence labels, gold and predicted, then precision and recall averaged over
+    abstracts), so our micro-F1 is not BLUE's or BLURB's HoC number; the predictions file carries each
+    row's index so that abstract-level scores can be computed from it."""
+    rows = _tsv_rows(path)
+    try:
+        _, header = next(rows)
+    except StopIteration:
+        raise TaskError(f"{path}: empty (a header with labels, sentence, index expected)") from None
+    columns = [h.strip().lower() for h in header]
+    missing = [c for c in HOC_COLUMNS if c not in columns]
+    if missing:
+        raise TaskError(f"{path}:1: the header lacks {', '.join(missing)} (has {', '.join(columns)}); "
+                        f"HoC's layout is labels<TAB>sentence<TAB>index")
+    at = {c: columns.index(c) for c in HOC_COLUMNS}
+    for number, fields in rows:
+        if len(fields) != len(columns):
+            raise TaskError(f"{path}:{number}: {len(fields)} fields, the header has {len(columns)}")
+        index = fields[at["index"]].strip()
+        if not index:
+            raise TaskError(f"{path}:{number}: field index is empty (PMID_sN expected)")
+        yield number, index, fields[at["sentence"]], hallmarks(path, number, fields[at["labels"]])
+
+
+def hallmarks(path: Path, number: int, field: str) -> list[str]:
+    """'0_0,1_1,2_1' -> ['1', '2']: the hallmarks marked 1."""
+    chosen = []
+    for item in field.split(","):
+        hallmark, _, value = item.strip().rpartition("_")
+        if not hallmark.isdigit() or value not in ("0", "1"):
+            raise TaskError(f"{path}:{number}: field labels: {item.strip()!r} is not HALLMARK_0 or HALLMARK_1 "
+                            f"(e.g. 3_1)")
+        if value == "1":
+            chosen.append(hallmark)
+    return chosen
+
+
+def _hoc_records(path: Path, split):
+    for _, index, sentence, labels in hoc_rows(path):
+        yield split, f"{split}:{index}", Example(sentence, None, labels, id=index)
+
+
+def _split_suffix(directory: Path) -> str:
+    """.jsonl or .tsv (HoC's layout): the one the directory's train file has."""
+    found = [suffix for suffix in (".jsonl", ".tsv")
+             if any((directory / f"{stem}{suffix}").is_file() for stem in SPLIT_FILES["train"])]
+    if len(found) != 1:
+        raise TaskError(f"{directory}: expected train.jsonl or train.tsv (HoC's layout) with its dev and test "
+                        f"files, found {'both' if found else 'neither'}")
+    return found[0]
+
+
 def _multilabel_records(path: Path, split, data_cfg):
     for number, row in _jsonl_rows(path):
         key = str(row.get("pmid") or row.get("id") or row["text"])
@@ -220,12 +283,13 @@ def _multilabel_records(path: Path, split, data_cfg):
 def multilabel_task(spec, data_cfg, name=None) -> TaskData:
     path = Path(spec)
     if path.is_dir():
-        records = (r for split in SPLITS for r in _multilabel_records(split_file(path, split, ".jsonl"), split,
-                                                                     data_cfg))
+        suffix = _split_suffix(path)
+        read = _hoc_records if suffix == ".tsv" else lambda p, split: _multilabel_records(p, split, data_cfg)
+        records = (r for split in SPLITS for r in read(split_file(path, split, suffix), split))
     elif path.is_file():
         records = _multilabel_records(path, None, data_cfg)
     else:
-        raise TaskError(f"{path}: not found (a jsonl file or a directory of train/devel/test.jsonl)")
+        raise TaskError(f"{path}: not found (a jsonl file or a directory of train/devel/test.jsonl or .tsv)")
     splits, seen = _sampled(data_cfg, records)
     labels = sorted({x for rows in splits.values() for e in rows for x in e.label})
     index = {t: i for i, t in enumerate(labels)}

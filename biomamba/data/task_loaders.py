@@ -44,6 +44,7 @@ class Example:
     text_pair: str | None
     label: int | float | list  # a class id; a score (similarity); label ids (multilabel); tag ids per token
     tokens: list[str] | None = None  # token tasks: the words the tags belong to (text is them joined by spaces)
+    id: str | None = None  # the file's own id when it has one (HoC's PMID_sN), written beside its prediction
 
 
 @dataclass
