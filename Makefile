@@ -17,11 +17,16 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process), a test file per
+# worker at a time, so a file's module fixtures (a prepared corpus, a trained model) are built once.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: install
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The main job on the embedded PubMed data: prepare -> pretrain (tiny-cpu) -> report -> eval-ppl -> generate.
 demo: install

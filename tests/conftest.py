@@ -13,6 +13,14 @@ _WORDS = ("patients cells protein expression levels increased decreased signific
           "therapy cancer risk dose effect compared observed associated mutation kinase insulin").split()
 
 
+def first_fast(*values) -> list:
+    """Parameters of a family of like checks (one per command, one per damaged file): `make test-fast`
+    runs the first, `make test` every one. Each is a CLI subprocess that imports torch (~4 s)."""
+    def param(value, **marks):
+        return pytest.param(*value, **marks) if isinstance(value, tuple) else pytest.param(value, **marks)
+    return [param(values[0]), *(param(v, marks=pytest.mark.slow) for v in values[1:])]
+
+
 def data_article_xml(pmid, title="", sections=(), year=None, medline_date=None, languages=("eng",),
                      publication_types=("Journal Article",), mesh=(), journal="Journal of Tests") -> str:
     """One <PubmedArticle>; sections are (label, nlm_category, inner XML) with the XML used verbatim."""

@@ -21,6 +21,7 @@ import pytest
 from biomamba import locking
 from biomamba.data.errors import DataError
 from biomamba.data.verify import verify_prepared, verify_shards
+from tests.conftest import first_fast
 from tests.pretrain_helpers import ROOT, losses, pretrain_command, run_pretrain
 
 
@@ -67,17 +68,14 @@ def _second_writer_commands(data_dir, out):
     }
 
 
-@pytest.mark.parametrize("command", ["pretrain", "prepare", "finetune", "retrieval train", "retrieval index"])
+@pytest.mark.parametrize("command", first_fast("pretrain", "prepare", "finetune", "retrieval train", "retrieval index"))
 def test_a_second_writer_exits_at_once_naming_the_directory_and_pid(data_dir, tmp_path, command):
     out = tmp_path / "out"
-    with locking.hold(out):  # the first writer: this test process
-        start = time.perf_counter()
+    with locking.hold(out):  # the first writer: this test process, until the second has returned (never waited)
         rc, _, stderr = biomamba(*_second_writer_commands(data_dir, out)[command])
-        seconds = time.perf_counter() - start
     line = one_line_error(stderr)
     assert rc == 1 and str(out) in line and f"PID {os.getpid()}" in line
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # it wrote nothing
-    assert seconds < 120
 
 
 def test_the_lock_dies_with_a_killed_process(tmp_path):
@@ -187,7 +185,8 @@ def _model_commands(model, data_dir, tmp_path):
     }
 
 
-@pytest.mark.parametrize("command", ["eval-ppl", "generate", "export", "retrieval index", "pretrain init_from"])
+@pytest.mark.parametrize("command", first_fast("eval-ppl", "generate", "export", "retrieval index",
+                                                "pretrain init_from"))
 def test_truncated_weights_are_one_line_naming_the_file(model_dir, data_dir, tmp_path, command):
     damaged = _damaged(model_dir, tmp_path, "model.safetensors", (model_dir / "model.safetensors").stat().st_size // 2)
     rc, _, stderr = biomamba(*_model_commands(damaged, data_dir, tmp_path)[command])
@@ -195,9 +194,9 @@ def test_truncated_weights_are_one_line_naming_the_file(model_dir, data_dir, tmp
     assert rc == 1 and str(damaged / "model.safetensors") in line and "truncated" in line
 
 
-@pytest.mark.parametrize("name,keep_bytes,says", [("model.safetensors", 5, "too short"),
-                                                  ("tokenizer.json", 200, "invalid JSON"),
-                                                  ("config.json", 40, "invalid JSON")])
+@pytest.mark.parametrize("name,keep_bytes,says", first_fast(("model.safetensors", 5, "too short"),
+                                                            ("tokenizer.json", 200, "invalid JSON"),
+                                                            ("config.json", 40, "invalid JSON")))
 def test_corrupt_model_files_are_one_line_naming_the_file(model_dir, data_dir, tmp_path, name, keep_bytes, says):
     damaged = _damaged(model_dir, tmp_path, name, keep_bytes)
     rc, _, stderr = biomamba(*_model_commands(damaged, data_dir, tmp_path)["generate"])

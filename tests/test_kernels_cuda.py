@@ -36,6 +36,7 @@ def _cuda_include_dir(nvcc):
     return None
 
 
+@pytest.mark.slow  # nvcc on every .cu at -O3 (about 25 s on 2 cores)
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
 def test_kernels_compile(tmp_path):
     """Each torch-free .cu compiles for sm_90, and binding.cpp type-checks against torch's headers."""

@@ -67,6 +67,7 @@ def test_a_store_without_chemicals_is_an_error_not_an_empty_list():
     assert "chemicals" not in store._document(record, "train", False)
 
 
+@pytest.mark.slow  # the default prepare of the ~50k embedded citations (data_default_prepared)
 def test_counts_of_the_embedded_1976_file(data_default_prepared):
     """FACTS.md: 53,196 ChemicalList entries and 288,334 MeSH headings over 30,000 citations (here from
     the record store `prepare` wrote, which holds every record of the file)."""
