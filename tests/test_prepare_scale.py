@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import pytest
 
-from biomamba.data import corpus, parsing, sample, shards, tasks
+from biomamba.data import corpus, parsing, shards, tasks, tokenizer_sample
 from biomamba.data import tokenizer as tk
 from biomamba.data.documents import document_text, read_documents
 from biomamba.data.errors import DataError
@@ -71,7 +71,7 @@ def test_worker_counts_and_reruns_give_byte_identical_outputs(tmp_path, small_co
 FAILURES = {
     "parse": (parsing, "parse_unit", 2),
     "documents": (corpus, "_documents_job", 2),
-    "tokenizer sample": (sample, "_sample_job", 2),
+    "tokenizer sample": (tokenizer_sample, "_sample_job", 2),
     "tokenizer training": (tk, "train_tokenizer", 1),
     "shards": (shards, "_write_unit", 2),
     "task rows": (tasks, "_fragment_job", 2),
@@ -186,15 +186,15 @@ def test_an_added_update_file_changes_only_what_it_must(tmp_path, small_corpus):
 def test_the_tokenizer_sample_is_a_capped_hash_sample(tmp_path, small_corpus):
     files, clean = small_corpus
     full = load_manifest(clean)["tokenizer"]["sample"]
-    assert full["bytes"] == full["train_text_bytes"] and full["buckets"] == sample.SAMPLE_BUCKETS
+    assert full["bytes"] == full["train_text_bytes"] and full["buckets"] == tokenizer_sample.SAMPLE_BUCKETS
     cap = full["train_text_bytes"] // 3
     m = prepare(tmp_path / "out", files, tokenizer_sample_bytes=cap, **SMALL)
     capped = m["tokenizer"]["sample"]
-    assert capped["cap_bytes"] == cap and 0 < capped["bytes"] <= cap and capped["buckets"] < sample.SAMPLE_BUCKETS
+    assert capped["cap_bytes"] == cap and 0 < capped["bytes"] <= cap and capped["buckets"] < tokenizer_sample.SAMPLE_BUCKETS
     # Independently: the train documents whose sha256("tokenizer-sample:" + PMID) lands below the cut.
     chosen = [d for d in read_documents(tmp_path / "out", "train", include_excluded=False)
               if int.from_bytes(hashlib.sha256(f"tokenizer-sample:{d['pmid']}".encode()).digest()[:8], "big")
-              * sample.SAMPLE_BUCKETS >> 64 < capped["buckets"]]
+              * tokenizer_sample.SAMPLE_BUCKETS >> 64 < capped["buckets"]]
     assert capped["documents"] == len(chosen)
     assert capped["bytes"] == sum(len(document_text(d).encode()) for d in chosen)
     assert m["tokenizer"]["sha256"] != load_manifest(clean)["tokenizer"]["sha256"]

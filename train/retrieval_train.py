@@ -229,7 +229,7 @@ class ContrastiveBatches:
         queries = source.query_of[pairs]
         passages = list(source.positive[pairs])
         passages += self.hard_negatives(source, queries, rng)
-        return self.encode(source, queries, passages)
+        return self.tokenized(source, queries, passages)
 
     def hard_negatives(self, source, queries, rng) -> list[int]:
         h, depth = self.cfg.loss.hard_negatives, self.cfg.loss.mine_depth
@@ -246,7 +246,7 @@ class ContrastiveBatches:
             out += [int(j) for j in rng.choice(candidates, size=h, replace=False)]
         return out
 
-    def encode(self, source, queries, passages) -> dict:
+    def tokenized(self, source, queries, passages) -> dict:
         loss_cfg, d = self.cfg.loss, self.cfg.data
         q_text = [format_query(source.queries[q], source.instruction, loss_cfg.query_template) for q in queries]
         p_text = [format_passage(source.passages[p]["title"], source.passages[p]["text"], loss_cfg.passage_template)

@@ -17,7 +17,7 @@ import numpy as np
 
 from biomamba.data import store
 from biomamba.data.pool import run_jobs
-from biomamba.data.sample import SAMPLE_BUCKETS
+from biomamba.data.tokenizer_sample import SAMPLE_BUCKETS
 from biomamba.data.splits import SPLITS
 from biomamba.data.updates import keep_masks
 

@@ -35,7 +35,7 @@ from biomamba.data.errors import DataError
 from biomamba.data.inputs import Input
 from biomamba.data.medline import Deletion, MedlineRecord, iter_medline
 from biomamba.data.pool import run_jobs
-from biomamba.data.sample import sample_bucket
+from biomamba.data.tokenizer_sample import sample_bucket
 from biomamba.data.splits import unit_hash
 from biomamba.data.updates import MAX_PMID
 
