@@ -158,25 +158,31 @@ def relation_task(spec, data_cfg) -> TaskData:
                               negative_label=negative))
 
 
-def similarity_rows(path: Path):
+def headed_tsv_rows(path: Path, required: tuple, layout: str = ""):
+    """(line, {column: field}) of a TSV whose first line names its columns (any order, any case); every
+    `required` column must be there and every row must have the header's number of fields."""
     rows = _tsv_rows(path)
     try:
         _, header = next(rows)
     except StopIteration:
-        raise TaskError(f"{path}: empty (a header with sentence1, sentence2, score expected)") from None
+        raise TaskError(f"{path}: empty (a header with {', '.join(required)} expected)") from None
     columns = [h.strip().lower() for h in header]
-    missing = [c for c in ("sentence1", "sentence2", "score") if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise TaskError(f"{path}:1: the header lacks {', '.join(missing)} (has {', '.join(columns)})")
-    at = {c: columns.index(c) for c in ("sentence1", "sentence2", "score")}
+        raise TaskError(f"{path}:1: the header lacks {', '.join(missing)} (has {', '.join(columns)}){layout}")
     for number, fields in rows:
         if len(fields) != len(columns):
             raise TaskError(f"{path}:{number}: {len(fields)} fields, the header has {len(columns)}")
+        yield number, dict(zip(columns, fields))
+
+
+def similarity_rows(path: Path):
+    for number, at in headed_tsv_rows(path, ("sentence1", "sentence2", "score")):
         try:
-            score = float(fields[at["score"]])
+            score = float(at["score"])
         except ValueError:
-            raise TaskError(f"{path}:{number}: field score {fields[at['score']]!r} is not a number") from None
-        yield number, fields[at["sentence1"]], fields[at["sentence2"]], score
+            raise TaskError(f"{path}:{number}: field score {at['score']!r} is not a number") from None
+        yield number, at["sentence1"], at["sentence2"], score
 
 
 def similarity_task(spec, data_cfg) -> TaskData:
@@ -220,24 +226,11 @@ def hoc_rows(path: Path):
     (the union of a PMID's sentence labels, gold and predicted, then precision and recall averaged over
     abstracts), so our micro-F1 is not BLUE's or BLURB's HoC number; the predictions file carries each
     row's index so that abstract-level scores can be computed from it."""
-    rows = _tsv_rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise TaskError(f"{path}: empty (a header with labels, sentence, index expected)") from None
-    columns = [h.strip().lower() for h in header]
-    missing = [c for c in HOC_COLUMNS if c not in columns]
-    if missing:
-        raise TaskError(f"{path}:1: the header lacks {', '.join(missing)} (has {', '.join(columns)}); "
-                        f"HoC's layout is labels<TAB>sentence<TAB>index")
-    at = {c: columns.index(c) for c in HOC_COLUMNS}
-    for number, fields in rows:
-        if len(fields) != len(columns):
-            raise TaskError(f"{path}:{number}: {len(fields)} fields, the header has {len(columns)}")
-        index = fields[at["index"]].strip()
+    for number, at in headed_tsv_rows(path, HOC_COLUMNS, "; HoC's layout is labels<TAB>sentence<TAB>index"):
+        index = at["index"].strip()
         if not index:
             raise TaskError(f"{path}:{number}: field index is empty (PMID_sN expected)")
-        yield number, index, fields[at["sentence"]], hallmarks(path, number, fields[at["labels"]])
+        yield number, index, at["sentence"], hallmarks(path, number, at["labels"])
 
 
 def hallmarks(path: Path, number: int, field: str) -> list[str]:
