@@ -19,8 +19,10 @@ $(STAMP): setup.py constraints.txt
 
 # The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process), a test file per
 # worker at a time, so a file's module fixtures (a prepared corpus, a trained model) are built once.
+# PYTEST_ARGS: more pytest options, e.g. `make test PYTEST_ARGS=--durations=25`.
 TEST_WORKERS ?= auto
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: install
 	$(PYTEST) tests
