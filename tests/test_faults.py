@@ -68,7 +68,8 @@ def _second_writer_commands(data_dir, out):
     }
 
 
-@pytest.mark.parametrize("command", first_fast("pretrain", "prepare", "finetune", "retrieval train", "retrieval index"))
+@pytest.mark.parametrize("command", first_fast("pretrain", "prepare", "finetune", "retrieval train",
+                                                "retrieval index"))
 def test_a_second_writer_exits_at_once_naming_the_directory_and_pid(data_dir, tmp_path, command):
     out = tmp_path / "out"
     with locking.hold(out):  # the first writer: this test process, until the second has returned (never waited)

@@ -190,7 +190,8 @@ def test_the_tokenizer_sample_is_a_capped_hash_sample(tmp_path, small_corpus):
     cap = full["train_text_bytes"] // 3
     m = prepare(tmp_path / "out", files, tokenizer_sample_bytes=cap, **SMALL)
     capped = m["tokenizer"]["sample"]
-    assert capped["cap_bytes"] == cap and 0 < capped["bytes"] <= cap and capped["buckets"] < tokenizer_sample.SAMPLE_BUCKETS
+    assert capped["cap_bytes"] == cap and 0 < capped["bytes"] <= cap
+    assert capped["buckets"] < tokenizer_sample.SAMPLE_BUCKETS
     # Independently: the train documents whose sha256("tokenizer-sample:" + PMID) lands below the cut.
     chosen = [d for d in read_documents(tmp_path / "out", "train", include_excluded=False)
               if int.from_bytes(hashlib.sha256(f"tokenizer-sample:{d['pmid']}".encode()).digest()[:8], "big")

@@ -9,7 +9,7 @@
   corpus.py     the documents stage: updates, splits, exclusions, counts, per input in parallel
   documents.py  what a document is (document_text) and read_documents(), the one way to read them
   splits.py     train/val/test by PMID hash
-  tokenizer_sample.py the tokenizer's capped hash sample of the train text
+  tokenizer_sample.py   the tokenizer's capped hash sample of the train text
   tokenizer.py  byte-level BPE (EOS "<|endoftext|>" = 0) or a given tokenizer dir
   shards.py     packed uint16/uint32 token shards per input and split; TokenShards reader
   tasks.py      sentence roles and publication types from MEDLINE; sentences.py splits sentences

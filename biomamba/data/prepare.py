@@ -52,7 +52,8 @@ from biomamba.data.inputs import resolve_inputs
 from biomamba.data.manifest import MANIFEST, load_manifest  # noqa: F401  (load_manifest is re-exported)
 from biomamba.data.parsing import parse_inputs
 from biomamba.data.pool import run_in_child
-from biomamba.data.tokenizer_sample import DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts, write_sample
+from biomamba.data.tokenizer_sample import (DEFAULT_SAMPLE_BYTES, RULE, SAMPLE_BUCKETS, sample_buckets, sample_texts,
+                                            write_sample)
 from biomamba.data.shards import DEFAULT_SHARD_TOKENS, token_dtype, write_shards
 from biomamba.data.silver_tasks import DEFAULT_MESH_LABELS, write_silver_tasks
 from biomamba.data.splits import SPLITS, check_fractions
