@@ -14,14 +14,17 @@ steps never use the scan). The old version runs in a subprocess that imports bio
 two OpenMP threads wait for each other whenever another process holds a core.
 
 Ours runs in fp32 and, with --precisions, in the weight-only formats (`int8`, `bf16-weights`;
-biomamba/decode.py), each a copy of the same weights. The anchor users pick for CPU inference,
-llama.cpp, runs the same weights (--llama f32,f16,q8_0): our transformers-layout export converted by
-llama.cpp's own convert_hf_to_gguf.py (--converter; the llama-cpp-python source distribution ships it
-under vendor/llama.cpp), decoded through llama-cpp-python (`llama_cpp`), one token per llama_decode,
-argmax in numpy, --threads threads; absent either, its columns are skipped with the reason. "roofline":
-the fp32 weights' bytes / the read bandwidth (a sum over a tensor of those bytes) bounds batch-1 fp32
-decoding; each rate is printed as a % of it. Greedy agreement: the tokens of llama.cpp f32 against ours
-fp32 for the first prompt row.
+biomamba/decode.py), each a copy of the same weights, in this process with the OpenMP wait policy that
+`import biomamba` sets (PASSIVE, biomamba/threads.py), as `biomamba generate` runs. The peers run each in
+its own child process with the environment the user started this script with, as their users run them:
+transformers (AutoModelForCausalLM on the same weights saved in its layout) and the anchor users pick for
+CPU inference, llama.cpp (--llama f32,f16,q8_0): that directory converted by llama.cpp's own
+convert_hf_to_gguf.py (--converter; the llama-cpp-python source distribution ships it under
+vendor/llama.cpp, which must be whole: the converter imports its conversion/ and gguf-py/), decoded
+through llama-cpp-python (`llama_cpp`), one token per llama_decode, argmax in numpy, --threads threads;
+absent either, its columns are skipped with the reason. "roofline": the fp32 weights' bytes / the read
+bandwidth (a sum over a tensor of those bytes) bounds batch-1 fp32 decoding; each rate is printed as a %
+of it. Greedy agreement: the tokens of transformers and of llama.cpp f32 against ours fp32, first prompt row.
 
     python bench/decode.py
     python bench/decode.py --presets tiny --blocks Mamba2 --batches 1 --before HEAD~2
@@ -36,7 +39,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+# The peers run in child processes with the environment as the user gave it: `import biomamba` sets
+# OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py), which would also put llama.cpp's and transformers' OpenMP
+# threads to sleep between parallel regions, as their users' processes do not.
+USER_ENV = dict(os.environ)
+import biomamba  # noqa: E402,F401  before torch: OpenMP's wait policy as `biomamba generate` runs it
+import torch  # noqa: E402
 
 from biomamba.bench_cli import fastest_in_turns, report_table
 
@@ -119,8 +127,8 @@ def old_tree(ref, into: Path) -> Path:
 
 
 def models(preset, block, directory: Path):
-    """Ours (saved to `directory` for the old version) and transformers' Mamba / Mamba2, same random
-    weights."""
+    """Ours, saved to `directory` (for the old version), and transformers' Mamba / Mamba2 on the same
+    random weights, saved to `directory`/hf (for the transformers process and llama.cpp's converter)."""
     import transformers
 
     from biomamba import BioMambaConfig, BioMambaForCausalLM
@@ -132,7 +140,8 @@ def models(preset, block, directory: Path):
     config_class, model_class = (getattr(transformers, name) for name in HF_CLASSES[ours.config.ssm_layer])
     theirs = model_class(config_class(**hf_config_fields(ours.config))).eval()
     theirs.load_state_dict(map_keys(ours.state_dict(), "hf", to_ours=False))
-    return ours, theirs
+    theirs.save_pretrained(directory / "hf")
+    return ours, directory / "hf"
 
 
 def has_block(source: Path, block: str) -> bool:
@@ -175,61 +184,113 @@ def llama_cpp_missing(args) -> str:
     return ""
 
 
-def gguf_files(theirs, types, converter, directory: Path) -> dict:
+def gguf_files(hf_dir, types, converter, directory: Path) -> dict:
     """{type: GGUF path}: transformers' layout of the weights, converted by llama.cpp's own converter."""
-    hf_dir = directory / "hf"
-    theirs.save_pretrained(hf_dir)
     env = dict(os.environ, PYTHONPATH=str(Path(converter).parent / "gguf-py"))
     files = {}
     for kind in types:
         files[kind] = directory / f"model-{kind}.gguf"
-        subprocess.run([sys.executable, converter, str(hf_dir), "--outtype", kind, "--outfile", str(files[kind])],
-                       check=True, capture_output=True, env=env)
+        done = subprocess.run([sys.executable, converter, str(hf_dir), "--outtype", kind, "--outfile",
+                               str(files[kind])], capture_output=True, text=True, env=env)
+        if done.returncode:  # the converter needs its whole llama.cpp tree (gguf-py/, conversion/) beside it
+            raise RuntimeError(f"{converter} --outtype {kind} failed:\n{done.stderr[-2000:]}")
     return files
 
 
-class LlamaCpp:
-    """llama.cpp decoding a GGUF file through llama-cpp-python: one llama_decode per token, argmax in numpy."""
+# A peer decoder in its own process: "transformers" (AutoModelForCausalLM on an HF directory) or
+# "llama.cpp" (a GGUF file through llama-cpp-python: one llama_decode per token, argmax in numpy). Each
+# stdin line is a JSON list of prompt rows; the reply is {"seconds": of the greedy decoding, "tokens": the new
+# tokens per row}.
+PEER_SCRIPT = """
+import json, sys, time
+kind, path, new_tokens, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if kind == "transformers":
+    import torch, transformers
+    torch.set_num_threads(threads)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
 
-    def __init__(self, path, threads):
-        from llama_cpp import Llama
-        self.llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=256, n_batch=256,
-                         verbose=False)
+    def greedy(rows):
+        ids = torch.tensor(rows)
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+        return out[:, ids.shape[1]:].tolist()
+else:
+    import numpy as np
+    from llama_cpp import Llama
+    llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=256, n_batch=256, verbose=False)
 
-    def greedy(self, prompt, new_tokens):
-        import numpy as np
-        llm = self.llm
-        llm.reset()
-        llm.eval(prompt)
+    def last_logits():  # without logits_all, llama-cpp-python 0.3 leaves Llama.scores unfilled (zeros)
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+    def greedy(rows):
+        assert len(rows) == 1, "this loop decodes one sequence"
+        llm.reset()  # for a recurrent model this clears its states too (llama_memory_clear)
+        llm.eval(rows[0])
         tokens = []
         for i in range(new_tokens):
-            tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            tokens.append(int(np.argmax(last_logits())))
             if i + 1 < new_tokens:
                 llm.eval(tokens[-1:])
-        return tokens
+        return [tokens]
+print("ready", flush=True)
+for line in sys.stdin:
+    start = time.perf_counter()
+    tokens = greedy(json.loads(line))
+    print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}), flush=True)
+"""
 
 
-def timers_for(preset, ours, theirs, copies, llamas, old, ids, args):
+class Peer:
+    """A peer decoder in a child process with the user's own environment (USER_ENV)."""
+
+    def __init__(self, kind, path, args):
+        self.kind = kind
+        argv = [kind, str(path), str(args.new_tokens), str(args.threads)]
+        self.process = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, *argv], env=USER_ENV, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._reply()  # "ready": the model is loaded
+
+    def _reply(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} process died:\n{self.process.stderr.read()[-2000:]}")
+        return line
+
+    def greedy(self, ids):
+        """(seconds, new tokens per row) of one greedy decoding of the prompt rows `ids`."""
+        import json
+        self.process.stdin.write(json.dumps(ids.tolist()) + "\n")
+        self.process.stdin.flush()
+        reply = json.loads(self._reply())
+        return reply["seconds"], reply["tokens"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def timers_for(ours, copies, peers, old, ids, args):
     batch = ids.shape[0]
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
                   min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-    timers = {"transformers": lambda: seconds(lambda: theirs.generate(ids, **kwargs)),
+    timers = {"transformers": lambda: peers["transformers"].greedy(ids)[0],
               "ours fp32": lambda: seconds(lambda: ours.generate(ids, **kwargs))}
     for precision, model in copies.items():
         timers[f"ours {precision}"] = lambda model=model: seconds(lambda: model.generate(ids, **kwargs))
     if batch == 1:  # llama.cpp's loop here decodes one sequence
-        for kind, llama in llamas.items():
-            timers[f"llama.cpp {kind}"] = lambda llama=llama: seconds(
-                lambda: llama.greedy(ids[0].tolist(), args.new_tokens))
+        for name, peer in peers.items():
+            if name != "transformers":
+                timers[name] = lambda peer=peer: peer.greedy(ids)[0]
     if old is not None:
         timers["biomamba before"] = lambda: old.seconds(batch)
     return timers, kwargs
 
 
-def agreement(ours, llama, ids, kwargs, new_tokens):
-    """How many of llama.cpp's greedy tokens equal ours, first prompt row."""
-    mine = ours.generate(ids[:1], **{**kwargs, "attention_mask": torch.ones_like(ids[:1])})[0, ids.shape[1]:].tolist()
-    theirs = llama.greedy(ids[0].tolist(), new_tokens)
+def agreement(ours, peer, ids, kwargs):
+    """How many of the peer's greedy tokens equal ours fp32, first prompt row."""
+    row = ids[:1]
+    mine = ours.generate(row, **{**kwargs, "attention_mask": torch.ones_like(row)})[0, row.shape[1]:].tolist()
+    theirs = peer.greedy(row)[1][0]
     return sum(a == b for a, b in zip(mine, theirs))
 
 
@@ -237,8 +298,8 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     missing = llama_cpp_missing(args)
-    print(f"# greedy, prompt {args.prompt_len} + {args.new_tokens} new tokens, {args.threads} thread(s); "
-          f"uptime: {os.popen('uptime').read().strip()}")
+    print(f"# greedy, prompt {args.prompt_len} + {args.new_tokens} new tokens, {args.threads} thread(s), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; uptime: {os.popen('uptime').read().strip()}")
     if missing:
         print(f"# llama.cpp skipped: {missing}")
     print(f"| preset | batch | decoder | tokens/s | x transformers | % of fp32 roofline |\n|---|---|---|---|---|---|",
@@ -249,19 +310,19 @@ def main():
         source = old_tree(args.before, scratch / "before") if args.before else None
         for block, size in ((b, p) for b in args.blocks.split(",") for p in args.presets.split(",")):
             preset = f"{block}/{size}"
-            ours, theirs = models(size, block, scratch / block / size)
+            ours, hf_dir = models(size, block, scratch / block / size)
             copies = weight_only_copies(ours, [p for p in args.precisions.split(",") if p])
-            llamas = {}
+            peers = {"transformers": Peer("transformers", hf_dir, args)}
             if not missing:
-                files = gguf_files(theirs, args.llama.split(","), args.converter, scratch / block / size)
-                llamas = {kind: LlamaCpp(path, args.threads) for kind, path in files.items()}
+                files = gguf_files(hf_dir, args.llama.split(","), args.converter, scratch / block / size)
+                peers.update({f"llama.cpp {kind}": Peer("llama.cpp", path, args) for kind, path in files.items()})
             roofline = roofline_tokens_per_s(ours, args.threads)
             known = source is not None and has_block(source, block)
             old = OldGenerate(source, scratch / block / size, args) if known else None
             for batch in (int(b) for b in args.batches.split(",")):
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))
-                timers, kwargs = timers_for(preset, ours, theirs, copies, llamas, old, ids, args)
+                timers, kwargs = timers_for(ours, copies, peers, old, ids, args)
                 rates = {name: batch * args.new_tokens / elapsed
                          for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
                 for name, rate in rates.items():
@@ -269,13 +330,14 @@ def main():
                     print(f"| {preset} | {batch} | {name} | {rate:.1f} | {rate / rates['transformers']:.2f}x | "
                           f"{share:.0%} |", flush=True)
                     reported.append([preset, batch, name, rate, rate / rates["transformers"], share])
-            if "f32" in llamas:
-                same = agreement(ours, llamas["f32"], ids[:1], kwargs, args.new_tokens)
-                print(f"# {preset}: llama.cpp f32 greedy tokens equal ours fp32 for {same} of {args.new_tokens}")
+            for name in ("transformers", "llama.cpp f32"):
+                if name in peers:
+                    same = agreement(ours, peers[name], ids, kwargs)
+                    print(f"# {preset}: {name} greedy tokens equal ours fp32 for {same} of {args.new_tokens}")
             print(f"# {preset}: fp32 roofline {roofline:.1f} tok/s at batch 1", flush=True)
-            if old is not None:
-                old.close()
-            del ours, theirs, copies, llamas
+            for peer in [*peers.values(), *([old] if old is not None else [])]:
+                peer.close()
+            del ours, copies, peers
     print(f"# uptime at the end: {os.popen('uptime').read().strip()}")
     report_table("decode", ["preset", "batch", "decoder", "tokens/s", "x transformers", "share of roofline"],
                  reported, key=("preset", "batch", "decoder"), ratios=("x transformers", "share of roofline"))

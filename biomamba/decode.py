@@ -1,11 +1,11 @@
-"""Decoding on CPU near the weight-read bound: a compiled step per block, and weight-only int8 / bf16.
+"""Decoding on CPU near the weight-read bound: one compiled call per token, and weight-only int8 / bf16.
 
 At batch 1 a decoded token reads every weight once, so its time is the weights' bytes over the memory
 bandwidth plus whatever else runs per token. The torch step (MambaMixer._step, Mamba2Mixer._step) runs
 some 40 small ops per layer and torch's gemv, reaching about a third of that bound here
 (bench/decode_profile.py, bench/RESULTS.md). `fast_step` runs the same arithmetic as one compiled call
-per block (kernels/cpu/decode_step.cpp: RMSNorm, in_proj, conv step, SSM state step, gate, out_proj,
-residual) and one for the final norm and LM head, with activations and states in fp32.
+per token (kernels/cpu/decode_step.cpp: for every block RMSNorm, in_proj, conv step, SSM state step, gate,
+out_proj and residual, then the final norm and the LM head), with activations and states in fp32.
 
 It stays inside transformers' `generate`: BioMambaForCausalLM.forward takes this path for a cached
 one-token step of a CPU model under no_grad (`applies`), and the cache, logits processors, beams and
@@ -116,30 +116,44 @@ def _bias(module):
     return None if module is None or module.bias is None else module.bias.float()
 
 
+def _mamba1_fields(layer, conv_state, ssm_state):
+    """One Mamba-1 layer's tensors in decode_step.cpp's order (mamba1_layer)."""
+    mixer = layer.mixer
+    return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight.squeeze(1),
+            _bias(mixer.conv1d), conv_state, *_weight(mixer.x_proj), *_weight(mixer.dt_proj), mixer.dt_proj.bias,
+            -torch.exp(mixer.A_log.float()), mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
+
+
+def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
+    """One Mamba-2 layer's tensors in decode_step.cpp's order (mamba2_layer)."""
+    mixer = layer.mixer
+    return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight.squeeze(1),
+            _bias(mixer.conv1d), conv_state, mixer.dt_bias, -torch.exp(mixer.A_log.float()), mixer.D, ssm_state,
+            mixer.norm.weight if rmsnorm else None, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
+
+
 def fast_step(model, input_ids, cache):
-    """Logits (b, 1, vocab) of one cached decoding step; the cache's states advance in place."""
+    """Logits (b, 1, vocab) of one cached decoding step; the cache's states advance in place.
+
+    One compiled call runs every block and the LM head (one parallel region per token: see
+    kernels/cpu/decode_step.cpp for why)."""
     from biomamba.ops.cpu_decode import extension
 
-    ext, cfg = extension(), model.config
-    hidden = model.backbone.embedding(input_ids[:, 0]).float().contiguous()  # (b, d_model)
-    for layer in model.backbone.layers:
-        mixer = layer.mixer
-        conv_state = cache.get_conv_state(mixer.layer_idx)
-        ssm_state = cache.get_recurrent_state(mixer.layer_idx)
-        common = (hidden, layer.norm.weight, layer.norm.eps, *_weight(mixer.in_proj), _bias(mixer.in_proj),
-                  mixer.conv1d.weight.squeeze(1), _bias(mixer.conv1d), conv_state)
-        A = -torch.exp(mixer.A_log.float())
-        if cfg.ssm_layer == "Mamba2":
-            gate_weight = mixer.norm.weight if cfg.rmsnorm else None
-            low, high = cfg.dt_limit
-            ext.mamba2_step(*common, mixer.dt_bias, A, mixer.D, low, high, (low, high) != (0.0, float("inf")),
-                            ssm_state, cfg.ngroups, gate_weight, cfg.rms_norm_eps, cfg.norm_before_gate,
-                            *_weight(mixer.out_proj), _bias(mixer.out_proj))
-        else:
-            ext.mamba1_step(*common, *_weight(mixer.x_proj), *_weight(mixer.dt_proj), mixer.dt_proj.bias, A,
-                            mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj))
-    norm_f = model.backbone.norm_f
-    return ext.lm_head(hidden, norm_f.weight, norm_f.eps, *_weight(model.lm_head)).unsqueeze(1)
+    ext, cfg, backbone = extension(), model.config, model.backbone
+    hidden = backbone.embedding(input_ids[:, 0]).float().contiguous()  # (b, d_model)
+    states = [(cache.get_conv_state(layer.mixer.layer_idx), cache.get_recurrent_state(layer.mixer.layer_idx))
+              for layer in backbone.layers]
+    head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head))
+    eps = backbone.layers[0].norm.eps
+    if cfg.ssm_layer == "Mamba2":
+        layers = [_mamba2_fields(layer, *state, cfg.rmsnorm) for layer, state in zip(backbone.layers, states)]
+        low, high = cfg.dt_limit
+        logits = ext.mamba2_token(hidden, layers, eps, low, high, (low, high) != (0.0, float("inf")), cfg.ngroups,
+                                  cfg.rms_norm_eps, cfg.norm_before_gate, *head)
+    else:
+        layers = [_mamba1_fields(layer, *state) for layer, state in zip(backbone.layers, states)]
+        logits = ext.mamba1_token(hidden, layers, eps, *head)
+    return logits.unsqueeze(1)
 
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):

@@ -1,10 +1,10 @@
 """The compiled decoding step on CPU (kernels/cpu/decode_step.cpp), built on first use like the "cpu" scan.
 
-    extension()   the built module (mamba1_step, mamba2_step, lm_head, linear, has_avx512); raises
+    extension()   the built module (mamba1_token, mamba2_token, linear, has_avx512); raises
                   ops.BackendUnavailable, with what to do, when it cannot be built here
 
 The gemv picks AVX-512 at run time where the CPU has it (a portable loop elsewhere), so the cached build
-runs on any x86-64 machine; rows are split over torch's intra-op threads (at::parallel_for).
+runs on any x86-64 machine; a token runs in one parallel region of torch's intra-op thread count.
 """
 from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kernel_source_dir
 

@@ -1,20 +1,36 @@
-// One decoding step of a whole Mamba block, compiled: batch-1 (and small-batch) decoding is bound by
-// reading the weights once per token, and torch's gemv plus some 40 small ops per layer reach about a
-// third of that bound here (bench/decode_profile.py). This file holds
+// One decoding step of a whole model, compiled: batch-1 (and small-batch) decoding is bound by reading
+// the weights once per token, and torch's gemv plus some 40 small ops per layer reach about a third of
+// that bound here (bench/decode_profile.py). This file holds
 //   - gemv over a weight kept in float32, bfloat16 or int8 (one float32 scale per output row), with
-//     AVX-512 loads chosen at run time (a portable loop elsewhere), rows split over at::parallel_for;
-//   - mamba1_step / mamba2_step: RMSNorm, in_proj, the causal conv step with SiLU, the SSM state step,
-//     gating and out_proj plus the residual, for one block, updating the cache's states in place;
-//   - lm_head: the final RMSNorm and the vocabulary gemv.
-// Activations and states stay float32 whatever the weights (weight-only quantization). Called only
-// from biomamba/decode.py, which checks dtypes, shapes and contiguity first; the checks here guard
-// that contract.
+//     AVX-512 loads chosen at run time (a portable loop elsewhere), over a share of its rows or columns;
+//   - mamba1_token / mamba2_token: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
+//     state step, gating, out_proj and the residual), then the final RMSNorm and the LM head, updating
+//     the cache's states in place and returning the logits;
+//   - linear: the gemv alone, for tests and the profile.
+// Activations and states stay float32 whatever the weights (weight-only quantization).
+//
+// Threads: one OpenMP parallel region per token, not one per operation. biomamba runs OpenMP with
+// OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py: a busy neighbour must not starve us), where every
+// parallel region's start wakes sleeping threads; with some 150 regions per token that cost a third of
+// the 130m model's decoding time (bench/RESULTS.md). Inside the one region the threads meet at a
+// barrier that spins briefly, then yields, then sleeps (SpinBarrier). Each thread owns a range of
+// channels (Mamba-1) or heads (Mamba-2) from in_proj to out_proj, so a layer needs two barriers (three
+// with Mamba-2's gated norm): x_proj and out_proj are split over their input columns, each thread sums
+// the partial results in the same order, and every thread keeps an identical copy of the residual.
+//
+// Called only from biomamba/decode.py, which checks dtypes, shapes and contiguity first; the checks
+// here guard that contract, all before the parallel region (an exception must not leave it).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -77,17 +93,18 @@ float bf16_to_float(uint16_t bits) {
   return value;
 }
 
-float dot_portable(const Linear& L, int64_t row, const float* x) {
-  const int64_t k = L.k;
+// <w[row, c0 : c0 + k], x[0 : k]> (x already points at column c0 of its row).
+float dot_portable(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
+  const int64_t at = row * L.k + c0;
   float sum = 0.f;
   if (L.kind == kF32) {
-    const float* w = static_cast<const float*>(L.w) + row * k;
+    const float* w = static_cast<const float*>(L.w) + at;
     for (int64_t i = 0; i < k; ++i) sum += w[i] * x[i];
   } else if (L.kind == kBF16) {
-    const uint16_t* w = static_cast<const uint16_t*>(L.w) + row * k;
+    const uint16_t* w = static_cast<const uint16_t*>(L.w) + at;
     for (int64_t i = 0; i < k; ++i) sum += bf16_to_float(w[i]) * x[i];
   } else {
-    const int8_t* w = static_cast<const int8_t*>(L.w) + row * k;
+    const int8_t* w = static_cast<const int8_t*>(L.w) + at;
     for (int64_t i = 0; i < k; ++i) sum += static_cast<float>(w[i]) * x[i];
   }
   return sum;
@@ -122,33 +139,208 @@ AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
   return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
-AVX512 float dot_fast(const Linear& L, int64_t row, const float* x) {
-  if (L.kind == kF32) return dot_avx512<kF32>(static_cast<const float*>(L.w) + row * L.k, x, L.k);
-  if (L.kind == kBF16) return dot_avx512<kBF16>(static_cast<const uint16_t*>(L.w) + row * L.k, x, L.k);
-  return dot_avx512<kI8>(static_cast<const int8_t*>(L.w) + row * L.k, x, L.k);
+AVX512 float dot_fast(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
+  const int64_t at = row * L.k + c0;
+  if (L.kind == kF32) return dot_avx512<kF32>(static_cast<const float*>(L.w) + at, x, k);
+  if (L.kind == kBF16) return dot_avx512<kBF16>(static_cast<const uint16_t*>(L.w) + at, x, k);
+  return dot_avx512<kI8>(static_cast<const int8_t*>(L.w) + at, x, k);
+}
+
+constexpr int64_t elem_size(Kind kind) { return kind == kF32 ? 4 : kind == kBF16 ? 2 : 1; }
+
+// Four rows' dot products with x at once: x is loaded once for the four, four independent FMA chains,
+// and the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
+// KB ahead of the arithmetic through every row boundary.
+constexpr int64_t kAhead = 4;
+
+template <Kind K>
+AVX512 void dot4_avx512(const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
+  constexpr int64_t E = elem_size(K);
+  const char *w0 = w, *w1 = w + row_bytes, *w2 = w + 2 * row_bytes, *w3 = w + 3 * row_bytes;
+  const int64_t ahead = kAhead * row_bytes;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 mask = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
+    if (prefetch && (i * E) % 64 == 0) {
+      _mm_prefetch(w0 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w1 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w2 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w3 + i * E + ahead, _MM_HINT_T0);
+    }
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i);
+    a0 = _mm512_fmadd_ps(load16(K, w0 + i * E, 0, mask), xv, a0);
+    a1 = _mm512_fmadd_ps(load16(K, w1 + i * E, 0, mask), xv, a1);
+    a2 = _mm512_fmadd_ps(load16(K, w2 + i * E, 0, mask), xv, a2);
+    a3 = _mm512_fmadd_ps(load16(K, w3 + i * E, 0, mask), xv, a3);
+  }
+  out[0] = _mm512_reduce_add_ps(a0);
+  out[1] = _mm512_reduce_add_ps(a1);
+  out[2] = _mm512_reduce_add_ps(a2);
+  out[3] = _mm512_reduce_add_ps(a3);
+}
+
+// Rows row .. row + 3 over the columns [c0, c0 + k); prefetch only where four more rows follow.
+AVX512 void dot4_fast(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch,
+                      float* out) {
+  const int64_t E = elem_size(L.kind);
+  const char* w = static_cast<const char*>(L.w) + (row * L.k + c0) * E;
+  if (L.kind == kF32) return dot4_avx512<kF32>(w, L.k * E, x, k, prefetch, out);
+  if (L.kind == kBF16) return dot4_avx512<kBF16>(w, L.k * E, x, k, prefetch, out);
+  return dot4_avx512<kI8>(w, L.k * E, x, k, prefetch, out);
 }
 
 const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512vl");
 #endif
 
-inline float dot(const Linear& L, int64_t row, const float* x) {
+inline float dot(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
 #ifdef BIOMAMBA_X86
-  if (kHasAvx512) return dot_fast(L, row, x);
+  if (kHasAvx512) return dot_fast(L, row, c0, k, x);
 #endif
-  return dot_portable(L, row, x);
+  return dot_portable(L, row, c0, k, x);
 }
 
-// out (b, m) = x (b, k) @ L^T; each weight row is read from memory once for all b rows of x.
-void gemv(const Linear& L, const float* x, int64_t b, float* out) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(L.k, 1));
-  at::parallel_for(0, L.m, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float scale = L.scale ? L.scale[r] : 1.f;
-      const float bias = L.bias ? L.bias[r] : 0.f;
-      for (int64_t j = 0; j < b; ++j) out[j * L.m + r] = dot(L, r, x + j * L.k) * scale + bias;
+// out[i] = <w[row + i, c0 : c0 + k], x[0 : k]> for i < 4; `prefetch`: rows row + 4 .. row + 7 exist.
+inline void dot4(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch, float* out) {
+#ifdef BIOMAMBA_X86
+  if (kHasAvx512) return dot4_fast(L, row, c0, k, x, prefetch, out);
+#endif
+  for (int i = 0; i < 4; ++i) out[i] = dot_portable(L, row + i, c0, k, x);
+}
+
+// ---------------------------------------------------------------------------- threads
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// All threads of a team wait here until the last one arrives. A wait spins for up to kSpin (the other
+// thread is usually microseconds away), then yields for up to kYield, then sleeps in short naps: when
+// another process holds the core a partner needs, spinning on would only keep it from running.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int size) : size_(size) {}
+
+  void wait() {
+    const int phase = phase_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      phase_.store(phase + 1, std::memory_order_release);  // publishes the reset too
+      return;
     }
-  });
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t tries = 0; phase_.load(std::memory_order_acquire) == phase; ++tries) {
+      if (tries % 64 != 63) {
+        cpu_relax();
+        continue;
+      }
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited < kSpin) continue;
+      if (waited < kYield) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+ private:
+  static constexpr std::chrono::microseconds kSpin{100}, kYield{2000};
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> phase_{0};
+  const int size_;
+};
+
+// [begin, end)
+struct Range {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+
+// One thread's place in the team running a token: its id, the team's size, the shared barrier.
+struct Team {
+  int id = 0, size = 1;
+  SpinBarrier* barrier = nullptr;
+
+  void sync() const {
+    if (size > 1) barrier->wait();
+  }
+  // This thread's share of n items, cut at multiples of `align` (vector-width column ranges).
+  Range share(int64_t n, int64_t align = 1) const {
+    const int64_t blocks = (n + align - 1) / align;
+    return {std::min(n, blocks * id / size * align), std::min(n, blocks * (id + 1) / size * align)};
+  }
+};
+
+// Runs f(team) on `threads` threads (torch's intra-op count) in one parallel region. Where OpenMP gives
+// fewer threads than asked (nested inside another region, a thread limit), thread 0 runs it alone: a
+// barrier waiting for threads that never come would hang.
+template <typename F>
+void run_team(int threads, const F& f) {
+  if (threads <= 1 || omp_in_parallel()) {
+    f(Team{});
+    return;
+  }
+  SpinBarrier barrier(threads);
+#pragma omp parallel num_threads(threads)
+  {
+    if (omp_get_num_threads() == threads) {
+      f(Team{omp_get_thread_num(), threads, &barrier});
+    } else if (omp_get_thread_num() == 0) {
+      f(Team{});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- gemv
+
+// out[j * ldo + r] = scale[r] * <w[r], x_j> + bias[r] for the rows r in `rows` and the b rows x_j = x + j * ldx.
+// Each weight row is read from memory once for all b rows of x.
+void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out, int64_t ldo) {
+  float sums[4];
+  int64_t r = rows.begin;
+  for (; r + 4 <= rows.end; r += 4) {
+    for (int64_t j = 0; j < b; ++j) {
+      dot4(L, r, 0, L.k, x + j * ldx, j == 0 && r + 8 <= rows.end, sums);
+      for (int i = 0; i < 4; ++i)
+        out[j * ldo + r + i] = sums[i] * (L.scale ? L.scale[r + i] : 1.f) + (L.bias ? L.bias[r + i] : 0.f);
+    }
+  }
+  for (; r < rows.end; ++r) {
+    const float scale = L.scale ? L.scale[r] : 1.f;
+    const float bias = L.bias ? L.bias[r] : 0.f;
+    for (int64_t j = 0; j < b; ++j) out[j * ldo + r] = dot(L, r, 0, L.k, x + j * ldx) * scale + bias;
+  }
+}
+
+// out[j * L.m + r] = scale[r] * <w[r, cols], x_j[cols]> for every row r: this thread's part of the
+// product over its own input columns (no bias; the caller adds it once when it sums the parts).
+void gemv_columns(const Linear& L, const float* x, int64_t ldx, int64_t b, Range cols, float* out) {
+  float sums[4];
+  int64_t r = 0;
+  for (; r + 4 <= L.m; r += 4) {
+    for (int64_t j = 0; j < b; ++j) {
+      dot4(L, r, cols.begin, cols.size(), x + j * ldx + cols.begin, j == 0 && r + 8 <= L.m, sums);
+      for (int i = 0; i < 4; ++i) out[j * L.m + r + i] = sums[i] * (L.scale ? L.scale[r + i] : 1.f);
+    }
+  }
+  for (; r < L.m; ++r) {
+    const float scale = L.scale ? L.scale[r] : 1.f;
+    for (int64_t j = 0; j < b; ++j)
+      out[j * L.m + r] = dot(L, r, cols.begin, cols.size(), x + j * ldx + cols.begin) * scale;
+  }
+}
+
+// out[i] = bias[i] + the sum of every thread's part i, in thread order: each thread sums alone and gets
+// the same floats, so the copies of the residual stay identical.
+void sum_parts(const float* parts, int threads, int64_t count, const float* bias, int64_t bias_period,
+               float* out, bool accumulate) {
+  for (int64_t i = 0; i < count; ++i) {
+    float sum = bias ? bias[i % bias_period] : 0.f;
+    for (int t = 0; t < threads; ++t) sum += parts[t * count + i];
+    out[i] = accumulate ? out[i] + sum : sum;
+  }
 }
 
 // ---------------------------------------------------------------------------- elementwise parts
@@ -166,185 +358,339 @@ void rms_norm(const float* x, const float* weight, double eps, int64_t b, int64_
 inline float silu(float v) { return v / (1.f + std::exp(-v)); }
 inline float softplus(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }  // torch's threshold
 
-// The causal conv step on `channels` channels of row j: shift the window (w taps) left, append x,
-// out = silu(<window, weight> + bias). x and out may alias.
-void conv_step(float* state, const float* weight, const float* bias, const float* x, float* out,
-               int64_t channels, int64_t w) {
-  at::parallel_for(0, channels, 512, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      float* window = state + c * w;
-      float sum = bias ? bias[c] : 0.f;
-      for (int64_t t = 0; t + 1 < w; ++t) {
-        window[t] = window[t + 1];
-        sum += window[t] * weight[c * w + t];
-      }
-      window[w - 1] = x[c];
-      sum += x[c] * weight[c * w + w - 1];
-      out[c] = silu(sum);
+// The causal conv step on the channels c in `channels` of one row: shift the window (w taps) left,
+// append x[c], out[c] = silu(<window, weight> + bias).
+void conv_step(float* state, const float* weight, const float* bias, const float* x, float* out, Range channels,
+               int64_t w) {
+  for (int64_t c = channels.begin; c < channels.end; ++c) {
+    float* window = state + c * w;
+    float sum = bias ? bias[c] : 0.f;
+    for (int64_t t = 0; t + 1 < w; ++t) {
+      window[t] = window[t + 1];
+      sum += window[t] * weight[c * w + t];
     }
-  });
+    window[w - 1] = x[c];
+    sum += x[c] * weight[c * w + w - 1];
+    out[c] = silu(sum);
+  }
 }
 
 void check_state(const Tensor& t, const char* name, int64_t b, int64_t rows) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.size(0) == b &&
-                  t.numel() % (b * rows) == 0,
-              "decode step: ", name, " must be a contiguous float32 state of batch ", b);
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.size(0) == b && t.numel() == b * rows,
+              "decode step: ", name, " must be a contiguous float32 state of batch ", b, " and ", rows,
+              " values a row");
 }
 
-const float* optional_ptr(const optional<Tensor>& t) { return t.has_value() ? t->data_ptr<float>() : nullptr; }
+const Tensor& required(const std::vector<optional<Tensor>>& layer, size_t i, const char* name) {
+  TORCH_CHECK(i < layer.size() && layer[i].has_value(), "decode step: a layer's ", name, " is missing");
+  return *layer[i];
+}
 
-// ---------------------------------------------------------------------------- Mamba-1 block
+const float* f32(const Tensor& t, int64_t numel, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == numel, "decode step: ", name,
+              " must be contiguous float32 with ", numel, " values, got ", t.sizes());
+  return t.data_ptr<float>();
+}
 
-// hidden (b, d_model) float32, updated in place to hidden + mixer(norm(hidden)).
-void mamba1_step(Tensor hidden, Tensor norm_weight, double eps, Tensor in_w, optional<Tensor> in_scale,
-                 optional<Tensor> in_bias, Tensor conv_weight, optional<Tensor> conv_bias, Tensor conv_state,
-                 Tensor x_w, optional<Tensor> x_scale, Tensor dt_w, optional<Tensor> dt_scale, Tensor dt_bias,
-                 Tensor A, Tensor D, Tensor ssm_state, Tensor out_w, optional<Tensor> out_scale,
-                 optional<Tensor> out_bias) {
-  const int64_t b = hidden.size(0), d_model = hidden.size(1);
-  const Linear in_proj = make_linear(in_w, in_scale, in_bias, "in_proj");
-  const Linear x_proj = make_linear(x_w, x_scale, {}, "x_proj");
-  const Linear dt_proj = make_linear(dt_w, dt_scale, {}, "dt_proj");
-  const Linear out_proj = make_linear(out_w, out_scale, out_bias, "out_proj");
-  const int64_t d_inner = out_proj.k, n = A.size(1), rank = dt_proj.k, w = conv_weight.size(1);
-  TORCH_CHECK(in_proj.k == d_model && in_proj.m == 2 * d_inner && x_proj.m == rank + 2 * n &&
-                  out_proj.m == d_model,
+const float* optional_f32(const optional<Tensor>& t, int64_t numel, const char* name) {
+  return t.has_value() ? f32(*t, numel, name) : nullptr;
+}
+
+// Per-thread scratch, one slice per thread: `count` floats each.
+struct PerThread {
+  std::vector<float> data;
+  int64_t count;
+  PerThread(int threads, int64_t count) : data(static_cast<size_t>(threads * count)), count(count) {}
+  float* of(int id) { return data.data() + id * count; }
+};
+
+// The final RMSNorm and the vocabulary gemv over this thread's share of the rows.
+struct Head {
+  const float* norm;
+  double eps;
+  Linear w;
+};
+
+Head make_head(const Tensor& norm, double eps, const Tensor& w, const optional<Tensor>& scale, int64_t d_model) {
+  Head head{f32(norm, d_model, "norm_f weight"), eps, make_linear(w, scale, {}, "lm_head")};
+  TORCH_CHECK(head.w.k == d_model, "decode step: lm_head takes ", head.w.k, " inputs, hidden has ", d_model);
+  return head;
+}
+
+void head_step(const Team& team, const Head& head, const float* h, float* u, int64_t b, int64_t d_model,
+               float* logits) {
+  rms_norm(h, head.norm, head.eps, b, d_model, u);
+  gemv_rows(head.w, u, d_model, b, team.share(head.w.m), logits, head.w.m);
+}
+
+// ---------------------------------------------------------------------------- Mamba-1 blocks
+
+// A layer's tensors, in biomamba/decode.py's order (MAMBA1_FIELDS).
+struct Mamba1Layer {
+  const float *norm, *conv_w, *conv_b, *dt_bias, *A, *D;
+  float *conv_state, *ssm_state;
+  Linear in, x, dt, out;
+  int64_t d_inner, n, rank, w;
+};
+
+Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model) {
+  Mamba1Layer L;
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj");
+  L.x = make_linear(required(t, 7, "x_proj"), t[8], {}, "x_proj");
+  L.dt = make_linear(required(t, 9, "dt_proj"), t[10], {}, "dt_proj");
+  L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj");
+  const Tensor &A = required(t, 12, "A"), &conv = required(t, 4, "conv weight");
+  L.d_inner = L.out.k, L.n = A.size(-1), L.rank = L.dt.k, L.w = conv.size(-1);
+  TORCH_CHECK(L.in.k == d_model && L.in.m == 2 * L.d_inner && L.x.m == L.rank + 2 * L.n && L.x.k == L.d_inner &&
+                  L.dt.m == L.d_inner && L.out.m == d_model,
               "decode step (Mamba-1): weight shapes do not fit one block");
-  check_state(conv_state, "conv_state", b, d_inner * w);
-  check_state(ssm_state, "ssm_state", b, d_inner * n);
-  float* h = hidden.data_ptr<float>();
-  std::vector<float> u(b * d_model), xz(b * 2 * d_inner), xc(b * d_inner), dbc(b * x_proj.m),
-      dt(b * d_inner), y(b * d_inner), mixed(b * d_model);
-  rms_norm(h, norm_weight.data_ptr<float>(), eps, b, d_model, u.data());
-  gemv(in_proj, u.data(), b, xz.data());
+  L.norm = f32(required(t, 0, "norm weight"), d_model, "norm weight");
+  L.conv_w = f32(conv, L.d_inner * L.w, "conv weight");
+  L.conv_b = optional_f32(t[5], L.d_inner, "conv bias");
+  L.dt_bias = f32(required(t, 11, "dt bias"), L.d_inner, "dt bias");
+  L.A = f32(A, L.d_inner * L.n, "A");
+  L.D = f32(required(t, 13, "D"), L.d_inner, "D");
+  check_state(required(t, 6, "conv_state"), "conv_state", b, L.d_inner * L.w);
+  check_state(required(t, 14, "ssm_state"), "ssm_state", b, L.d_inner * L.n);
+  L.conv_state = t[6]->data_ptr<float>();
+  L.ssm_state = t[14]->data_ptr<float>();
+  return L;
+}
+
+// Buffers shared by the team (each thread writes its own channels' entries, or its own slice of parts).
+struct Mamba1Work {
+  std::vector<float> xz, xc, dt, y;
+  PerThread x_parts, out_parts, h, u, dbc;
+  Mamba1Work(int threads, int64_t b, int64_t d_model, int64_t d_inner, int64_t x_m)
+      : xz(b * 2 * d_inner), xc(b * d_inner), dt(b * d_inner), y(b * d_inner), x_parts(threads, b * x_m),
+        out_parts(threads, b * d_model), h(threads, b * d_model), u(threads, b * d_model), dbc(threads, b * x_m) {}
+};
+
+// One block on this thread's channels; h (this thread's copy of the residual) becomes h + mixer(norm(h)).
+void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, float* h, int64_t b, int64_t d_model,
+                  double eps) {
+  const int64_t di = L.d_inner, n = L.n, x_m = L.x.m;
+  const Range own = team.share(di, 16);
+  float *u = work.u.of(team.id), *dbc = work.dbc.of(team.id), *xz = work.xz.data(), *xc = work.xc.data();
+  rms_norm(h, L.norm, eps, b, d_model, u);
+  gemv_rows(L.in, u, d_model, b, own, xz, 2 * di);                              // x of own channels
+  gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, xz, 2 * di);  // z of own channels
   for (int64_t j = 0; j < b; ++j)
-    conv_step(conv_state.data_ptr<float>() + j * d_inner * w, conv_weight.data_ptr<float>(),
-              optional_ptr(conv_bias), xz.data() + j * 2 * d_inner, xc.data() + j * d_inner, d_inner, w);
-  gemv(x_proj, xc.data(), b, dbc.data());
-  std::vector<float> dt_low(b * rank);
-  for (int64_t j = 0; j < b; ++j)
-    std::memcpy(dt_low.data() + j * rank, dbc.data() + j * x_proj.m, rank * sizeof(float));
-  gemv(dt_proj, dt_low.data(), b, dt.data());
-  const float *a = A.data_ptr<float>(), *skip = D.data_ptr<float>(), *bias = dt_bias.data_ptr<float>();
-  float* state = ssm_state.data_ptr<float>();
+    conv_step(L.conv_state + j * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
+  gemv_columns(L.x, xc, di, b, own, work.x_parts.of(team.id));
+  team.sync();  // every part of x_proj (dt_low, B, C) is in
+  sum_parts(work.x_parts.of(0), team.size, b * x_m, nullptr, 1, dbc, false);
+  gemv_rows(L.dt, dbc, x_m, b, own, work.dt.data(), di);
   for (int64_t j = 0; j < b; ++j) {
-    const float* B = dbc.data() + j * x_proj.m + rank;
-    const float* C = B + n;
-    at::parallel_for(0, d_inner, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t c = begin; c < end; ++c) {
-        const float delta = softplus(dt[j * d_inner + c] + bias[c]), x = xc[j * d_inner + c];
-        float* s = state + (j * d_inner + c) * n;
-        float out = 0.f;
-        for (int64_t i = 0; i < n; ++i) {
-          s[i] = s[i] * std::exp(delta * a[c * n + i]) + delta * B[i] * x;
-          out += s[i] * C[i];
-        }
-        y[j * d_inner + c] = (out + skip[c] * x) * silu(xz[j * 2 * d_inner + d_inner + c]);
+    const float *B = dbc + j * x_m + L.rank, *C = B + n;
+    for (int64_t c = own.begin; c < own.end; ++c) {
+      const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
+      float* s = L.ssm_state + (j * di + c) * n;
+      float out = 0.f;
+      for (int64_t i = 0; i < n; ++i) {
+        s[i] = s[i] * std::exp(delta * L.A[c * n + i]) + delta * B[i] * x;
+        out += s[i] * C[i];
       }
-    });
+      work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
+    }
   }
-  gemv(out_proj, y.data(), b, mixed.data());
-  for (int64_t i = 0; i < b * d_model; ++i) h[i] += mixed[i];
+  gemv_columns(L.out, work.y.data(), di, b, own, work.out_parts.of(team.id));
+  team.sync();  // every part of out_proj is in
+  sum_parts(work.out_parts.of(0), team.size, b * d_model, L.out.bias, d_model, h, true);
 }
 
-// ---------------------------------------------------------------------------- Mamba-2 block
-
-// The gate before out_proj (mamba_ssm's RMSNormGated over groups of `group` channels, or y * silu(z)).
-void gate(float* y, const float* z, const float* norm_weight, double eps, bool norm_before_gate,
-          int64_t d_inner, int64_t group) {
-  if (norm_weight == nullptr) {
-    for (int64_t c = 0; c < d_inner; ++c) y[c] *= silu(z[c]);
-    return;
-  }
-  if (!norm_before_gate)
-    for (int64_t c = 0; c < d_inner; ++c) y[c] *= silu(z[c]);
-  for (int64_t g0 = 0; g0 < d_inner; g0 += group) {
-    double squares = 0;
-    for (int64_t c = g0; c < g0 + group; ++c) squares += static_cast<double>(y[c]) * y[c];
-    const float inv = 1.f / std::sqrt(static_cast<float>(squares / group) + static_cast<float>(eps));
-    for (int64_t c = g0; c < g0 + group; ++c) y[c] = y[c] * inv * norm_weight[c];
-  }
-  if (norm_before_gate)
-    for (int64_t c = 0; c < d_inner; ++c) y[c] *= silu(z[c]);
-}
-
-void mamba2_step(Tensor hidden, Tensor norm_weight, double eps, Tensor in_w, optional<Tensor> in_scale,
-                 optional<Tensor> in_bias, Tensor conv_weight, optional<Tensor> conv_bias, Tensor conv_state,
-                 Tensor dt_bias, Tensor A, Tensor D, double dt_min, double dt_max, bool clamp_dt,
-                 Tensor ssm_state, int64_t ngroups, optional<Tensor> gate_weight, double gate_eps,
-                 bool norm_before_gate, Tensor out_w, optional<Tensor> out_scale, optional<Tensor> out_bias) {
+// Logits (b, vocab) of one decoding step of every Mamba-1 block, then the LM head; hidden (b, d_model),
+// the embedded tokens, becomes the last block's residual; the cache's states advance in place.
+Tensor mamba1_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, Tensor norm_f,
+                    double eps_f, Tensor head_w, optional<Tensor> head_scale) {
   const int64_t b = hidden.size(0), d_model = hidden.size(1);
-  const Linear in_proj = make_linear(in_w, in_scale, in_bias, "in_proj");
-  const Linear out_proj = make_linear(out_w, out_scale, out_bias, "out_proj");
-  const int64_t d_inner = out_proj.k, heads = A.numel(), p = d_inner / heads, conv_dim = conv_weight.size(0),
-                w = conv_weight.size(1), n = (conv_dim - d_inner) / (2 * ngroups);
-  TORCH_CHECK(in_proj.k == d_model && in_proj.m == d_inner + conv_dim + heads && out_proj.m == d_model &&
-                  d_inner % heads == 0 && heads % ngroups == 0,
-              "decode step (Mamba-2): weight shapes do not fit one block");
-  check_state(conv_state, "conv_state", b, conv_dim * w);
-  check_state(ssm_state, "ssm_state", b, heads * p * n);
-  const bool skip_per_channel = D.numel() == d_inner;
-  float* h = hidden.data_ptr<float>();
-  std::vector<float> u(b * d_model), proj(b * in_proj.m), xBC(b * conv_dim), y(b * d_inner), mixed(b * d_model);
-  rms_norm(h, norm_weight.data_ptr<float>(), eps, b, d_model, u.data());
-  gemv(in_proj, u.data(), b, proj.data());
-  const float *a = A.data_ptr<float>(), *skip = D.data_ptr<float>(), *bias = dt_bias.data_ptr<float>();
-  float* state = ssm_state.data_ptr<float>();
-  for (int64_t j = 0; j < b; ++j) {
-    const float* z = proj.data() + j * in_proj.m;  // z, then xBC, then dt
-    float* xbc = xBC.data() + j * conv_dim;
-    conv_step(conv_state.data_ptr<float>() + j * conv_dim * w, conv_weight.data_ptr<float>(),
-              optional_ptr(conv_bias), z + d_inner, xbc, conv_dim, w);
-    const float* dt_raw = z + d_inner + conv_dim;
-    float* yj = y.data() + j * d_inner;
-    at::parallel_for(0, heads, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t hd = begin; hd < end; ++hd) {
-        float delta = softplus(dt_raw[hd] + bias[hd]);
-        if (clamp_dt) delta = std::min(std::max(delta, static_cast<float>(dt_min)), static_cast<float>(dt_max));
-        const float decay = std::exp(delta * a[hd]);
-        const int64_t g = hd / (heads / ngroups);
-        const float* B = xbc + d_inner + g * n;
-        const float* C = xbc + d_inner + ngroups * n + g * n;
-        for (int64_t q = 0; q < p; ++q) {
-          const float x = xbc[hd * p + q];
-          float* s = state + ((j * heads + hd) * p + q) * n;
-          float out = 0.f;
-          for (int64_t i = 0; i < n; ++i) {
-            s[i] = decay * s[i] + delta * x * B[i];
-            out += s[i] * C[i];
-          }
-          yj[hd * p + q] = out + (skip_per_channel ? skip[hd * p + q] : skip[hd]) * x;
-        }
-      }
-    });
-    gate(yj, z, gate_weight.has_value() ? gate_weight->data_ptr<float>() : nullptr, gate_eps, norm_before_gate,
-         d_inner, d_inner / ngroups);
-  }
-  gemv(out_proj, y.data(), b, mixed.data());
-  for (int64_t i = 0; i < b * d_model; ++i) h[i] += mixed[i];
-}
-
-// ---------------------------------------------------------------------------- LM head
-
-// logits (b, vocab) = norm_f(hidden) @ weight^T.
-Tensor lm_head(Tensor hidden, Tensor norm_weight, double eps, Tensor w, optional<Tensor> scale) {
-  const int64_t b = hidden.size(0), d_model = hidden.size(1);
-  const Linear head = make_linear(w, scale, {}, "lm_head");
-  TORCH_CHECK(head.k == d_model, "decode step: lm_head takes ", head.k, " inputs, hidden has ", d_model);
-  std::vector<float> u(b * d_model);
-  rms_norm(hidden.data_ptr<float>(), norm_weight.data_ptr<float>(), eps, b, d_model, u.data());
-  Tensor logits = at::empty({b, head.m}, hidden.options());
-  gemv(head, u.data(), b, logits.data_ptr<float>());
+  TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
+              "decode step: hidden must be contiguous float32 (b, d_model)");
+  std::vector<Mamba1Layer> blocks;
+  for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model));
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
+  const int threads = at::get_num_threads();
+  const int64_t di = blocks.empty() ? 0 : blocks[0].d_inner, x_m = blocks.empty() ? 0 : blocks[0].x.m;
+  for (const auto& L : blocks)
+    TORCH_CHECK(L.d_inner == di && L.x.m == x_m, "decode step (Mamba-1): every layer must have one shape");
+  Mamba1Work work(threads, b, d_model, di, x_m);
+  Tensor logits = at::empty({b, head.w.m}, hidden.options());
+  float* h_out = hidden.data_ptr<float>();
+  run_team(threads, [&](const Team& team) {
+    float* h = work.h.of(team.id);
+    std::memcpy(h, h_out, b * d_model * sizeof(float));
+    for (const auto& L : blocks) mamba1_block(team, L, work, h, b, d_model, eps);
+    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
+    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+  });
   return logits;
 }
 
-// out (b, m) = x (b, k) @ w^T (* scale) (+ bias): the gemv alone, for tests and the profile.
+// ---------------------------------------------------------------------------- Mamba-2 blocks
+
+struct Mamba2Settings {
+  double eps, dt_min, dt_max, gate_eps;
+  bool clamp_dt, norm_before_gate;
+  int64_t ngroups;
+};
+
+// A layer's tensors, in biomamba/decode.py's order (MAMBA2_FIELDS).
+struct Mamba2Layer {
+  const float *norm, *conv_w, *conv_b, *dt_bias, *A, *D, *gate_w;
+  float *conv_state, *ssm_state;
+  Linear in, out;
+  int64_t d_inner, heads, p, conv_dim, w, n;
+  bool skip_per_channel;
+};
+
+Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int64_t ngroups) {
+  Mamba2Layer L;
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj");
+  L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj");
+  const Tensor &A = required(t, 8, "A"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
+  L.d_inner = L.out.k, L.heads = A.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
+  TORCH_CHECK(L.heads > 0 && ngroups > 0 && L.d_inner % L.heads == 0 && L.heads % ngroups == 0 &&
+                  (L.conv_dim - L.d_inner) % (2 * ngroups) == 0,
+              "decode step (Mamba-2): heads, groups and channels do not fit one block");
+  L.p = L.d_inner / L.heads, L.n = (L.conv_dim - L.d_inner) / (2 * ngroups);
+  TORCH_CHECK(L.in.k == d_model && L.in.m == L.d_inner + L.conv_dim + L.heads && L.out.m == d_model,
+              "decode step (Mamba-2): weight shapes do not fit one block");
+  L.norm = f32(required(t, 0, "norm weight"), d_model, "norm weight");
+  L.conv_w = f32(conv, L.conv_dim * L.w, "conv weight");
+  L.conv_b = optional_f32(t[5], L.conv_dim, "conv bias");
+  L.dt_bias = f32(required(t, 7, "dt bias"), L.heads, "dt bias");
+  L.A = f32(A, L.heads, "A");
+  L.skip_per_channel = D.numel() == L.d_inner;
+  L.D = f32(D, L.skip_per_channel ? L.d_inner : L.heads, "D");
+  L.gate_w = optional_f32(t[11], L.d_inner, "gate norm weight");
+  check_state(required(t, 6, "conv_state"), "conv_state", b, L.conv_dim * L.w);
+  check_state(required(t, 10, "ssm_state"), "ssm_state", b, L.heads * L.p * L.n);
+  L.conv_state = t[6]->data_ptr<float>();
+  L.ssm_state = t[10]->data_ptr<float>();
+  return L;
+}
+
+struct Mamba2Work {
+  std::vector<float> proj, xbc, y;
+  PerThread squares, out_parts, h, u;
+  Mamba2Work(int threads, int64_t b, int64_t d_model, const Mamba2Layer& L, int64_t ngroups)
+      : proj(b * L.in.m), xbc(b * L.conv_dim), y(b * L.d_inner), squares(threads, b * ngroups),
+        out_parts(threads, b * d_model), h(threads, b * d_model), u(threads, b * d_model) {}
+};
+
+// The SSM state step of one head: every channel of it, state (p, n).
+void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t j, int64_t hd, const float* xbc,
+              const float* dt_raw, float* y) {
+  float delta = softplus(dt_raw[hd] + L.dt_bias[hd]);
+  if (S.clamp_dt) delta = std::min(std::max(delta, static_cast<float>(S.dt_min)), static_cast<float>(S.dt_max));
+  const float decay = std::exp(delta * L.A[hd]);
+  const int64_t g = hd / (L.heads / S.ngroups), n = L.n;
+  const float* B = xbc + L.d_inner + g * n;
+  const float* C = xbc + L.d_inner + S.ngroups * n + g * n;
+  for (int64_t q = 0; q < L.p; ++q) {
+    const int64_t c = hd * L.p + q;
+    const float x = xbc[c];
+    float* s = L.ssm_state + ((j * L.heads + hd) * L.p + q) * n;
+    float out = 0.f;
+    for (int64_t i = 0; i < n; ++i) {
+      s[i] = decay * s[i] + delta * x * B[i];
+      out += s[i] * C[i];
+    }
+    y[c] = out + (L.skip_per_channel ? L.D[c] : L.D[hd]) * x;
+  }
+}
+
+// mamba_ssm's RMSNormGated over groups of d_inner / ngroups channels (or y * silu(z)) on this thread's
+// channels; the groups' sums of squares are summed over the team (one barrier).
+void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba2Work& work, int64_t b,
+          Range own) {
+  const int64_t di = L.d_inner, group = di / S.ngroups;
+  auto times_silu_z = [&]() {
+    for (int64_t j = 0; j < b; ++j)
+      for (int64_t c = own.begin; c < own.end; ++c) work.y[j * di + c] *= silu(work.proj[j * L.in.m + c]);
+  };
+  if (L.gate_w == nullptr) return times_silu_z();
+  if (!S.norm_before_gate) times_silu_z();
+  float* mine = work.squares.of(team.id);
+  std::fill(mine, mine + b * S.ngroups, 0.f);
+  for (int64_t j = 0; j < b; ++j)
+    for (int64_t c = own.begin; c < own.end; ++c) mine[j * S.ngroups + c / group] += work.y[j * di + c] * work.y[j * di + c];
+  team.sync();  // every thread's sums of squares are in
+  for (int64_t j = 0; j < b; ++j)
+    for (int64_t c = own.begin; c < own.end; ++c) {
+      float squares = 0.f;
+      for (int t = 0; t < team.size; ++t) squares += work.squares.of(t)[j * S.ngroups + c / group];
+      const float inv = 1.f / std::sqrt(squares / group + static_cast<float>(S.gate_eps));
+      work.y[j * di + c] = work.y[j * di + c] * inv * L.gate_w[c];
+    }
+  if (S.norm_before_gate) times_silu_z();
+}
+
+void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba2Work& work, float* h,
+                  int64_t b, int64_t d_model) {
+  const int64_t di = L.d_inner, m = L.in.m, bc = L.conv_dim - di;
+  const Range heads = team.share(L.heads), own{heads.begin * L.p, heads.end * L.p}, mine_bc = team.share(bc);
+  float *u = work.u.of(team.id), *proj = work.proj.data(), *xbc = work.xbc.data();
+  rms_norm(h, L.norm, S.eps, b, d_model, u);
+  gemv_rows(L.in, u, d_model, b, own, proj, m);                                          // z
+  gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, proj, m);              // x
+  gemv_rows(L.in, u, d_model, b, {2 * di + mine_bc.begin, 2 * di + mine_bc.end}, proj, m);  // B, C
+  gemv_rows(L.in, u, d_model, b, {di + L.conv_dim + heads.begin, di + L.conv_dim + heads.end}, proj, m);  // dt
+  for (int64_t j = 0; j < b; ++j) {
+    float* state = L.conv_state + j * L.conv_dim * L.w;
+    const float* x = proj + j * m + di;  // xBC: x, then B and C
+    conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, own, L.w);
+    conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, {di + mine_bc.begin, di + mine_bc.end}, L.w);
+  }
+  team.sync();  // every B and C is in
+  for (int64_t j = 0; j < b; ++j)
+    for (int64_t hd = heads.begin; hd < heads.end; ++hd)
+      ssd_head(L, S, j, hd, xbc + j * L.conv_dim, proj + j * m + di + L.conv_dim, work.y.data() + j * di);
+  gate(team, L, S, work, b, own);
+  gemv_columns(L.out, work.y.data(), di, b, own, work.out_parts.of(team.id));
+  team.sync();  // every part of out_proj is in
+  sum_parts(work.out_parts.of(0), team.size, b * d_model, L.out.bias, d_model, h, true);
+}
+
+Tensor mamba2_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, double dt_min,
+                    double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps, bool norm_before_gate,
+                    Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+  const int64_t b = hidden.size(0), d_model = hidden.size(1);
+  TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
+              "decode step: hidden must be contiguous float32 (b, d_model)");
+  const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
+  std::vector<Mamba2Layer> blocks;
+  for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups));
+  TORCH_CHECK(!blocks.empty(), "decode step (Mamba-2): no layers");
+  for (const auto& L : blocks)
+    TORCH_CHECK(L.in.m == blocks[0].in.m && L.d_inner == blocks[0].d_inner && L.conv_dim == blocks[0].conv_dim,
+                "decode step (Mamba-2): every layer must have one shape");
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
+  const int threads = at::get_num_threads();
+  Mamba2Work work(threads, b, d_model, blocks[0], ngroups);
+  Tensor logits = at::empty({b, head.w.m}, hidden.options());
+  float* h_out = hidden.data_ptr<float>();
+  run_team(threads, [&](const Team& team) {
+    float* h = work.h.of(team.id);
+    std::memcpy(h, h_out, b * d_model * sizeof(float));
+    for (const auto& L : blocks) mamba2_block(team, L, settings, work, h, b, d_model);
+    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
+    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+  });
+  return logits;
+}
+
+// ---------------------------------------------------------------------------- the gemv alone
+
+// out (b, m) = x (b, k) @ w^T (* scale) (+ bias), for tests and the profile.
 Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias) {
   const Linear L = make_linear(w, scale, bias, "linear");
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2 && x.size(1) == L.k,
               "decode linear: x must be contiguous float32 (b, ", L.k, ")");
   Tensor out = at::empty({x.size(0), L.m}, x.options());
-  gemv(L, x.data_ptr<float>(), x.size(0), out.data_ptr<float>());
+  run_team(at::get_num_threads(), [&](const Team& team) {
+    gemv_rows(L, x.data_ptr<float>(), L.k, x.size(0), team.share(L.m), out.data_ptr<float>(), L.m);
+  });
   return out;
 }
 
@@ -353,9 +699,8 @@ Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias)
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace biomamba_decode;
-  m.def("mamba1_step", &mamba1_step, "one Mamba-1 block's decoding step, in place");
-  m.def("mamba2_step", &mamba2_step, "one Mamba-2 block's decoding step, in place");
-  m.def("lm_head", &lm_head, "final RMSNorm and the vocabulary gemv");
+  m.def("mamba1_token", &mamba1_token, "one decoding step of every Mamba-1 block and the LM head");
+  m.def("mamba2_token", &mamba2_token, "one decoding step of every Mamba-2 block and the LM head");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
   m.def("has_avx512", []() {
 #ifdef BIOMAMBA_X86
