@@ -10,6 +10,7 @@ from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kerne
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["decode_step.cpp"]
+HEADERS = ["scan_math.h"]
 EXTENSION_NAME = "biomamba_decode_step_cpu"
 
 _extension = None
@@ -17,7 +18,7 @@ _failure = None  # the BackendUnavailable of the first try, raised again on ever
 
 
 def _build():
-    return build_cpu_extension("decode step", EXTENSION_NAME, SOURCE_DIR, SOURCES, [],
+    return build_cpu_extension("decode step", EXTENSION_NAME, SOURCE_DIR, SOURCES, HEADERS,
                                what="the compiled decoding step", instead="decode with decode_kernel='torch'")
 
 

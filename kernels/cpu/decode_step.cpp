@@ -33,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include "scan_math.h"  // v4_exp: the scan kernel's 4-lane exp (libm's expf does not vectorise here)
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define BIOMAMBA_X86 1
@@ -466,6 +468,26 @@ struct Mamba1Work {
         out_parts(threads, b * d_model), h(threads, b * d_model), u(threads, b * d_model), dbc(threads, b * x_m) {}
 };
 
+// One channel's SSM state step, s = s * exp(delta A) + delta B x, returning <s, C>: n exps a channel,
+// the step's largest arithmetic (24 layers x 1536 channels x 16 at 130m), four lanes at a time.
+float mamba1_state_step(float* s, const float* A, const float* B, const float* C, float delta, float x, int64_t n) {
+  using namespace biomamba_cpu;
+  v4sf sums = v4_set1(0.f);
+  const v4sf dv = v4_set1(delta), dx = v4_set1(delta * x);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v4sf state = v4_load(s + i) * v4_exp(dv * v4_load(A + i)) + dx * v4_load(B + i);
+    v4_store(s + i, state);
+    sums += state * v4_load(C + i);
+  }
+  float out = sums[0] + sums[1] + sums[2] + sums[3];
+  for (; i < n; ++i) {
+    s[i] = s[i] * std::exp(delta * A[i]) + delta * B[i] * x;
+    out += s[i] * C[i];
+  }
+  return out;
+}
+
 // One block on this thread's channels; h (this thread's copy of the residual) becomes h + mixer(norm(h)).
 void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, float* h, int64_t b, int64_t d_model,
                   double eps) {
@@ -485,12 +507,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
     const float *B = dbc + j * x_m + L.rank, *C = B + n;
     for (int64_t c = own.begin; c < own.end; ++c) {
       const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
-      float* s = L.ssm_state + (j * di + c) * n;
-      float out = 0.f;
-      for (int64_t i = 0; i < n; ++i) {
-        s[i] = s[i] * std::exp(delta * L.A[c * n + i]) + delta * B[i] * x;
-        out += s[i] * C[i];
-      }
+      const float out = mamba1_state_step(L.ssm_state + (j * di + c) * n, L.A + c * n, B, C, delta, x, n);
       work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
     }
   }
