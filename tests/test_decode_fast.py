@@ -67,6 +67,27 @@ def test_compiled_steps_equal_the_full_forward(preset):
     torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("preset", BLOCKS)
+def test_the_step_does_not_depend_on_the_thread_count(preset):
+    """A token runs in one parallel region that splits the channels (Mamba-2: heads) over the threads and
+    sums their parts of x_proj, out_proj and the gated norm. 3 threads on 128 channels give uneven shares,
+    and with 8 heads in 2 groups a share spans both groups."""
+    overrides = dict(bias=True, headdim=16, ngroups=2) if preset == "Mamba2" else dict(bias=True)
+    model = use_fast_decode(small_model(preset, **overrides), kernel="compiled")
+    ids, continuation = prompt(model), prompt(model, length=12)
+    threads, results = torch.get_num_threads(), {}
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results[count] = (steps_logits(model, ids, continuation),
+                              model.generate(ids, max_new_tokens=32, min_new_tokens=32, **GREEDY))
+    finally:
+        torch.set_num_threads(threads)
+    for count in (2, 3):
+        torch.testing.assert_close(results[count][0], results[1][0], rtol=1e-5, atol=1e-5)
+        assert torch.equal(results[count][1], results[1][1])
+
+
 # Stated tolerance of weight-only decoding against fp32, on the logits of 12 cached steps of a random
 # tiny model (logits of about unit scale): int8 with a scale per row keeps every weight within half a
 # step (max|w| / 254) and bf16 within 2^-9 relative.
