@@ -425,9 +425,33 @@ void head_step(const Team& team, const Head& head, const float* h, float* u, int
   gemv_rows(head.w, u, d_model, b, team.share(head.w.m), logits, head.w.m);
 }
 
+void check_hidden(const Tensor& hidden) {
+  TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
+              "decode step: hidden must be contiguous float32 (b, d_model)");
+}
+
+// Logits (b, vocab) of one token: every block (block(team, layer, h)), then the LM head, in one parallel
+// region. Each thread starts from its own copy h of hidden (b, d_model), the embedded tokens; thread 0
+// writes the last residual back. work.h and work.u hold one such copy per thread.
+template <typename Layer, typename Work, typename Block>
+Tensor run_token(int threads, Tensor hidden, const std::vector<Layer>& blocks, const Head& head, Work& work,
+                 const Block& block) {
+  const int64_t b = hidden.size(0), d_model = hidden.size(1);
+  Tensor logits = at::empty({b, head.w.m}, hidden.options());
+  float* h_out = hidden.data_ptr<float>();
+  run_team(threads, [&](const Team& team) {
+    float* h = work.h.of(team.id);
+    std::memcpy(h, h_out, b * d_model * sizeof(float));
+    for (const auto& L : blocks) block(team, L, h);
+    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
+    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+  });
+  return logits;
+}
+
 // ---------------------------------------------------------------------------- Mamba-1 blocks
 
-// A layer's tensors, in biomamba/decode.py's order (MAMBA1_FIELDS).
+// A layer's tensors, in biomamba/decode.py's order (_mamba1_fields).
 struct Mamba1Layer {
   const float *norm, *conv_w, *conv_b, *dt_bias, *A, *D;
   float *conv_state, *ssm_state;
@@ -520,9 +544,8 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
 // the embedded tokens, becomes the last block's residual; the cache's states advance in place.
 Tensor mamba1_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, Tensor norm_f,
                     double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+  check_hidden(hidden);
   const int64_t b = hidden.size(0), d_model = hidden.size(1);
-  TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
-              "decode step: hidden must be contiguous float32 (b, d_model)");
   std::vector<Mamba1Layer> blocks;
   for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model));
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
@@ -531,16 +554,9 @@ Tensor mamba1_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> la
   for (const auto& L : blocks)
     TORCH_CHECK(L.d_inner == di && L.x.m == x_m, "decode step (Mamba-1): every layer must have one shape");
   Mamba1Work work(threads, b, d_model, di, x_m);
-  Tensor logits = at::empty({b, head.w.m}, hidden.options());
-  float* h_out = hidden.data_ptr<float>();
-  run_team(threads, [&](const Team& team) {
-    float* h = work.h.of(team.id);
-    std::memcpy(h, h_out, b * d_model * sizeof(float));
-    for (const auto& L : blocks) mamba1_block(team, L, work, h, b, d_model, eps);
-    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
-    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+  return run_token(threads, hidden, blocks, head, work, [&](const Team& team, const Mamba1Layer& L, float* h) {
+    mamba1_block(team, L, work, h, b, d_model, eps);
   });
-  return logits;
 }
 
 // ---------------------------------------------------------------------------- Mamba-2 blocks
@@ -551,7 +567,7 @@ struct Mamba2Settings {
   int64_t ngroups;
 };
 
-// A layer's tensors, in biomamba/decode.py's order (MAMBA2_FIELDS).
+// A layer's tensors, in biomamba/decode.py's order (_mamba2_fields).
 struct Mamba2Layer {
   const float *norm, *conv_w, *conv_b, *dt_bias, *A, *D, *gate_w;
   float *conv_state, *ssm_state;
@@ -672,9 +688,8 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
 Tensor mamba2_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, double dt_min,
                     double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps, bool norm_before_gate,
                     Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+  check_hidden(hidden);
   const int64_t b = hidden.size(0), d_model = hidden.size(1);
-  TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
-              "decode step: hidden must be contiguous float32 (b, d_model)");
   const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
   std::vector<Mamba2Layer> blocks;
   for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups));
@@ -685,16 +700,9 @@ Tensor mamba2_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> la
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
   const int threads = at::get_num_threads();
   Mamba2Work work(threads, b, d_model, blocks[0], ngroups);
-  Tensor logits = at::empty({b, head.w.m}, hidden.options());
-  float* h_out = hidden.data_ptr<float>();
-  run_team(threads, [&](const Team& team) {
-    float* h = work.h.of(team.id);
-    std::memcpy(h, h_out, b * d_model * sizeof(float));
-    for (const auto& L : blocks) mamba2_block(team, L, settings, work, h, b, d_model);
-    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
-    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+  return run_token(threads, hidden, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
+    mamba2_block(team, L, settings, work, h, b, d_model);
   });
-  return logits;
 }
 
 // ---------------------------------------------------------------------------- the gemv alone
