@@ -32,6 +32,7 @@ of it. Greedy agreement: the tokens of transformers and of llama.cpp f32 against
         --converter /path/to/llama.cpp/convert_hf_to_gguf.py
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -75,46 +76,25 @@ def seconds(call):
     return time.perf_counter() - start
 
 
-# The old version: load the saved model with that tree's biomamba; each stdin line "BATCH" times one
-# greedy generate of that many prompt rows and prints its seconds.
+# The old version: load the saved model with that tree's biomamba and serve greedy generate like a peer
+# (PEER_SCRIPT's protocol below).
 BEFORE_SCRIPT = """
-import sys, time, torch
-source, model_dir, prompt_len, new_tokens, threads = sys.argv[1:]
+import json, sys, time, torch
+source, model_dir, new_tokens, threads = sys.argv[1:]
 sys.path.insert(0, source)
 import biomamba
 assert biomamba.__file__.startswith(source), biomamba.__file__
 torch.set_num_threads(int(threads))
 model = biomamba.BioMambaForCausalLM.from_pretrained(model_dir, scan_backend="torch").eval()
+print("ready", flush=True)
 for line in sys.stdin:
-    ids = torch.randint(1, model.config.vocab_size, (int(line), int(prompt_len)),
-                        generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor(json.loads(line))
     start = time.perf_counter()
     out = model.generate(ids, max_new_tokens=int(new_tokens), eos_token_id=None)
     elapsed = time.perf_counter() - start
-    assert out.shape == (int(line), int(prompt_len) + int(new_tokens)), out.shape
-    print(elapsed, flush=True)
+    assert out.shape == (ids.shape[0], ids.shape[1] + int(new_tokens)), out.shape
+    print(json.dumps({"seconds": elapsed, "tokens": out[:, ids.shape[1]:].tolist()}), flush=True)
 """
-
-
-class OldGenerate:
-    """Our generate as it was at `source` (a git archive), timed in a subprocess, one call per request."""
-
-    def __init__(self, source, model_dir, args):
-        argv = [str(source), str(model_dir), str(args.prompt_len), str(args.new_tokens), str(args.threads)]
-        self.process = subprocess.Popen([sys.executable, "-c", BEFORE_SCRIPT, *argv], cwd=str(source), text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-
-    def seconds(self, batch):
-        self.process.stdin.write(f"{batch}\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("the --before process died (run BEFORE_SCRIPT by hand to see why)")
-        return float(line)
-
-    def close(self):
-        self.process.stdin.close()
-        self.process.wait()
 
 
 def old_tree(ref, into: Path) -> Path:
@@ -241,24 +221,34 @@ for line in sys.stdin:
 
 
 class Peer:
-    """A peer decoder in a child process with the user's own environment (USER_ENV)."""
+    """A decoder in a child process with the user's own environment (USER_ENV), speaking PEER_SCRIPT's protocol."""
 
-    def __init__(self, kind, path, args):
-        self.kind = kind
-        argv = [kind, str(path), str(args.new_tokens), str(args.threads)]
-        self.process = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, *argv], env=USER_ENV, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def __init__(self, name, script, argv, cwd=None):
+        self.name = name
+        self.errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty child never blocks on it
+        self.process = subprocess.Popen([sys.executable, "-c", script, *map(str, argv)], cwd=cwd, env=USER_ENV,
+                                        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors)
         self._reply()  # "ready": the model is loaded
+
+    @classmethod
+    def of_kind(cls, kind, path, args):
+        """transformers or llama.cpp on `path` (PEER_SCRIPT)."""
+        return cls(kind, PEER_SCRIPT, [kind, path, args.new_tokens, args.threads])
+
+    @classmethod
+    def before(cls, source, model_dir, args):
+        """Our generate as it was at `source` (a git archive) on the saved model (BEFORE_SCRIPT)."""
+        return cls("biomamba before", BEFORE_SCRIPT, [source, model_dir, args.new_tokens, args.threads], cwd=source)
 
     def _reply(self):
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the {self.kind} process died:\n{self.process.stderr.read()[-2000:]}")
+            self.errors.seek(0)
+            raise RuntimeError(f"the {self.name} process died:\n{self.errors.read()[-2000:]}")
         return line
 
     def greedy(self, ids):
         """(seconds, new tokens per row) of one greedy decoding of the prompt rows `ids`."""
-        import json
         self.process.stdin.write(json.dumps(ids.tolist()) + "\n")
         self.process.stdin.flush()
         reply = json.loads(self._reply())
@@ -267,6 +257,7 @@ class Peer:
     def close(self):
         self.process.stdin.close()
         self.process.wait()
+        self.errors.close()
 
 
 def timers_for(ours, copies, peers, old, ids, args):
@@ -282,7 +273,7 @@ def timers_for(ours, copies, peers, old, ids, args):
             if name != "transformers":
                 timers[name] = lambda peer=peer: peer.greedy(ids)[0]
     if old is not None:
-        timers["biomamba before"] = lambda: old.seconds(batch)
+        timers["biomamba before"] = lambda: old.greedy(ids)[0]
     return timers, kwargs
 
 
@@ -312,13 +303,14 @@ def main():
             preset = f"{block}/{size}"
             ours, hf_dir = models(size, block, scratch / block / size)
             copies = weight_only_copies(ours, [p for p in args.precisions.split(",") if p])
-            peers = {"transformers": Peer("transformers", hf_dir, args)}
+            peers = {"transformers": Peer.of_kind("transformers", hf_dir, args)}
             if not missing:
                 files = gguf_files(hf_dir, args.llama.split(","), args.converter, scratch / block / size)
-                peers.update({f"llama.cpp {kind}": Peer("llama.cpp", path, args) for kind, path in files.items()})
+                peers.update({f"llama.cpp {kind}": Peer.of_kind("llama.cpp", path, args)
+                              for kind, path in files.items()})
             roofline = roofline_tokens_per_s(ours, args.threads)
             known = source is not None and has_block(source, block)
-            old = OldGenerate(source, scratch / block / size, args) if known else None
+            old = Peer.before(source, scratch / block / size, args) if known else None
             for batch in (int(b) for b in args.batches.split(",")):
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))

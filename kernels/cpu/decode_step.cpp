@@ -647,7 +647,10 @@ void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba
   float* mine = work.squares.of(team.id);
   std::fill(mine, mine + b * S.ngroups, 0.f);
   for (int64_t j = 0; j < b; ++j)
-    for (int64_t c = own.begin; c < own.end; ++c) mine[j * S.ngroups + c / group] += work.y[j * di + c] * work.y[j * di + c];
+    for (int64_t c = own.begin; c < own.end; ++c) {
+      const float y = work.y[j * di + c];
+      mine[j * S.ngroups + c / group] += y * y;
+    }
   team.sync();  // every thread's sums of squares are in
   for (int64_t j = 0; j < b; ++j)
     for (int64_t c = own.begin; c < own.end; ++c) {
