@@ -116,19 +116,33 @@ def _bias(module):
     return None if module is None or module.bias is None else module.bias.float()
 
 
+def _negative_exp_A(mixer):
+    """-exp(A_log) in fp32, computed once per value of A_log: recomputing it every token (24 exp and neg ops
+    over d_inner x d_state and fresh memory for the kernel to read) cost Mamba-1 130m about a fifth of
+    its fp32 step. The key is A_log's storage and version counter, which every in-place write (an
+    optimizer step, load_state_dict) bumps."""
+    A_log = mixer.A_log
+    key = (A_log.data_ptr(), A_log._version, A_log.dtype)
+    cached = getattr(mixer, "_decode_A", None)
+    if cached is None or cached[0] != key:
+        cached = (key, -torch.exp(A_log.detach().float()))
+        mixer._decode_A = cached
+    return cached[1]
+
+
 def _mamba1_fields(layer, conv_state, ssm_state):
     """One Mamba-1 layer's tensors in decode_step.cpp's order (mamba1_layer)."""
     mixer = layer.mixer
     return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight.squeeze(1),
             _bias(mixer.conv1d), conv_state, *_weight(mixer.x_proj), *_weight(mixer.dt_proj), mixer.dt_proj.bias,
-            -torch.exp(mixer.A_log.float()), mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
+            _negative_exp_A(mixer), mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
 
 
 def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
     """One Mamba-2 layer's tensors in decode_step.cpp's order (mamba2_layer)."""
     mixer = layer.mixer
     return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight.squeeze(1),
-            _bias(mixer.conv1d), conv_state, mixer.dt_bias, -torch.exp(mixer.A_log.float()), mixer.D, ssm_state,
+            _bias(mixer.conv1d), conv_state, mixer.dt_bias, _negative_exp_A(mixer), mixer.D, ssm_state,
             mixer.norm.weight if rmsnorm else None, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
 
 
@@ -156,14 +170,33 @@ def fast_step(model, input_ids, cache):
     return logits.unsqueeze(1)
 
 
+@torch.no_grad()
+def place_in_huge_pages(model):
+    """Move the weights the compiled step reads (the packed copies, or the fp32 parameters themselves) into
+    memory advised to use 2 MB pages (decode_step.cpp huge_page_copy says why). Parameters keep their
+    identity (`.data` is replaced), so the tied LM head and embedding stay one tensor."""
+    from biomamba.ops.cpu_decode import extension
+    ext = extension()
+    for linear in step_linears(model):
+        packed = getattr(linear, "decode_weight", None)
+        if packed is not None:
+            linear.decode_weight = (ext.huge_page_copy(packed[0]), packed[1])
+        elif linear.weight.device.type == "cpu" and linear.weight.dtype == torch.float32:
+            linear.weight.data = ext.huge_page_copy(linear.weight.data)
+    return model
+
+
 def use_fast_decode(model, precision="fp32", kernel="auto"):
     """Set how `model` decodes on CPU: precision "fp32" or one of WEIGHT_ONLY (quantize_weights), and the
-    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch")."""
+    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch").
+    With the compiled step, the weights it reads move to 2 MB pages (place_in_huge_pages)."""
     if kernel not in KERNELS:
         raise ValueError(f"decode kernel must be one of {KERNELS}, got {kernel!r}")
+    if precision not in ("fp32", *WEIGHT_ONLY):
+        raise ValueError(f"decode precision must be fp32 or one of {WEIGHT_ONLY}, got {precision!r}")
     model.decode_kernel = kernel
     if precision in WEIGHT_ONLY:
         quantize_weights(model, precision)
-    elif precision != "fp32":
-        raise ValueError(f"decode precision must be fp32 or one of {WEIGHT_ONLY}, got {precision!r}")
+    if kernel != "torch" and model.device.type == "cpu" and _kernel_ready(model):
+        place_in_huge_pages(model)
     return model
