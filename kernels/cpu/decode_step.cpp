@@ -648,6 +648,50 @@ struct Mamba2Work {
         h(threads, b * d_model), u(threads, b * d_model) {}
 };
 
+// One channel's state step, s = decay * s + dx * B, returning <s, C> (n = d_state values).
+float ssd_channel_portable(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+  float out = 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] = decay * s[i] + dx * B[i];
+    out += s[i] * C[i];
+  }
+  return out;
+}
+
+#ifdef BIOMAMBA_X86
+// The same in 16-lane vectors with two partial sums: the portable loop's one running sum is a chain of
+// dependent adds that the compiler may not reorder, and it made Mamba-2's state step (24 layers x 24 heads
+// x 64 x 128 states at 130m) a quarter of the int8 step's time.
+AVX512 float ssd_channel_avx512(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+  const __m512 dv = _mm512_set1_ps(decay), xv = _mm512_set1_ps(dx);
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i)));
+    const __m512 s1 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i + 16), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i + 16)));
+    _mm512_storeu_ps(s + i, s0);
+    _mm512_storeu_ps(s + i + 16, s1);
+    a0 = _mm512_fmadd_ps(s0, _mm512_loadu_ps(C + i), a0);
+    a1 = _mm512_fmadd_ps(s1, _mm512_loadu_ps(C + i + 16), a1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 b0 = _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask, B + i));
+    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(mask, s + i), b0);
+    _mm512_mask_storeu_ps(s + i, mask, s0);
+    a0 = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(mask, C + i), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+#endif
+
+inline float ssd_channel(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+#ifdef BIOMAMBA_X86
+  if (kHasAvx512) return ssd_channel_avx512(s, B, C, decay, dx, n);
+#endif
+  return ssd_channel_portable(s, B, C, decay, dx, n);
+}
+
 // The SSM state step of one head: every channel of it, state (p, n).
 void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t j, int64_t hd, const float* xbc,
               const float* dt_raw, float* y) {
@@ -661,11 +705,7 @@ void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t j, int64_t 
     const int64_t c = hd * L.p + q;
     const float x = xbc[c];
     float* s = L.ssm_state + ((j * L.heads + hd) * L.p + q) * n;
-    float out = 0.f;
-    for (int64_t i = 0; i < n; ++i) {
-      s[i] = decay * s[i] + delta * x * B[i];
-      out += s[i] * C[i];
-    }
+    const float out = ssd_channel(s, B, C, decay, delta * x, n);
     y[c] = out + (L.skip_per_channel ? L.D[c] : L.D[hd]) * x;
   }
 }
