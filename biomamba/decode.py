@@ -9,9 +9,12 @@ out_proj and residual, then the final norm and the LM head), with activations an
 
 It stays inside transformers' `generate`: BioMambaForCausalLM.forward takes this path for a cached
 one-token step of a CPU model under no_grad (`applies`), and the cache, logits processors, beams and
-stopping criteria are transformers' own. Anything else (training, the prompt pass, output_hidden_states,
-inputs_embeds, a mask with pads, CUDA, a bf16/fp16 model) runs the torch path, as does
-`model.decode_kernel = "torch"`.
+stopping criteria are transformers' own. The prompt pass that generate runs first (an empty cache,
+logits of the last position only: `prefill_applies`) runs the same compiled call over the prompt's
+tokens: each weight is read once for all of them, the conv and state steps run token after token from
+zero states, and the cache ends as the torch path leaves it. Anything else (training, full logits as
+eval-ppl asks, output_hidden_states, inputs_embeds, a mask with pads, packed documents, CUDA, a
+bf16/fp16 model) runs the torch path, as does `model.decode_kernel = "torch"`.
 
 Weight-only precisions (`quantize_weights(model, precision)`):
     "int8"          each weight row w is stored as round(w / s) in int8 with s = max|w| / 127 (one fp32
@@ -27,6 +30,9 @@ import torch
 
 WEIGHT_ONLY = ("int8", "bf16-weights")
 KERNELS = ("auto", "compiled", "torch")
+# Longer prompts take the torch path (a GEMM and the scan kernel): the compiled prompt pass reads each
+# weight once but does the arithmetic of PREFILL_MAX_TOKENS dot products per weight row in its gemv.
+PREFILL_MAX_TOKENS = 64
 
 
 def quantize(weight, precision):
@@ -69,8 +75,8 @@ def quantize_weights(model, precision):
     return model
 
 
-def applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, output_hidden_states) -> bool:
-    """Whether this forward call is a decoding step the compiled path serves (see the module docstring)."""
+def _compiled_may_run(model, input_ids, inputs_embeds, labels, output_hidden_states) -> bool:
+    """What a step and a prompt pass both ask: an fp32 CPU model under no_grad, token ids in, logits out."""
     if getattr(model, "decode_kernel", "auto") == "torch" or model.training or torch.is_grad_enabled():
         return False
     # A training run's samples: under CPU autocast the states are bf16, and FSDP's sharded parameters
@@ -79,13 +85,35 @@ def applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, outp
         return False
     if input_ids is None or inputs_embeds is not None or labels is not None or output_hidden_states:
         return False
-    if input_ids.dim() != 2 or input_ids.shape[1] != 1 or input_ids.device.type != "cpu":
+    return input_ids.dim() == 2 and input_ids.device.type == "cpu" and model.lm_head.weight.dtype == torch.float32
+
+
+def applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, output_hidden_states) -> bool:
+    """Whether this forward call is a decoding step the compiled path serves (see the module docstring)."""
+    if not _compiled_may_run(model, input_ids, inputs_embeds, labels, output_hidden_states):
         return False
-    if cache is None or not cache.has_previous_state(0) or model.lm_head.weight.dtype != torch.float32:
+    if input_ids.shape[1] != 1 or cache is None or not cache.has_previous_state(0):
         return False
     if cache.get_conv_state(0).dtype != torch.float32:
         return False
     if attention_mask is not None and not bool(attention_mask[:, -1:].all()):
+        return False
+    return _kernel_ready(model)
+
+
+def prefill_applies(model, input_ids, inputs_embeds, cache, attention_mask, labels, output_hidden_states,
+                    use_cache, logits_to_keep, seq_idx, position_ids) -> bool:
+    """Whether this forward call is a prompt pass the compiled path serves: generate's first call (an empty
+    cache to fill, the last position's logits only), every row a whole prompt (no pads, no packing)."""
+    if not _compiled_may_run(model, input_ids, inputs_embeds, labels, output_hidden_states):
+        return False
+    if logits_to_keep != 1 or not use_cache or seq_idx is not None or position_ids is not None:
+        return False
+    if cache is not None and cache.has_previous_state(0):
+        return False
+    if input_ids.shape[1] > PREFILL_MAX_TOKENS:
+        return False
+    if attention_mask is not None and not bool(attention_mask.all()):
         return False
     return _kernel_ready(model)
 
@@ -147,14 +175,16 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
 
 
 def fast_step(model, input_ids, cache):
-    """Logits (b, 1, vocab) of one cached decoding step; the cache's states advance in place.
+    """Logits (b, 1, vocab) after the tokens input_ids (b, l): one cached decoding step when l is 1, else a
+    prompt pass from the cache's states; the states advance in place.
 
-    One compiled call runs every block and the LM head (one parallel region per token: see
+    One compiled call runs every block and the LM head (one parallel region per call: see
     kernels/cpu/decode_step.cpp for why)."""
     from biomamba.ops.cpu_decode import extension
 
     ext, cfg, backbone = extension(), model.config, model.backbone
-    hidden = backbone.embedding(input_ids[:, 0]).float().contiguous()  # (b, d_model)
+    steps = input_ids.shape[1]
+    hidden = backbone.embedding(input_ids.reshape(-1)).float().contiguous()  # (b * steps, d_model)
     states = [(cache.get_conv_state(layer.mixer.layer_idx), cache.get_recurrent_state(layer.mixer.layer_idx))
               for layer in backbone.layers]
     head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head))
@@ -162,11 +192,11 @@ def fast_step(model, input_ids, cache):
     if cfg.ssm_layer == "Mamba2":
         layers = [_mamba2_fields(layer, *state, cfg.rmsnorm) for layer, state in zip(backbone.layers, states)]
         low, high = cfg.dt_limit
-        logits = ext.mamba2_token(hidden, layers, eps, low, high, (low, high) != (0.0, float("inf")), cfg.ngroups,
-                                  cfg.rms_norm_eps, cfg.norm_before_gate, *head)
+        logits = ext.mamba2_tokens(hidden, steps, layers, eps, low, high, (low, high) != (0.0, float("inf")),
+                                   cfg.ngroups, cfg.rms_norm_eps, cfg.norm_before_gate, *head)
     else:
         layers = [_mamba1_fields(layer, *state) for layer, state in zip(backbone.layers, states)]
-        logits = ext.mamba1_token(hidden, layers, eps, *head)
+        logits = ext.mamba1_tokens(hidden, steps, layers, eps, *head)
     return logits.unsqueeze(1)
 
 
@@ -184,6 +214,24 @@ def place_in_huge_pages(model):
         elif linear.weight.device.type == "cpu" and linear.weight.dtype == torch.float32:
             linear.weight.data = ext.huge_page_copy(linear.weight.data)
     return model
+
+
+def fast_prefill(model, input_ids, cache):
+    """Logits (b, 1, vocab) of a prompt's last position, filling `cache` (a new one when None) with the
+    states the torch path would leave: each layer's last d_conv conv inputs (zeros before the prompt) and
+    its SSM state, both started from zeros."""
+    from biomamba.generation import new_cache
+
+    cfg, b = model.config, input_ids.shape[0]
+    cache = new_cache(cfg) if cache is None else cache
+    for layer in model.backbone.layers:
+        mixer = layer.mixer
+        conv_channels = mixer.conv1d.weight.shape[0]
+        state_shape = (b, cfg.nheads, cfg.headdim, cfg.d_state) if cfg.ssm_layer == "Mamba2" else (
+            b, cfg.d_inner, cfg.d_state)
+        cache.update_conv_state(torch.zeros(b, conv_channels, 1), mixer.layer_idx, conv_kernel_size=cfg.d_conv)
+        cache.update_recurrent_state(torch.zeros(state_shape), mixer.layer_idx)
+    return fast_step(model, input_ids, cache), cache
 
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):

@@ -376,6 +376,10 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel, GenerationMixin):
         if decode.applies(self, input_ids, inputs_embeds, cache_params, attention_mask, labels, output_hidden_states):
             logits = decode.fast_step(self, input_ids, cache_params)  # the compiled CPU decoding step
             return _returned(BioMambaCausalLMOutput(logits=logits, cache_params=cache_params), return_dict, self.config)
+        if decode.prefill_applies(self, input_ids, inputs_embeds, cache_params, attention_mask, labels,
+                                  output_hidden_states, use_cache, logits_to_keep, seq_idx, position_ids):
+            logits, cache = decode.fast_prefill(self, input_ids, cache_params)  # generate's compiled prompt pass
+            return _returned(BioMambaCausalLMOutput(logits=logits, cache_params=cache), return_dict, self.config)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                             cache_params=cache_params, use_cache=use_cache,
                             output_hidden_states=output_hidden_states, return_dict=True, seq_idx=seq_idx,

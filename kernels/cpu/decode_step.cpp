@@ -3,9 +3,11 @@
 // that bound here (bench/decode_profile.py). This file holds
 //   - gemv over a weight kept in float32, bfloat16 or int8 (one float32 scale per output row), with
 //     AVX-512 loads chosen at run time (a portable loop elsewhere), over a share of its rows or columns;
-//   - mamba1_token / mamba2_token: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
+//   - mamba1_tokens / mamba2_tokens: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
 //     state step, gating, out_proj and the residual), then the final RMSNorm and the LM head, updating
-//     the cache's states in place and returning the logits;
+//     the cache's states in place and returning the logits of each sequence's last token; for one token
+//     of each sequence (a decoding step) or for a whole prompt (prefill: the projections read each weight
+//     once for all of the prompt's tokens, the conv and state steps run token after token);
 //   - linear: the gemv alone, for tests and the profile.
 // Activations and states stay float32 whatever the weights (weight-only quantization).
 //
@@ -458,32 +460,39 @@ Head make_head(const Tensor& norm, double eps, const Tensor& w, const optional<T
   return head;
 }
 
-void head_step(const Team& team, const Head& head, const float* h, float* u, int64_t b, int64_t d_model,
-               float* logits) {
-  rms_norm(h, head.norm, head.eps, b, d_model, u);
+// Logits of the last of every `steps` rows of h (each sequence's last token): a prompt needs no others.
+void head_step(const Team& team, const Head& head, const float* h, float* u, int64_t b, int64_t steps,
+               int64_t d_model, float* logits) {
+  for (int64_t j = 0; j < b; ++j)
+    rms_norm(h + ((j + 1) * steps - 1) * d_model, head.norm, head.eps, 1, d_model, u + j * d_model);
   gemv_rows(head.w, u, d_model, b, team.share(head.w.m), logits, head.w.m);
 }
 
-void check_hidden(const Tensor& hidden) {
+// The number of sequences in hidden (b * steps, d_model): `steps` tokens of each, one after another.
+int64_t sequences(const Tensor& hidden, int64_t steps) {
   TORCH_CHECK(hidden.scalar_type() == at::kFloat && hidden.is_contiguous() && hidden.dim() == 2,
-              "decode step: hidden must be contiguous float32 (b, d_model)");
+              "decode step: hidden must be contiguous float32 (b * steps, d_model)");
+  TORCH_CHECK(steps >= 1 && hidden.size(0) % steps == 0, "decode step: hidden's ", hidden.size(0),
+              " rows are not a whole number of sequences of ", steps, " tokens");
+  return hidden.size(0) / steps;
 }
 
-// Logits (b, vocab) of one token: every block (block(team, layer, h)), then the LM head, in one parallel
-// region. Each thread starts from its own copy h of hidden (b, d_model), the embedded tokens; thread 0
-// writes the last residual back. work.h and work.u hold one such copy per thread.
+// Logits (b, vocab) after `steps` tokens of each of b sequences: every block (block(team, layer, h)), then
+// the LM head on each sequence's last token, in one parallel region. Each thread starts from its own copy
+// h of hidden (b * steps, d_model), the embedded tokens; thread 0 writes the last residual back. work.h
+// and work.u hold one such copy per thread.
 template <typename Layer, typename Work, typename Block>
-Tensor run_token(int threads, Tensor hidden, const std::vector<Layer>& blocks, const Head& head, Work& work,
-                 const Block& block) {
-  const int64_t b = hidden.size(0), d_model = hidden.size(1);
+Tensor run_tokens(int threads, Tensor hidden, int64_t steps, const std::vector<Layer>& blocks, const Head& head,
+                  Work& work, const Block& block) {
+  const int64_t rows = hidden.size(0), b = rows / steps, d_model = hidden.size(1);
   Tensor logits = at::empty({b, head.w.m}, hidden.options());
   float* h_out = hidden.data_ptr<float>();
   run_team(threads, [&](const Team& team) {
     float* h = work.h.of(team.id);
-    std::memcpy(h, h_out, b * d_model * sizeof(float));
+    std::memcpy(h, h_out, rows * d_model * sizeof(float));
     for (const auto& L : blocks) block(team, L, h);
-    head_step(team, head, h, work.u.of(team.id), b, d_model, logits.data_ptr<float>());
-    if (team.id == 0) std::memcpy(h_out, h, b * d_model * sizeof(float));
+    head_step(team, head, h, work.u.of(team.id), b, steps, d_model, logits.data_ptr<float>());
+    if (team.id == 0) std::memcpy(h_out, h, rows * d_model * sizeof(float));
   });
   return logits;
 }
@@ -551,9 +560,11 @@ float mamba1_state_step(float* s, const float* A, const float* B, const float* C
   return out;
 }
 
-// One block on this thread's channels; h (this thread's copy of the residual) becomes h + mixer(norm(h)).
-void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, float* h, int64_t b, int64_t d_model,
-                  double eps) {
+// One block on this thread's channels; h (this thread's copy of the residual, b rows: `steps` tokens of
+// each sequence in turn) becomes h + mixer(norm(h)). Row j advances the states of sequence j / steps, in
+// row order; the projections read each weight once for all rows.
+void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, float* h, int64_t b, int64_t steps,
+                  int64_t d_model, double eps) {
   const int64_t di = L.d_inner, n = L.n, x_m = L.x.m;
   const Range own = team.share(di, 16);
   float *u = work.u.of(team.id), *dbc = work.dbc.of(team.id), *xz = work.xz.data(), *xc = work.xc.data();
@@ -561,7 +572,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
   gemv_rows(L.in, u, d_model, b, own, xz, 2 * di);                              // x of own channels
   gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, xz, 2 * di);  // z of own channels
   for (int64_t j = 0; j < b; ++j)
-    conv_step(L.conv_state + j * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
+    conv_step(L.conv_state + j / steps * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
   gemv_columns(L.x, xc, di, b, own, work.x_parts.of(team.id));
   team.sync();  // every part of x_proj (dt_low, B, C) is in
   sum_parts(work.x_parts.of(0), team.size, b * x_m, dbc);
@@ -570,19 +581,20 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
     const float *B = dbc + j * x_m + L.rank, *C = B + n;
     for (int64_t c = own.begin; c < own.end; ++c) {
       const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
-      const float out = mamba1_state_step(L.ssm_state + (j * di + c) * n, L.A + c * n, B, C, delta, x, n);
+      float* state = L.ssm_state + (j / steps * di + c) * n;
+      const float out = mamba1_state_step(state, L.A + c * n, B, C, delta, x, n);
       work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
     }
   }
   out_projection(team, L.out, work.y.data(), b, d_model, work.out.data(), h);
 }
 
-// Logits (b, vocab) of one decoding step of every Mamba-1 block, then the LM head; hidden (b, d_model),
-// the embedded tokens, becomes the last block's residual; the cache's states advance in place.
-Tensor mamba1_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, Tensor norm_f,
-                    double eps_f, Tensor head_w, optional<Tensor> head_scale) {
-  check_hidden(hidden);
-  const int64_t b = hidden.size(0), d_model = hidden.size(1);
+// Logits (b, vocab) after `steps` decoding steps of each of b sequences through every Mamba-1 block, then
+// the LM head; hidden (b * steps, d_model), the embedded tokens, becomes the last block's residual; the
+// cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given.
+Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
+                     Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+  const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   std::vector<Mamba1Layer> blocks;
   for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model));
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
@@ -590,9 +602,9 @@ Tensor mamba1_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> la
   const int64_t di = blocks.empty() ? 0 : blocks[0].d_inner, x_m = blocks.empty() ? 0 : blocks[0].x.m;
   for (const auto& L : blocks)
     TORCH_CHECK(L.d_inner == di && L.x.m == x_m, "decode step (Mamba-1): every layer must have one shape");
-  Mamba1Work work(threads, b, d_model, di, x_m);
-  return run_token(threads, hidden, blocks, head, work, [&](const Team& team, const Mamba1Layer& L, float* h) {
-    mamba1_block(team, L, work, h, b, d_model, eps);
+  Mamba1Work work(threads, rows, d_model, di, x_m);
+  return run_tokens(threads, hidden, steps, blocks, head, work, [&](const Team& team, const Mamba1Layer& L, float* h) {
+    mamba1_block(team, L, work, h, rows, steps, d_model, eps);
   });
 }
 
@@ -693,7 +705,7 @@ inline float ssd_channel(float* s, const float* B, const float* C, float decay, 
 }
 
 // The SSM state step of one head: every channel of it, state (p, n).
-void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t j, int64_t hd, const float* xbc,
+void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t seq, int64_t hd, const float* xbc,
               const float* dt_raw, float* y) {
   float delta = softplus(dt_raw[hd] + L.dt_bias[hd]);
   if (S.clamp_dt) delta = std::min(std::max(delta, static_cast<float>(S.dt_min)), static_cast<float>(S.dt_max));
@@ -704,7 +716,7 @@ void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t j, int64_t 
   for (int64_t q = 0; q < L.p; ++q) {
     const int64_t c = hd * L.p + q;
     const float x = xbc[c];
-    float* s = L.ssm_state + ((j * L.heads + hd) * L.p + q) * n;
+    float* s = L.ssm_state + ((seq * L.heads + hd) * L.p + q) * n;
     const float out = ssd_channel(s, B, C, decay, delta * x, n);
     y[c] = out + (L.skip_per_channel ? L.D[c] : L.D[hd]) * x;
   }
@@ -739,8 +751,9 @@ void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba
   if (S.norm_before_gate) times_silu_z();
 }
 
+// One block on this thread's heads (mamba1_block says how rows and steps go).
 void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba2Work& work, float* h,
-                  int64_t b, int64_t d_model) {
+                  int64_t b, int64_t steps, int64_t d_model) {
   const int64_t di = L.d_inner, m = L.in.m, bc = L.conv_dim - di;
   const Range heads = team.share(L.heads), own{heads.begin * L.p, heads.end * L.p}, mine_bc = team.share(bc);
   float *u = work.u.of(team.id), *proj = work.proj.data(), *xbc = work.xbc.data();
@@ -750,7 +763,7 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
   gemv_rows(L.in, u, d_model, b, {2 * di + mine_bc.begin, 2 * di + mine_bc.end}, proj, m);  // B, C
   gemv_rows(L.in, u, d_model, b, {di + L.conv_dim + heads.begin, di + L.conv_dim + heads.end}, proj, m);  // dt
   for (int64_t j = 0; j < b; ++j) {
-    float* state = L.conv_state + j * L.conv_dim * L.w;
+    float* state = L.conv_state + j / steps * L.conv_dim * L.w;
     const float* x = proj + j * m + di;  // xBC: x, then B and C
     conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, own, L.w);
     conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, {di + mine_bc.begin, di + mine_bc.end}, L.w);
@@ -758,16 +771,16 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
   team.sync();  // every B and C is in
   for (int64_t j = 0; j < b; ++j)
     for (int64_t hd = heads.begin; hd < heads.end; ++hd)
-      ssd_head(L, S, j, hd, xbc + j * L.conv_dim, proj + j * m + di + L.conv_dim, work.y.data() + j * di);
+      ssd_head(L, S, j / steps, hd, xbc + j * L.conv_dim, proj + j * m + di + L.conv_dim, work.y.data() + j * di);
   gate(team, L, S, work, b, own);
   out_projection(team, L.out, work.y.data(), b, d_model, work.out.data(), h);
 }
 
-Tensor mamba2_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> layers, double eps, double dt_min,
-                    double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps, bool norm_before_gate,
-                    Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
-  check_hidden(hidden);
-  const int64_t b = hidden.size(0), d_model = hidden.size(1);
+// mamba1_tokens for Mamba-2 blocks.
+Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
+                     double dt_min, double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps,
+                     bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+  const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
   std::vector<Mamba2Layer> blocks;
   for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups));
@@ -777,9 +790,9 @@ Tensor mamba2_token(Tensor hidden, std::vector<std::vector<optional<Tensor>>> la
                 "decode step (Mamba-2): every layer must have one shape");
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
   const int threads = at::get_num_threads();
-  Mamba2Work work(threads, b, d_model, blocks[0], ngroups);
-  return run_token(threads, hidden, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
-    mamba2_block(team, L, settings, work, h, b, d_model);
+  Mamba2Work work(threads, rows, d_model, blocks[0], ngroups);
+  return run_tokens(threads, hidden, steps, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
+    mamba2_block(team, L, settings, work, h, rows, steps, d_model);
   });
 }
 
@@ -824,8 +837,8 @@ Tensor huge_page_copy(const Tensor& t) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace biomamba_decode;
-  m.def("mamba1_token", &mamba1_token, "one decoding step of every Mamba-1 block and the LM head");
-  m.def("mamba2_token", &mamba2_token, "one decoding step of every Mamba-2 block and the LM head");
+  m.def("mamba1_tokens", &mamba1_tokens, "decoding steps (or a prompt) through every Mamba-1 block and the LM head");
+  m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
   m.def("huge_page_copy", &huge_page_copy, "a copy of a CPU tensor in memory advised to use 2 MB pages");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
   m.def("has_avx512", []() {
