@@ -107,7 +107,9 @@ def prefill_applies(model, input_ids, inputs_embeds, cache, attention_mask, labe
     cache to fill, the last position's logits only), every row a whole prompt (no pads, no packing)."""
     if not _compiled_may_run(model, input_ids, inputs_embeds, labels, output_hidden_states):
         return False
-    if logits_to_keep != 1 or not use_cache or seq_idx is not None or position_ids is not None:
+    if logits_to_keep != 1 or not use_cache or seq_idx is not None:
+        return False
+    if position_ids is not None and bool((position_ids[:, 1:] == 0).any()):  # packed documents restart at 0
         return False
     if cache is not None and cache.has_previous_state(0):
         return False

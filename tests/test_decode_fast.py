@@ -117,6 +117,55 @@ def test_quantized_steps_equal_the_quantized_full_forward(precision):
     torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
 
 
+def cache_states(cache, layers):
+    return [(cache.get_conv_state(i), cache.get_recurrent_state(i)) for i in range(layers)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("preset", BLOCKS)
+def test_compiled_prompt_pass_leaves_what_the_torch_path_leaves(preset, precision):
+    """generate's first call (an empty cache, the last position's logits): the same logits, and the cache
+    holds the same conv windows (zeros before the prompt) and SSM states, so every later step agrees."""
+    overrides = dict(bias=True, dt_limit=(0.01, 0.5), ngroups=2) if preset == "Mamba2" else dict(bias=True)
+    model = use_fast_decode(small_model(preset, **overrides), precision, kernel="compiled")
+    layers = model.config.n_layer
+    for length in (1, 2, 9):  # shorter and longer than the conv window (d_conv 4)
+        ids = prompt(model, length=length)
+        with torch.no_grad():
+            model.decode_kernel = "torch"
+            expected = model(ids, use_cache=True, logits_to_keep=1)
+            model.decode_kernel = "compiled"
+            got = model(ids, use_cache=True, logits_to_keep=1)
+        torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-4)
+        for mine, theirs in zip(cache_states(got.cache_params, layers), cache_states(expected.cache_params, layers)):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_generate_runs_its_prompt_pass_compiled_up_to_the_limit(monkeypatch):
+    """Prompts up to PREFILL_MAX_TOKENS without pads take the compiled prompt pass; a longer or padded one
+    takes the torch path; the tokens are the torch step's either way."""
+    from biomamba import decode
+
+    model = small_model("Mamba2")
+    prompts = {"short": prompt(model, batch=2, length=7),
+               "long": prompt(model, batch=1, length=decode.PREFILL_MAX_TOKENS + 1)}
+    padded = prompt(model, batch=2, length=7)
+    mask = torch.ones_like(padded)
+    mask[0, :3] = 0  # left padding
+    expected, calls = {}, []
+    use_fast_decode(model, kernel="torch")
+    for name, ids in prompts.items():
+        expected[name] = model.generate(ids, max_new_tokens=5, **GREEDY)
+    expected["padded"] = model.generate(padded, attention_mask=mask, max_new_tokens=5, **GREEDY)
+    use_fast_decode(model, kernel="compiled")
+    prefill = decode.fast_prefill
+    monkeypatch.setattr(decode, "fast_prefill", lambda m, ids, cache: calls.append(ids.shape) or prefill(m, ids, cache))
+    for name, ids in prompts.items():
+        assert torch.equal(model.generate(ids, max_new_tokens=5, **GREEDY), expected[name])
+    assert torch.equal(model.generate(padded, attention_mask=mask, max_new_tokens=5, **GREEDY), expected["padded"])
+    assert calls == [prompts["short"].shape]
+
+
 def test_the_torch_path_serves_what_the_compiled_step_does_not():
     model = use_fast_decode(small_model("Mamba1"), kernel="compiled")
     ids = prompt(model)
