@@ -37,9 +37,12 @@ def steps_logits(model, ids, continuation):
     return torch.cat(logits, dim=1)
 
 
+@pytest.mark.parametrize("columns", [83, 160])
+@pytest.mark.parametrize("batch", [1, 3])  # batch 1 reads row after row (bf16: two weights a word)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
-def test_gemv_equals_matmul_on_its_weights(dtype):
-    weight, x = torch.randn(37, 83), torch.randn(3, 83)  # odd sizes: the vector loop's masked tail
+def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns):
+    # odd sizes: the vector loops' masked tails; 160 = 2 x 64 + 32: every loop of the bf16 pairs
+    weight, x = torch.randn(37, columns), torch.randn(batch, columns)
     packed, scale = (weight, None) if dtype == "float32" else quantize(weight, "int8" if dtype == "int8" else
                                                                        "bf16-weights")
     out = extension().linear(x, packed, scale, None)
