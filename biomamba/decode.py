@@ -202,22 +202,6 @@ def fast_step(model, input_ids, cache):
     return logits.unsqueeze(1)
 
 
-@torch.no_grad()
-def place_in_huge_pages(model):
-    """Move the weights the compiled step reads (the packed copies, or the fp32 parameters themselves) into
-    memory advised to use 2 MB pages (decode_step.cpp huge_page_copy says why). Parameters keep their
-    identity (`.data` is replaced), so the tied LM head and embedding stay one tensor."""
-    from biomamba.ops.cpu_decode import extension
-    ext = extension()
-    for linear in step_linears(model):
-        packed = getattr(linear, "decode_weight", None)
-        if packed is not None:
-            linear.decode_weight = (ext.huge_page_copy(packed[0]), packed[1])
-        elif linear.weight.device.type == "cpu" and linear.weight.dtype == torch.float32:
-            linear.weight.data = ext.huge_page_copy(linear.weight.data)
-    return model
-
-
 def fast_prefill(model, input_ids, cache):
     """Logits (b, 1, vocab) of a prompt's last position, filling `cache` (a new one when None) with the
     states the torch path would leave: each layer's last d_conv conv inputs (zeros before the prompt) and
@@ -238,8 +222,7 @@ def fast_prefill(model, input_ids, cache):
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):
     """Set how `model` decodes on CPU: precision "fp32" or one of WEIGHT_ONLY (quantize_weights), and the
-    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch").
-    With the compiled step, the weights it reads move to 2 MB pages (place_in_huge_pages)."""
+    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch")."""
     if kernel not in KERNELS:
         raise ValueError(f"decode kernel must be one of {KERNELS}, got {kernel!r}")
     if precision not in ("fp32", *WEIGHT_ONLY):
@@ -247,6 +230,4 @@ def use_fast_decode(model, precision="fp32", kernel="auto"):
     model.decode_kernel = kernel
     if precision in WEIGHT_ONLY:
         quantize_weights(model, precision)
-    if kernel != "torch" and model.device.type == "cpu" and _kernel_ready(model):
-        place_in_huge_pages(model)
     return model

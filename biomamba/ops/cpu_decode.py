@@ -1,6 +1,6 @@
 """The compiled decoding step on CPU (kernels/cpu/decode_step.cpp), built on first use like the "cpu" scan.
 
-    extension()   the built module (mamba1_tokens, mamba2_tokens, huge_page_copy, linear, has_avx512); raises
+    extension()   the built module (mamba1_tokens, mamba2_tokens, linear, has_avx512); raises
                   ops.BackendUnavailable, with what to do, when it cannot be built here
 
 The gemv picks AVX-512 at run time where the CPU has it (a portable loop elsewhere), so the cached build

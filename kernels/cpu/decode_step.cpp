@@ -32,16 +32,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "scan_math.h"  // v4_exp: the scan kernel's 4-lane exp (libm's expf does not vectorise here)
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -850,28 +845,6 @@ Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias)
   return out;
 }
 
-// ---------------------------------------------------------------------------- weights in 2 MB pages
-
-// A copy of t in memory asked to be backed by 2 MB pages (Linux transparent huge pages, which
-// /sys/kernel/mm/transparent_hugepage/enabled allows as "madvise" or "always"; elsewhere, or where
-// the kernel refuses, ordinary pages and the same copy). Why: a decoding step streams every weight once,
-// and the hardware prefetchers stop at each 4 KB page's end; on 2 MB pages a gemv read 3072x768 fp32
-// weights 15-25% faster here (bench/RESULTS.md). The advice must come before the first touch, so torch's
-// allocator cannot give this memory.
-Tensor huge_page_copy(const Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "huge_page_copy: t must be a contiguous CPU tensor");
-  constexpr size_t kHuge = size_t(1) << 21;
-  const size_t bytes = std::max<size_t>(t.nbytes(), 1), size = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* memory = std::aligned_alloc(kHuge, size);
-  TORCH_CHECK(memory != nullptr, "huge_page_copy: could not allocate ", size, " bytes");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  madvise(memory, size, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
-#endif
-  Tensor copy = torch::from_blob(memory, t.sizes(), [](void* p) { std::free(p); }, t.options());
-  copy.copy_(t);
-  return copy;
-}
-
 }  // namespace
 }  // namespace biomamba_decode
 
@@ -879,7 +852,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace biomamba_decode;
   m.def("mamba1_tokens", &mamba1_tokens, "decoding steps (or a prompt) through every Mamba-1 block and the LM head");
   m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
-  m.def("huge_page_copy", &huge_page_copy, "a copy of a CPU tensor in memory advised to use 2 MB pages");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
   m.def("has_avx512", []() {
 #ifdef BIOMAMBA_X86
