@@ -109,7 +109,8 @@ def prefill_applies(model, input_ids, inputs_embeds, cache, attention_mask, labe
         return False
     if logits_to_keep != 1 or not use_cache or seq_idx is not None:
         return False
-    if position_ids is not None and bool((position_ids[:, 1:] == 0).any()):  # packed documents restart at 0
+    from biomamba.modeling import documents_from_positions  # (modeling imports this module)
+    if documents_from_positions(position_ids) is not None:  # packed documents: positions restart at 0
         return False
     if cache is not None and cache.has_previous_state(0):
         return False
@@ -210,11 +211,11 @@ def fast_prefill(model, input_ids, cache):
 
     cfg, b = model.config, input_ids.shape[0]
     cache = new_cache(cfg) if cache is None else cache
+    state_shape = (b, cfg.nheads, cfg.headdim, cfg.d_state) if cfg.ssm_layer == "Mamba2" else (
+        b, cfg.d_inner, cfg.d_state)
     for layer in model.backbone.layers:
         mixer = layer.mixer
         conv_channels = mixer.conv1d.weight.shape[0]
-        state_shape = (b, cfg.nheads, cfg.headdim, cfg.d_state) if cfg.ssm_layer == "Mamba2" else (
-            b, cfg.d_inner, cfg.d_state)
         cache.update_conv_state(torch.zeros(b, conv_channels, 1), mixer.layer_idx, conv_kernel_size=cfg.d_conv)
         cache.update_recurrent_state(torch.zeros(state_shape), mixer.layer_idx)
     return fast_step(model, input_ids, cache), cache

@@ -129,28 +129,16 @@ AVX512 inline __m512 load16(Kind kind, const void* w, int64_t i, __mmask16 mask)
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
 }
 
-// 16 whole weights as floats (no mask: the main loops' loads).
-template <Kind K>
-AVX512 inline __m512 full16(const void* w, int64_t i) {
-  if (K == kF32) return _mm512_loadu_ps(static_cast<const float*>(w) + i);
-  if (K == kBF16) {
-    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + i));
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-}
-
 // One row read front to back: four accumulators keep the FMA latency hidden; the tail is masked.
 template <Kind K>
 AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 64 <= k; i += 64) {
-    a0 = _mm512_fmadd_ps(full16<K>(w, i), _mm512_loadu_ps(x + i), a0);
-    a1 = _mm512_fmadd_ps(full16<K>(w, i + 16), _mm512_loadu_ps(x + i + 16), a1);
-    a2 = _mm512_fmadd_ps(full16<K>(w, i + 32), _mm512_loadu_ps(x + i + 32), a2);
-    a3 = _mm512_fmadd_ps(full16<K>(w, i + 48), _mm512_loadu_ps(x + i + 48), a3);
+    a0 = _mm512_fmadd_ps(load16(K, w, i, 0xFFFF), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(load16(K, w, i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), a1);
+    a2 = _mm512_fmadd_ps(load16(K, w, i + 32, 0xFFFF), _mm512_loadu_ps(x + i + 32), a2);
+    a3 = _mm512_fmadd_ps(load16(K, w, i + 48, 0xFFFF), _mm512_loadu_ps(x + i + 48), a3);
   }
   for (; i < k; i += 16) {
     __mmask16 mask = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
