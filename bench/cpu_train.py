@@ -43,7 +43,8 @@ def parse_args():
     p.add_argument("--seq-lens", default="256,1024")
     p.add_argument("--steps", type=int, default=3, help="rounds of timed steps for biomamba (after 1 warm-up)")
     p.add_argument("--peer-steps", type=int, default=1,
-                   help="timed steps for transformers, in the first rounds (Mamba-1's takes minutes at T=1024)")
+                   help="timed steps for transformers, in the first rounds (Mamba-1's takes minutes at T=1024); "
+                        "0 leaves transformers out")
     p.add_argument("--peer-warmup", type=int, default=1,
                    help="untimed steps for transformers first (0 saves minutes at T=1024)")
     p.add_argument("--blocks", default="Mamba1,Mamba2", help="comma list of block types (config.ssm_layer)")
@@ -162,20 +163,23 @@ def main():
             steps = {name: train_step(our_model(peer, backend), batch) for backend, name in names.items()}
             steps[FLOOR] = train_step(our_model(peer, "torch"), batch, floor=True)
             peer_name = f"transformers {type(peer).__name__}"
-            steps[peer_name] = train_step(peer, batch)
+            if args.peer_steps:  # 0: our rows and the floor only
+                steps[peer_name] = train_step(peer, batch)
             rounds = {name: args.peer_steps if name == peer_name else args.steps for name in steps}
             warmups = {name: args.peer_warmup if name == peer_name else 1 for name in steps}
             rates = {name: batch.numel() / seconds
                      for name, seconds in fastest_in_turns(steps, rounds, warmups).items()}
             for name, tps in sorted(rates.items(), key=lambda item: item[0] != peer_name):
                 of_floor = tps / rates[FLOOR] if name.startswith("biomamba") and name != FLOOR else None
-                rows.append((block, seq_len, name, tps, tps / rates[peer_name], of_floor))
+                vs_peer = tps / rates[peer_name] if peer_name in rates else None
+                rows.append((block, seq_len, name, tps, vs_peer, of_floor))
             print(f"{block} T={seq_len} done; load {load_average()}", flush=True)
     print(f"\nload average (1, 5, 15 min) at the end: {load_average()}")
     print("\n| block | T | model | train tokens/s | vs transformers | of floor |\n|---|---|---|---|---|---|")
     for block, seq_len, name, tps, ratio, of_floor in rows:
         floor_cell = "" if of_floor is None else f"{of_floor:.0%}"
-        print(f"| {block} | {seq_len} | {name} | {tps:,.0f} | {ratio:.1f}x | {floor_cell} |")
+        ratio_cell = "" if ratio is None else f"{ratio:.1f}x"
+        print(f"| {block} | {seq_len} | {name} | {tps:,.0f} | {ratio_cell} | {floor_cell} |")
     report_table("train", ["block", "T", "model", "train tokens/s", "vs transformers", "of floor"], rows,
                  key=("block", "T", "model"), ratios=("vs transformers", "of floor"))
 

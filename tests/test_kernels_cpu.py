@@ -3,8 +3,9 @@
 Every comparison covers the output, the last state and the gradient of every input, through a
 random projection of both outputs (tests/scan_cases.run_scan). The kernel saves states every 64
 steps, so lengths 1, 7, 37, 131 and 300 cover one partial chunk, ragged last chunks and several
-chunk boundaries; d = 5, 6 and n = 3, 7 are not powers of two (the scalar path), n = 16 and 32 take
-the 4-lane float path with n compiled in, n = 12 the 4-lane path with a runtime n. The first test builds the extension (about 40 s on 2 cores, once per
+chunk boundaries; d = 5, 6 and n = 3, 7 are not powers of two (the scalar path), n = 8, 16, 32 and 64
+take the widest float lanes the CPU has with n compiled in (every instruction set is checked), n = 12
+the 4-lane path with a runtime n. The first test builds the extension (about 40 s on 2 cores, once per
 torch extensions cache).
 """
 import functools
@@ -194,6 +195,28 @@ def test_cpu_forward_with_resets_without_grad_matches_with_grad():
     leaves = [t.clone().requires_grad_() for t in tensors]
     out_g, last_g = ops.selective_scan(*leaves, True, True, backend="cpu", seq_idx=seq_idx)
     assert torch.equal(out, out_g.detach()) and torch.equal(last, last_g.detach())
+
+
+# ----------------------------------------------------------------------------- instruction sets
+
+def isa_levels():
+    """The instruction sets this CPU runs (0 baseline, 1 AVX2+FMA, 2 AVX-512)."""
+    kernels_cpu.check_available()
+    return list(range(kernels_cpu._extension.isa_level() + 1))
+
+
+@pytest.mark.parametrize("isa", isa_levels())
+@pytest.mark.parametrize("n", [8, 16, 64])
+@pytest.mark.parametrize("layout", ["fixed", "variable", "grouped"])
+def test_every_instruction_set_matches_reference(isa, n, layout, monkeypatch):
+    """Each build of the kernel (BIOMAMBA_CPU_ISA caps the one chosen): n = 8 takes 8 lanes on AVX2 and
+    AVX-512, n = 16 and 64 take 16 lanes on AVX-512; documents start on and off the 64-step chunks."""
+    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
+    case = (f"isa-{layout}-n{n}", 2, 6, 150, n, layout, 2 if layout == "grouped" else 1)
+    seq_idx = packed_seq_idx(2, 150, RESETS["off-chunk-edges"])
+    want = run_scan(ops.selective_scan, inputs(case), "ref", seq_idx=seq_idx)
+    got = run_scan(ops.selective_scan, inputs(case, torch.float32), "cpu", seq_idx=seq_idx)
+    assert max_relative_error(got, want) < 5e-6
 
 
 # ----------------------------------------------------------------------------- errors

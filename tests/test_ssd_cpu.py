@@ -5,7 +5,7 @@ C, D, z, dt_bias, initial_states) through a seeded random projection of both out
 saves states every 64 steps and tiles the state in blocks of 4 columns (n) by 16-32 rows (p), so
 lengths 1, 9, 37 and 150 cover one partial chunk, ragged last chunks and chunk boundaries, and
 p = 2, 3, 5, n = 3, 5, 7 are not whole tiles (the padding). Each instruction set the CPU has is
-checked (BIOMAMBA_SSD_ISA caps it). The first test builds the extension (about 70 s on 2 busy
+checked (BIOMAMBA_CPU_ISA caps it). The first test builds the extension (about 70 s on 2 busy
 cores, once per source version).
 """
 import warnings
@@ -50,7 +50,7 @@ def test_cpu_matches_reference_float64(case, options):
 
 @pytest.mark.parametrize("isa", isa_levels())
 def test_every_instruction_set_matches_reference(isa, monkeypatch):
-    monkeypatch.setenv("BIOMAMBA_SSD_ISA", str(isa))
+    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
     tensors = ssd_inputs(2, 70, 4, 20, 2, 9)
     errors = relative_errors(run_ssd(tensors, 16, "cpu", ALL_ON), run_ssd(tensors, 16, "ref", ALL_ON))
     assert max(errors.values()) < 1e-12, errors

@@ -11,7 +11,8 @@ computed in float32 and returned in their dtype) and lays out B/C, then the C++ 
 
 The extension is compiled with torch.utils.cpp_extension.load into torch's extensions directory
 (TORCH_EXTENSIONS_DIR if set), silently unless the build fails (about 40 s on 2 cores, once). It
-needs gcc or clang (GCC vector extensions; no -march flags, so a cached build is portable). The
+needs gcc or clang (GCC vector extensions; no -march flags, so a cached build is portable: the loops
+are built for the baseline, AVX2 and AVX-512 and the widest the CPU has runs, kernels/cpu/isa.h). The
 gradient through the returned last state is supported (it seeds the adjoint recurrence).
 seq_idx (document resets) reaches the kernel as int32 ids (reference.seq_idx_int32).
 """
@@ -22,7 +23,7 @@ from biomamba.ops.reference import check_seq_idx, seq_idx_int32
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["selective_scan.cpp"]
-HEADERS = ["scan_kernel.h", "scan_math.h"]
+HEADERS = ["scan_kernel.h", "scan_math.h", "isa.h"]
 EXTENSION_NAME = "biomamba_selective_scan_cpu"
 
 _extension = None

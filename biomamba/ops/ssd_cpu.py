@@ -23,7 +23,7 @@ from biomamba.ops.ssd_reference import (DEFAULT_DT_LIMIT, compute_dtype, documen
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["ssd_scan.cpp"]
-HEADERS = ["ssd_kernel.h"]
+HEADERS = ["ssd_kernel.h", "isa.h"]
 EXTENSION_NAME = "biomamba_ssd_scan_cpu"
 
 _extension = None

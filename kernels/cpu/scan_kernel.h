@@ -80,7 +80,7 @@ inline T step_delta(const ScanArgs<T>& a, const T* delta, int64_t t, T bias) {
 }
 
 template <typename T, int kN, int W>
-void forward_row(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t b, int64_t c) {
+SCAN_INLINE void forward_row(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t b, int64_t c) {
   using Ln = Lanes<T, W>;
   using V = typename Ln::V;
   constexpr int kCap = kN > 0 ? kN : kMaxState;
@@ -141,7 +141,7 @@ struct ChunkBuffers {
 };
 
 template <typename T, int kN, int W>
-void backward_row(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int64_t c,
+SCAN_INLINE void backward_row(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int64_t c,
                   int64_t part, const ChunkBuffers<T>& buf) {
   using Ln = Lanes<T, W>;
   using V = typename Ln::V;

@@ -3,7 +3,8 @@
 // gcc does not vectorise libm's expf without -ffast-math, and if-converting a hand-written expf
 // fails once it folds the clamps into branches. So float uses explicit 4-lane vectors (GCC/Clang
 // vector extensions: SSE on x86-64, NEON on arm64, no -march flags) with Cephes-style exp and log
-// (relative error ~2 ulp). double and state sizes that are not a multiple of 4 use plain scalar
+// (relative error ~2 ulp); AVX2 and AVX-512 builds of the kernels use 8 and 16 lanes (WideLanes).
+// double and state sizes that are not a multiple of 4 use plain scalar
 // loops with libm: fp64 exists to check against the reference, not for speed.
 #pragma once
 
@@ -13,6 +14,11 @@
 #include <cstring>
 
 namespace biomamba_cpu {
+
+// Forces inlining, so that a helper takes the instruction set of the function it is called from:
+// the AVX2 and AVX-512 builds of the kernels (selective_scan.cpp) are functions with a target
+// attribute that inline the generic code below.
+#define SCAN_INLINE inline __attribute__((always_inline))
 
 typedef float v4sf __attribute__((vector_size(16)));
 typedef int32_t v4si __attribute__((vector_size(16)));
@@ -136,6 +142,67 @@ struct Lanes<float, 4> {
   static void store(float* p, V v) { v4_store(p, v); }
   static float sum(V v) { return (v[0] + v[1]) + (v[2] + v[3]); }
   static V exp(V v) { return v4_exp(v); }
+};
+
+// W = 8 or 16 float lanes (AVX2, AVX-512), with n compiled in; used only inside functions built
+// for that instruction set. The same Cephes exp as v4_exp, with the clamps as vector selects (one
+// min/max instruction each on these targets); the horizontal sum halves the vector. (The builtins
+// take the concrete types: gcc rejects them on a vector type whose size is a template argument.)
+typedef float v8sf __attribute__((vector_size(32)));
+typedef float v16sf __attribute__((vector_size(64)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+typedef int32_t v16si __attribute__((vector_size(64)));
+
+SCAN_INLINE float lane_sum(v8sf v) {
+  const v4sf s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+SCAN_INLINE float lane_sum(v16sf v) {
+  return lane_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                  __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+SCAN_INLINE v8si exponent_bits(v8sf k) { return (__builtin_convertvector(k, v8si) + 127) << 23; }
+SCAN_INLINE v16si exponent_bits(v16sf k) { return (__builtin_convertvector(k, v16si) + 127) << 23; }
+
+template <typename V>
+struct WideLanes {
+  static SCAN_INLINE V set1(float x) { return V{} + x; }
+  static SCAN_INLINE V load(const float* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static SCAN_INLINE void store(float* p, V v) { std::memcpy(p, &v, sizeof(v)); }
+  static SCAN_INLINE float sum(V v) { return lane_sum(v); }
+  static SCAN_INLINE V exp(V x) {
+    const V lo = set1(-87.33654475f), hi = set1(88.0f);
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    V k = x * 1.44269504088896341f;
+    k = (k + 12582912.0f) - 12582912.0f;
+    V r = x - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    V p = set1(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * (V)exponent_bits(k);
+  }
+};
+
+template <>
+struct Lanes<float, 8> : WideLanes<v8sf> {
+  using V = v8sf;
+};
+
+template <>
+struct Lanes<float, 16> : WideLanes<v16sf> {
+  using V = v16sf;
 };
 
 // Per chunk of steps: dt = softplus(delta + bias) (or delta + bias) and, if wanted, its

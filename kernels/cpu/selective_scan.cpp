@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "isa.h"
 #include "scan_kernel.h"
 
 namespace biomamba_cpu {
@@ -88,29 +89,88 @@ ScanArgs<T> make_args(const Tensor& u, const Tensor& delta, const Tensor& A, con
   return a;
 }
 
-template <int kN, int W>
-struct Shape {
-  static constexpr int n = kN, lanes = W;
+// One row range of the forward and one channel range of the backward, with n and the lanes (W
+// values of the state dimension) compiled in.
+template <typename T>
+struct RowKernels {
+  void (*forward)(const ScanArgs<T>&, const ForwardOut<T>&, int64_t r0, int64_t r1);
+  void (*backward)(const ScanArgs<T>&, const BackwardArgs<T>&, int64_t b, int64_t c0, int64_t c1,
+                   int64_t part, const ChunkBuffers<T>&);
 };
 
-// Calls f(Shape<kN, W>) with the state size compiled in when it is a common one (the state then
-// lives in registers) and W = 4 float lanes when n allows; else kN = 0 (runtime n <= kMaxState),
-// with 4 lanes for a float n divisible by 4 and scalar lanes otherwise. double uses scalar lanes.
-template <typename T, typename F>
-void dispatch_state(int64_t n, const F& f) {
+template <typename T, int kN, int W>
+SCAN_INLINE void forward_rows(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) forward_row<T, kN, W>(a, o, r / a.dim, r % a.dim);
+}
+
+template <typename T, int kN, int W>
+SCAN_INLINE void backward_rows(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int64_t c0,
+                               int64_t c1, int64_t part, const ChunkBuffers<T>& buf) {
+  for (int64_t c = c0; c < c1; ++c) backward_row<T, kN, W>(a, g, b, c, part, buf);
+}
+
+// The same loops built three times: baseline (4-lane SSE/NEON vectors or scalar), AVX2+FMA
+// (8 lanes) and AVX-512 (16 lanes: a state of n = 16 is one register, one exp per step).
+template <typename T, int kN, int W>
+void forward_base(const ScanArgs<T>& a, const ForwardOut<T>& o, int64_t r0, int64_t r1) {
+  forward_rows<T, kN, W>(a, o, r0, r1);
+}
+template <int kN>
+ISA_AVX2 void forward_avx2(const ScanArgs<float>& a, const ForwardOut<float>& o, int64_t r0, int64_t r1) {
+  forward_rows<float, kN, 8>(a, o, r0, r1);
+}
+template <int kN>
+ISA_AVX512 void forward_avx512(const ScanArgs<float>& a, const ForwardOut<float>& o, int64_t r0, int64_t r1) {
+  forward_rows<float, kN, 16>(a, o, r0, r1);
+}
+template <typename T, int kN, int W>
+void backward_base(const ScanArgs<T>& a, const BackwardArgs<T>& g, int64_t b, int64_t c0, int64_t c1,
+                   int64_t part, const ChunkBuffers<T>& buf) {
+  backward_rows<T, kN, W>(a, g, b, c0, c1, part, buf);
+}
+template <int kN>
+ISA_AVX2 void backward_avx2(const ScanArgs<float>& a, const BackwardArgs<float>& g, int64_t b, int64_t c0,
+                            int64_t c1, int64_t part, const ChunkBuffers<float>& buf) {
+  backward_rows<float, kN, 8>(a, g, b, c0, c1, part, buf);
+}
+template <int kN>
+ISA_AVX512 void backward_avx512(const ScanArgs<float>& a, const BackwardArgs<float>& g, int64_t b,
+                                int64_t c0, int64_t c1, int64_t part, const ChunkBuffers<float>& buf) {
+  backward_rows<float, kN, 16>(a, g, b, c0, c1, part, buf);
+}
+
+template <typename T, int kN, int W>
+RowKernels<T> base_kernels() {
+  return {forward_base<T, kN, W>, backward_base<T, kN, W>};
+}
+
+template <int kN>
+RowKernels<float> wide_kernels(int isa) {
+  if (isa == 2 && kN % 16 == 0) return {forward_avx512<kN>, backward_avx512<kN>};
+  if (isa >= 1) return {forward_avx2<kN>, backward_avx2<kN>};
+  return base_kernels<float, kN, 4>();
+}
+
+// The kernels for state size n: a common n is compiled in (the state then lives in registers),
+// over the widest lanes the CPU has (isa.h) that divide it; else a runtime n <= kMaxState, with 4
+// lanes for a float n divisible by 4 and scalar lanes otherwise. double uses scalar lanes (it
+// exists to check against the reference), with n = 16 compiled in to check that path too.
+template <typename T>
+RowKernels<T> row_kernels(int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
+    const int isa = biomamba_isa::isa_level();
     switch (n) {
-      case 4: return f(Shape<4, 4>{});
-      case 8: return f(Shape<8, 4>{});
-      case 16: return f(Shape<16, 4>{});
-      case 32: return f(Shape<32, 4>{});
-      case 64: return f(Shape<64, 4>{});
+      case 4: return base_kernels<float, 4, 4>();
+      case 8: return wide_kernels<8>(isa);
+      case 16: return wide_kernels<16>(isa);
+      case 32: return wide_kernels<32>(isa);
+      case 64: return wide_kernels<64>(isa);
     }
-    if (n % 4 == 0) return f(Shape<0, 4>{});
-  } else if (n == 16) {  // a compiled-in n, checked in float64 too
-    return f(Shape<16, 1>{});
+    if (n % 4 == 0) return base_kernels<float, 0, 4>();
+  } else if (n == 16) {
+    return base_kernels<T, 16, 1>();
   }
-  f(Shape<0, 1>{});
+  return base_kernels<T, 0, 1>();
 }
 
 // Runs f(unit) for every unit in [0, units) on torch's intra-op threads, handing units out one at
@@ -173,15 +233,10 @@ std::vector<Tensor> scan_forward(const Tensor& u, const Tensor& delta, const Ten
     const auto a = make_args<scalar_t>(u, delta, A, B, C, D, z, delta_bias, seq_idx, softplus,
                                        save_states ? states.data_ptr<scalar_t>() : nullptr);
     const ForwardOut<scalar_t> o{out.data_ptr<scalar_t>(), last.data_ptr<scalar_t>()};
-    dispatch_state<scalar_t>(n, [&](auto shape) {
-      using S = decltype(shape);
-      const int64_t rows = batch * dim;
-      parallel_units((rows + kRowsPerUnit - 1) / kRowsPerUnit, [&](int64_t unit) {
-        const int64_t end = std::min(rows, (unit + 1) * kRowsPerUnit);
-        for (int64_t r = unit * kRowsPerUnit; r < end; ++r) {
-          forward_row<scalar_t, S::n, S::lanes>(a, o, r / dim, r % dim);
-        }
-      });
+    const auto kernels = row_kernels<scalar_t>(n);
+    const int64_t rows = batch * dim;
+    parallel_units((rows + kRowsPerUnit - 1) / kRowsPerUnit, [&](int64_t unit) {
+      kernels.forward(a, o, unit * kRowsPerUnit, std::min(rows, (unit + 1) * kRowsPerUnit));
     });
   });
   return {out, last, states};
@@ -237,16 +292,13 @@ std::vector<Tensor> scan_backward(const Tensor& u, const Tensor& delta, const Te
     g.gB = gB.data_ptr<T>();
     g.gC = gC.data_ptr<T>();
     g.parts = parts;
-    dispatch_state<T>(n, [&](auto shape) {
-      using S = decltype(shape);
-      parallel_units(batch * parts, [&](int64_t unit) {
-        thread_local std::vector<T> scratch;
-        scratch.resize(static_cast<size_t>(2 * kChunk * n));
-        const ChunkBuffers<T> buf{scratch.data(), scratch.data() + kChunk * n};
-        const int64_t b = unit / parts, part = unit % parts;
-        const int64_t c0 = part * dim / parts, c1 = (part + 1) * dim / parts;
-        for (int64_t c = c0; c < c1; ++c) backward_row<T, S::n, S::lanes>(a, g, b, c, part, buf);
-      });
+    const auto kernels = row_kernels<T>(n);
+    parallel_units(batch * parts, [&](int64_t unit) {
+      thread_local std::vector<T> scratch;
+      scratch.resize(static_cast<size_t>(2 * kChunk * n));
+      const ChunkBuffers<T> buf{scratch.data(), scratch.data() + kChunk * n};
+      const int64_t b = unit / parts, part = unit % parts;
+      kernels.backward(a, g, b, part * dim / parts, (part + 1) * dim / parts, part, buf);
     });
   });
   return {gu, gdelta, gz, gA, gD, gbias, gB, gC};
@@ -259,5 +311,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "biomamba selective scan, CPU kernels (forward and chunk-recomputing backward)";
   m.def("forward", &biomamba_cpu::scan_forward, "selective scan forward (cpu)");
   m.def("backward", &biomamba_cpu::scan_backward, "selective scan backward (cpu)");
+  m.def("isa_level", &biomamba_isa::isa_level,
+        "the kernels' instruction set here: 2 AVX-512, 1 AVX2+FMA, 0 baseline (BIOMAMBA_CPU_ISA caps it)");
   m.attr("CHUNK") = biomamba_cpu::kChunk;
 }

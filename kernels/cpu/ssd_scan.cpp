@@ -4,16 +4,16 @@
 // Called only from biomamba/ops/ssd_cpu.py, which applies dt's bias/softplus/clamp, turns seq_idx
 // into document starts and converts everything to the compute dtype (float32 or float64),
 // contiguous; the checks here guard that contract with messages naming the argument.
-// Built without -march flags (a cached build stays portable); the kernels are compiled for three
-// instruction sets and the widest the CPU has is chosen at run time (isa_level).
+// The kernels are compiled for three instruction sets; the widest the CPU has is chosen at run
+// time (isa.h).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <vector>
 
+#include "isa.h"
 #include "ssd_kernel.h"
 
 namespace biomamba_ssd {
@@ -93,9 +93,6 @@ void parallel_units(int64_t units, const F& f) {
 
 // The per-unit kernels, compiled three times: baseline (SSE2/NEON: 32-byte vectors in halves),
 // AVX2+FMA, and AVX-512 (64-byte vectors, 32 registers: the tile's states and adjoints fit).
-#define SSD_AVX2 __attribute__((target("avx2,fma")))
-#define SSD_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
-
 template <typename T, int Bytes>
 SSD_INLINE void forward_one(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
   thread_local std::vector<T> S;
@@ -113,34 +110,20 @@ SSD_INLINE void backward_one(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t 
 template <typename T>
 void forward_base(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) { forward_one<T, 32>(a, unit, y, fin); }
 template <typename T>
-SSD_AVX2 void forward_avx2(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) { forward_one<T, 32>(a, unit, y, fin); }
+ISA_AVX2 void forward_avx2(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) { forward_one<T, 32>(a, unit, y, fin); }
 template <typename T>
-SSD_AVX512 void forward_avx512(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
+ISA_AVX512 void forward_avx512(const SsdArgs<T>& a, int64_t unit, T* y, T* fin) {
   forward_one<T, 64>(a, unit, y, fin);
 }
 template <typename T>
 void backward_base(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) { backward_one<T, 32>(a, g, unit); }
 template <typename T>
-SSD_AVX2 void backward_avx2(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
+ISA_AVX2 void backward_avx2(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
   backward_one<T, 32>(a, g, unit);
 }
 template <typename T>
-SSD_AVX512 void backward_avx512(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
+ISA_AVX512 void backward_avx512(const SsdArgs<T>& a, const SsdGrads<T>& g, int64_t unit) {
   backward_one<T, 64>(a, g, unit);
-}
-
-// The instruction set the kernels use here: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
-// BIOMAMBA_SSD_ISA=0/1/2 caps it (tests run every path the CPU has).
-int isa_level() {
-  int level = 0;
-#if defined(__x86_64__) || defined(__i386__)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
-  if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    level = 2;
-#endif
-  if (const char* cap = std::getenv("BIOMAMBA_SSD_ISA")) level = std::min(level, std::atoi(cap));
-  return level;
 }
 
 // Returns (y (b, l, h, p), final_states (b, h, p, n), saved states (b, h, nchunks, Np, Pp) or empty).
@@ -158,7 +141,7 @@ std::vector<Tensor> ssd_forward(const Tensor& x, const Tensor& dt, const Tensor&
     saved = save_states ? at::empty({b, h, a.nchunks, a.Np, a.Pp}, x.options()) : at::empty({0}, x.options());
     a.saved = save_states ? saved.data_ptr<T>() : nullptr;
     T *yp = y.data_ptr<T>(), *fp = fin.data_ptr<T>();
-    const int isa = isa_level();
+    const int isa = biomamba_isa::isa_level();
     parallel_units(b * h, [&](int64_t unit) {
       if (isa == 2) forward_avx512<T>(a, unit, yp, fp);
       else if (isa == 1) forward_avx2<T>(a, unit, yp, fp);
@@ -194,7 +177,7 @@ std::vector<Tensor> ssd_backward(const Tensor& x, const Tensor& dt, const Tensor
     g.gB = gB.data_ptr<T>();
     g.gC = gC.data_ptr<T>();
     g.ginit = ginit.data_ptr<T>();
-    const int isa = isa_level();
+    const int isa = biomamba_isa::isa_level();
     parallel_units(b * h, [&](int64_t unit) {
       if (isa == 2) backward_avx512<T>(a, g, unit);
       else if (isa == 1) backward_avx2<T>(a, g, unit);
@@ -211,7 +194,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "biomamba SSD scan (Mamba-2), CPU kernels (forward and chunk-recomputing backward)";
   m.def("forward", &biomamba_ssd::ssd_forward, "SSD scan forward (cpu)");
   m.def("backward", &biomamba_ssd::ssd_backward, "SSD scan backward (cpu)");
-  m.def("isa_level", &biomamba_ssd::isa_level,
-        "the kernels' instruction set here: 2 AVX-512, 1 AVX2+FMA, 0 baseline (BIOMAMBA_SSD_ISA caps it)");
+  m.def("isa_level", &biomamba_isa::isa_level,
+        "the kernels' instruction set here: 2 AVX-512, 1 AVX2+FMA, 0 baseline (BIOMAMBA_CPU_ISA caps it)");
   m.attr("CHUNK") = biomamba_ssd::KC;
 }
