@@ -34,6 +34,7 @@ of it. Greedy agreement: the tokens of transformers and of llama.cpp f32 against
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -244,7 +245,12 @@ class Peer:
         line = self.process.stdout.readline()
         if not line:
             self.errors.seek(0)
-            raise RuntimeError(f"the {self.name} process died:\n{self.errors.read()[-2000:]}")
+            code = self.process.wait()
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            if code == -signal.SIGILL:  # seen with a llama.cpp built with GGML_NATIVE=ON on a Xeon VM (AMX)
+                how += ("; an instruction this machine does not run: rebuild llama-cpp-python with "
+                        "-DGGML_NATIVE=OFF and the instruction sets named, AMX off (bench/RESULTS.md)")
+            raise RuntimeError(f"the {self.name} process died ({how}):\n{self.errors.read()[-2000:]}")
         return line
 
     def greedy(self, ids):
