@@ -53,24 +53,41 @@ inline v4sf v4_min(v4sf a, v4sf b) {
 #endif
 }
 
-inline v4sf v4_exp(v4sf x) {
-  // Clamped to [-87.3, 88]: below, exp(-87.3) ~ 1.2e-38 stands in for a denormal or 0.
-  x = v4_max(x, v4_set1(-87.33654475f));
-  x = v4_min(x, v4_set1(88.0f));
+// 8 and 16 lanes: the AVX2 and AVX-512 builds of the scan kernel (WideLanes below).
+typedef float v8sf __attribute__((vector_size(32)));
+typedef float v16sf __attribute__((vector_size(64)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+typedef int32_t v16si __attribute__((vector_size(64)));
+
+// 2^k as float bits, for k already a whole number (one overload per vector type: the builtin takes
+// concrete types, and vector types have no namespace for a template's call to find them later).
+SCAN_INLINE v4si exponent_bits(v4sf k) { return (__builtin_convertvector(k, v4si) + 127) << 23; }
+SCAN_INLINE v8si exponent_bits(v8sf k) { return (__builtin_convertvector(k, v8si) + 127) << 23; }
+SCAN_INLINE v16si exponent_bits(v16sf k) { return (__builtin_convertvector(k, v16si) + 127) << 23; }
+
+// Cephes exp of x already clamped to [-87.3, 88], for any float vector type V with an exponent_bits overload.
+template <typename V>
+SCAN_INLINE V exp_clamped(V x) {
   // x = k ln2 + r, |r| <= ln2 / 2; k rounded to nearest with the 1.5 * 2^23 trick.
-  v4sf k = x * 1.44269504088896341f;
+  V k = x * 1.44269504088896341f;
   k = (k + 12582912.0f) - 12582912.0f;
-  v4sf r = x - k * 0.693359375f;  // ln2 split in two so that k * ln2_hi is exact
+  V r = x - k * 0.693359375f;  // ln2 split in two so that k * ln2_hi is exact
   r = r - k * -2.12194440e-4f;
-  v4sf p = v4_set1(1.9875691500e-4f);
+  V p = V{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const v4si bits = (__builtin_convertvector(k, v4si) + 127) << 23;
-  return p * (v4sf)bits;
+  return p * (V)exponent_bits(k);
+}
+
+inline v4sf v4_exp(v4sf x) {
+  // Clamped to [-87.3, 88]: below, exp(-87.3) ~ 1.2e-38 stands in for a denormal or 0.
+  x = v4_max(x, v4_set1(-87.33654475f));
+  x = v4_min(x, v4_set1(88.0f));
+  return exp_clamped(x);
 }
 
 inline v4sf v4_log(v4sf x) {  // x > 0, finite
@@ -145,14 +162,9 @@ struct Lanes<float, 4> {
 };
 
 // W = 8 or 16 float lanes (AVX2, AVX-512), with n compiled in; used only inside functions built
-// for that instruction set. The same Cephes exp as v4_exp, with the clamps as vector selects (one
+// for that instruction set. The same Cephes exp as v4_exp (exp_clamped), with the clamps as vector selects (one
 // min/max instruction each on these targets); the horizontal sum halves the vector. (The builtins
 // take the concrete types: gcc rejects them on a vector type whose size is a template argument.)
-typedef float v8sf __attribute__((vector_size(32)));
-typedef float v16sf __attribute__((vector_size(64)));
-typedef int32_t v8si __attribute__((vector_size(32)));
-typedef int32_t v16si __attribute__((vector_size(64)));
-
 SCAN_INLINE float lane_sum(v8sf v) {
   const v4sf s = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
   return (s[0] + s[1]) + (s[2] + s[3]);
@@ -162,9 +174,6 @@ SCAN_INLINE float lane_sum(v16sf v) {
   return lane_sum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                   __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
 }
-
-SCAN_INLINE v8si exponent_bits(v8sf k) { return (__builtin_convertvector(k, v8si) + 127) << 23; }
-SCAN_INLINE v16si exponent_bits(v16sf k) { return (__builtin_convertvector(k, v16si) + 127) << 23; }
 
 template <typename V>
 struct WideLanes {
@@ -180,18 +189,7 @@ struct WideLanes {
     const V lo = set1(-87.33654475f), hi = set1(88.0f);
     x = x < lo ? lo : x;
     x = x > hi ? hi : x;
-    V k = x * 1.44269504088896341f;
-    k = (k + 12582912.0f) - 12582912.0f;
-    V r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    V p = set1(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * (V)exponent_bits(k);
+    return exp_clamped(x);
   }
 };
 
