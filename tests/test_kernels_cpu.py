@@ -17,6 +17,7 @@ import torch
 
 from biomamba import ops
 from biomamba.ops import cpu as kernels_cpu
+from tests.isa_helpers import isa_levels
 from tests.scan_cases import (CASES, RESETS, assert_documents_isolated, max_relative_error, packed_seq_idx,
                               run_scan, scan_inputs)
 
@@ -199,13 +200,7 @@ def test_cpu_forward_with_resets_without_grad_matches_with_grad():
 
 # ----------------------------------------------------------------------------- instruction sets
 
-def isa_levels():
-    """The instruction sets this CPU runs (0 baseline, 1 AVX2+FMA, 2 AVX-512)."""
-    kernels_cpu.check_available()
-    return list(range(kernels_cpu._extension.isa_level() + 1))
-
-
-@pytest.mark.parametrize("isa", isa_levels())
+@pytest.mark.parametrize("isa", isa_levels(kernels_cpu))
 @pytest.mark.parametrize("n", [8, 16, 64])
 @pytest.mark.parametrize("layout", ["fixed", "variable", "grouped"])
 def test_every_instruction_set_matches_reference(isa, n, layout, monkeypatch):

@@ -15,6 +15,7 @@ import torch
 
 from biomamba import ops
 from biomamba.ops import ssd_cpu
+from tests.isa_helpers import isa_levels
 from tests.ssd_cases import ALL_ON, OFF, relative_errors, run_ssd, ssd_inputs
 
 # (name, b, l, h, p, g, n): h/p/n not powers of two, lengths not a multiple of 64.
@@ -34,12 +35,6 @@ def built_extension():
     ssd_cpu.check_available()  # the first build; fails here with the compiler's message
 
 
-def isa_levels():
-    """The instruction sets this CPU runs (0 baseline, 1 AVX2+FMA, 2 AVX-512)."""
-    ssd_cpu.check_available()
-    return list(range(ssd_cpu._extension.isa_level() + 1))
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
 def test_cpu_matches_reference_float64(case, options):
@@ -48,7 +43,7 @@ def test_cpu_matches_reference_float64(case, options):
     assert max(errors.values()) < 1e-12, errors
 
 
-@pytest.mark.parametrize("isa", isa_levels())
+@pytest.mark.parametrize("isa", isa_levels(ssd_cpu))
 def test_every_instruction_set_matches_reference(isa, monkeypatch):
     monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
     tensors = ssd_inputs(2, 70, 4, 20, 2, 9)

@@ -48,7 +48,8 @@ def check_available():
         raise
 
 
-def _extension_module():
+def extension():
+    """The built module (check_available first)."""
     check_available()
     return _extension
 
@@ -133,7 +134,7 @@ class _SelectiveScanCpu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, seq_idx):
         compute = torch.promote_types(u.dtype, torch.float32)
-        ext = _extension_module()
+        ext = extension()
         tensors = [_maybe(u, compute), _maybe(delta, compute), _maybe(A, compute),
                    _bc_to_kernel(B, compute), _bc_to_kernel(C, compute),
                    _maybe(D, compute), _maybe(z, compute), _maybe(delta_bias, compute)]

@@ -1,16 +1,17 @@
 """The compiled decoding step on CPU (kernels/cpu/decode_step.cpp), built on first use like the "cpu" scan.
 
-    extension()   the built module (mamba1_tokens, mamba2_tokens, linear, has_avx512); raises
+    extension()   the built module (mamba1_tokens, mamba2_tokens, linear, isa_level); raises
                   ops.BackendUnavailable, with what to do, when it cannot be built here
 
-The gemv picks AVX-512 at run time where the CPU has it (a portable loop elsewhere), so the cached build
-runs on any x86-64 machine; a token runs in one parallel region of torch's intra-op thread count.
+The dot products and state steps are built for the baseline, AVX2+FMA and AVX-512, and the widest the CPU
+has is picked at run time (kernels/cpu/isa.h; BIOMAMBA_CPU_ISA=0/1/2 caps it, read once per call), so the
+cached build runs on any x86-64 machine; a token runs in one parallel region of torch's intra-op thread count.
 """
 from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kernel_source_dir
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["decode_step.cpp"]
-HEADERS = ["scan_math.h"]
+HEADERS = ["decode_vectors.h", "isa.h", "scan_math.h"]
 EXTENSION_NAME = "biomamba_decode_step_cpu"
 
 _extension = None

@@ -49,6 +49,12 @@ def check_available():
         raise
 
 
+def extension():
+    """The built module (check_available first)."""
+    check_available()
+    return _extension
+
+
 def _check_devices(**tensors):
     for name, t in tensors.items():
         if t is not None and t.device.type != "cpu":

@@ -1,8 +1,9 @@
 // One decoding step of a whole model, compiled: batch-1 (and small-batch) decoding is bound by reading
 // the weights once per token, and torch's gemv plus some 40 small ops per layer reach about a third of
 // that bound here (bench/decode_profile.py). This file holds
-//   - gemv over a weight kept in float32, bfloat16 or int8 (one float32 scale per output row), with
-//     AVX-512 loads chosen at run time (a portable loop elsewhere), over a share of its rows or columns;
+//   - gemv over a weight kept in float32, bfloat16 or int8 (one float32 scale per output row), over a
+//     share of its rows or columns, through decode_vectors.h's dot products: AVX-512, AVX2 or baseline,
+//     the widest the CPU has (BIOMAMBA_CPU_ISA caps it), read once per call;
 //   - mamba1_tokens / mamba2_tokens: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
 //     state step, gating, out_proj and the residual), then the final RMSNorm and the LM head, updating
 //     the cache's states in place and returning the logits of each sequence's last token; for one token
@@ -36,20 +37,13 @@
 #include <thread>
 #include <vector>
 
-#include "scan_math.h"  // v4_exp: the scan kernel's 4-lane exp (libm's expf does not vectorise here)
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define BIOMAMBA_X86 1
-#endif
+#include "decode_vectors.h"  // the dot products and state steps, in each instruction set (isa.h)
 
 namespace biomamba_decode {
 namespace {
 
 using at::Tensor;
 using c10::optional;
-
-enum Kind { kF32 = 0, kBF16 = 1, kI8 = 2 };
 
 // A linear layer as the step reads it: out[r] = scale[r] * <w[r], x> + bias[r].
 struct Linear {
@@ -58,16 +52,18 @@ struct Linear {
   const float* bias = nullptr;
   int64_t m = 0, k = 0;
   Kind kind = kF32;
+  int isa = 0;  // the instruction set its dot products use (isa.h), read once per call of the step
 };
 
 Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optional<Tensor>& bias,
-                   const char* name) {
+                   const char* name, int isa) {
   TORCH_CHECK(w.device().is_cpu() && w.dim() == 2 && w.is_contiguous(), "decode step: ", name,
               " weight must be a contiguous 2-d CPU tensor");
   Linear L;
   L.w = w.data_ptr();
   L.m = w.size(0);
   L.k = w.size(1);
+  L.isa = isa;
   if (w.scalar_type() == at::kFloat) {
     L.kind = kF32;
   } else if (w.scalar_type() == at::kBFloat16) {
@@ -91,171 +87,15 @@ Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optiona
 
 // ---------------------------------------------------------------------------- dot products
 
-float bf16_to_float(uint16_t bits) {
-  uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
-
 // <w[row, c0 : c0 + k], x[0 : k]> (x already points at column c0 of its row).
-float dot_portable(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
-  const int64_t at = row * L.k + c0;
-  float sum = 0.f;
-  if (L.kind == kF32) {
-    const float* w = static_cast<const float*>(L.w) + at;
-    for (int64_t i = 0; i < k; ++i) sum += w[i] * x[i];
-  } else if (L.kind == kBF16) {
-    const uint16_t* w = static_cast<const uint16_t*>(L.w) + at;
-    for (int64_t i = 0; i < k; ++i) sum += bf16_to_float(w[i]) * x[i];
-  } else {
-    const int8_t* w = static_cast<const int8_t*>(L.w) + at;
-    for (int64_t i = 0; i < k; ++i) sum += static_cast<float>(w[i]) * x[i];
-  }
-  return sum;
-}
-
-#ifdef BIOMAMBA_X86
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-
-// 16 weights of a row as floats; `mask` selects the tail's lanes.
-AVX512 inline __m512 load16(Kind kind, const void* w, int64_t i, __mmask16 mask) {
-  if (kind == kF32) return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(w) + i);
-  if (kind == kBF16) {
-    __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(w) + i);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  __m128i q = _mm_maskz_loadu_epi8(mask, static_cast<const int8_t*>(w) + i);
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-}
-
-constexpr int64_t elem_size(Kind kind) { return kind == kF32 ? 4 : kind == kBF16 ? 2 : 1; }
-
-// The batch-1 dot products ask for the weights 8 KB ahead of the ones they read. The hardware prefetcher
-// alone left a Xeon (Sapphire Rapids class, 2 vCPUs) waiting on the weight loads: 130m Mamba-2 decoded
-// at 57-61 tok/s in int8 without the hint and 84-89 with it (4 KB: 77-87, 2 KB: 72-80; fp32 30-33 against
-// 36; 2026-12-06, interleaved runs).
-constexpr int64_t kPrefetchBytes = 8192;
-
-// One row read front to back: four accumulators keep the FMA latency hidden; the tail is masked; the
-// weights kPrefetchBytes ahead are asked for.
-template <Kind K>
-AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  int64_t i = 0;
-  constexpr int64_t E = elem_size(K);
-  const char* bytes = static_cast<const char*>(w);
-  for (; i + 64 <= k; i += 64) {
-    for (int64_t line = 0; line < 64 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
-    a0 = _mm512_fmadd_ps(load16(K, w, i, 0xFFFF), _mm512_loadu_ps(x + i), a0);
-    a1 = _mm512_fmadd_ps(load16(K, w, i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), a1);
-    a2 = _mm512_fmadd_ps(load16(K, w, i + 32, 0xFFFF), _mm512_loadu_ps(x + i + 32), a2);
-    a3 = _mm512_fmadd_ps(load16(K, w, i + 48, 0xFFFF), _mm512_loadu_ps(x + i + 48), a3);
-  }
-  for (; i < k; i += 16) {
-    __mmask16 mask = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
-    a0 = _mm512_fmadd_ps(load16(K, w, i, mask), _mm512_maskz_loadu_ps(mask, x + i), a0);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
-AVX512 float dot_fast(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
-  const int64_t at = row * L.k + c0;
-  if (L.kind == kF32) return dot_avx512<kF32>(static_cast<const float*>(L.w) + at, x, k);
-  if (L.kind == kBF16) return dot_avx512<kBF16>(static_cast<const uint16_t*>(L.w) + at, x, k);
-  return dot_avx512<kI8>(static_cast<const int8_t*>(L.w) + at, x, k);
-}
-
-// Four rows' dot products with x at once: x is loaded once for the four, four independent FMA chains,
-// and the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
-// KB ahead of the arithmetic through every row boundary.
-constexpr int64_t kAhead = 4;
-
-template <Kind K>
-AVX512 void dot4_avx512(const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
-  constexpr int64_t E = elem_size(K);
-  const char *w0 = w, *w1 = w + row_bytes, *w2 = w + 2 * row_bytes, *w3 = w + 3 * row_bytes;
-  const int64_t ahead = kAhead * row_bytes;
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  for (int64_t i = 0; i < k; i += 16) {
-    const __mmask16 mask = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
-    if (prefetch && (i * E) % 64 == 0) {
-      _mm_prefetch(w0 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w1 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w2 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w3 + i * E + ahead, _MM_HINT_T0);
-    }
-    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i);
-    a0 = _mm512_fmadd_ps(load16(K, w0 + i * E, 0, mask), xv, a0);
-    a1 = _mm512_fmadd_ps(load16(K, w1 + i * E, 0, mask), xv, a1);
-    a2 = _mm512_fmadd_ps(load16(K, w2 + i * E, 0, mask), xv, a2);
-    a3 = _mm512_fmadd_ps(load16(K, w3 + i * E, 0, mask), xv, a3);
-  }
-  out[0] = _mm512_reduce_add_ps(a0);
-  out[1] = _mm512_reduce_add_ps(a1);
-  out[2] = _mm512_reduce_add_ps(a2);
-  out[3] = _mm512_reduce_add_ps(a3);
-}
-
-// Rows row .. row + 3 over the columns [c0, c0 + k); prefetch only where four more rows follow.
-AVX512 void dot4_fast(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch,
-                      float* out) {
-  const int64_t E = elem_size(L.kind);
-  const char* w = static_cast<const char*>(L.w) + (row * L.k + c0) * E;
-  if (L.kind == kF32) return dot4_avx512<kF32>(w, L.k * E, x, k, prefetch, out);
-  if (L.kind == kBF16) return dot4_avx512<kBF16>(w, L.k * E, x, k, prefetch, out);
-  return dot4_avx512<kI8>(w, L.k * E, x, k, prefetch, out);
-}
-
-// bf16 weights two at a time: a 32-bit word holds two of them, and as float bits the upper one is the word
-// with its low half cleared and the lower one the word shifted left by 16: one op per 16 weights where
-// the widening load needs two. The lower weights meet x's even elements and the upper ones its odd
-// elements, which `pairs` holds split (x[0::2] then x[1::2], made once per gemv). The last k % 32
-// columns take the plain loop.
-AVX512 float dot_bf16_pairs(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
-  const float *even = pairs, *odd = pairs + (k + 1) / 2;
-  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-  int64_t i = 0;
-  const char* bytes = reinterpret_cast<const char*>(w);
-  for (; i + 64 <= k; i += 64) {
-    _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(bytes + 2 * i + 64 + kPrefetchBytes, _MM_HINT_T0);
-    const __m512i w0 = _mm512_loadu_si512(w + i), w1 = _mm512_loadu_si512(w + i + 32);
-    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(even + i / 2), a0);
-    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_loadu_ps(odd + i / 2), a1);
-    a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), _mm512_loadu_ps(even + i / 2 + 16), a2);
-    a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w1, high)), _mm512_loadu_ps(odd + i / 2 + 16), a3);
-  }
-  for (; i + 32 <= k; i += 32) {
-    const __m512i w0 = _mm512_loadu_si512(w + i);
-    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(even + i / 2), a0);
-    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_loadu_ps(odd + i / 2), a1);
-  }
-  for (; i < k; i += 16) {
-    const __mmask16 mask = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
-    a0 = _mm512_fmadd_ps(load16(kBF16, w, i, mask), _mm512_maskz_loadu_ps(mask, x + i), a0);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl");
-#endif
-
 inline float dot(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
-#ifdef BIOMAMBA_X86
-  if (kHasAvx512) return dot_fast(L, row, c0, k, x);
-#endif
-  return dot_portable(L, row, c0, k, x);
+  return dot(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * elem_size(L.kind), x, k);
 }
 
 // out[i] = <w[row + i, c0 : c0 + k], x[0 : k]> for i < 4; `prefetch`: rows row + 4 .. row + 7 exist.
 inline void dot4(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch, float* out) {
-#ifdef BIOMAMBA_X86
-  if (kHasAvx512) return dot4_fast(L, row, c0, k, x, prefetch, out);
-#endif
-  for (int i = 0; i < 4; ++i) out[i] = dot_portable(L, row + i, c0, k, x);
+  const int64_t E = elem_size(L.kind);
+  dot4(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * E, L.k * E, x, k, prefetch, out);
 }
 
 // ---------------------------------------------------------------------------- threads
@@ -350,17 +190,15 @@ void run_team(int threads, const F& f) {
 // another, front to back: a thread's rows are then one sequential stream, which the hardware prefetchers
 // follow best (the 3072x768 in_proj went from 23 to 34 GB/s on an AMD EPYC, against dot4's four streams).
 void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out, int64_t ldo) {
-#ifdef BIOMAMBA_X86
-  if (b == 1 && L.kind == kBF16 && kHasAvx512) {
+  if (b == 1 && L.kind == kBF16 && has_bf16_pairs(L.isa)) {
     thread_local std::vector<float> pairs;  // x's even elements, then its odd ones (dot_bf16_pairs)
     pairs.resize(L.k + 1);
     for (int64_t i = 0; i < L.k; ++i) pairs[i % 2 ? (L.k + 1) / 2 + i / 2 : i / 2] = x[i];
     const uint16_t* w = static_cast<const uint16_t*>(L.w);
     for (int64_t r = rows.begin; r < rows.end; ++r)
-      out[r] = dot_bf16_pairs(w + r * L.k, x, pairs.data(), L.k) + (L.bias ? L.bias[r] : 0.f);
+      out[r] = dot_bf16_pairs(L.isa, w + r * L.k, x, pairs.data(), L.k) + (L.bias ? L.bias[r] : 0.f);
     return;
   }
-#endif
   if (b == 1) {
     for (int64_t r = rows.begin; r < rows.end; ++r)
       out[r] = dot(L, r, 0, L.k, x) * (L.scale ? L.scale[r] : 1.f) + (L.bias ? L.bias[r] : 0.f);
@@ -490,8 +328,9 @@ struct Head {
   Linear w;
 };
 
-Head make_head(const Tensor& norm, double eps, const Tensor& w, const optional<Tensor>& scale, int64_t d_model) {
-  Head head{f32(norm, d_model, "norm_f weight"), eps, make_linear(w, scale, {}, "lm_head")};
+Head make_head(const Tensor& norm, double eps, const Tensor& w, const optional<Tensor>& scale, int64_t d_model,
+               int isa) {
+  Head head{f32(norm, d_model, "norm_f weight"), eps, make_linear(w, scale, {}, "lm_head", isa)};
   TORCH_CHECK(head.w.k == d_model, "decode step: lm_head takes ", head.w.k, " inputs, hidden has ", d_model);
   return head;
 }
@@ -543,12 +382,12 @@ struct Mamba1Layer {
   int64_t d_inner, n, rank, w;
 };
 
-Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model) {
+Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int isa) {
   Mamba1Layer L;
-  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj");
-  L.x = make_linear(required(t, 7, "x_proj"), t[8], {}, "x_proj");
-  L.dt = make_linear(required(t, 9, "dt_proj"), t[10], {}, "dt_proj");
-  L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj");
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa);
+  L.x = make_linear(required(t, 7, "x_proj"), t[8], {}, "x_proj", isa);
+  L.dt = make_linear(required(t, 9, "dt_proj"), t[10], {}, "dt_proj", isa);
+  L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj", isa);
   const Tensor &A = required(t, 12, "A"), &conv = required(t, 4, "conv weight");
   L.d_inner = L.out.k, L.n = A.size(-1), L.rank = L.dt.k, L.w = conv.size(-1);
   TORCH_CHECK(L.in.k == d_model && L.in.m == 2 * L.d_inner && L.x.m == L.rank + 2 * L.n && L.x.k == L.d_inner &&
@@ -576,26 +415,6 @@ struct Mamba1Work {
         x_parts(threads, b * x_m), h(threads, b * d_model), u(threads, b * d_model), dbc(threads, b * x_m) {}
 };
 
-// One channel's SSM state step, s = s * exp(delta A) + delta B x, returning <s, C>: n exps a channel,
-// the step's largest arithmetic (24 layers x 1536 channels x 16 at 130m), four lanes at a time.
-float mamba1_state_step(float* s, const float* A, const float* B, const float* C, float delta, float x, int64_t n) {
-  using namespace biomamba_cpu;
-  v4sf sums = v4_set1(0.f);
-  const v4sf dv = v4_set1(delta), dx = v4_set1(delta * x);
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const v4sf state = v4_load(s + i) * v4_exp(dv * v4_load(A + i)) + dx * v4_load(B + i);
-    v4_store(s + i, state);
-    sums += state * v4_load(C + i);
-  }
-  float out = sums[0] + sums[1] + sums[2] + sums[3];
-  for (; i < n; ++i) {
-    s[i] = s[i] * std::exp(delta * A[i]) + delta * B[i] * x;
-    out += s[i] * C[i];
-  }
-  return out;
-}
-
 // One block on this thread's channels; h (this thread's copy of the residual, b rows: `steps` tokens of
 // each sequence in turn) becomes h + mixer(norm(h)). Row j advances the states of sequence j / steps, in
 // row order; the projections read each weight once for all rows.
@@ -618,7 +437,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
     for (int64_t c = own.begin; c < own.end; ++c) {
       const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
       float* state = L.ssm_state + (j / steps * di + c) * n;
-      const float out = mamba1_state_step(state, L.A + c * n, B, C, delta, x, n);
+      const float out = mamba1_state_step(L.in.isa, state, L.A + c * n, B, C, delta, x, n);
       work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
     }
   }
@@ -632,8 +451,9 @@ Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optio
                      Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   std::vector<Mamba1Layer> blocks;
-  for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model));
-  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
+  const int isa = biomamba_isa::isa_level();
+  for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model, isa));
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa);
   const int threads = at::get_num_threads();
   const int64_t di = blocks.empty() ? 0 : blocks[0].d_inner, x_m = blocks.empty() ? 0 : blocks[0].x.m;
   for (const auto& L : blocks)
@@ -661,10 +481,11 @@ struct Mamba2Layer {
   bool skip_per_channel;
 };
 
-Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int64_t ngroups) {
+Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int64_t ngroups,
+                         int isa) {
   Mamba2Layer L;
-  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj");
-  L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj");
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa);
+  L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj", isa);
   const Tensor &A = required(t, 8, "A"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
   L.d_inner = L.out.k, L.heads = A.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
   TORCH_CHECK(L.heads > 0 && ngroups > 0 && L.d_inner % L.heads == 0 && L.heads % ngroups == 0 &&
@@ -696,57 +517,6 @@ struct Mamba2Work {
         h(threads, b * d_model), u(threads, b * d_model) {}
 };
 
-// One channel's state step, s = decay * s + dx * B, returning <s, C> (n = d_state values).
-float ssd_channel_portable(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
-  float out = 0.f;
-  for (int64_t i = 0; i < n; ++i) {
-    s[i] = decay * s[i] + dx * B[i];
-    out += s[i] * C[i];
-  }
-  return out;
-}
-
-#ifdef BIOMAMBA_X86
-// The same in 16-lane vectors with two partial sums: the portable loop's one running sum is a chain of
-// dependent adds that the compiler may not reorder, and it made Mamba-2's state step (24 layers x 24 heads
-// x 64 x 128 states at 130m) a quarter of the int8 step's time.
-// The states of the next channels (each head's (p, n) states lie one after another) are asked for 4 KB
-// ahead, as the weights are: 130m Mamba-2 int8 decoded at 86-114 tok/s with it against 81-91 without
-// (the same Xeon, interleaved runs).
-constexpr int64_t kStatePrefetchBytes = 4096;
-
-AVX512 float ssd_channel_avx512(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
-  const __m512 dv = _mm512_set1_ps(decay), xv = _mm512_set1_ps(dx);
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    _mm_prefetch(reinterpret_cast<const char*>(s + i) + kStatePrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(s + i) + kStatePrefetchBytes + 64, _MM_HINT_T0);
-    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i)));
-    const __m512 s1 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i + 16), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i + 16)));
-    _mm512_storeu_ps(s + i, s0);
-    _mm512_storeu_ps(s + i + 16, s1);
-    a0 = _mm512_fmadd_ps(s0, _mm512_loadu_ps(C + i), a0);
-    a1 = _mm512_fmadd_ps(s1, _mm512_loadu_ps(C + i + 16), a1);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 mask = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
-    const __m512 b0 = _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask, B + i));
-    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(mask, s + i), b0);
-    _mm512_mask_storeu_ps(s + i, mask, s0);
-    a0 = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(mask, C + i), a0);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-}
-#endif
-
-inline float ssd_channel(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
-#ifdef BIOMAMBA_X86
-  if (kHasAvx512) return ssd_channel_avx512(s, B, C, decay, dx, n);
-#endif
-  return ssd_channel_portable(s, B, C, decay, dx, n);
-}
-
 // The SSM state step of one head: every channel of it, state (p, n).
 void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t seq, int64_t hd, const float* xbc,
               const float* dt_raw, float* y) {
@@ -760,7 +530,7 @@ void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t seq, int64_
     const int64_t c = hd * L.p + q;
     const float x = xbc[c];
     float* s = L.ssm_state + ((seq * L.heads + hd) * L.p + q) * n;
-    const float out = ssd_channel(s, B, C, decay, delta * x, n);
+    const float out = ssd_channel(L.in.isa, s, B, C, decay, delta * x, n);
     y[c] = out + (L.skip_per_channel ? L.D[c] : L.D[hd]) * x;
   }
 }
@@ -826,12 +596,13 @@ Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optio
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
   std::vector<Mamba2Layer> blocks;
-  for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups));
+  const int isa = biomamba_isa::isa_level();
+  for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups, isa));
   TORCH_CHECK(!blocks.empty(), "decode step (Mamba-2): no layers");
   for (const auto& L : blocks)
     TORCH_CHECK(L.in.m == blocks[0].in.m && L.d_inner == blocks[0].d_inner && L.conv_dim == blocks[0].conv_dim,
                 "decode step (Mamba-2): every layer must have one shape");
-  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model);
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa);
   const int threads = at::get_num_threads();
   Mamba2Work work(threads, rows, d_model, blocks[0], ngroups);
   return run_tokens(threads, hidden, steps, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
@@ -843,7 +614,7 @@ Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optio
 
 // out (b, m) = x (b, k) @ w^T (* scale) (+ bias), for tests and the profile.
 Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias) {
-  const Linear L = make_linear(w, scale, bias, "linear");
+  const Linear L = make_linear(w, scale, bias, "linear", biomamba_isa::isa_level());
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2 && x.size(1) == L.k,
               "decode linear: x must be contiguous float32 (b, ", L.k, ")");
   Tensor out = at::empty({x.size(0), L.m}, x.options());
@@ -861,11 +632,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mamba1_tokens", &mamba1_tokens, "decoding steps (or a prompt) through every Mamba-1 block and the LM head");
   m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
-  m.def("has_avx512", []() {
-#ifdef BIOMAMBA_X86
-    return kHasAvx512;
-#else
-    return false;
-#endif
-  });
+  m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512");
 }

@@ -8,14 +8,15 @@
 
 namespace biomamba_isa {
 
-// 2 = AVX-512 (F, VL, DQ), 1 = AVX2+FMA, 0 = baseline (SSE2/NEON). BIOMAMBA_CPU_ISA=0/1/2 caps it,
-// read on every call, so that tests run every path the CPU has.
+// 2 = AVX-512 (F, VL, DQ, BW: the decoding step's masked 8- and 16-bit loads), 1 = AVX2+FMA,
+// 0 = baseline (SSE2/NEON). BIOMAMBA_CPU_ISA=0/1/2 caps it, read on every call, so that tests run
+// every path the CPU has (the decoding step reads it once per token).
 inline int isa_level() {
   int level = 0;
 #if defined(__x86_64__) || defined(__i386__)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
   if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
     level = 2;
 #endif
   if (const char* cap = std::getenv("BIOMAMBA_CPU_ISA")) level = std::min(level, std::atoi(cap));
@@ -26,7 +27,7 @@ inline int isa_level() {
 
 #if defined(__x86_64__) || defined(__i386__)
 #define ISA_AVX2 __attribute__((target("avx2,fma")))
-#define ISA_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+#define ISA_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
 #else  // no such paths: isa_level() is 0, and these build as baseline copies
 #define ISA_AVX2
 #define ISA_AVX512

@@ -1,0 +1,426 @@
+// The vector loops of the decoding step (decode_step.cpp), each built for the baseline, AVX2+FMA (8 lanes)
+// and AVX-512 (16 lanes, masked tails) in functions with a target attribute (isa.h); the entry points at the
+// bottom take the level the step read once per call (BIOMAMBA_CPU_ISA caps it):
+//   - dot / dot4: a weight row (float32, bfloat16 or int8) against float32 activations, one row or four;
+//   - dot_bf16_pairs: the bfloat16 row two weights a 32-bit word (batch 1);
+//   - ssd_channel: a Mamba-2 channel's state step s = decay s + dx B, returning <s, C>;
+//   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>.
+// A CPU without AVX-512 (AMD before Zen 4, most laptops) decoded through scalar loops until the AVX2 builds:
+// 130m fp32 at 13-16 tok/s on a Zen 3 EPYC (bench/RESULTS.md).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "isa.h"
+#include "scan_math.h"  // Lanes<float, W>: the scan kernel's Cephes exp (libm's expf does not vectorise here)
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define BIOMAMBA_X86 1
+#endif
+
+namespace biomamba_decode {
+
+enum Kind { kF32 = 0, kBF16 = 1, kI8 = 2 };
+
+constexpr int64_t elem_size(Kind kind) { return kind == kF32 ? 4 : kind == kBF16 ? 2 : 1; }
+
+inline float bf16_to_float(uint16_t bits) {
+  uint32_t word = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+
+template <Kind K>
+SCAN_INLINE float weight_at(const void* w, int64_t i) {
+  if constexpr (K == kF32) return static_cast<const float*>(w)[i];
+  else if constexpr (K == kBF16) return bf16_to_float(static_cast<const uint16_t*>(w)[i]);
+  else return static_cast<float>(static_cast<const int8_t*>(w)[i]);
+}
+
+// ---------------------------------------------------------------------------- baseline
+
+template <Kind K>
+float dot_base(const void* w, const float* x, int64_t k) {
+  float sum = 0.f;
+  for (int64_t i = 0; i < k; ++i) sum += weight_at<K>(w, i) * x[i];
+  return sum;
+}
+
+// The batch-1 dot products ask for the weights 8 KB ahead of the ones they read. The hardware prefetcher
+// alone left a Xeon (Sapphire Rapids class, 2 vCPUs) waiting on the weight loads: 130m Mamba-2 decoded
+// at 57-61 tok/s in int8 without the hint and 84-89 with it (4 KB: 77-87, 2 KB: 72-80; fp32 30-33 against
+// 36; 2026-12-06, interleaved runs).
+constexpr int64_t kPrefetchBytes = 8192;
+
+// The states of the next channels (each head's (p, n) states lie one after another) are asked for 4 KB
+// ahead, as the weights are: 130m Mamba-2 int8 decoded at 86-114 tok/s with it against 81-91 without
+// (the same Xeon, interleaved runs).
+constexpr int64_t kStatePrefetchBytes = 4096;
+
+// Four rows' dot products with x at once: x is loaded once for the four, four independent FMA chains,
+// and the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
+// KB ahead of the arithmetic through every row boundary.
+constexpr int64_t kAhead = 4;
+
+inline float ssd_channel_base(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+  float out = 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] = decay * s[i] + dx * B[i];
+    out += s[i] * C[i];
+  }
+  return out;
+}
+
+// W lanes of the state at a time (Lanes<float, W>: one exp per W states), then a scalar tail.
+template <int W>
+SCAN_INLINE float mamba1_state_lanes(float* s, const float* A, const float* B, const float* C, float delta, float x,
+                                     int64_t n) {
+  using Lanes = biomamba_cpu::Lanes<float, W>;
+  auto sums = Lanes::set1(0.f);
+  const auto dv = Lanes::set1(delta), dx = Lanes::set1(delta * x);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const auto state = Lanes::load(s + i) * Lanes::exp(dv * Lanes::load(A + i)) + dx * Lanes::load(B + i);
+    Lanes::store(s + i, state);
+    sums += state * Lanes::load(C + i);
+  }
+  float out = Lanes::sum(sums);
+  for (; i < n; ++i) {
+    s[i] = s[i] * std::exp(delta * A[i]) + delta * B[i] * x;
+    out += s[i] * C[i];
+  }
+  return out;
+}
+
+inline float mamba1_state_base(float* s, const float* A, const float* B, const float* C, float delta, float x,
+                               int64_t n) {
+  return mamba1_state_lanes<4>(s, A, B, C, delta, x, n);
+}
+
+#ifdef BIOMAMBA_X86
+// ---------------------------------------------------------------------------- AVX2 + FMA: 8 lanes
+
+// 8 weights of a row as floats.
+template <Kind K>
+ISA_AVX2 SCAN_INLINE __m256 load8(const void* w, int64_t i) {
+  if constexpr (K == kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  } else if constexpr (K == kBF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + i));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  }
+}
+
+ISA_AVX2 SCAN_INLINE float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// One row front to back, 32 weights a turn in four accumulators (FMA latency), the weights kPrefetchBytes
+// ahead asked for once a cache line; the last k % 8 columns in scalar.
+template <Kind K>
+ISA_AVX2 float dot_avx2(const void* w, const float* x, int64_t k) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  constexpr int64_t E = elem_size(K);
+  const char* bytes = static_cast<const char*>(w);
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    if ((i * E) % 64 == 0)
+      for (int64_t line = 0; line < 32 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
+    a0 = _mm256_fmadd_ps(load8<K>(w, i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(load8<K>(w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    a2 = _mm256_fmadd_ps(load8<K>(w, i + 16), _mm256_loadu_ps(x + i + 16), a2);
+    a3 = _mm256_fmadd_ps(load8<K>(w, i + 24), _mm256_loadu_ps(x + i + 24), a3);
+  }
+  for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load8<K>(w, i), _mm256_loadu_ps(x + i), a0);
+  float sum = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < k; ++i) sum += weight_at<K>(w, i) * x[i];
+  return sum;
+}
+
+template <Kind K>
+ISA_AVX2 void dot4_avx2(const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
+  constexpr int64_t E = elem_size(K);
+  const char *w0 = w, *w1 = w + row_bytes, *w2 = w + 2 * row_bytes, *w3 = w + 3 * row_bytes;
+  const int64_t ahead = kAhead * row_bytes;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) {
+    if (prefetch && (i * E) % 64 == 0) {
+      _mm_prefetch(w0 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w1 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w2 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w3 + i * E + ahead, _MM_HINT_T0);
+    }
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    a0 = _mm256_fmadd_ps(load8<K>(w0, i), xv, a0);
+    a1 = _mm256_fmadd_ps(load8<K>(w1, i), xv, a1);
+    a2 = _mm256_fmadd_ps(load8<K>(w2, i), xv, a2);
+    a3 = _mm256_fmadd_ps(load8<K>(w3, i), xv, a3);
+  }
+  out[0] = sum8(a0), out[1] = sum8(a1), out[2] = sum8(a2), out[3] = sum8(a3);
+  for (; i < k; ++i) {
+    out[0] += weight_at<K>(w0, i) * x[i];
+    out[1] += weight_at<K>(w1, i) * x[i];
+    out[2] += weight_at<K>(w2, i) * x[i];
+    out[3] += weight_at<K>(w3, i) * x[i];
+  }
+}
+
+// dot_bf16_pairs_avx512 (below) in 8 lanes: 32 weights a turn.
+inline ISA_AVX2 float dot_bf16_pairs_avx2(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
+  const float *even = pairs, *odd = pairs + (k + 1) / 2;
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  const char* bytes = reinterpret_cast<const char*>(w);
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16));
+    a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), _mm256_loadu_ps(even + i / 2), a0);
+    a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w0, high)), _mm256_loadu_ps(odd + i / 2), a1);
+    a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)), _mm256_loadu_ps(even + i / 2 + 8), a2);
+    a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w1, high)), _mm256_loadu_ps(odd + i / 2 + 8), a3);
+  }
+  float sum = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < k; ++i) sum += bf16_to_float(w[i]) * x[i];
+  return sum;
+}
+
+inline ISA_AVX2 float ssd_channel_avx2(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+  const __m256 dv = _mm256_set1_ps(decay), xv = _mm256_set1_ps(dx);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(s + i) + kStatePrefetchBytes, _MM_HINT_T0);
+    const __m256 s0 = _mm256_fmadd_ps(dv, _mm256_loadu_ps(s + i), _mm256_mul_ps(xv, _mm256_loadu_ps(B + i)));
+    const __m256 s1 = _mm256_fmadd_ps(dv, _mm256_loadu_ps(s + i + 8), _mm256_mul_ps(xv, _mm256_loadu_ps(B + i + 8)));
+    _mm256_storeu_ps(s + i, s0);
+    _mm256_storeu_ps(s + i + 8, s1);
+    a0 = _mm256_fmadd_ps(s0, _mm256_loadu_ps(C + i), a0);
+    a1 = _mm256_fmadd_ps(s1, _mm256_loadu_ps(C + i + 8), a1);
+  }
+  float out = sum8(_mm256_add_ps(a0, a1));
+  for (; i < n; ++i) {
+    s[i] = decay * s[i] + dx * B[i];
+    out += s[i] * C[i];
+  }
+  return out;
+}
+
+inline ISA_AVX2 float mamba1_state_avx2(float* s, const float* A, const float* B, const float* C, float delta, float x,
+                                 int64_t n) {
+  return mamba1_state_lanes<8>(s, A, B, C, delta, x, n);
+}
+
+// ---------------------------------------------------------------------------- AVX-512: 16 lanes
+
+// 16 weights of a row as floats; `mask` selects the tail's lanes.
+template <Kind K>
+ISA_AVX512 SCAN_INLINE __m512 load16(const void* w, int64_t i, __mmask16 mask) {
+  if constexpr (K == kF32) {
+    return _mm512_maskz_loadu_ps(mask, static_cast<const float*>(w) + i);
+  } else if constexpr (K == kBF16) {
+    const __m256i h = _mm256_maskz_loadu_epi16(mask, static_cast<const uint16_t*>(w) + i);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i q = _mm_maskz_loadu_epi8(mask, static_cast<const int8_t*>(w) + i);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+  }
+}
+
+ISA_AVX512 SCAN_INLINE __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// One row front to back: four accumulators keep the FMA latency hidden; the tail is masked; the
+// weights kPrefetchBytes ahead are asked for.
+template <Kind K>
+ISA_AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  int64_t i = 0;
+  constexpr int64_t E = elem_size(K);
+  const char* bytes = static_cast<const char*>(w);
+  for (; i + 64 <= k; i += 64) {
+    for (int64_t line = 0; line < 64 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
+    a0 = _mm512_fmadd_ps(load16<K>(w, i, 0xFFFF), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(load16<K>(w, i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), a1);
+    a2 = _mm512_fmadd_ps(load16<K>(w, i + 32, 0xFFFF), _mm512_loadu_ps(x + i + 32), a2);
+    a3 = _mm512_fmadd_ps(load16<K>(w, i + 48, 0xFFFF), _mm512_loadu_ps(x + i + 48), a3);
+  }
+  for (; i < k; i += 16) {
+    const __mmask16 mask = tail_mask(k - i);
+    a0 = _mm512_fmadd_ps(load16<K>(w, i, mask), _mm512_maskz_loadu_ps(mask, x + i), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+template <Kind K>
+ISA_AVX512 void dot4_avx512(const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
+  constexpr int64_t E = elem_size(K);
+  const char *w0 = w, *w1 = w + row_bytes, *w2 = w + 2 * row_bytes, *w3 = w + 3 * row_bytes;
+  const int64_t ahead = kAhead * row_bytes;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; i += 16) {
+    const __mmask16 mask = tail_mask(k - i);
+    if (prefetch && (i * E) % 64 == 0) {
+      _mm_prefetch(w0 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w1 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w2 + i * E + ahead, _MM_HINT_T0);
+      _mm_prefetch(w3 + i * E + ahead, _MM_HINT_T0);
+    }
+    const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i);
+    a0 = _mm512_fmadd_ps(load16<K>(w0, i, mask), xv, a0);
+    a1 = _mm512_fmadd_ps(load16<K>(w1, i, mask), xv, a1);
+    a2 = _mm512_fmadd_ps(load16<K>(w2, i, mask), xv, a2);
+    a3 = _mm512_fmadd_ps(load16<K>(w3, i, mask), xv, a3);
+  }
+  out[0] = _mm512_reduce_add_ps(a0);
+  out[1] = _mm512_reduce_add_ps(a1);
+  out[2] = _mm512_reduce_add_ps(a2);
+  out[3] = _mm512_reduce_add_ps(a3);
+}
+
+// bf16 weights two at a time: a 32-bit word holds two of them, and as float bits the upper one is the word
+// with its low half cleared and the lower one the word shifted left by 16: one op per 16 weights where
+// the widening load needs two. The lower weights meet x's even elements and the upper ones its odd
+// elements, which `pairs` holds split (x[0::2] then x[1::2], made once per gemv). The last k % 32
+// columns take the plain loop.
+inline ISA_AVX512 float dot_bf16_pairs_avx512(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
+  const float *even = pairs, *odd = pairs + (k + 1) / 2;
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  int64_t i = 0;
+  const char* bytes = reinterpret_cast<const char*>(w);
+  for (; i + 64 <= k; i += 64) {
+    _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(bytes + 2 * i + 64 + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i w0 = _mm512_loadu_si512(w + i), w1 = _mm512_loadu_si512(w + i + 32);
+    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(even + i / 2), a0);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_loadu_ps(odd + i / 2), a1);
+    a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w1, 16)), _mm512_loadu_ps(even + i / 2 + 16), a2);
+    a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w1, high)), _mm512_loadu_ps(odd + i / 2 + 16), a3);
+  }
+  for (; i + 32 <= k; i += 32) {
+    const __m512i w0 = _mm512_loadu_si512(w + i);
+    a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(even + i / 2), a0);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_loadu_ps(odd + i / 2), a1);
+  }
+  for (; i < k; i += 16) {
+    const __mmask16 mask = tail_mask(k - i);
+    a0 = _mm512_fmadd_ps(load16<kBF16>(w, i, mask), _mm512_maskz_loadu_ps(mask, x + i), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+// In vectors with two partial sums: the baseline loop's one running sum is a chain of dependent adds that
+// the compiler may not reorder, and it made Mamba-2's state step (24 layers x 24 heads x 64 x 128 states at
+// 130m) a quarter of the int8 step's time.
+inline ISA_AVX512 float ssd_channel_avx512(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+  const __m512 dv = _mm512_set1_ps(decay), xv = _mm512_set1_ps(dx);
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(s + i) + kStatePrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(s + i) + kStatePrefetchBytes + 64, _MM_HINT_T0);
+    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i)));
+    const __m512 s1 = _mm512_fmadd_ps(dv, _mm512_loadu_ps(s + i + 16), _mm512_mul_ps(xv, _mm512_loadu_ps(B + i + 16)));
+    _mm512_storeu_ps(s + i, s0);
+    _mm512_storeu_ps(s + i + 16, s1);
+    a0 = _mm512_fmadd_ps(s0, _mm512_loadu_ps(C + i), a0);
+    a1 = _mm512_fmadd_ps(s1, _mm512_loadu_ps(C + i + 16), a1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 mask = tail_mask(n - i);
+    const __m512 b0 = _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(mask, B + i));
+    const __m512 s0 = _mm512_fmadd_ps(dv, _mm512_maskz_loadu_ps(mask, s + i), b0);
+    _mm512_mask_storeu_ps(s + i, mask, s0);
+    a0 = _mm512_fmadd_ps(s0, _mm512_maskz_loadu_ps(mask, C + i), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+inline ISA_AVX512 float mamba1_state_avx512(float* s, const float* A, const float* B, const float* C, float delta,
+                                     float x, int64_t n) {
+  return mamba1_state_lanes<16>(s, A, B, C, delta, x, n);
+}
+#endif  // BIOMAMBA_X86
+
+// ---------------------------------------------------------------------------- at a level (isa.h)
+
+template <Kind K>
+inline float dot_at(int isa, const void* w, const float* x, int64_t k) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 2) return dot_avx512<K>(w, x, k);
+  if (isa == 1) return dot_avx2<K>(w, x, k);
+#endif
+  return dot_base<K>(w, x, k);
+}
+
+// <w[0 : k], x[0 : k]> for a row w of `kind`.
+inline float dot(int isa, Kind kind, const void* w, const float* x, int64_t k) {
+  if (kind == kF32) return dot_at<kF32>(isa, w, x, k);
+  if (kind == kBF16) return dot_at<kBF16>(isa, w, x, k);
+  return dot_at<kI8>(isa, w, x, k);
+}
+
+template <Kind K>
+inline void dot4_at(int isa, const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 2) return dot4_avx512<K>(w, row_bytes, x, k, prefetch, out);
+  if (isa == 1) return dot4_avx2<K>(w, row_bytes, x, k, prefetch, out);
+#endif
+  for (int i = 0; i < 4; ++i) out[i] = dot_base<K>(w + i * row_bytes, x, k);
+}
+
+// out[i] = <w + i * row_bytes [0 : k], x[0 : k]> for i < 4; `prefetch`: four more rows follow.
+inline void dot4(int isa, Kind kind, const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch,
+                 float* out) {
+  if (kind == kF32) return dot4_at<kF32>(isa, w, row_bytes, x, k, prefetch, out);
+  if (kind == kBF16) return dot4_at<kBF16>(isa, w, row_bytes, x, k, prefetch, out);
+  return dot4_at<kI8>(isa, w, row_bytes, x, k, prefetch, out);
+}
+
+// Whether dot_bf16_pairs has a vector build at this level (the baseline reads the weights one by one).
+inline bool has_bf16_pairs(int isa) {
+#ifdef BIOMAMBA_X86
+  return isa >= 1;
+#else
+  return false;
+#endif
+}
+
+inline float dot_bf16_pairs(int isa, const uint16_t* w, const float* x, const float* pairs, int64_t k) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 2) return dot_bf16_pairs_avx512(w, x, pairs, k);
+  if (isa == 1) return dot_bf16_pairs_avx2(w, x, pairs, k);
+#endif
+  return dot_base<kBF16>(w, x, k);
+}
+
+inline float ssd_channel(int isa, float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 2) return ssd_channel_avx512(s, B, C, decay, dx, n);
+  if (isa == 1) return ssd_channel_avx2(s, B, C, decay, dx, n);
+#endif
+  return ssd_channel_base(s, B, C, decay, dx, n);
+}
+
+inline float mamba1_state_step(int isa, float* s, const float* A, const float* B, const float* C, float delta,
+                               float x, int64_t n) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 2) return mamba1_state_avx512(s, A, B, C, delta, x, n);
+  if (isa == 1) return mamba1_state_avx2(s, A, B, C, delta, x, n);
+#endif
+  return mamba1_state_base(s, A, B, C, delta, x, n);
+}
+
+}  // namespace biomamba_decode
