@@ -49,7 +49,7 @@ float dot_base(const void* w, const float* x, int64_t k) {
   return sum;
 }
 
-// The batch-1 dot products ask for the weights 8 KB ahead of the ones they read. The hardware prefetcher
+// The AVX-512 batch-1 dot products ask for the weights 8 KB ahead of the ones they read. The hardware prefetcher
 // alone left a Xeon (Sapphire Rapids class, 2 vCPUs) waiting on the weight loads: 130m Mamba-2 decoded
 // at 57-61 tok/s in int8 without the hint and 84-89 with it (4 KB: 77-87, 2 KB: 72-80; fp32 30-33 against
 // 36; 2026-12-06, interleaved runs).
@@ -123,17 +123,15 @@ ISA_AVX2 SCAN_INLINE float sum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// One row front to back, 32 weights a turn in four accumulators (FMA latency), the weights kPrefetchBytes
-// ahead asked for once a cache line; the last k % 8 columns in scalar.
+// One row front to back, 32 weights a turn in four accumulators (FMA latency); the last k % 8 columns in
+// scalar. No prefetch hint here, unlike the AVX-512 build: on a Zen 3 EPYC (2 vCPUs) the 8 KB hint cut
+// fp32 gemv reads from 27 to 22-24 GB/s and 130m Mamba-2 fp32 decoding from 39.7 to 35.5 tok/s (medians of 8
+// interleaved runs; int8 85 against 88, within the noise; 2026-12-06).
 template <Kind K>
 ISA_AVX2 float dot_avx2(const void* w, const float* x, int64_t k) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  constexpr int64_t E = elem_size(K);
-  const char* bytes = static_cast<const char*>(w);
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
-    if ((i * E) % 64 == 0)
-      for (int64_t line = 0; line < 32 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
     a0 = _mm256_fmadd_ps(load8<K>(w, i), _mm256_loadu_ps(x + i), a0);
     a1 = _mm256_fmadd_ps(load8<K>(w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
     a2 = _mm256_fmadd_ps(load8<K>(w, i + 16), _mm256_loadu_ps(x + i + 16), a2);
@@ -174,15 +172,13 @@ ISA_AVX2 void dot4_avx2(const char* w, int64_t row_bytes, const float* x, int64_
   }
 }
 
-// dot_bf16_pairs_avx512 (below) in 8 lanes: 32 weights a turn.
+// dot_bf16_pairs_avx512 (below) in 8 lanes: 32 weights a turn, without the prefetch hint (dot_avx2 says why).
 inline ISA_AVX2 float dot_bf16_pairs_avx2(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
   const float *even = pairs, *odd = pairs + (k + 1) / 2;
   const __m256i high = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  const char* bytes = reinterpret_cast<const char*>(w);
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
-    _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
     const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
     const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16));
     a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), _mm256_loadu_ps(even + i / 2), a0);
