@@ -10,8 +10,7 @@ import torch
 from biomamba import BioMambaConfig, BioMambaForCausalLM
 from biomamba.decode import dequantize, quantize, use_fast_decode
 from biomamba.ops import cpu_decode
-from biomamba.ops.cpu_decode import extension
-from tests.isa_helpers import isa_levels
+from tests.isa_helpers import ISA_LEVELS, use_isa
 
 BLOCKS = ["Mamba1", "Mamba2"]
 GREEDY = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -39,7 +38,7 @@ def steps_logits(model, ids, continuation):
     return torch.cat(logits, dim=1)
 
 
-@pytest.mark.parametrize("isa", isa_levels(cpu_decode))
+@pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("columns", [5, 83, 160])
 @pytest.mark.parametrize("batch", [1, 3])  # batch 1 reads row after row (bf16: two weights a word)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
@@ -47,11 +46,11 @@ def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns, isa, monkeypat
     """Each instruction set's build of the dot products (BIOMAMBA_CPU_ISA caps the one chosen). Odd sizes
     take the tails (AVX-512 masked, AVX2 scalar; 5 is all tail); 83 = 2 x 32 + 2 x 8 + 3 every AVX2 loop,
     160 = 2 x 64 + 32 every loop of the AVX-512 bf16 pairs."""
-    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
+    use_isa(cpu_decode, isa, monkeypatch)
     weight, x = torch.randn(37, columns), torch.randn(batch, columns)
     packed, scale = (weight, None) if dtype == "float32" else quantize(weight, "int8" if dtype == "int8" else
                                                                        "bf16-weights")
-    out = extension().linear(x, packed, scale, None)
+    out = cpu_decode.extension().linear(x, packed, scale, None)
     torch.testing.assert_close(out, x @ dequantize(packed, scale).T, rtol=1e-5, atol=1e-5)
 
 
@@ -66,14 +65,14 @@ def test_greedy_tokens_equal_the_torch_step_for_64_steps(preset):
     assert torch.equal(after, before)
 
 
-@pytest.mark.parametrize("isa", isa_levels(cpu_decode))
+@pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("preset", BLOCKS)
 def test_compiled_steps_equal_the_full_forward(preset, isa, monkeypatch):
     """On each instruction set's build of the state steps, with d_state off their vector widths (Mamba-1
-    20 = 16 + 4 = 2 x 8 + 4, Mamba-2 40 = 32 + 8 = 2 x 16 + 8: every tail)."""
-    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
+    22 = 16 + 6 = 2 x 8 + 6 = 5 x 4 + 2, Mamba-2 40 = 32 + 8 = 2 x 16 + 8: every tail)."""
+    use_isa(cpu_decode, isa, monkeypatch)
     overrides = (dict(bias=True, dt_limit=(0.01, 0.5), ngroups=2, d_state=40) if preset == "Mamba2" else
-                 dict(bias=True, d_state=20))
+                 dict(bias=True, d_state=22))
     model = use_fast_decode(small_model(preset, **overrides), kernel="compiled")
     ids, continuation = prompt(model), prompt(model, length=12)
     with torch.no_grad():

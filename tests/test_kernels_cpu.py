@@ -17,7 +17,7 @@ import torch
 
 from biomamba import ops
 from biomamba.ops import cpu as kernels_cpu
-from tests.isa_helpers import isa_levels
+from tests.isa_helpers import ISA_LEVELS, use_isa
 from tests.scan_cases import (CASES, RESETS, assert_documents_isolated, max_relative_error, packed_seq_idx,
                               run_scan, scan_inputs)
 
@@ -200,13 +200,13 @@ def test_cpu_forward_with_resets_without_grad_matches_with_grad():
 
 # ----------------------------------------------------------------------------- instruction sets
 
-@pytest.mark.parametrize("isa", isa_levels(kernels_cpu))
+@pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("n", [8, 16, 64])
 @pytest.mark.parametrize("layout", ["fixed", "variable", "grouped"])
 def test_every_instruction_set_matches_reference(isa, n, layout, monkeypatch):
     """Each build of the kernel (BIOMAMBA_CPU_ISA caps the one chosen): n = 8 takes 8 lanes on AVX2 and
     AVX-512, n = 16 and 64 take 16 lanes on AVX-512; documents start on and off the 64-step chunks."""
-    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
+    use_isa(kernels_cpu, isa, monkeypatch)
     case = (f"isa-{layout}-n{n}", 2, 6, 150, n, layout, 2 if layout == "grouped" else 1)
     seq_idx = packed_seq_idx(2, 150, RESETS["off-chunk-edges"])
     want = run_scan(ops.selective_scan, inputs(case), "ref", seq_idx=seq_idx)
@@ -244,7 +244,7 @@ def test_bad_inputs_name_the_argument(changes, error, words):
 
 def test_binding_checks_name_the_argument():
     """The C++ binding guards its own contract (compute dtype, contiguity, layouts)."""
-    ext = kernels_cpu._extension
+    ext = kernels_cpu.extension()
     u, delta, A, B, C, D, z, bias = scan_inputs(2, 5, 7, 3, "fixed", 1, dtype=torch.float32)
     with pytest.raises(RuntimeError, match="delta must have dtype"):
         ext.forward(u, delta.double(), A, B, C, D, z, bias, None, True, True)

@@ -15,7 +15,7 @@ import torch
 
 from biomamba import ops
 from biomamba.ops import ssd_cpu
-from tests.isa_helpers import isa_levels
+from tests.isa_helpers import ISA_LEVELS, use_isa
 from tests.ssd_cases import ALL_ON, OFF, relative_errors, run_ssd, ssd_inputs
 
 # (name, b, l, h, p, g, n): h/p/n not powers of two, lengths not a multiple of 64.
@@ -43,9 +43,9 @@ def test_cpu_matches_reference_float64(case, options):
     assert max(errors.values()) < 1e-12, errors
 
 
-@pytest.mark.parametrize("isa", isa_levels(ssd_cpu))
+@pytest.mark.parametrize("isa", ISA_LEVELS)
 def test_every_instruction_set_matches_reference(isa, monkeypatch):
-    monkeypatch.setenv("BIOMAMBA_CPU_ISA", str(isa))
+    use_isa(ssd_cpu, isa, monkeypatch)
     tensors = ssd_inputs(2, 70, 4, 20, 2, 9)
     errors = relative_errors(run_ssd(tensors, 16, "cpu", ALL_ON), run_ssd(tensors, 16, "ref", ALL_ON))
     assert max(errors.values()) < 1e-12, errors

@@ -20,6 +20,7 @@ _failure = None  # the BackendUnavailable of the first try, raised again on ever
 
 def _build():
     return build_cpu_extension("decode step", EXTENSION_NAME, SOURCE_DIR, SOURCES, HEADERS,
+                               extra_cflags=["-Wno-psabi"],  # gcc's notes on the 8- and 16-lane vector types
                                what="the compiled decoding step", instead="decode with decode_kernel='torch'")
 
 

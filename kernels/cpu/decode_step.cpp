@@ -89,13 +89,15 @@ Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optiona
 
 // <w[row, c0 : c0 + k], x[0 : k]> (x already points at column c0 of its row).
 inline float dot(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
-  return dot(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * elem_size(L.kind), x, k);
+  return biomamba_decode::dot(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * elem_size(L.kind), x,
+                              k);
 }
 
 // out[i] = <w[row + i, c0 : c0 + k], x[0 : k]> for i < 4; `prefetch`: rows row + 4 .. row + 7 exist.
 inline void dot4(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch, float* out) {
   const int64_t E = elem_size(L.kind);
-  dot4(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * E, L.k * E, x, k, prefetch, out);
+  biomamba_decode::dot4(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * E, L.k * E, x, k, prefetch,
+                        out);
 }
 
 // ---------------------------------------------------------------------------- threads
@@ -380,6 +382,7 @@ struct Mamba1Layer {
   float *conv_state, *ssm_state;
   Linear in, x, dt, out;
   int64_t d_inner, n, rank, w;
+  int isa;  // the instruction set of its state step (isa.h)
 };
 
 Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int isa) {
@@ -388,6 +391,7 @@ Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int6
   L.x = make_linear(required(t, 7, "x_proj"), t[8], {}, "x_proj", isa);
   L.dt = make_linear(required(t, 9, "dt_proj"), t[10], {}, "dt_proj", isa);
   L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj", isa);
+  L.isa = isa;
   const Tensor &A = required(t, 12, "A"), &conv = required(t, 4, "conv weight");
   L.d_inner = L.out.k, L.n = A.size(-1), L.rank = L.dt.k, L.w = conv.size(-1);
   TORCH_CHECK(L.in.k == d_model && L.in.m == 2 * L.d_inner && L.x.m == L.rank + 2 * L.n && L.x.k == L.d_inner &&
@@ -437,7 +441,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
     for (int64_t c = own.begin; c < own.end; ++c) {
       const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
       float* state = L.ssm_state + (j / steps * di + c) * n;
-      const float out = mamba1_state_step(L.in.isa, state, L.A + c * n, B, C, delta, x, n);
+      const float out = mamba1_state_step(L.isa, state, L.A + c * n, B, C, delta, x, n);
       work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
     }
   }
@@ -479,6 +483,7 @@ struct Mamba2Layer {
   Linear in, out;
   int64_t d_inner, heads, p, conv_dim, w, n;
   bool skip_per_channel;
+  int isa;  // the instruction set of its state step (isa.h)
 };
 
 Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int64_t ngroups,
@@ -486,6 +491,7 @@ Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int6
   Mamba2Layer L;
   L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa);
   L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj", isa);
+  L.isa = isa;
   const Tensor &A = required(t, 8, "A"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
   L.d_inner = L.out.k, L.heads = A.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
   TORCH_CHECK(L.heads > 0 && ngroups > 0 && L.d_inner % L.heads == 0 && L.heads % ngroups == 0 &&
@@ -530,7 +536,7 @@ void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t seq, int64_
     const int64_t c = hd * L.p + q;
     const float x = xbc[c];
     float* s = L.ssm_state + ((seq * L.heads + hd) * L.p + q) * n;
-    const float out = ssd_channel(L.in.isa, s, B, C, decay, delta * x, n);
+    const float out = ssd_channel(L.isa, s, B, C, decay, delta * x, n);
     y[c] = out + (L.skip_per_channel ? L.D[c] : L.D[hd]) * x;
   }
 }

@@ -6,7 +6,7 @@
 //   - ssd_channel: a Mamba-2 channel's state step s = decay s + dx B, returning <s, C>;
 //   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>.
 // A CPU without AVX-512 (AMD before Zen 4, most laptops) decoded through scalar loops until the AVX2 builds:
-// 130m fp32 at 13-16 tok/s on a Zen 3 EPYC (bench/RESULTS.md).
+// 130m fp32 at 9-13 tok/s on a Zen 3 EPYC, 40-43 after (bench/RESULTS.md "A fourth CPU").
 #pragma once
 
 #include <cstdint>
@@ -56,15 +56,17 @@ float dot_base(const void* w, const float* x, int64_t k) {
 constexpr int64_t kPrefetchBytes = 8192;
 
 // The states of the next channels (each head's (p, n) states lie one after another) are asked for 4 KB
-// ahead, as the weights are: 130m Mamba-2 int8 decoded at 86-114 tok/s with it against 81-91 without
-// (the same Xeon, interleaved runs).
+// ahead (both vector builds): 130m Mamba-2 int8 decoded at 86-114 tok/s with it against 81-91 without
+// (the same Xeon, interleaved runs); on a Zen 3 EPYC 85 against 81 (medians of 8, within the noise).
 constexpr int64_t kStatePrefetchBytes = 4096;
 
 // Four rows' dot products with x at once: x is loaded once for the four, four independent FMA chains,
-// and the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
+// and (AVX-512) the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
 // KB ahead of the arithmetic through every row boundary.
 constexpr int64_t kAhead = 4;
 
+// The three builds of this recurrence are written out (not one Lanes<float, W> template as the Mamba-1 step):
+// the vector ones need FMA without -ffp-contract, two partial sums, the AVX-512 one masked tails.
 inline float ssd_channel_base(float* s, const float* B, const float* C, float decay, float dx, int64_t n) {
   float out = 0.f;
   for (int64_t i = 0; i < n; ++i) {
@@ -95,6 +97,8 @@ SCAN_INLINE float mamba1_state_lanes(float* s, const float* A, const float* B, c
   return out;
 }
 
+// mamba1_state_base / _avx2 / _avx512: one body (mamba1_state_lanes, always inlined), compiled once per
+// instruction set by the function it is inlined into: these wrappers exist for their target attribute.
 inline float mamba1_state_base(float* s, const float* A, const float* B, const float* C, float delta, float x,
                                int64_t n) {
   return mamba1_state_lanes<4>(s, A, B, C, delta, x, n);
@@ -117,11 +121,7 @@ ISA_AVX2 SCAN_INLINE __m256 load8(const void* w, int64_t i) {
   }
 }
 
-ISA_AVX2 SCAN_INLINE float sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
+ISA_AVX2 SCAN_INLINE float sum8(__m256 v) { return biomamba_cpu::lane_sum(static_cast<biomamba_cpu::v8sf>(v)); }
 
 // One row front to back, 32 weights a turn in four accumulators (FMA latency); the last k % 8 columns in
 // scalar. No prefetch hint here, unlike the AVX-512 build: on a Zen 3 EPYC (2 vCPUs) the 8 KB hint cut
@@ -143,20 +143,13 @@ ISA_AVX2 float dot_avx2(const void* w, const float* x, int64_t k) {
   return sum;
 }
 
+// dot4_avx512 (below) in 8 lanes; `prefetch` is ignored, as in dot_avx2 (no weight hints in this build).
 template <Kind K>
-ISA_AVX2 void dot4_avx2(const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch, float* out) {
-  constexpr int64_t E = elem_size(K);
+ISA_AVX2 void dot4_avx2(const char* w, int64_t row_bytes, const float* x, int64_t k, bool /*prefetch*/, float* out) {
   const char *w0 = w, *w1 = w + row_bytes, *w2 = w + 2 * row_bytes, *w3 = w + 3 * row_bytes;
-  const int64_t ahead = kAhead * row_bytes;
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    if (prefetch && (i * E) % 64 == 0) {
-      _mm_prefetch(w0 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w1 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w2 + i * E + ahead, _MM_HINT_T0);
-      _mm_prefetch(w3 + i * E + ahead, _MM_HINT_T0);
-    }
     const __m256 xv = _mm256_loadu_ps(x + i);
     a0 = _mm256_fmadd_ps(load8<K>(w0, i), xv, a0);
     a1 = _mm256_fmadd_ps(load8<K>(w1, i), xv, a1);

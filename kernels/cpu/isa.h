@@ -10,7 +10,8 @@ namespace biomamba_isa {
 
 // 2 = AVX-512 (F, VL, DQ, BW: the decoding step's masked 8- and 16-bit loads), 1 = AVX2+FMA,
 // 0 = baseline (SSE2/NEON). BIOMAMBA_CPU_ISA=0/1/2 caps it, read on every call, so that tests run
-// every path the CPU has (the decoding step reads it once per token).
+// every path the CPU has (the decoding step reads it once per call: a token, or a whole prompt). An empty
+// value counts as unset.
 inline int isa_level() {
   int level = 0;
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,7 +20,8 @@ inline int isa_level() {
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
     level = 2;
 #endif
-  if (const char* cap = std::getenv("BIOMAMBA_CPU_ISA")) level = std::min(level, std::atoi(cap));
+  const char* cap = std::getenv("BIOMAMBA_CPU_ISA");
+  if (cap != nullptr && *cap != '\0') level = std::min(level, std::atoi(cap));
   return level;
 }
 
