@@ -4,6 +4,9 @@ What a user relies on: generate gives the same tokens through the compiled step 
 step; a cached step gives the logits of the full forward; int8 and bf16 weights stay close to fp32
 (logits, and bits per byte under eval-ppl). Tiny models, both block types.
 """
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,20 +41,36 @@ def steps_logits(model, ids, continuation):
     return torch.cat(logits, dim=1)
 
 
-@pytest.mark.parametrize("isa", ISA_LEVELS)
+@pytest.mark.parametrize("isa, hints", [(isa, "0") for isa in ISA_LEVELS] + [(2, "1")])
 @pytest.mark.parametrize("columns", [5, 83, 160])
 @pytest.mark.parametrize("batch", [1, 3])  # batch 1 reads row after row (bf16: two weights a word)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
-def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns, isa, monkeypatch):
-    """Each instruction set's build of the dot products (BIOMAMBA_CPU_ISA caps the one chosen). Odd sizes
-    take the tails (AVX-512 masked, AVX2 scalar; 5 is all tail); 83 = 2 x 32 + 2 x 8 + 3 every AVX2 loop,
-    160 = 2 x 64 + 32 every loop of the AVX-512 bf16 pairs."""
+def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns, isa, hints, monkeypatch):
+    """Each instruction set's build of the dot products (BIOMAMBA_CPU_ISA caps the one chosen; AVX-512 with
+    and without its weight hints). Odd sizes take the tails (AVX-512 masked, AVX2 scalar; 5 is all tail);
+    83 = 2 x 32 + 2 x 8 + 3 every AVX2 loop, 160 = 2 x 64 + 32 every loop of the AVX-512 bf16 pairs."""
     use_isa(cpu_decode, isa, monkeypatch)
+    monkeypatch.setenv("BIOMAMBA_DECODE_HINTS", hints)
     weight, x = torch.randn(37, columns), torch.randn(batch, columns)
     packed, scale = (weight, None) if dtype == "float32" else quantize(weight, "int8" if dtype == "int8" else
                                                                        "bf16-weights")
     out = cpu_decode.extension().linear(x, packed, scale, None)
     torch.testing.assert_close(out, x @ dequantize(packed, scale).T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64", reason="reads /proc/cpuinfo")
+def test_weight_hints_on_intel_only_unless_set(monkeypatch):
+    """The AVX-512 dot products ask for the weights ahead on Intel CPUs, where it sped decoding up, and not
+    on AMD's, where it slowed it down (kernels/cpu/decode_vectors.h); BIOMAMBA_DECODE_HINTS=0/1 overrides."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    vendor = next(line.split(":")[1].strip() for line in cpuinfo.splitlines() if line.startswith("vendor_id"))
+    for value, expected in ((None, vendor == "GenuineIntel"), ("", vendor == "GenuineIntel"), ("0", False),
+                            ("1", True)):
+        if value is None:
+            monkeypatch.delenv("BIOMAMBA_DECODE_HINTS", raising=False)
+        else:
+            monkeypatch.setenv("BIOMAMBA_DECODE_HINTS", value)
+        assert cpu_decode.extension().weight_hints() is expected, value
 
 
 @pytest.mark.parametrize("preset", BLOCKS)

@@ -53,6 +53,7 @@ struct Linear {
   int64_t m = 0, k = 0;
   Kind kind = kF32;
   int isa = 0;  // the instruction set its dot products use (isa.h), read once per call of the step
+  bool hints = false;  // whether the AVX-512 ones ask for the weights ahead (weight_hints)
 };
 
 Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optional<Tensor>& bias,
@@ -64,6 +65,7 @@ Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optiona
   L.m = w.size(0);
   L.k = w.size(1);
   L.isa = isa;
+  L.hints = weight_hints();
   if (w.scalar_type() == at::kFloat) {
     L.kind = kF32;
   } else if (w.scalar_type() == at::kBFloat16) {
@@ -89,15 +91,15 @@ Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optiona
 
 // <w[row, c0 : c0 + k], x[0 : k]> (x already points at column c0 of its row).
 inline float dot(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x) {
-  return biomamba_decode::dot(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * elem_size(L.kind), x,
-                              k);
+  return biomamba_decode::dot(L.isa, L.hints, L.kind,
+                              static_cast<const char*>(L.w) + (row * L.k + c0) * elem_size(L.kind), x, k);
 }
 
 // out[i] = <w[row + i, c0 : c0 + k], x[0 : k]> for i < 4; `prefetch`: rows row + 4 .. row + 7 exist.
 inline void dot4(const Linear& L, int64_t row, int64_t c0, int64_t k, const float* x, bool prefetch, float* out) {
   const int64_t E = elem_size(L.kind);
-  biomamba_decode::dot4(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * E, L.k * E, x, k, prefetch,
-                        out);
+  biomamba_decode::dot4(L.isa, L.kind, static_cast<const char*>(L.w) + (row * L.k + c0) * E, L.k * E, x, k,
+                        prefetch && L.hints, out);
 }
 
 // ---------------------------------------------------------------------------- threads
@@ -198,7 +200,7 @@ void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range ro
     for (int64_t i = 0; i < L.k; ++i) pairs[i % 2 ? (L.k + 1) / 2 + i / 2 : i / 2] = x[i];
     const uint16_t* w = static_cast<const uint16_t*>(L.w);
     for (int64_t r = rows.begin; r < rows.end; ++r)
-      out[r] = dot_bf16_pairs(L.isa, w + r * L.k, x, pairs.data(), L.k) + (L.bias ? L.bias[r] : 0.f);
+      out[r] = dot_bf16_pairs(L.isa, L.hints, w + r * L.k, x, pairs.data(), L.k) + (L.bias ? L.bias[r] : 0.f);
     return;
   }
   if (b == 1) {
@@ -639,4 +641,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
   m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512");
+  m.def("weight_hints", &weight_hints, "whether the AVX-512 batch-1 dot products ask for the weights ahead");
 }

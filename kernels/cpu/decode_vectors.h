@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "isa.h"
@@ -49,11 +50,26 @@ float dot_base(const void* w, const float* x, int64_t k) {
   return sum;
 }
 
-// The AVX-512 batch-1 dot products ask for the weights 8 KB ahead of the ones they read. The hardware prefetcher
-// alone left a Xeon (Sapphire Rapids class, 2 vCPUs) waiting on the weight loads: 130m Mamba-2 decoded
-// at 57-61 tok/s in int8 without the hint and 84-89 with it (4 KB: 77-87, 2 KB: 72-80; fp32 30-33 against
-// 36; 2026-12-06, interleaved runs).
+// The AVX-512 batch-1 dot products may ask for the weights 8 KB ahead of the ones they read (weight_hints).
+// The hardware prefetcher alone left a Xeon (Sapphire Rapids class, 2 vCPUs) waiting on the weight loads:
+// 130m Mamba-2 decoded at 57-61 tok/s in int8 without the hint and 84-89 with it (4 KB: 77-87, 2 KB: 72-80;
+// fp32 30-33 against 36; 2026-12-06, interleaved runs).
 constexpr int64_t kPrefetchBytes = 8192;
+
+// Whether the AVX-512 dot products give that hint: on Intel only. AMD's prefetchers keep up alone and the
+// hints cost it: on a Zen 4 EPYC (2 vCPUs, medians of 6 interleaved runs, 130m, 2026-12-06) Mamba-1 decoded
+// at 150.5 tok/s in int8 without them against 129.9 with them, bf16 113.7 against 99.1, fp32 72.3 against 63.6,
+// Mamba-2 bf16 113.1 against 101.1 (fp32 and int8 within the noise); the Zen 3 measure is at dot_avx2.
+// BIOMAMBA_DECODE_HINTS=0/1 overrides the choice (read once per linear layer a call; an empty value is unset).
+inline bool weight_hints() {
+  const char* set = std::getenv("BIOMAMBA_DECODE_HINTS");
+  if (set != nullptr && *set != '\0') return std::atoi(set) != 0;
+#ifdef BIOMAMBA_X86
+  return __builtin_cpu_is("intel");
+#else
+  return false;
+#endif
+}
 
 // The states of the next channels (each head's (p, n) states lie one after another) are asked for 4 KB
 // ahead (both vector builds): 130m Mamba-2 int8 decoded at 86-114 tok/s with it against 81-91 without
@@ -61,8 +77,8 @@ constexpr int64_t kPrefetchBytes = 8192;
 constexpr int64_t kStatePrefetchBytes = 4096;
 
 // Four rows' dot products with x at once: x is loaded once for the four, four independent FMA chains,
-// and (AVX-512) the same columns of the next four rows are prefetched (kAhead rows ahead), so the reads stay a few
-// KB ahead of the arithmetic through every row boundary.
+// and (AVX-512, with weight_hints) the same columns of the next four rows are prefetched (kAhead rows
+// ahead), so the reads stay a few KB ahead of the arithmetic through every row boundary.
 constexpr int64_t kAhead = 4;
 
 // The three builds of this recurrence are written out (not one Lanes<float, W> template as the Mamba-1 step):
@@ -230,16 +246,17 @@ ISA_AVX512 SCAN_INLINE __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
 }
 
-// One row front to back: four accumulators keep the FMA latency hidden; the tail is masked; the
+// One row front to back: four accumulators keep the FMA latency hidden; the tail is masked; with Hint, the
 // weights kPrefetchBytes ahead are asked for.
-template <Kind K>
+template <Kind K, bool Hint>
 ISA_AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   int64_t i = 0;
   constexpr int64_t E = elem_size(K);
   const char* bytes = static_cast<const char*>(w);
   for (; i + 64 <= k; i += 64) {
-    for (int64_t line = 0; line < 64 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
+    if constexpr (Hint)
+      for (int64_t line = 0; line < 64 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
     a0 = _mm512_fmadd_ps(load16<K>(w, i, 0xFFFF), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(load16<K>(w, i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(load16<K>(w, i + 32, 0xFFFF), _mm512_loadu_ps(x + i + 32), a2);
@@ -283,15 +300,18 @@ ISA_AVX512 void dot4_avx512(const char* w, int64_t row_bytes, const float* x, in
 // the widening load needs two. The lower weights meet x's even elements and the upper ones its odd
 // elements, which `pairs` holds split (x[0::2] then x[1::2], made once per gemv). The last k % 32
 // columns take the plain loop.
-inline ISA_AVX512 float dot_bf16_pairs_avx512(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
+template <bool Hint>
+ISA_AVX512 float dot_bf16_pairs_avx512(const uint16_t* w, const float* x, const float* pairs, int64_t k) {
   const float *even = pairs, *odd = pairs + (k + 1) / 2;
   const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   int64_t i = 0;
   const char* bytes = reinterpret_cast<const char*>(w);
   for (; i + 64 <= k; i += 64) {
-    _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(bytes + 2 * i + 64 + kPrefetchBytes, _MM_HINT_T0);
+    if constexpr (Hint) {
+      _mm_prefetch(bytes + 2 * i + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(bytes + 2 * i + 64 + kPrefetchBytes, _MM_HINT_T0);
+    }
     const __m512i w0 = _mm512_loadu_si512(w + i), w1 = _mm512_loadu_si512(w + i + 32);
     a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_loadu_ps(even + i / 2), a0);
     a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_loadu_ps(odd + i / 2), a1);
@@ -346,19 +366,19 @@ inline ISA_AVX512 float mamba1_state_avx512(float* s, const float* A, const floa
 // ---------------------------------------------------------------------------- at a level (isa.h)
 
 template <Kind K>
-inline float dot_at(int isa, const void* w, const float* x, int64_t k) {
+inline float dot_at(int isa, bool hints, const void* w, const float* x, int64_t k) {
 #ifdef BIOMAMBA_X86
-  if (isa >= 2) return dot_avx512<K>(w, x, k);
+  if (isa >= 2) return hints ? dot_avx512<K, true>(w, x, k) : dot_avx512<K, false>(w, x, k);
   if (isa == 1) return dot_avx2<K>(w, x, k);
 #endif
   return dot_base<K>(w, x, k);
 }
 
-// <w[0 : k], x[0 : k]> for a row w of `kind`.
-inline float dot(int isa, Kind kind, const void* w, const float* x, int64_t k) {
-  if (kind == kF32) return dot_at<kF32>(isa, w, x, k);
-  if (kind == kBF16) return dot_at<kBF16>(isa, w, x, k);
-  return dot_at<kI8>(isa, w, x, k);
+// <w[0 : k], x[0 : k]> for a row w of `kind`; `hints`: ask for the weights ahead (weight_hints).
+inline float dot(int isa, bool hints, Kind kind, const void* w, const float* x, int64_t k) {
+  if (kind == kF32) return dot_at<kF32>(isa, hints, w, x, k);
+  if (kind == kBF16) return dot_at<kBF16>(isa, hints, w, x, k);
+  return dot_at<kI8>(isa, hints, w, x, k);
 }
 
 template <Kind K>
@@ -370,7 +390,8 @@ inline void dot4_at(int isa, const char* w, int64_t row_bytes, const float* x, i
   for (int i = 0; i < 4; ++i) out[i] = dot_base<K>(w + i * row_bytes, x, k);
 }
 
-// out[i] = <w + i * row_bytes [0 : k], x[0 : k]> for i < 4; `prefetch`: four more rows follow.
+// out[i] = <w + i * row_bytes [0 : k], x[0 : k]> for i < 4; `prefetch`: four more rows follow, and the
+// AVX-512 build is to ask for them (weight_hints).
 inline void dot4(int isa, Kind kind, const char* w, int64_t row_bytes, const float* x, int64_t k, bool prefetch,
                  float* out) {
   if (kind == kF32) return dot4_at<kF32>(isa, w, row_bytes, x, k, prefetch, out);
@@ -387,9 +408,10 @@ inline bool has_bf16_pairs(int isa) {
 #endif
 }
 
-inline float dot_bf16_pairs(int isa, const uint16_t* w, const float* x, const float* pairs, int64_t k) {
+inline float dot_bf16_pairs(int isa, bool hints, const uint16_t* w, const float* x, const float* pairs, int64_t k) {
 #ifdef BIOMAMBA_X86
-  if (isa >= 2) return dot_bf16_pairs_avx512(w, x, pairs, k);
+  if (isa >= 2)
+    return hints ? dot_bf16_pairs_avx512<true>(w, x, pairs, k) : dot_bf16_pairs_avx512<false>(w, x, pairs, k);
   if (isa == 1) return dot_bf16_pairs_avx2(w, x, pairs, k);
 #endif
   return dot_base<kBF16>(w, x, k);
