@@ -60,8 +60,11 @@ setup(
     extras_require={
         # peft: the LoRA fine-tuning tests; lm-eval: eval-ppl is tested against lm-eval's own HFLM;
         # seqeval: entity-level F1 (strict IOB2), the reference of biomamba.metrics.blurb and the silver
-        # chemical NER baseline's scorer; pytest-xdist: `make test` runs the suite on every core
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "peft>=0.21", "lm-eval>=0.4.13", "seqeval>=1.2.2"],
+        # chemical NER baseline's scorer; pytest-xdist: `make test` runs the suite on every core; gguf: the
+        # GGUF export and its tests
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "peft>=0.21", "lm-eval>=0.4.13", "seqeval>=1.2.2", "gguf>=0.19"],
+        # gguf (llama.cpp's gguf-py, pure Python): `biomamba export --to gguf`
+        "gguf": ["gguf>=0.19"],
         # Optional GPU peers; they neither install nor import without CUDA (see FACTS.md).
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
         "lora": ["peft>=0.21"],  # tested with 0.21.2 (constraints.txt) and transformers 5

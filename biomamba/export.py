@@ -1,4 +1,4 @@
-"""Export a BioMamba causal LM to transformers' or state-spaces' own layout, leaving biomamba behind.
+"""Export a BioMamba causal LM to transformers', state-spaces' or llama.cpp's own format, leaving biomamba behind.
 
     transformers   config.json (model_type "mamba" or "mamba2") + model.safetensors: loads with plain
                    transformers, `MambaForCausalLM.from_pretrained(OUT)` (Mamba2ForCausalLM for a
@@ -6,10 +6,14 @@
     state-spaces   config.json (d_model, n_layer, vocab_size, ssm_cfg, ...; ssm_cfg.layer "Mamba2"
                    for a Mamba-2 model) + pytorch_model.bin: the layout of mamba_ssm's
                    MambaLMHeadModel.from_pretrained
+    gguf           model.gguf: llama.cpp's file (float32, with the tokenizer), what its
+                   convert_hf_to_gguf.py writes, which refuses our tokenizers (biomamba/gguf_export.py);
+                   needs the gguf package (pip install 'biomamba[gguf]')
 
 Examples:
   biomamba export --model runs/tiny/model --to transformers --out exported/tiny-hf
   biomamba export --model runs/tiny --to state-spaces --out exported/tiny-ssm
+  biomamba export --model runs/tiny --to gguf --out exported/tiny-gguf   # then llama.cpp -m .../model.gguf
 
 Tensor names and config fields go through the maps loading uses (biomamba/checkpoints.py), so an
 export loads back through BioMambaForCausalLM.from_pretrained with the same logits. Tokenizer files
@@ -30,7 +34,7 @@ from pathlib import Path
 from biomamba.io import discard, replace_dir
 from biomamba.resolve import TOKENIZER_FILES, ModelSpecError, find_tokenizer_dir, model_dir_of, read_config
 
-TARGETS = ("transformers", "state-spaces")
+TARGETS = ("transformers", "state-spaces", "gguf")
 # Files a tokenizer directory may hold besides the ones that identify it (resolve.TOKENIZER_FILES).
 TOKENIZER_COMPANIONS = ("special_tokens_map.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
 
@@ -49,8 +53,11 @@ def export_model(model_or_dir, to: str, out) -> Path:
     discard(building)  # a leftover of an interrupted export
     building.mkdir(parents=True)
     try:
-        WRITERS[to](model, building)
-        _copy_tokenizer(source_dir, building)
+        if to == "gguf":  # the tokenizer goes inside the file
+            _write_gguf(model, source_dir, building)
+        else:
+            WRITERS[to](model, building)
+            _copy_tokenizer(source_dir, building)
         replace_dir(building, out)
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -116,6 +123,19 @@ def _write_state_spaces(model, out: Path):
     torch.save(tensors, out / "pytorch_model.bin")
 
 
+def _write_gguf(model, source_dir, out: Path):
+    from biomamba.gguf_export import GGUFExportError, write_gguf
+
+    try:
+        tokenizer_dir = find_tokenizer_dir(source_dir) if source_dir is not None else None
+    except ModelSpecError:
+        tokenizer_dir = None
+    try:
+        write_gguf(model, tokenizer_dir, out)
+    except GGUFExportError as error:
+        raise ExportError(str(error)) from None
+
+
 WRITERS = {"transformers": _write_transformers, "state-spaces": _write_state_spaces}
 
 
@@ -124,6 +144,8 @@ def _loader(to: str, out: Path) -> str:
     (MambaForCausalLM, Mamba2ForCausalLM); state-spaces' has no architectures key, so it is not read."""
     if to == "transformers":
         return f"transformers.{read_config(out)['architectures'][0]}.from_pretrained"
+    if to == "gguf":
+        return "llama_cpp.Llama(model_path=...) or llama.cpp's llama-cli -m"
     return "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"
 
 
@@ -146,7 +168,8 @@ def _copy_tokenizer(source_dir, out: Path) -> Path | None:
 def add_arguments(parser):
     parser.add_argument("--model", required=True, help="model directory (ours, HF Mamba, state-spaces) or run dir")
     parser.add_argument("--to", required=True, choices=TARGETS, help="the layout to write")
-    parser.add_argument("--out", required=True, help="output directory (replaced if it exists)")
+    parser.add_argument("--out", required=True, help="output directory (replaced if it exists); --to gguf "
+                        "writes OUT/model.gguf")
 
 
 def run(args):
@@ -158,6 +181,11 @@ def run(args):
         print(f"error: {error}", file=sys.stderr)
         return 1
     loader = _loader(args.to, out)
+    if args.to == "gguf":
+        from biomamba.gguf_export import GGUF_FILE
+
+        print(f"wrote {out / GGUF_FILE} (llama.cpp's GGUF, float32, with the tokenizer); load it with {loader}")
+        return 0
     tokenizer = "with" if any((out / name).is_file() for name in TOKENIZER_FILES) else "without"
     print(f"wrote {out} ({args.to} layout, {tokenizer} tokenizer files); load it with {loader}({str(out)!r})")
     return 0

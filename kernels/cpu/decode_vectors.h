@@ -256,7 +256,8 @@ ISA_AVX512 float dot_avx512(const void* w, const float* x, int64_t k) {
   const char* bytes = static_cast<const char*>(w);
   for (; i + 64 <= k; i += 64) {
     if constexpr (Hint)
-      for (int64_t line = 0; line < 64 * E; line += 64) _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
+      for (int64_t line = 0; line < 64 * E; line += 64)
+        _mm_prefetch(bytes + i * E + line + kPrefetchBytes, _MM_HINT_T0);
     a0 = _mm512_fmadd_ps(load16<K>(w, i, 0xFFFF), _mm512_loadu_ps(x + i), a0);
     a1 = _mm512_fmadd_ps(load16<K>(w, i + 16, 0xFFFF), _mm512_loadu_ps(x + i + 16), a1);
     a2 = _mm512_fmadd_ps(load16<K>(w, i + 32, 0xFFFF), _mm512_loadu_ps(x + i + 32), a2);
