@@ -138,18 +138,32 @@ def _kernel_ready(model) -> bool:
 
 
 # The field lists are rebuilt on every call (a weight replaced between two steps is then seen), so they are
-# built cheaply: about 30 us a layer, a few percent of a 130m int8 token.
+# built cheaply, parameters and submodules read straight from their modules' dicts (_attr).
+
+_MISSING = object()
+
+
+def _attr(module, name):
+    """module.<name> for a parameter or submodule, read from the module's own _parameters / _modules dict:
+    through nn.Module.__getattr__ each read costs about half a microsecond, and a layer's field list makes
+    some 25 (27 us a Mamba-2 layer before, 2026-12-06). Anything else (a parametrization's property, a plain
+    attribute) takes the ordinary getattr."""
+    found = module._parameters.get(name, _MISSING)
+    if found is _MISSING:
+        found = module._modules.get(name, _MISSING)
+    return getattr(module, name) if found is _MISSING else found
+
 
 def _weight(linear):
     """(weight, scale) as the step reads them: the packed copy when quantized, else the fp32 parameter.
     decode_weight is a plain attribute (quantize_weights), read from the instance dict: getattr on a Module
     that lacks it raises and catches an AttributeError inside nn.Module.__getattr__ (3 us)."""
     packed = vars(linear).get("decode_weight")
-    return packed if packed is not None else (linear.weight, None)
+    return packed if packed is not None else (_attr(linear, "weight"), None)
 
 
 def _bias(module):
-    bias = None if module is None else module.bias
+    bias = None if module is None else _attr(module, "bias")
     return bias if bias is None or bias.dtype == torch.float32 else bias.float()
 
 
@@ -158,7 +172,7 @@ def _negative_exp_A(mixer):
     over d_inner x d_state and fresh memory for the kernel to read) cost Mamba-1 130m about a fifth of
     its fp32 step. The key is A_log's storage and version counter, which every in-place write (an
     optimizer step, load_state_dict) bumps."""
-    A_log = mixer.A_log
+    A_log = _attr(mixer, "A_log")
     key = (A_log.data_ptr(), A_log._version, A_log.dtype)
     cached = getattr(mixer, "_decode_A", None)
     if cached is None or cached[0] != key:
@@ -170,18 +184,21 @@ def _negative_exp_A(mixer):
 def _mamba1_fields(layer, conv_state, ssm_state):
     """One Mamba-1 layer's tensors in decode_step.cpp's order (mamba1_layer); the conv weight (d, 1, w) is read
     flat there."""
-    mixer = layer.mixer
-    return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight,
-            _bias(mixer.conv1d), conv_state, *_weight(mixer.x_proj), *_weight(mixer.dt_proj), mixer.dt_proj.bias,
-            _negative_exp_A(mixer), mixer.D, ssm_state, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
+    mixer = _attr(layer, "mixer")
+    in_proj, conv1d, out_proj = _attr(mixer, "in_proj"), _attr(mixer, "conv1d"), _attr(mixer, "out_proj")
+    dt_proj = _attr(mixer, "dt_proj")
+    return [_attr(_attr(layer, "norm"), "weight"), *_weight(in_proj), _bias(in_proj), _attr(conv1d, "weight"),
+            _bias(conv1d), conv_state, *_weight(_attr(mixer, "x_proj")), *_weight(dt_proj), _attr(dt_proj, "bias"),
+            _negative_exp_A(mixer), _attr(mixer, "D"), ssm_state, *_weight(out_proj), _bias(out_proj)]
 
 
 def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
     """One Mamba-2 layer's tensors in decode_step.cpp's order (mamba2_layer)."""
-    mixer = layer.mixer
-    return [layer.norm.weight, *_weight(mixer.in_proj), _bias(mixer.in_proj), mixer.conv1d.weight,
-            _bias(mixer.conv1d), conv_state, mixer.dt_bias, _negative_exp_A(mixer), mixer.D, ssm_state,
-            mixer.norm.weight if rmsnorm else None, *_weight(mixer.out_proj), _bias(mixer.out_proj)]
+    mixer = _attr(layer, "mixer")
+    in_proj, conv1d, out_proj = _attr(mixer, "in_proj"), _attr(mixer, "conv1d"), _attr(mixer, "out_proj")
+    return [_attr(_attr(layer, "norm"), "weight"), *_weight(in_proj), _bias(in_proj), _attr(conv1d, "weight"),
+            _bias(conv1d), conv_state, _attr(mixer, "dt_bias"), _negative_exp_A(mixer), _attr(mixer, "D"), ssm_state,
+            _attr(_attr(mixer, "norm"), "weight") if rmsnorm else None, *_weight(out_proj), _bias(out_proj)]
 
 
 def fast_step(model, input_ids, cache):

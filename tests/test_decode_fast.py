@@ -4,6 +4,7 @@ What a user relies on: generate gives the same tokens through the compiled step 
 step; a cached step gives the logits of the full forward; int8 and bf16 weights stay close to fp32
 (logits, and bits per byte under eval-ppl). Tiny models, both block types.
 """
+import copy
 import platform
 from pathlib import Path
 
@@ -97,6 +98,27 @@ def test_compiled_steps_equal_the_full_forward(preset, isa, monkeypatch):
     with torch.no_grad():
         full = model(torch.cat([ids, continuation], dim=1)).logits[:, ids.shape[1] - 1:-1]
     torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", BLOCKS)
+def test_weights_replaced_between_steps_are_read(preset):
+    """The step reads the model's weights anew on every call: a parameter and a whole linear layer swapped
+    after the prompt (load_state_dict(assign=True), LoRA merges, model surgery) and an in-place change of
+    A_log (an optimizer step) give the next step the torch step's logits on the new weights."""
+    model = small_model(preset)
+    ids = prompt(model, batch=1)
+    with torch.no_grad():
+        cache = model(ids[:, :-1], use_cache=True).cache_params
+        model(ids[:, -1:], cache_params=cache, use_cache=True)  # a compiled step on the old weights
+        mixer = model.backbone.layers[1].mixer
+        mixer.in_proj.weight = torch.nn.Parameter(torch.randn_like(mixer.in_proj.weight) * 0.2)
+        mixer.out_proj = torch.nn.Linear(mixer.out_proj.in_features, mixer.out_proj.out_features, bias=False)
+        mixer.A_log.add_(0.5)
+        token = ids[:, :1]
+        compiled = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
+        use_fast_decode(model, kernel="torch")
+        expected = model(token, cache_params=cache, use_cache=True).logits
+    torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("preset", BLOCKS)
