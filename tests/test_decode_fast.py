@@ -5,6 +5,7 @@ step; a cached step gives the logits of the full forward; int8 and bf16 weights 
 (logits, and bits per byte under eval-ppl). Tiny models, both block types.
 """
 import copy
+import os
 import platform
 from pathlib import Path
 
@@ -119,6 +120,53 @@ def test_weights_replaced_between_steps_are_read(preset):
         use_fast_decode(model, kernel="torch")
         expected = model(token, cache_params=cache, use_cache=True).logits
     torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-4)
+
+
+def pin_threads(cpus):
+    """Every thread of this process (OpenMP's pool included) onto `cpus`; returns the old masks."""
+    old = {}
+    for tid in (int(name) for name in os.listdir("/proc/self/task")):
+        try:
+            old[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return old
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
+    """On a shared machine a thread of the step's team can be put aside while its partner waits at a barrier.
+    Here both threads are pinned to one CPU, so every wait outlasts the spin: the call after such a team runs
+    on one thread, kSoloCalls (32) times, then twice as many after the next try of the team, and the tokens
+    stay the torch step's."""
+    model = small_model("Mamba2")
+    ids = prompt(model, batch=1)
+    use_fast_decode(model, kernel="torch")
+    expected = model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)
+    use_fast_decode(model)
+    ext, threads = cpu_decode.extension(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    old = pin_threads({min(os.sched_getaffinity(0))})
+    try:
+        ext.reset_solo_calls()
+        model.generate(ids, max_new_tokens=1, min_new_tokens=1, **GREEDY)  # the prompt pass: a team of two
+        assert ext.solo_calls_left() == 32
+        got = model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)  # 8 calls, each on one thread
+        assert ext.solo_calls_left() == 24
+        for _ in range(4):  # 24 more solo calls, then the team again, still kept waiting: twice the stretch
+            model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)
+        assert ext.solo_calls_left() == 64 - 7
+    finally:
+        for tid, cpus in old.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+        torch.set_num_threads(threads)
+        ext.reset_solo_calls()
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("preset", BLOCKS)

@@ -115,6 +115,8 @@ inline void cpu_relax() {
 // All threads of a team wait here until the last one arrives. A wait spins for up to kSpin (the other
 // thread is usually microseconds away), then yields for up to kYield, then sleeps in short naps: when
 // another process holds the core a partner needs, spinning on would only keep it from running.
+// It also adds up the waits that outlasted the spin (`long_waits`): a partner that far behind has
+// usually been put aside by the scheduler (run_team reads it).
 class SpinBarrier {
  public:
   explicit SpinBarrier(int size) : size_(size) {}
@@ -137,12 +139,19 @@ class SpinBarrier {
       if (waited < kYield) std::this_thread::yield();
       else std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+    // Timed at the end: a waiter the scheduler put aside mid-spin has waited longer than it last looked.
+    const auto waited = std::chrono::steady_clock::now() - start;
+    if (waited >= kSpin) long_waits_ns_.fetch_add(std::chrono::nanoseconds(waited).count(), std::memory_order_relaxed);
   }
+
+  // The time this call's threads spent in waits longer than the spin, summed over the threads.
+  std::chrono::nanoseconds long_waits() const { return std::chrono::nanoseconds(long_waits_ns_.load()); }
 
  private:
   static constexpr std::chrono::microseconds kSpin{100}, kYield{2000};
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> phase_{0};
+  std::atomic<int64_t> long_waits_ns_{0};
   const int size_;
 };
 
@@ -167,16 +176,35 @@ struct Team {
   }
 };
 
-// Runs f(team) on `threads` threads (torch's intra-op count) in one parallel region. Where OpenMP gives
-// fewer threads than asked (nested inside another region, a thread limit), thread 0 runs it alone: a
-// barrier waiting for threads that never come would hang.
+// A shared machine. When another process holds one of our cores, a team waits at every barrier for a
+// partner the scheduler has put aside: 130m Mamba-2 with one `python -c "while True: pass"` beside it on a
+// 2-vCPU Zen 4 decoded at 31.3 tok/s in int8 (121 quiet) and 19.8 in fp32 (45.6), while one thread alone
+// made 83.1 and 40.1 there. So a call whose threads spent over a fifth of its time in long waits
+// (SpinBarrier) sends the next calls to one thread, kSoloCalls of them, and then the team is tried again;
+// each try that finds the machine still contended doubles the stretch (up to kMaxSoloCalls), because a
+// contended team call costs many solo ones, and a quiet one sets it back. The results differ between team
+// sizes only in float rounding (sums over a thread's share), as between --threads settings.
+constexpr int kSoloCalls = 32, kMaxSoloCalls = 1024;
+std::atomic<int> solo_calls_left{0};
+std::atomic<int> solo_stretch{kSoloCalls};
+
+// Runs f(team) on `threads` threads (torch's intra-op count) in one parallel region, or on this thread alone
+// while the machine looked contended (above). Where OpenMP gives fewer threads than asked (nested inside
+// another region, a thread limit), thread 0 runs it alone: a barrier waiting for threads that never come
+// would hang.
 template <typename F>
 void run_team(int threads, const F& f) {
   if (threads <= 1 || omp_in_parallel()) {
     f(Team{});
     return;
   }
+  if (solo_calls_left.load(std::memory_order_relaxed) > 0) {
+    solo_calls_left.fetch_sub(1, std::memory_order_relaxed);
+    f(Team{});
+    return;
+  }
   SpinBarrier barrier(threads);
+  const auto start = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads)
   {
     if (omp_get_num_threads() == threads) {
@@ -184,6 +212,14 @@ void run_team(int threads, const F& f) {
     } else if (omp_get_thread_num() == 0) {
       f(Team{});
     }
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  if (barrier.long_waits() * 5 > elapsed * threads) {
+    const int stretch = solo_stretch.load(std::memory_order_relaxed);
+    solo_calls_left.store(stretch, std::memory_order_relaxed);
+    solo_stretch.store(std::min(2 * stretch, kMaxSoloCalls), std::memory_order_relaxed);
+  } else {
+    solo_stretch.store(kSoloCalls, std::memory_order_relaxed);
   }
 }
 
@@ -642,4 +678,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
   m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512");
   m.def("weight_hints", &weight_hints, "whether the AVX-512 batch-1 dot products ask for the weights ahead");
+  m.def("solo_calls_left", [] { return solo_calls_left.load(); },
+        "calls the step will still run on one thread because the last team waited on a descheduled partner");
+  m.def("reset_solo_calls", [] {
+    solo_calls_left.store(0);
+    solo_stretch.store(kSoloCalls);
+  }, "run the next call on the whole team again, as on a quiet machine");
 }
