@@ -127,11 +127,7 @@ def _write_gguf(model, source_dir, out: Path):
     from biomamba.gguf_export import GGUFExportError, write_gguf
 
     try:
-        tokenizer_dir = find_tokenizer_dir(source_dir) if source_dir is not None else None
-    except ModelSpecError:
-        tokenizer_dir = None
-    try:
-        write_gguf(model, tokenizer_dir, out)
+        write_gguf(model, _tokenizer_dir(source_dir), out)
     except GGUFExportError as error:
         raise ExportError(str(error)) from None
 
@@ -149,13 +145,20 @@ def _loader(to: str, out: Path) -> str:
     return "mamba_ssm.models.mixer_seq_simple.MambaLMHeadModel.from_pretrained"
 
 
-def _copy_tokenizer(source_dir, out: Path) -> Path | None:
-    """Copy the tokenizer files of `source_dir` (or its tokenizer/) into `out`; None if it has none."""
+def _tokenizer_dir(source_dir) -> Path | None:
+    """The tokenizer directory of `source_dir` (itself or its tokenizer/); None if it has none."""
     if source_dir is None:
         return None
     try:
-        tokenizer_dir = find_tokenizer_dir(source_dir)
+        return find_tokenizer_dir(source_dir)
     except ModelSpecError:
+        return None
+
+
+def _copy_tokenizer(source_dir, out: Path) -> Path | None:
+    """Copy the tokenizer files of `source_dir` (or its tokenizer/) into `out`; None if it has none."""
+    tokenizer_dir = _tokenizer_dir(source_dir)
+    if tokenizer_dir is None:
         return None
     for name in TOKENIZER_FILES + TOKENIZER_COMPANIONS:
         if (tokenizer_dir / name).is_file():

@@ -55,14 +55,16 @@ def check_supported(config):
     """GGUFExportError naming what llama.cpp's Mamba graphs do not compute: they have no in/out projection
     biases, Mamba-1's expansion is 2, and Mamba-2's is transformers' Mamba2 (gated norm after the gate, one
     D per head) with no dt clamp."""
+    from biomamba.checkpoints import HF_MAMBA2_FIXED
+
     wrong = []
     if config.bias:
         wrong.append("bias=True (in_proj/out_proj biases)")
     if config.ssm_layer == "Mamba1" and config.expand != 2:
         wrong.append(f"expand={config.expand} (the converter asserts 2)")
     if config.ssm_layer == "Mamba2":
-        fixed = {"rmsnorm": True, "norm_before_gate": False, "D_has_hdim": False}
-        wrong += [f"{name}={getattr(config, name)}" for name, value in fixed.items() if getattr(config, name) != value]
+        wrong += [f"{name}={getattr(config, name)}" for name, value in HF_MAMBA2_FIXED.items()
+                  if getattr(config, name) != value]
         if tuple(config.dt_limit) != (0.0, float("inf")):
             wrong.append(f"dt_limit={tuple(config.dt_limit)} (llama.cpp does not clamp dt)")
     if wrong:
@@ -101,7 +103,7 @@ def _add_parameters(writer, config, arch, gguf):
         writer.add_ssm_time_step_rank(config.dt_rank)
         writer.add_ssm_dt_b_c_rms(False)
     else:
-        writer.add_ssm_time_step_rank(config.d_inner // config.headdim)  # the head count
+        writer.add_ssm_time_step_rank(config.nheads)
         writer.add_ssm_group_count(config.ngroups)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
