@@ -13,7 +13,7 @@ steps never use the scan). The old version runs in a subprocess that imports bio
 `git archive REF` and times one call per request. One thread by default: on a shared 2-core box,
 two OpenMP threads wait for each other whenever another process holds a core.
 
-Ours runs in fp32 and, with --precisions, in the weight-only formats (`int8`, `bf16-weights`;
+Ours runs in fp32 and, with --precisions, in the rounded formats (`int8`, `int8-dynamic`, `bf16-weights`;
 biomamba/decode.py), each a copy of the same weights, in this process with the OpenMP wait policy that
 `import biomamba` sets (PASSIVE, biomamba/threads.py), as `biomamba generate` runs. The peers run each in
 its own child process with the environment the user started this script with, as their users run them:
@@ -63,8 +63,8 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per measurement (the fastest is kept)")
     p.add_argument("--before", default="main", help="git ref of the old generate ('' skips it)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--precisions", default="int8,bf16-weights",
-                   help="weight-only formats of ours timed beside fp32 ('' for none)")
+    p.add_argument("--precisions", default="int8,int8-dynamic,bf16-weights",
+                   help="rounded formats of ours timed beside fp32 ('' for none)")
     p.add_argument("--llama", default="f32,f16,q8_0", help="llama.cpp GGUF types to time ('' for none)")
     p.add_argument("--converter", default=os.environ.get("LLAMA_CPP_CONVERTER", ""),
                    help="llama.cpp's convert_hf_to_gguf.py (default $LLAMA_CPP_CONVERTER)")
@@ -130,8 +130,8 @@ def has_block(source: Path, block: str) -> bool:
     return block == "Mamba1" or (source / "biomamba" / "mamba2.py").is_file()
 
 
-def weight_only_copies(ours, precisions):
-    """{precision: a copy of `ours` with its weights in that weight-only format}."""
+def rounded_copies(ours, precisions):
+    """{precision: a copy of `ours` rounded to that format}."""
     from biomamba import BioMambaForCausalLM
     from biomamba.decode import use_fast_decode
 
@@ -308,7 +308,7 @@ def main():
         for block, size in ((b, p) for b in args.blocks.split(",") for p in args.presets.split(",")):
             preset = f"{block}/{size}"
             ours, hf_dir = models(size, block, scratch / block / size)
-            copies = weight_only_copies(ours, [p for p in args.precisions.split(",") if p])
+            copies = rounded_copies(ours, [p for p in args.precisions.split(",") if p])
             peers = {"transformers": Peer.of_kind("transformers", hf_dir, args)}
             if not missing:
                 files = gguf_files(hf_dir, args.llama.split(","), args.converter, scratch / block / size)

@@ -39,7 +39,7 @@ def parse_args():
     p.add_argument("--blocks", default="Mamba1,Mamba2", help="comma list of block types (config.ssm_layer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--fast", default="fp32,bf16-weights,int8",
+    p.add_argument("--fast", default="fp32,bf16-weights,int8,int8-dynamic",
                    help="precisions of our compiled decode step to profile too ('' skips it)")
     return p.parse_args()
 

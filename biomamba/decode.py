@@ -16,19 +16,24 @@ zero states, and the cache ends as the torch path leaves it. Anything else (trai
 eval-ppl asks, output_hidden_states, inputs_embeds, a mask with pads, packed documents, CUDA, a
 bf16/fp16 model) runs the torch path, as does `model.decode_kernel = "torch"`.
 
-Weight-only precisions (`quantize_weights(model, precision)`):
+Rounded precisions (`quantize_weights(model, precision)`):
     "int8"          each weight row w is stored as round(w / s) in int8 with s = max|w| / 127 (one fp32
                     scale per output row), as llama.cpp's q8_0 does per block of 32
+    "int8-dynamic"  int8 weights as "int8", and the activations entering in_proj, out_proj and the LM head
+                    rounded to int8 too, in blocks of 32 (round_activations), as q8_0 rounds its
+                    activations: with AVX-512 VNNI the step then multiplies bytes with bytes
     "bf16-weights"  each weight rounded to bfloat16
 The linear layers of every block and the tied embedding / LM head are rounded in place (the model
 keeps fp32 tensors holding the rounded values, so the prompt pass, eval-ppl and the decoding step all
-score the same weights) and a packed copy is kept for the step to read: 1 or 2 bytes a weight instead
-of 4. Conv weights, norms, A, D and dt biases stay fp32 (a few KB per layer). Packed copies are made
-once; train no further after quantizing (quantize again to refresh them).
+score the same weights; under int8-dynamic forward pre-hooks round those layers' inputs on the torch
+path too) and a packed copy is kept for the step to read: 1 or 2 bytes a weight instead of 4. Conv
+weights, norms, A, D and dt biases stay fp32 (a few KB per layer). Packed copies are made once; train no
+further after quantizing (quantize again to refresh them).
 """
 import torch
 
-WEIGHT_ONLY = ("int8", "bf16-weights")
+ROUNDED = ("int8", "int8-dynamic", "bf16-weights")
+ACTIVATION_BLOCK = 32  # int8-dynamic's activation blocks (kernels/cpu/decode_vectors.h kActBlock)
 KERNELS = ("auto", "compiled", "torch")
 # Longer prompts take the torch path (a GEMM and the scan kernel): the compiled prompt pass reads each
 # weight once but does the arithmetic of PREFILL_MAX_TOKENS dot products per weight row in its gemv.
@@ -40,8 +45,8 @@ def quantize(weight, precision):
     weight = weight.detach().float()
     if precision == "bf16-weights":
         return weight.to(torch.bfloat16).contiguous(), None
-    if precision != "int8":
-        raise ValueError(f"weight-only precision must be one of {WEIGHT_ONLY}, got {precision!r}")
+    if precision not in ("int8", "int8-dynamic"):
+        raise ValueError(f"precision must be one of {ROUNDED}, got {precision!r}")
     scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127  # (m,)
     packed = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
     return packed, scale.contiguous()
@@ -49,6 +54,38 @@ def quantize(weight, precision):
 
 def dequantize(packed, scale):
     return packed.float() if scale is None else packed.float() * scale[:, None]
+
+
+def round_activations(x, block=ACTIVATION_BLOCK):
+    """x rounded to int8 in blocks of `block` along its last dimension, as values: q * s with s = max|x_b| / 127
+    and q = round(x / s) (half to even; 0 where s is 0). The compiled step rounds exactly so (Int8Activations)."""
+    k = x.shape[-1]
+    blocks = torch.nn.functional.pad(x, (0, -k % block)).unflatten(-1, (-1, block))
+    scale = blocks.abs().amax(dim=-1, keepdim=True) / 127
+    q = torch.where(scale > 0, torch.round(blocks / scale), 0)
+    return (q * scale).flatten(-2)[..., :k]
+
+
+def _round_input(module, args):
+    return (round_activations(args[0]), *args[1:])
+
+
+def activation_linears(model):
+    """The linear layers whose inputs int8-dynamic rounds: in_proj, out_proj and the LM head (x_proj and
+    dt_proj, a few per cent of Mamba-1's weights, keep fp32 inputs)."""
+    linears = [model.lm_head]
+    for layer in model.backbone.layers:
+        linears += [layer.mixer.in_proj, layer.mixer.out_proj]
+    return linears
+
+
+def _set_activation_rounding(model, on):
+    for linear in activation_linears(model):
+        handle = vars(linear).pop("_round_input_hook", None)
+        if handle is not None:
+            handle.remove()
+        if on:
+            linear._round_input_hook = linear.register_forward_pre_hook(_round_input)
 
 
 def step_linears(model):
@@ -64,13 +101,15 @@ def step_linears(model):
 
 @torch.no_grad()
 def quantize_weights(model, precision):
-    """Round the step's weights to `precision` ("int8", "bf16-weights") in place and keep packed copies."""
+    """Round the step's weights to `precision` (one of ROUNDED) in place and keep packed copies; under
+    "int8-dynamic" the inputs of activation_linears are rounded from then on too (forward pre-hooks)."""
     if model.dtype != torch.float32:
         raise ValueError(f"weight-only {precision} starts from an fp32 model, this one is {model.dtype}")
     for linear in step_linears(model):
         packed, scale = quantize(linear.weight, precision)
         linear.weight.copy_(dequantize(packed, scale))  # the tied embedding follows the LM head
         linear.decode_weight = (packed, scale)
+    _set_activation_rounding(model, precision == "int8-dynamic")
     model.decode_precision = precision
     return model
 
@@ -214,7 +253,8 @@ def fast_step(model, input_ids, cache):
     hidden = backbone.embedding(input_ids.reshape(-1)).float().contiguous()  # (b * steps, d_model)
     states = [(cache.get_conv_state(layer.mixer.layer_idx), cache.get_recurrent_state(layer.mixer.layer_idx))
               for layer in backbone.layers]
-    head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head))
+    head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head),
+            vars(model).get("decode_precision") == "int8-dynamic")
     eps = backbone.layers[0].norm.eps
     if cfg.ssm_layer == "Mamba2":
         layers = [_mamba2_fields(layer, *state, cfg.rmsnorm) for layer, state in zip(backbone.layers, states)]
@@ -246,13 +286,13 @@ def fast_prefill(model, input_ids, cache):
 
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):
-    """Set how `model` decodes on CPU: precision "fp32" or one of WEIGHT_ONLY (quantize_weights), and the
+    """Set how `model` decodes on CPU: precision "fp32" or one of ROUNDED (quantize_weights), and the
     step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch")."""
     if kernel not in KERNELS:
         raise ValueError(f"decode kernel must be one of {KERNELS}, got {kernel!r}")
-    if precision not in ("fp32", *WEIGHT_ONLY):
-        raise ValueError(f"decode precision must be fp32 or one of {WEIGHT_ONLY}, got {precision!r}")
+    if precision not in ("fp32", *ROUNDED):
+        raise ValueError(f"decode precision must be fp32 or one of {ROUNDED}, got {precision!r}")
     model.decode_kernel = kernel
-    if precision in WEIGHT_ONLY:
+    if precision in ROUNDED:
         quantize_weights(model, precision)
     return model

@@ -39,13 +39,16 @@ FLAGS = {
 WANDB = ("wandb", "wandb_project", "wandb_group")
 
 # --precision of the commands that score or decode with a model -> the torch dtype its weights are cast to.
-# The weight-only ones keep fp32 activations and round the weights (biomamba/decode.py): int8 with one
-# scale per output row, or bf16; the CPU decoding step then reads 1 or 2 bytes a weight.
-WEIGHT_ONLY = ("int8", "bf16-weights")
+# The rounded ones keep an fp32 model and round its weights (biomamba/decode.py): int8 with one scale per
+# output row, or bf16; the CPU decoding step then reads 1 or 2 bytes a weight. int8-dynamic also rounds
+# the activations entering the large projections to int8, in blocks of 32.
+ROUNDED = ("int8", "int8-dynamic", "bf16-weights")
 EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "bf16-weights": "float32",
-               "int8": "float32"}
+               "int8": "float32", "int8-dynamic": "float32"}
 PRECISION_HELP = ("the weights' dtype (default fp32); bf16-weights and int8 round the weights only "
-                  "(activations stay fp32; the CPU decoding step reads them at 2 or 1 byte a weight)")
+                  "(activations stay fp32; the CPU decoding step reads them at 2 or 1 byte a weight); "
+                  "int8-dynamic rounds the activations entering in_proj, out_proj and the LM head to int8 "
+                  "too, in blocks of 32 as llama.cpp's q8_0 (bytes times bytes with AVX-512 VNNI)")
 
 
 def add_threads(parser):

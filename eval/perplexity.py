@@ -298,7 +298,7 @@ def _run(args) -> int:
         device = str(pick_device(args.device))
         datasets = [load_data(spec) for spec in args.data]  # cheap checks before the model loads
         loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, flags.EVAL_DTYPES[args.precision],
-                                          weight_only=args.precision if args.precision in flags.WEIGHT_ONLY else None)
+                                          rounded=args.precision if args.precision in flags.ROUNDED else None)
         max_length, note = default_max_length(loaded, args.max_length)
         stride = check_windowing(max_length, args.stride)
         if args.batch_size < 1:

@@ -56,9 +56,9 @@ def _max_positions(raw: dict) -> int | None:
     return None
 
 
-def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32", weight_only=None) -> tuple[EvalModel, dict]:
-    """The model a SPEC names, ready for scoring, and its tokenizer's identity; weight_only ("int8",
-    "bf16-weights"): a BioMamba model's weights rounded to it (biomamba.decode.quantize_weights)."""
+def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32", rounded=None) -> tuple[EvalModel, dict]:
+    """The model a SPEC names, ready for scoring, and its tokenizer's identity; rounded ("int8",
+    "int8-dynamic", "bf16-weights"): a BioMamba model rounded to it (biomamba.decode.quantize_weights)."""
     import torch
     path = Path(spec)
     model_dir = model_dir_of(path)
@@ -81,11 +81,11 @@ def load_model(spec, tokenizer_dir=None, device="cpu", dtype="float32", weight_o
     except (OSError, ValueError, KeyError) as err:
         raise ModelSpecError(f"{model_dir}: cannot load the model ({type(err).__name__}: {err})") from None
     model = model.to(device=device, dtype=torch_dtype).eval()
-    if weight_only:
+    if rounded:
         if family != "biomamba":
-            raise ModelSpecError(f"{model_dir}: --precision {weight_only} (weight-only) is for BioMamba models")
+            raise ModelSpecError(f"{model_dir}: --precision {rounded} (rounded weights) is for BioMamba models")
         from biomamba.decode import quantize_weights
-        quantize_weights(model, weight_only)
+        quantize_weights(model, rounded)
     name = path.name if model_dir == path else f"{path.name}/{model_dir.name}"
     loaded = EvalModel(model, tokenizer, scoring, family, name, str(path), _max_positions(raw))
     return loaded, tokenizer_identity(tokenizer, tok_dir)

@@ -27,12 +27,12 @@ class Scorer:
         from biomamba.eval.perplexity import encoder, model_entry
         from biomamba.eval.ppl_models import ModelSpecError, load_model
         from biomamba.eval.qa import DEFAULT_MAX_LENGTH
-        from biomamba.flags import EVAL_DTYPES, WEIGHT_ONLY
+        from biomamba.flags import EVAL_DTYPES, ROUNDED
         from biomamba.resolve import model_dir_of, trained_by
         from biomamba.runtime import pick_device
         device = str(pick_device(args.device))
         loaded, tokenizer_id = load_model(args.model, args.tokenizer, device, EVAL_DTYPES[args.precision],
-                                          weight_only=args.precision if args.precision in WEIGHT_ONLY else None)
+                                          rounded=args.precision if args.precision in ROUNDED else None)
         if loaded.scoring != "causal":
             raise ModelSpecError(f"{args.model}: a masked LM has no next-token loglikelihood; eval-qa scores causal LMs")
         if args.scoring == "shared" and not loaded.is_mamba:

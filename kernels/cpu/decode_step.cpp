@@ -10,7 +10,9 @@
 //     of each sequence (a decoding step) or for a whole prompt (prefill: the projections read each weight
 //     once for all of the prompt's tokens, the conv and state steps run token after token);
 //   - linear: the gemv alone, for tests and the profile.
-// Activations and states stay float32 whatever the weights (weight-only quantization).
+// Activations and states stay float32 whatever the weights (weight-only quantization), except under
+// int8-dynamic, where the activations entering in_proj, out_proj and the LM head are rounded to int8 in
+// blocks of 32 (decode_vectors.h: Int8Activations) and, with AVX-512 VNNI, multiplied as integers.
 //
 // Threads: one OpenMP parallel region per token, not one per operation. biomamba runs OpenMP with
 // OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py: a busy neighbour must not starve us), where every
@@ -54,10 +56,11 @@ struct Linear {
   Kind kind = kF32;
   int isa = 0;  // the instruction set its dot products use (isa.h), read once per call of the step
   bool hints = false;  // whether the AVX-512 ones ask for the weights ahead (weight_hints)
+  bool int8_activations = false;  // x rounded to int8 in blocks first (int8-dynamic; int8 weights only)
 };
 
 Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optional<Tensor>& bias,
-                   const char* name, int isa) {
+                   const char* name, int isa, bool int8_activations = false) {
   TORCH_CHECK(w.device().is_cpu() && w.dim() == 2 && w.is_contiguous(), "decode step: ", name,
               " weight must be a contiguous 2-d CPU tensor");
   Linear L;
@@ -79,6 +82,9 @@ Linear make_linear(const Tensor& w, const optional<Tensor>& scale, const optiona
     TORCH_CHECK(false, "decode step: ", name, " weight must be float32, bfloat16 or int8, got ",
                 w.scalar_type());
   }
+  TORCH_CHECK(!int8_activations || L.kind == kI8, "decode step: int8 activations need int8 weights, ", name,
+              " has ", w.scalar_type());
+  L.int8_activations = int8_activations;
   if (bias.has_value()) {
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == L.m, "decode step: ", name,
                 " bias must be float32 (", L.m, ",)");
@@ -225,11 +231,15 @@ void run_team(int threads, const F& f) {
 
 // ---------------------------------------------------------------------------- gemv
 
+void gemv_rows_int8_activations(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out,
+                                int64_t ldo);
+
 // out[j * ldo + r] = scale[r] * <w[r], x_j> + bias[r] for the rows r in `rows` and the b rows x_j = x + j * ldx.
 // Each weight row is read from memory once for all b rows of x. At batch 1 the rows are read one after
 // another, front to back: a thread's rows are then one sequential stream, which the hardware prefetchers
 // follow best (the 3072x768 in_proj went from 23 to 34 GB/s on an AMD EPYC, against dot4's four streams).
 void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out, int64_t ldo) {
+  if (L.int8_activations) return gemv_rows_int8_activations(L, x, ldx, b, rows, out, ldo);
   if (b == 1 && L.kind == kBF16 && has_bf16_pairs(L.isa)) {
     thread_local std::vector<float> pairs;  // x's even elements, then its odd ones (dot_bf16_pairs)
     pairs.resize(L.k + 1);
@@ -258,6 +268,29 @@ void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range ro
     const float bias = L.bias ? L.bias[r] : 0.f;
     for (int64_t j = 0; j < b; ++j) out[j * ldo + r] = dot(L, r, 0, L.k, x + j * ldx) * scale + bias;
   }
+}
+
+// gemv_rows for int8-dynamic: each row of x rounded to int8 (Int8Activations, per thread: every thread reads
+// all of x); at batch 1 with VNNI the dot products run in integers, elsewhere on the rounded values as floats.
+void gemv_rows_int8_activations(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out,
+                                int64_t ldo) {
+  thread_local Int8Activations rounded;
+  if (b == 1 && has_int8_dot(L.isa)) {
+    rounded.round(x, L.k);
+    const int8_t* w = static_cast<const int8_t*>(L.w);
+    for (int64_t r = rows.begin; r < rows.end; ++r)
+      out[r] = dot_int8_activations(w + r * L.k, rounded) * L.scale[r] + (L.bias ? L.bias[r] : 0.f);
+    return;
+  }
+  thread_local std::vector<float> values;
+  values.resize(b * L.k);
+  for (int64_t j = 0; j < b; ++j) {
+    rounded.round(x + j * ldx, L.k);
+    rounded.values(values.data() + j * L.k);
+  }
+  Linear plain = L;
+  plain.int8_activations = false;
+  gemv_rows(plain, values.data(), L.k, b, rows, out, ldo);
 }
 
 // out[j * L.m + r] = scale[r] * <w[r, cols], x_j[cols]> for every row r: this thread's part of the
@@ -369,8 +402,8 @@ struct Head {
 };
 
 Head make_head(const Tensor& norm, double eps, const Tensor& w, const optional<Tensor>& scale, int64_t d_model,
-               int isa) {
-  Head head{f32(norm, d_model, "norm_f weight"), eps, make_linear(w, scale, {}, "lm_head", isa)};
+               int isa, bool int8_activations) {
+  Head head{f32(norm, d_model, "norm_f weight"), eps, make_linear(w, scale, {}, "lm_head", isa, int8_activations)};
   TORCH_CHECK(head.w.k == d_model, "decode step: lm_head takes ", head.w.k, " inputs, hidden has ", d_model);
   return head;
 }
@@ -423,12 +456,15 @@ struct Mamba1Layer {
   int isa;  // the instruction set of its state step (isa.h)
 };
 
-Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int isa) {
+// int8_activations: in_proj's and out_proj's inputs rounded to int8 (int8-dynamic); x_proj and dt_proj, a few
+// per cent of the weights, keep float32 inputs.
+Mamba1Layer mamba1_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int isa,
+                         bool int8_activations) {
   Mamba1Layer L;
-  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa);
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa, int8_activations);
   L.x = make_linear(required(t, 7, "x_proj"), t[8], {}, "x_proj", isa);
   L.dt = make_linear(required(t, 9, "dt_proj"), t[10], {}, "dt_proj", isa);
-  L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj", isa);
+  L.out = make_linear(required(t, 15, "out_proj"), t[16], t[17], "out_proj", isa, int8_activations);
   L.isa = isa;
   const Tensor &A = required(t, 12, "A"), &conv = required(t, 4, "conv weight");
   L.d_inner = L.out.k, L.n = A.size(-1), L.rank = L.dt.k, L.w = conv.size(-1);
@@ -490,12 +526,13 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
 // the LM head; hidden (b * steps, d_model), the embedded tokens, becomes the last block's residual; the
 // cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given.
 Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
-                     Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+                     Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
+                     bool int8_activations) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   std::vector<Mamba1Layer> blocks;
   const int isa = biomamba_isa::isa_level();
-  for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model, isa));
-  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa);
+  for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model, isa, int8_activations));
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa, int8_activations);
   const int threads = at::get_num_threads();
   const int64_t di = blocks.empty() ? 0 : blocks[0].d_inner, x_m = blocks.empty() ? 0 : blocks[0].x.m;
   for (const auto& L : blocks)
@@ -525,10 +562,10 @@ struct Mamba2Layer {
 };
 
 Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int64_t d_model, int64_t ngroups,
-                         int isa) {
+                         int isa, bool int8_activations) {
   Mamba2Layer L;
-  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa);
-  L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj", isa);
+  L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa, int8_activations);
+  L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj", isa, int8_activations);
   L.isa = isa;
   const Tensor &A = required(t, 8, "A"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
   L.d_inner = L.out.k, L.heads = A.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
@@ -636,17 +673,19 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
 // mamba1_tokens for Mamba-2 blocks.
 Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
                      double dt_min, double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps,
-                     bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale) {
+                     bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
+                     bool int8_activations) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
   const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
   std::vector<Mamba2Layer> blocks;
   const int isa = biomamba_isa::isa_level();
-  for (const auto& layer : layers) blocks.push_back(mamba2_layer(layer, b, d_model, ngroups, isa));
+  for (const auto& layer : layers)
+    blocks.push_back(mamba2_layer(layer, b, d_model, ngroups, isa, int8_activations));
   TORCH_CHECK(!blocks.empty(), "decode step (Mamba-2): no layers");
   for (const auto& L : blocks)
     TORCH_CHECK(L.in.m == blocks[0].in.m && L.d_inner == blocks[0].d_inner && L.conv_dim == blocks[0].conv_dim,
                 "decode step (Mamba-2): every layer must have one shape");
-  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa);
+  const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa, int8_activations);
   const int threads = at::get_num_threads();
   Mamba2Work work(threads, rows, d_model, blocks[0], ngroups);
   return run_tokens(threads, hidden, steps, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
@@ -656,9 +695,10 @@ Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optio
 
 // ---------------------------------------------------------------------------- the gemv alone
 
-// out (b, m) = x (b, k) @ w^T (* scale) (+ bias), for tests and the profile.
-Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias) {
-  const Linear L = make_linear(w, scale, bias, "linear", biomamba_isa::isa_level());
+// out (b, m) = x (b, k) @ w^T (* scale) (+ bias), for tests and the profile; int8_activations: x rounded to
+// int8 in blocks first (int8-dynamic).
+Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias, bool int8_activations) {
+  const Linear L = make_linear(w, scale, bias, "linear", biomamba_isa::isa_level(), int8_activations);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2 && x.size(1) == L.k,
               "decode linear: x must be contiguous float32 (b, ", L.k, ")");
   Tensor out = at::empty({x.size(0), L.m}, x.options());
@@ -675,8 +715,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace biomamba_decode;
   m.def("mamba1_tokens", &mamba1_tokens, "decoding steps (or a prompt) through every Mamba-1 block and the LM head");
   m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
-  m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights");
-  m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512");
+  m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights", pybind11::arg("x"),
+        pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias"), pybind11::arg("int8_activations") = false);
+  m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 VNNI");
   m.def("weight_hints", &weight_hints, "whether the AVX-512 batch-1 dot products ask for the weights ahead");
   m.def("solo_calls_left", [] { return solo_calls_left.load(); },
         "calls the step will still run on one thread because the last team waited on a descheduled partner");

@@ -4,14 +4,19 @@
 //   - dot / dot4: a weight row (float32, bfloat16 or int8) against float32 activations, one row or four;
 //   - dot_bf16_pairs: the bfloat16 row two weights a 32-bit word (batch 1);
 //   - ssd_channel: a Mamba-2 channel's state step s = decay s + dx B, returning <s, C>;
-//   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>.
+//   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>;
+//   - Int8Activations / dot_int8_activations: int8-dynamic's activations rounded to int8 in blocks of 32, and an
+//     int8 row's dot product with them in integers (AVX-512 VNNI).
 // A CPU without AVX-512 (AMD before Zen 4, most laptops) decoded through scalar loops until the AVX2 builds:
 // 130m fp32 at 9-13 tok/s on a Zen 3 EPYC, 40-43 after (bench/RESULTS.md "A fourth CPU").
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "isa.h"
 #include "scan_math.h"  // Lanes<float, W>: the scan kernel's Cephes exp (libm's expf does not vectorise here)
@@ -363,6 +368,95 @@ inline ISA_AVX512 float mamba1_state_avx512(float* s, const float* A, const floa
   return mamba1_state_lanes<16>(s, A, B, C, delta, x, n);
 }
 #endif  // BIOMAMBA_X86
+
+// ---------------------------------------------------------------------------- int8 activations (int8-dynamic)
+
+// int8-dynamic rounds the activations entering in_proj, out_proj and the LM head to int8 in blocks of
+// kActBlock columns, as llama.cpp's q8_0 does its activations: s_b = max|x_b| / 127, q = round(x / s_b) (to
+// even; 0 where s_b is 0), exactly as biomamba/decode.py's round_activations, so both paths score the
+// same numbers q * s_b. With VNNI an int8 row then meets them 64 bytes an instruction (vpdpbusd), where the
+// weight-only int8 path widens every weight to a float: that path computes 27 G weights/s on a Zen 4 core
+// pair, below what its memory delivers (bench/RESULTS.md).
+constexpr int64_t kActBlock = 32;
+
+struct Int8Activations {
+  int64_t k = 0;
+  std::vector<int8_t> q;           // k values, zeros up to a multiple of 64
+  std::vector<float> scale;        // s_b, one per block
+  std::vector<float> lane_scale;   // one per 4 columns (a vpdpbusd lane): the scale of their block
+  std::vector<int32_t> lane_bias;  // one per 4 columns: -128 x the sum of their q (see dot_int8_activations)
+
+  // Rounds x[0 : k]; the buffers are reused from call to call.
+  void round(const float* x, int64_t k_) {
+    k = k_;
+    const int64_t padded = (k + 63) / 64 * 64, blocks = (k + kActBlock - 1) / kActBlock;
+    q.assign(padded, 0);
+    scale.resize(blocks);
+    lane_scale.assign(padded / 4, 0.f);
+    lane_bias.assign(padded / 4, 0);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = b * kActBlock, end = std::min(k, begin + kActBlock);
+      float amax = 0.f;
+      for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
+      const float s = amax / 127.f;
+      scale[b] = s;
+      if (s > 0.f)
+        for (int64_t i = begin; i < end; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] / s));
+    }
+    for (int64_t lane = 0; lane < padded / 4; ++lane) {
+      lane_scale[lane] = lane * 4 < k ? scale[lane * 4 / kActBlock] : 0.f;
+      for (int i = 0; i < 4; ++i) lane_bias[lane] -= 128 * q[lane * 4 + i];
+    }
+  }
+
+  // x as rounded, q * s_b, into out[0 : k]: the same numbers for the paths without VNNI.
+  void values(float* out) const {
+    for (int64_t i = 0; i < k; ++i) out[i] = static_cast<float>(q[i]) * scale[i / kActBlock];
+  }
+};
+
+// Sum over blocks of s_b <w_b, q_b> for an int8 row w of a.k columns. vpdpbusd multiplies unsigned bytes by
+// signed ones, so the weights go in as w + 128 (w XOR 0x80) and each lane's sum starts from -128 x the sum
+// of its four q (lane_bias): the integer sums are then exact, and one float multiply-add per lane applies
+// the scales.
+#ifdef BIOMAMBA_X86
+inline ISA_AVX512_VNNI float dot_int8_activations_vnni(const int8_t* w, const Int8Activations& a) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int8_t* q = a.q.data();
+  const float* lane_scale = a.lane_scale.data();
+  const int32_t* lane_bias = a.lane_bias.data();
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 128 <= a.k; i += 128) {
+    const __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(w + i), flip);
+    const __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512(w + i + 64), flip);
+    const __m512i d0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(lane_bias + i / 4), w0, _mm512_loadu_si512(q + i));
+    const __m512i d1 =
+        _mm512_dpbusd_epi32(_mm512_loadu_si512(lane_bias + i / 4 + 16), w1, _mm512_loadu_si512(q + i + 64));
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_loadu_ps(lane_scale + i / 4), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_loadu_ps(lane_scale + i / 4 + 16), a1);
+  }
+  for (; i < a.k; i += 64) {  // the padded q and lane arrays are whole; the weights' tail is masked (w = 0)
+    const __mmask64 mask = a.k - i >= 64 ? ~0ULL : (1ULL << (a.k - i)) - 1;
+    const __m512i w0 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, w + i), flip);
+    const __m512i d0 = _mm512_dpbusd_epi32(_mm512_loadu_si512(lane_bias + i / 4), w0, _mm512_loadu_si512(q + i));
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_loadu_ps(lane_scale + i / 4), a0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+#endif
+
+// Whether dot_int8_activations runs at this level (the others take Int8Activations::values and dot).
+inline bool has_int8_dot(int isa) { return isa >= 3; }
+
+inline float dot_int8_activations(const int8_t* w, const Int8Activations& a) {
+#ifdef BIOMAMBA_X86
+  return dot_int8_activations_vnni(w, a);
+#else
+  (void)w, (void)a;
+  return 0.f;  // unreachable: has_int8_dot is false without x86
+#endif
+}
 
 // ---------------------------------------------------------------------------- at a level (isa.h)
 

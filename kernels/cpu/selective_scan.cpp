@@ -146,7 +146,7 @@ RowKernels<T> base_kernels() {
 
 template <int kN>
 RowKernels<float> wide_kernels(int isa) {
-  if (isa == 2 && kN % 16 == 0) return {forward_avx512<kN>, backward_avx512<kN>};
+  if (isa >= 2 && kN % 16 == 0) return {forward_avx512<kN>, backward_avx512<kN>};
   if (isa >= 1) return {forward_avx2<kN>, backward_avx2<kN>};
   return base_kernels<float, kN, 4>();
 }

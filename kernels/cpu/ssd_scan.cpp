@@ -143,7 +143,7 @@ std::vector<Tensor> ssd_forward(const Tensor& x, const Tensor& dt, const Tensor&
     T *yp = y.data_ptr<T>(), *fp = fin.data_ptr<T>();
     const int isa = biomamba_isa::isa_level();
     parallel_units(b * h, [&](int64_t unit) {
-      if (isa == 2) forward_avx512<T>(a, unit, yp, fp);
+      if (isa >= 2) forward_avx512<T>(a, unit, yp, fp);
       else if (isa == 1) forward_avx2<T>(a, unit, yp, fp);
       else forward_base<T>(a, unit, yp, fp);
     });
@@ -179,7 +179,7 @@ std::vector<Tensor> ssd_backward(const Tensor& x, const Tensor& dt, const Tensor
     g.ginit = ginit.data_ptr<T>();
     const int isa = biomamba_isa::isa_level();
     parallel_units(b * h, [&](int64_t unit) {
-      if (isa == 2) backward_avx512<T>(a, g, unit);
+      if (isa >= 2) backward_avx512<T>(a, g, unit);
       else if (isa == 1) backward_avx2<T>(a, g, unit);
       else backward_base<T>(a, g, unit);
     });
