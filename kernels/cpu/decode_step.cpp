@@ -185,12 +185,17 @@ struct Team {
 // A shared machine. When another process holds one of our cores, a team waits at every barrier for a
 // partner the scheduler has put aside: 130m Mamba-2 with one `python -c "while True: pass"` beside it on a
 // 2-vCPU Zen 4 decoded at 31.3 tok/s in int8 (121 quiet) and 19.8 in fp32 (45.6), while one thread alone
-// made 83.1 and 40.1 there. So a call whose threads spent over a fifth of its time in long waits
-// (SpinBarrier) sends the next calls to one thread, kSoloCalls of them, and then the team is tried again;
-// each try that finds the machine still contended doubles the stretch (up to kMaxSoloCalls), because a
-// contended team call costs many solo ones, and a quiet one sets it back. The results differ between team
-// sizes only in float rounding (sums over a thread's share), as between --threads settings.
-constexpr int kSoloCalls = 32, kMaxSoloCalls = 1024;
+// made 83.1 and 40.1 there. So kContendedCalls calls in a row whose threads spent over a fifth of their time
+// in long waits (SpinBarrier) send the next calls to one thread, kSoloCalls of them, and then the team is
+// tried again; each try that finds the machine still contended doubles the stretch (up to kMaxSoloCalls),
+// because a contended team call costs many solo ones, and a quiet one sets it back. In a row: a VM's
+// quiet 2 vCPUs also stall a call now and then (a Zen 4 EPYC, 2026-12-06: 130m Mamba-2 int8-dynamic steps
+// of 5.9 ms median, 15 ms at the 99th percentile, 69 ms at most), and one such call sent 2-5 stretches of
+// 512 calls to one thread, about 100 ms each at a third slower; two in a row sent none in 1,024 calls,
+// while a busy neighbour stalls every call. The results differ between team sizes only in float rounding
+// (sums over a thread's share), as between --threads settings.
+constexpr int kContendedCalls = 2, kSoloCalls = 32, kMaxSoloCalls = 1024;
+std::atomic<int> contended_calls{0};  // in a row
 std::atomic<int> solo_calls_left{0};
 std::atomic<int> solo_stretch{kSoloCalls};
 
@@ -221,10 +226,13 @@ void run_team(int threads, const F& f) {
   }
   const auto elapsed = std::chrono::steady_clock::now() - start;
   if (barrier.long_waits() * 5 > elapsed * threads) {
+    if (contended_calls.fetch_add(1, std::memory_order_relaxed) + 1 < kContendedCalls) return;
+    contended_calls.store(0, std::memory_order_relaxed);
     const int stretch = solo_stretch.load(std::memory_order_relaxed);
     solo_calls_left.store(stretch, std::memory_order_relaxed);
     solo_stretch.store(std::min(2 * stretch, kMaxSoloCalls), std::memory_order_relaxed);
   } else {
+    contended_calls.store(0, std::memory_order_relaxed);
     solo_stretch.store(kSoloCalls, std::memory_order_relaxed);
   }
 }
@@ -722,6 +730,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("solo_calls_left", [] { return solo_calls_left.load(); },
         "calls the step will still run on one thread because the last team waited on a descheduled partner");
   m.def("reset_solo_calls", [] {
+    contended_calls.store(0);
     solo_calls_left.store(0);
     solo_stretch.store(kSoloCalls);
   }, "run the next call on the whole team again, as on a quiet machine");
