@@ -240,6 +240,36 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
             _attr(_attr(mixer, "norm"), "weight") if rmsnorm else None, *_weight(out_proj), _bias(out_proj)]
 
 
+# While the step runs its calls on one thread because the machine looks contended (run_team in
+# kernels/cpu/decode_step.cpp), torch's own ops between the steps (the embedding, generate's logits
+# processors and argmax over the vocabulary) run on one thread too: on two, each waited for the thread a
+# busy neighbour had put aside. 130m int8-dynamic beside one `python -c "while True: pass"` on a 2-vCPU Zen 4
+# (2026-12-06): 31-36 tok/s with the step alone on one thread, 66-71 with the whole process on one.
+_threads_before_solo = None  # torch's intra-op threads as the user set them, while lowered to one
+
+
+def _team_size(ext) -> int:
+    """The step's team: torch's intra-op threads as the user set them. Lowers torch's own count to one while
+    the step runs alone, and sets it back once the step tries its team again (or generate ends)."""
+    global _threads_before_solo
+    if ext.solo_calls_left() > 0:
+        if _threads_before_solo is None and torch.get_num_threads() > 1:
+            _threads_before_solo = torch.get_num_threads()
+            torch.set_num_threads(1)
+    else:
+        restore_threads()
+    return _threads_before_solo or torch.get_num_threads()
+
+
+def restore_threads():
+    """torch's intra-op threads back as they were before the step lowered them (BioMambaForCausalLM.generate
+    calls it on its way out)."""
+    global _threads_before_solo
+    if _threads_before_solo is not None:
+        torch.set_num_threads(_threads_before_solo)
+        _threads_before_solo = None
+
+
 def fast_step(model, input_ids, cache):
     """Logits (b, 1, vocab) after the tokens input_ids (b, l): one cached decoding step when l is 1, else a
     prompt pass from the cache's states; the states advance in place.
@@ -254,7 +284,7 @@ def fast_step(model, input_ids, cache):
     states = [(cache.get_conv_state(layer.mixer.layer_idx), cache.get_recurrent_state(layer.mixer.layer_idx))
               for layer in backbone.layers]
     head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head),
-            vars(model).get("decode_precision") == "int8-dynamic")
+            vars(model).get("decode_precision") == "int8-dynamic", _team_size(ext))
     eps = backbone.layers[0].norm.eps
     if cfg.ssm_layer == "Mamba2":
         layers = [_mamba2_fields(layer, *state, cfg.rmsnorm) for layer, state in zip(backbone.layers, states)]

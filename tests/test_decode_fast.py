@@ -176,7 +176,18 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
     """On a shared machine a thread of the step's team can be put aside while its partner waits at a barrier.
     Here both threads are pinned to one CPU, so every wait outlasts the spin: after two such team calls in a
     row (one may be a VM's passing stall) the calls run on one thread, kSoloCalls (32) times, then twice as
-    many after the next try of the team, and the tokens stay the torch step's."""
+    many after the next try of the team, and the tokens stay the torch step's. Meanwhile torch's own ops in
+    generate run on one thread too, and generate leaves torch's thread count as it found it."""
+    from transformers import LogitsProcessor
+
+    class ThreadsSeen(LogitsProcessor):
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, input_ids, scores):
+            self.seen.append(torch.get_num_threads())
+            return scores
+
     model = small_model("Mamba2")
     ids = prompt(model, batch=1)
     use_fast_decode(model, kernel="torch")
@@ -191,8 +202,10 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
         assert ext.solo_calls_left() == 0  # one contended call
         model.generate(ids, max_new_tokens=1, min_new_tokens=1, **GREEDY)  # the second in a row
         assert ext.solo_calls_left() == 32
-        got = model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)  # 8 calls, each on one thread
-        assert ext.solo_calls_left() == 24
+        seen = ThreadsSeen()
+        got = model.generate(ids, max_new_tokens=8, min_new_tokens=8, logits_processor=[seen], **GREEDY)
+        assert ext.solo_calls_left() == 24  # 8 calls, each on one thread
+        assert seen.seen == [1] * 8 and torch.get_num_threads() == 2
         for _ in range(4):  # 24 more solo calls, then two of the team, still kept waiting: twice the stretch
             model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)
         assert ext.solo_calls_left() == 64 - 6

@@ -532,16 +532,18 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
 
 // Logits (b, vocab) after `steps` decoding steps of each of b sequences through every Mamba-1 block, then
 // the LM head; hidden (b * steps, d_model), the embedded tokens, becomes the last block's residual; the
-// cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given.
+// cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given. `threads`:
+// the team's size (run_team), torch's intra-op count as the user set it (biomamba/decode.py passes it: it
+// lowers torch's own count while the step runs alone).
 Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
                      Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
-                     bool int8_activations) {
+                     bool int8_activations, int64_t threads) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
+  TORCH_CHECK(threads >= 1, "decode step: threads must be at least 1, got ", threads);
   std::vector<Mamba1Layer> blocks;
   const int isa = biomamba_isa::isa_level();
   for (const auto& layer : layers) blocks.push_back(mamba1_layer(layer, b, d_model, isa, int8_activations));
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa, int8_activations);
-  const int threads = at::get_num_threads();
   const int64_t di = blocks.empty() ? 0 : blocks[0].d_inner, x_m = blocks.empty() ? 0 : blocks[0].x.m;
   for (const auto& L : blocks)
     TORCH_CHECK(L.d_inner == di && L.x.m == x_m, "decode step (Mamba-1): every layer must have one shape");
@@ -682,8 +684,9 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
 Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
                      double dt_min, double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps,
                      bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
-                     bool int8_activations) {
+                     bool int8_activations, int64_t threads) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
+  TORCH_CHECK(threads >= 1, "decode step: threads must be at least 1, got ", threads);
   const Mamba2Settings settings{eps, dt_min, dt_max, gate_eps, clamp_dt, norm_before_gate, ngroups};
   std::vector<Mamba2Layer> blocks;
   const int isa = biomamba_isa::isa_level();
@@ -694,7 +697,6 @@ Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optio
     TORCH_CHECK(L.in.m == blocks[0].in.m && L.d_inner == blocks[0].d_inner && L.conv_dim == blocks[0].conv_dim,
                 "decode step (Mamba-2): every layer must have one shape");
   const Head head = make_head(norm_f, eps_f, head_w, head_scale, d_model, isa, int8_activations);
-  const int threads = at::get_num_threads();
   Mamba2Work work(threads, rows, d_model, blocks[0], ngroups);
   return run_tokens(threads, hidden, steps, blocks, head, work, [&](const Team& team, const Mamba2Layer& L, float* h) {
     mamba2_block(team, L, settings, work, h, rows, steps, d_model);
