@@ -3,9 +3,10 @@
     extension()   the built module (mamba1_tokens, mamba2_tokens, linear, isa_level); raises
                   ops.BackendUnavailable, with what to do, when it cannot be built here
 
-The dot products and state steps are built for the baseline, AVX2+FMA and AVX-512, and the widest the CPU
-has is picked at run time (kernels/cpu/isa.h; BIOMAMBA_CPU_ISA=0/1/2 caps it, read once per call), so the
-cached build runs on any x86-64 machine; a token runs in one parallel region of torch's intra-op thread count.
+The dot products and state steps are built for the baseline, AVX2+FMA and AVX-512 (and int8-dynamic's int8
+products for AVX-512 VNNI), and the widest the CPU has is picked at run time (kernels/cpu/isa.h;
+BIOMAMBA_CPU_ISA=0/1/2/3 caps it, read once per call), so the cached build runs on any x86-64 machine; a
+token runs in one parallel region of the thread count biomamba/decode.py passes (torch's intra-op count).
 """
 from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kernel_source_dir
 
