@@ -63,7 +63,7 @@ def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns, isa, hints, mo
 
 @pytest.mark.parametrize("isa", [*ISA_LEVELS, VNNI])
 @pytest.mark.parametrize("columns", [5, 83, 200, 768])
-@pytest.mark.parametrize("batch", [1, 3])  # batch 1 with VNNI multiplies bytes with bytes
+@pytest.mark.parametrize("batch", [1, 3])  # batch 1 multiplies bytes with bytes (AVX2, VNNI)
 def test_int8_activations_gemv_equals_matmul_on_the_rounded_activations(batch, columns, isa, monkeypatch):
     """int8-dynamic's gemv rounds x to int8 in blocks of 32 exactly as round_activations does (a block of
     zeros included) and multiplies by the int8 weights: 5 is all tail, 83 = 2 x 32 + 19 ends in a short

@@ -12,7 +12,8 @@
 //   - linear: the gemv alone, for tests and the profile.
 // Activations and states stay float32 whatever the weights (weight-only quantization), except under
 // int8-dynamic, where the activations entering in_proj, out_proj and the LM head are rounded to int8 in
-// blocks of 32 (decode_vectors.h: Int8Activations) and, with AVX-512 VNNI, multiplied as integers.
+// blocks of 32 (decode_vectors.h: Int8Activations) and, at batch 1 with AVX2 or AVX-512 VNNI, multiplied as
+// integers.
 //
 // Threads: one OpenMP parallel region per token, not one per operation. biomamba runs OpenMP with
 // OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py: a busy neighbour must not starve us), where every
@@ -279,7 +280,8 @@ void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range ro
 }
 
 // gemv_rows for int8-dynamic: each row of x rounded to int8 (Int8Activations, per thread: every thread reads
-// all of x); at batch 1 with VNNI the dot products run in integers, elsewhere on the rounded values as floats.
+// all of x); at batch 1 with AVX2 or AVX-512 (VNNI) the dot products run in integers, elsewhere on the rounded
+// values as floats.
 void gemv_rows_int8_activations(const Linear& L, const float* x, int64_t ldx, int64_t b, Range rows, float* out,
                                 int64_t ldo) {
   thread_local Int8Activations rounded;
@@ -287,7 +289,7 @@ void gemv_rows_int8_activations(const Linear& L, const float* x, int64_t ldx, in
     rounded.round(x, L.k);
     const int8_t* w = static_cast<const int8_t*>(L.w);
     for (int64_t r = rows.begin; r < rows.end; ++r)
-      out[r] = dot_int8_activations(w + r * L.k, rounded) * L.scale[r] + (L.bias ? L.bias[r] : 0.f);
+      out[r] = dot_int8_activations(L.isa, w + r * L.k, rounded) * L.scale[r] + (L.bias ? L.bias[r] : 0.f);
     return;
   }
   thread_local std::vector<float> values;

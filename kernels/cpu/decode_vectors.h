@@ -6,7 +6,7 @@
 //   - ssd_channel: a Mamba-2 channel's state step s = decay s + dx B, returning <s, C>;
 //   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>;
 //   - Int8Activations / dot_int8_activations: int8-dynamic's activations rounded to int8 in blocks of 32, and an
-//     int8 row's dot product with them in integers (AVX-512 VNNI).
+//     int8 row's dot product with them in integers (AVX-512 VNNI, AVX2).
 // A CPU without AVX-512 (AMD before Zen 4, most laptops) decoded through scalar loops until the AVX2 builds:
 // 130m fp32 at 9-13 tok/s on a Zen 3 EPYC, 40-43 after (bench/RESULTS.md "A fourth CPU").
 #pragma once
@@ -384,7 +384,7 @@ struct Int8Activations {
   std::vector<int8_t> q;           // k values, zeros up to a multiple of 64
   std::vector<float> scale;        // s_b, one per block
   std::vector<float> lane_scale;   // one per 4 columns (a vpdpbusd lane): the scale of their block
-  std::vector<int32_t> lane_bias;  // one per 4 columns: -128 x the sum of their q (see dot_int8_activations)
+  std::vector<int32_t> lane_bias;  // one per 4 columns: -128 x the sum of their q (dot_int8_activations_vnni)
 
   // Rounds x[0 : k]; the buffers are reused from call to call.
   void round(const float* x, int64_t k_) {
@@ -446,14 +446,47 @@ inline ISA_AVX512_VNNI float dot_int8_activations_vnni(const int8_t* w, const In
 }
 #endif
 
-// Whether dot_int8_activations runs at this level (the others take Int8Activations::values and dot).
-inline bool has_int8_dot(int isa) { return isa >= 3; }
-
-inline float dot_int8_activations(const int8_t* w, const Int8Activations& a) {
+// The same in AVX2, 32 bytes an instruction as llama.cpp's q8_0 does there: vpmaddubsw multiplies |w|
+// (unsigned) by q with w's sign (signed) into 16-bit pair sums, at most 2 x 127 x 127 (no saturation:
+// quantize keeps w within +-127), and vpmaddwd adds the pairs into 32-bit lanes of 4 products; the last
+// k % 32 columns in scalar.
 #ifdef BIOMAMBA_X86
-  return dot_int8_activations_vnni(w, a);
+inline ISA_AVX2 __m256 int8_products_avx2(const int8_t* w, const int8_t* q, const float* lane_scale, __m256 sum) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(qv, wv));
+  const __m256i lanes = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_loadu_ps(lane_scale), sum);
+}
+
+inline ISA_AVX2 float dot_int8_activations_avx2(const int8_t* w, const Int8Activations& a) {
+  const int8_t* q = a.q.data();
+  const float* lane_scale = a.lane_scale.data();
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 64 <= a.k; i += 64) {
+    a0 = int8_products_avx2(w + i, q + i, lane_scale + i / 4, a0);
+    a1 = int8_products_avx2(w + i + 32, q + i + 32, lane_scale + i / 4 + 8, a1);
+  }
+  if (i + 32 <= a.k) {
+    a0 = int8_products_avx2(w + i, q + i, lane_scale + i / 4, a0);
+    i += 32;
+  }
+  float sum = sum8(_mm256_add_ps(a0, a1));
+  for (; i < a.k; ++i) sum += static_cast<float>(w[i] * q[i]) * a.scale[i / kActBlock];
+  return sum;
+}
+#endif
+
+// Whether dot_int8_activations runs at this level (the baseline takes Int8Activations::values and dot).
+inline bool has_int8_dot(int isa) { return isa >= 1; }
+
+inline float dot_int8_activations(int isa, const int8_t* w, const Int8Activations& a) {
+#ifdef BIOMAMBA_X86
+  if (isa >= 3) return dot_int8_activations_vnni(w, a);
+  return dot_int8_activations_avx2(w, a);
 #else
-  (void)w, (void)a;
+  (void)isa, (void)w, (void)a;
   return 0.f;  // unreachable: has_int8_dot is false without x86
 #endif
 }
