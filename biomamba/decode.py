@@ -21,7 +21,7 @@ Rounded precisions (`quantize_weights(model, precision)`):
                     scale per output row), as llama.cpp's q8_0 does per block of 32
     "int8-dynamic"  int8 weights as "int8", and the activations entering in_proj, out_proj and the LM head
                     rounded to int8 too, in blocks of 32 (round_activations), as q8_0 rounds its
-                    activations: with AVX-512 VNNI the step then multiplies bytes with bytes
+                    activations: at batch 1 the step then multiplies bytes with bytes (AVX2, AVX-512 VNNI)
     "bf16-weights"  each weight rounded to bfloat16
 The linear layers of every block and the tied embedding / LM head are rounded in place (the model
 keeps fp32 tensors holding the rounded values, so the prompt pass, eval-ppl and the decoding step all
@@ -104,7 +104,7 @@ def quantize_weights(model, precision):
     """Round the step's weights to `precision` (one of ROUNDED) in place and keep packed copies; under
     "int8-dynamic" the inputs of activation_linears are rounded from then on too (forward pre-hooks)."""
     if model.dtype != torch.float32:
-        raise ValueError(f"weight-only {precision} starts from an fp32 model, this one is {model.dtype}")
+        raise ValueError(f"precision {precision!r} starts from an fp32 model, this one is {model.dtype}")
     for linear in step_linears(model):
         packed, scale = quantize(linear.weight, precision)
         linear.weight.copy_(dequantize(packed, scale))  # the tied embedding follows the LM head
@@ -243,8 +243,9 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
 # While the step runs its calls on one thread because the machine looks contended (run_team in
 # kernels/cpu/decode_step.cpp), torch's own ops between the steps (the embedding, generate's logits
 # processors and argmax over the vocabulary) run on one thread too: on two, each waited for the thread a
-# busy neighbour had put aside. 130m int8-dynamic beside one `python -c "while True: pass"` on a 2-vCPU Zen 4
-# (2026-12-06): 31-36 tok/s with the step alone on one thread, 66-71 with the whole process on one.
+# busy neighbour had put aside. 130m int8-dynamic beside one `python -c "while True: pass"` on a 2-vCPU Zen 4,
+# torch imported before biomamba (OpenMP's default wait policy), 2026-12-06: 31-36 tok/s with the step alone
+# on one thread, 66-71 with the whole process on one; bench/loaded.py kept 35-38% before, 53-65% after.
 _threads_before_solo = None  # torch's intra-op threads as the user set them, while lowered to one
 
 

@@ -48,7 +48,7 @@ EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "bf16-w
 PRECISION_HELP = ("the weights' dtype (default fp32); bf16-weights and int8 round the weights only "
                   "(activations stay fp32; the CPU decoding step reads them at 2 or 1 byte a weight); "
                   "int8-dynamic rounds the activations entering in_proj, out_proj and the LM head to int8 "
-                  "too, in blocks of 32 as llama.cpp's q8_0 (bytes times bytes with AVX-512 VNNI)")
+                  "too, in blocks of 32 as llama.cpp's q8_0 (bytes times bytes with AVX2 or AVX-512 VNNI)")
 
 
 def add_threads(parser):

@@ -191,9 +191,9 @@ struct Team {
 // tried again; each try that finds the machine still contended doubles the stretch (up to kMaxSoloCalls),
 // because a contended team call costs many solo ones, and a quiet one sets it back. In a row: a VM's
 // quiet 2 vCPUs also stall a call now and then (a Zen 4 EPYC, 2026-12-06: 130m Mamba-2 int8-dynamic steps
-// of 5.9 ms median, 15 ms at the 99th percentile, 69 ms at most), and one such call sent 2-5 stretches of
-// 512 calls to one thread, about 100 ms each at a third slower; two in a row sent none in 1,024 calls,
-// while a busy neighbour stalls every call. The results differ between team sizes only in float rounding
+// of 5.9 ms median, 15 ms at the 99th percentile, 69 ms at most): single such calls sent 2-5 stretches of
+// 32 calls per 512 to one thread, about 100 ms each at a third slower; two in a row sent none in 1,024
+// calls, while a busy neighbour stalls every call. The results differ between team sizes only in float rounding
 // (sums over a thread's share), as between --threads settings.
 constexpr int kContendedCalls = 2, kSoloCalls = 32, kMaxSoloCalls = 1024;
 std::atomic<int> contended_calls{0};  // in a row

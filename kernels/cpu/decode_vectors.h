@@ -374,9 +374,9 @@ inline ISA_AVX512 float mamba1_state_avx512(float* s, const float* A, const floa
 // int8-dynamic rounds the activations entering in_proj, out_proj and the LM head to int8 in blocks of
 // kActBlock columns, as llama.cpp's q8_0 does its activations: s_b = max|x_b| / 127, q = round(x / s_b) (to
 // even; 0 where s_b is 0), exactly as biomamba/decode.py's round_activations, so both paths score the
-// same numbers q * s_b. With VNNI an int8 row then meets them 64 bytes an instruction (vpdpbusd), where the
-// weight-only int8 path widens every weight to a float: that path computes 27 G weights/s on a Zen 4 core
-// pair, below what its memory delivers (bench/RESULTS.md).
+// same numbers q * s_b. An int8 row then meets them 64 bytes an instruction with VNNI (vpdpbusd), 32 with
+// AVX2 (vpmaddubsw), where the weight-only int8 path widens every weight to a float: the 50280 x 768 LM head
+// from memory on a Zen 4 core pair, 21.6 G weights/s in int8 (AVX-512), 43.5 in int8-dynamic (bench/RESULTS.md).
 constexpr int64_t kActBlock = 32;
 
 struct Int8Activations {
