@@ -20,10 +20,11 @@
 // parallel region's start wakes sleeping threads; with some 150 regions per token that cost a third of
 // the 130m model's decoding time (bench/RESULTS.md). Inside the one region the threads meet at a
 // barrier that spins briefly, then yields, then sleeps (SpinBarrier). Each thread owns a range of
-// channels (Mamba-1) or heads (Mamba-2) from in_proj to the gate; out_proj is split over its output rows
-// (out_projection), so a layer needs three barriers (four with Mamba-2's gated norm). Mamba-1's small
-// x_proj is split over its input columns and each thread sums the partial results in the same order;
-// every thread keeps an identical copy of the residual.
+// channels (Mamba-1, from in_proj) or heads (Mamba-2, from the conv) to the gate; out_proj is split over
+// its output rows (out_projection), so a layer needs three barriers (Mamba-2 five: its in_proj is split
+// over rows, and its gated norm sums over the team). Mamba-1's small x_proj is split over its input
+// columns and each thread sums the partial results in the same order; every thread keeps an identical
+// copy of the residual.
 //
 // Called only from biomamba/decode.py, which checks dtypes, shapes and contiguity first; the checks
 // here guard that contract, all before the parallel region (an exception must not leave it).
@@ -664,10 +665,12 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
   const Range heads = team.share(L.heads), own{heads.begin * L.p, heads.end * L.p}, mine_bc = team.share(bc);
   float *u = work.u.of(team.id), *proj = work.proj.data(), *xbc = work.xbc.data();
   rms_norm(h, L.norm, S.eps, b, d_model, u);
-  gemv_rows(L.in, u, d_model, b, own, proj, m);                                          // z
-  gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, proj, m);              // x
-  gemv_rows(L.in, u, d_model, b, {2 * di + mine_bc.begin, 2 * di + mine_bc.end}, proj, m);  // B, C
-  gemv_rows(L.in, u, d_model, b, {di + L.conv_dim + heads.begin, di + L.conv_dim + heads.end}, proj, m);  // dt
+  // in_proj (z, x, B, C, dt) over one contiguous share of its rows a thread: one stream of weights, where
+  // this thread's own z, x and dt rows and a share of B, C made four. 130m Mamba-2 bf16-weights decoded at
+  // 81.9 against 72.3 tok/s (a Zen 4 EPYC, 2 vCPUs, medians of 12 interleaved runs, 2026-12-06; int8-dynamic
+  // and fp32 within the noise, Mamba-1's two streams no better as one). Its cost: a barrier before the conv.
+  gemv_rows(L.in, u, d_model, b, team.share(m, 16), proj, m);
+  team.sync();  // every row of in_proj is in
   for (int64_t j = 0; j < b; ++j) {
     float* state = L.conv_state + j / steps * L.conv_dim * L.w;
     const float* x = proj + j * m + di;  // xBC: x, then B and C
