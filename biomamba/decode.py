@@ -30,6 +30,8 @@ path too) and a packed copy is kept for the step to read: 1 or 2 bytes a weight 
 weights, norms, A, D and dt biases stay fp32 (a few KB per layer). Packed copies are made once; train no
 further after quantizing (quantize again to refresh them).
 """
+import contextlib
+
 import torch
 
 ROUNDED = ("int8", "int8-dynamic", "bf16-weights")
@@ -246,14 +248,30 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
 # busy neighbour had put aside. 130m int8-dynamic beside one `python -c "while True: pass"` on a 2-vCPU Zen 4,
 # torch imported before biomamba (OpenMP's default wait policy), 2026-12-06: 31-36 tok/s with the step alone
 # on one thread, 66-71 with the whole process on one; bench/loaded.py kept 35-38% before, 53-65% after.
+# Only inside generate, which sets them back on its way out: a loop of the user's own calls keeps its threads.
 _threads_before_solo = None  # torch's intra-op threads as the user set them, while lowered to one
+_generating = 0  # BioMambaForCausalLM.generate calls in progress (generating)
+
+
+@contextlib.contextmanager
+def generating():
+    """Around BioMambaForCausalLM.generate: its steps may lower torch's threads while they run alone
+    (_team_size), and the threads are set back on the way out."""
+    global _generating
+    _generating += 1
+    try:
+        yield
+    finally:
+        _generating -= 1
+        if _generating == 0:
+            restore_threads()
 
 
 def _team_size(ext) -> int:
-    """The step's team: torch's intra-op threads as the user set them. Lowers torch's own count to one while
-    the step runs alone, and sets it back once the step tries its team again (or generate ends)."""
+    """The step's team: torch's intra-op threads as the user set them. Inside generate, lowers torch's own
+    count to one while the step runs alone, and sets it back once the step tries its team again."""
     global _threads_before_solo
-    if ext.solo_calls_left() > 0:
+    if ext.solo_calls_left() > 0 and _generating:
         if _threads_before_solo is None and torch.get_num_threads() > 1:
             _threads_before_solo = torch.get_num_threads()
             torch.set_num_threads(1)
@@ -263,8 +281,7 @@ def _team_size(ext) -> int:
 
 
 def restore_threads():
-    """torch's intra-op threads back as they were before the step lowered them (BioMambaForCausalLM.generate
-    calls it on its way out)."""
+    """torch's intra-op threads back as they were before the step lowered them."""
     global _threads_before_solo
     if _threads_before_solo is not None:
         torch.set_num_threads(_threads_before_solo)

@@ -411,13 +411,11 @@ class BioMambaForCausalLM(BioMambaPreTrainedModel, GenerationMixin):
         """
         input_ids = kwargs.pop("input_ids", inputs)
         attention_mask = kwargs.get("attention_mask")
-        try:
+        with decode.generating():  # the compiled step may lower torch's threads on a busy machine meanwhile
             if input_ids is None or attention_mask is None or not has_right_padding(attention_mask):
                 return super().generate(input_ids, generation_config, **kwargs)
             aligned_ids, kwargs["attention_mask"], shift = left_align(input_ids, attention_mask)
             output = super().generate(aligned_ids, generation_config, **kwargs)
-        finally:
-            decode.restore_threads()  # the compiled step may have lowered torch's threads on a busy machine
         if isinstance(output, torch.Tensor):
             return restore_prompt_layout(output, shift, input_ids.shape[1])
         output.sequences = restore_prompt_layout(output.sequences, shift, input_ids.shape[1])

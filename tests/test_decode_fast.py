@@ -177,7 +177,8 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
     Here both threads are pinned to one CPU, so every wait outlasts the spin: after two such team calls in a
     row (one may be a VM's passing stall) the calls run on one thread, kSoloCalls (32) times, then twice as
     many after the next try of the team, and the tokens stay the torch step's. Meanwhile torch's own ops in
-    generate run on one thread too, and generate leaves torch's thread count as it found it."""
+    generate run on one thread too, and generate leaves torch's thread count as it found it; the user's own
+    calls of the model never change it."""
     from transformers import LogitsProcessor
 
     class ThreadsSeen(LogitsProcessor):
@@ -209,6 +210,9 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
         for _ in range(4):  # 24 more solo calls, then two of the team, still kept waiting: twice the stretch
             model.generate(ids, max_new_tokens=8, min_new_tokens=8, **GREEDY)
         assert ext.solo_calls_left() == 64 - 6
+        with torch.no_grad():
+            model(ids, use_cache=True, logits_to_keep=1)  # a compiled prompt pass outside generate, alone
+        assert ext.solo_calls_left() == 64 - 7 and torch.get_num_threads() == 2
     finally:
         for tid, cpus in old.items():
             try:
