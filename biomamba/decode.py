@@ -34,7 +34,8 @@ import contextlib
 
 import torch
 
-ROUNDED = ("int8", "int8-dynamic", "bf16-weights")
+from biomamba.flags import ROUNDED  # the --precision names, kept where the command flags are (no torch there)
+
 ACTIVATION_BLOCK = 32  # int8-dynamic's activation blocks (kernels/cpu/decode_vectors.h kActBlock)
 KERNELS = ("auto", "compiled", "torch")
 # Longer prompts take the torch path (a GEMM and the scan kernel): the compiled prompt pass reads each

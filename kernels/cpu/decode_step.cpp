@@ -732,7 +732,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias"), pybind11::arg("int8_activations") = false);
-  m.def("isa_level", &biomamba_isa::isa_level, "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 VNNI");
+  m.def("isa_level", &biomamba_isa::isa_level,
+        "the instruction set the step uses: 0 baseline, 1 AVX2, 2 AVX-512, 3 AVX-512 VNNI");
   m.def("weight_hints", &weight_hints, "whether the AVX-512 batch-1 dot products ask for the weights ahead");
   m.def("solo_calls_left", [] { return solo_calls_left.load(); },
         "calls the step will still run on one thread because the last team waited on a descheduled partner");

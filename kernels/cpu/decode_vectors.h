@@ -500,9 +500,9 @@ inline float dot_int8_activations(int isa, const int8_t* w, const Int8Activation
 template <Kind K>
 inline float dot_at(int isa, bool hints, const void* w, const float* x, int64_t k) {
 #ifdef BIOMAMBA_X86
-  if (K == kI8 && isa >= 2 && !hints) return dot_avx2<K>(w, x, k);
-  if (isa >= 2) return hints ? dot_avx512<K, true>(w, x, k) : dot_avx512<K, false>(w, x, k);
-  if (isa == 1) return dot_avx2<K>(w, x, k);
+  if (isa >= 2 && hints) return dot_avx512<K, true>(w, x, k);
+  if (isa >= 2 && K != kI8) return dot_avx512<K, false>(w, x, k);
+  if (isa >= 1) return dot_avx2<K>(w, x, k);
 #endif
   return dot_base<K>(w, x, k);
 }

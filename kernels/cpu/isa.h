@@ -11,8 +11,8 @@ namespace biomamba_isa {
 // 3 = AVX-512 with VNNI (vpdpbusd: the decoding step's int8 x int8 dot products of int8-dynamic; Ice Lake
 // and Zen 4 on), 2 = AVX-512 (F, VL, DQ, BW: the decoding step's masked 8- and 16-bit loads), 1 = AVX2+FMA,
 // 0 = baseline (SSE2/NEON); the scans use nothing past 2. BIOMAMBA_CPU_ISA=0/1/2/3 caps it, read on every
-// call, so that tests run every path the CPU has (the decoding step reads it once per call: a token, or a whole prompt). An empty
-// value counts as unset.
+// call, so that tests run every path the CPU has (the decoding step reads it once per call: a token, or a
+// whole prompt). An empty value counts as unset.
 inline int isa_level() {
   int level = 0;
 #if defined(__x86_64__) || defined(__i386__)
