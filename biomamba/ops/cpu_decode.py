@@ -12,7 +12,7 @@ from biomamba.ops.compiled import BackendUnavailable, build_cpu_extension, kerne
 
 SOURCE_DIR = kernel_source_dir("cpu")
 SOURCES = ["decode_step.cpp"]
-HEADERS = ["decode_vectors.h", "isa.h", "scan_math.h"]
+HEADERS = ["decode_tiles.h", "decode_vectors.h", "isa.h", "scan_math.h"]
 EXTENSION_NAME = "biomamba_decode_step_cpu"
 
 _extension = None

@@ -2,7 +2,8 @@
 // the weights once per token, and torch's gemv plus some 40 small ops per layer reach about a third of
 // that bound here (bench/decode_profile.py). This file holds
 //   - gemv over a weight kept in float32, bfloat16 or int8 (one float32 scale per output row), over a
-//     share of its rows or columns, through decode_vectors.h's dot products: AVX-512, AVX2 or baseline,
+//     share of its rows or columns, through decode_vectors.h's dot products (several rows of x, as a
+//     prompt pass or b > 1 sequences give, through decode_tiles.h's tiles): AVX-512, AVX2 or baseline,
 //     the widest the CPU has (BIOMAMBA_CPU_ISA caps it), read once per call;
 //   - mamba1_tokens / mamba2_tokens: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
 //     state step, gating, out_proj and the residual), then the final RMSNorm and the LM head, updating
@@ -42,6 +43,7 @@
 #include <vector>
 
 #include "decode_vectors.h"  // the dot products and state steps, in each instruction set (isa.h)
+#include "decode_tiles.h"    // the products of a prompt pass or b > 1 sequences, a tile of rows at once
 
 namespace biomamba_decode {
 namespace {
@@ -264,20 +266,7 @@ void gemv_rows(const Linear& L, const float* x, int64_t ldx, int64_t b, Range ro
       out[r] = dot(L, r, 0, L.k, x) * (L.scale ? L.scale[r] : 1.f) + (L.bias ? L.bias[r] : 0.f);
     return;
   }
-  float sums[4];
-  int64_t r = rows.begin;
-  for (; r + 4 <= rows.end; r += 4) {
-    for (int64_t j = 0; j < b; ++j) {
-      dot4(L, r, 0, L.k, x + j * ldx, j == 0 && r + 8 <= rows.end, sums);
-      for (int i = 0; i < 4; ++i)
-        out[j * ldo + r + i] = sums[i] * (L.scale ? L.scale[r + i] : 1.f) + (L.bias ? L.bias[r + i] : 0.f);
-    }
-  }
-  for (; r < rows.end; ++r) {
-    const float scale = L.scale ? L.scale[r] : 1.f;
-    const float bias = L.bias ? L.bias[r] : 0.f;
-    for (int64_t j = 0; j < b; ++j) out[j * ldo + r] = dot(L, r, 0, L.k, x + j * ldx) * scale + bias;
-  }
+  tile_product(L.isa, L.kind, L.w, L.m, L.k, L.scale, L.bias, x, ldx, b, rows.begin, rows.end, out, ldo);
 }
 
 // gemv_rows for int8-dynamic: each row of x rounded to int8 (Int8Activations, per thread: every thread reads
