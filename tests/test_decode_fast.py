@@ -140,23 +140,46 @@ def test_compiled_steps_equal_the_full_forward(preset, isa, monkeypatch):
     torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
 
 
+def swap_parameter(model):
+    mixer = model.backbone.layers[1].mixer
+    mixer.in_proj.weight = torch.nn.Parameter(torch.randn_like(mixer.in_proj.weight) * 0.2)
+
+
+def swap_layer(model):
+    mixer = model.backbone.layers[1].mixer
+    mixer.out_proj = torch.nn.Linear(mixer.out_proj.in_features, mixer.out_proj.out_features, bias=False)
+
+
+def swap_data(model):
+    norm = model.backbone.layers[0].norm
+    norm.weight.data = torch.rand_like(norm.weight) + 0.5
+
+
+def bump_A_log(model):
+    model.backbone.layers[1].mixer.A_log.add_(0.5)
+
+
+def requantize(model):
+    use_fast_decode(model, "int8-dynamic")  # the step reads int8 copies (fp32 ones fail its int8 activations)
+
+
+@pytest.mark.parametrize("change", [swap_parameter, swap_layer, swap_data, bump_A_log, requantize])
 @pytest.mark.parametrize("preset", BLOCKS)
-def test_weights_replaced_between_steps_are_read(preset):
-    """The step reads the model's weights anew on every call: a parameter and a whole linear layer swapped
-    after the prompt (load_state_dict(assign=True), LoRA merges, model surgery) and an in-place change of
-    A_log (an optimizer step) give the next step the torch step's logits on the new weights."""
+def test_weights_replaced_between_steps_are_read(preset, change):
+    """The step reads the model's weights as they are at each call, though it keeps its per-layer lists
+    between calls: a parameter or a whole linear layer swapped after the prompt (load_state_dict(assign=True),
+    LoRA merges, model surgery), a tensor's data replaced, an in-place change of A_log (an optimizer step) and
+    quantizing anew each give the next step the torch step's logits on the new weights."""
     model = small_model(preset)
     ids = prompt(model, batch=1)
     with torch.no_grad():
         cache = model(ids[:, :-1], use_cache=True).cache_params
-        model(ids[:, -1:], cache_params=cache, use_cache=True)  # a compiled step on the old weights
-        mixer = model.backbone.layers[1].mixer
-        mixer.in_proj.weight = torch.nn.Parameter(torch.randn_like(mixer.in_proj.weight) * 0.2)
-        mixer.out_proj = torch.nn.Linear(mixer.out_proj.in_features, mixer.out_proj.out_features, bias=False)
-        mixer.A_log.add_(0.5)
+        model(ids[:, -1:], cache_params=cache, use_cache=True)  # compiled steps on the old weights
+        model(ids[:, -1:], cache_params=cache, use_cache=True)
+        change(model)
         token = ids[:, :1]
         compiled = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
-        use_fast_decode(model, kernel="torch")
+        model.decode_kernel = "torch"
         expected = model(token, cache_params=cache, use_cache=True).logits
     torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-4)
 
