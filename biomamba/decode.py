@@ -38,9 +38,12 @@ from biomamba.flags import ROUNDED  # the --precision names, kept where the comm
 
 ACTIVATION_BLOCK = 32  # int8-dynamic's activation blocks (kernels/cpu/decode_vectors.h kActBlock)
 KERNELS = ("auto", "compiled", "torch")
-# Longer prompts take the torch path (a GEMM and the scan kernel): the compiled prompt pass reads each
-# weight once but does the arithmetic of PREFILL_MAX_TOKENS dot products per weight row in its gemv.
-PREFILL_MAX_TOKENS = 64
+# Longer prompts take the torch path (a GEMM and the chunked scan kernel): the compiled prompt pass reads each
+# weight once and multiplies it with every token's row (kernels/cpu/decode_tiles.h), but steps the states
+# token after token. 130m, one prompt, ms of the compiled pass against the torch path (2-vCPU Zen 4,
+# 2026-12-06, fastest of 3): Mamba-2 fp32 at 64 / 128 / 256 tokens 126 / 234 / 456 against 158 / 238 / 423,
+# Mamba-1 int8 130 / 250 / 490 against 166 / 294 / 446.
+PREFILL_MAX_TOKENS = 128
 
 
 def quantize(weight, precision):
