@@ -25,6 +25,10 @@ through llama-cpp-python (`llama_cpp`), one token per llama_decode, argmax in nu
 absent either, its columns are skipped with the reason. "roofline": the fp32 weights' bytes / the read
 bandwidth (a sum over a tensor of those bytes) bounds batch-1 fp32 decoding; each rate is printed as a %
 of it. Greedy agreement: the tokens of transformers and of llama.cpp f32 against ours fp32, first prompt row.
+With llama.cpp, a second table times the prompt pass alone (the time to the first token: one row of
+--prompt-len tokens from empty states to the last position's logits, fastest of --repeats in turns), ours in
+each precision against llama.cpp's type of the same bits (fp32 / f32, bf16-weights / f16, int8 and
+int8-dynamic / q8_0).
 
     python bench/decode.py
     python bench/decode.py --presets tiny --blocks Mamba2 --batches 1 --before HEAD~2
@@ -190,6 +194,10 @@ if kind == "transformers":
     torch.set_num_threads(threads)
     model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
 
+    def prompt_pass(rows):
+        with torch.no_grad():
+            model(torch.tensor(rows), use_cache=True)
+
     def greedy(rows):
         ids = torch.tensor(rows)
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
@@ -203,6 +211,10 @@ else:
     def last_logits():  # without logits_all, llama-cpp-python 0.3 leaves Llama.scores unfilled (zeros)
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
 
+    def prompt_pass(rows):
+        llm.reset()
+        llm.eval(rows[0])
+
     def greedy(rows):
         assert len(rows) == 1, "this loop decodes one sequence"
         llm.reset()  # for a recurrent model this clears its states too (llama_memory_clear)
@@ -215,8 +227,13 @@ else:
         return [tokens]
 print("ready", flush=True)
 for line in sys.stdin:
+    request = json.loads(line)
     start = time.perf_counter()
-    tokens = greedy(json.loads(line))
+    if isinstance(request, dict):  # {"prompt": rows}: the prompt pass alone, its last position's logits
+        prompt_pass(request["prompt"])
+        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        continue
+    tokens = greedy(request)
     print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}), flush=True)
 """
 
@@ -253,6 +270,12 @@ class Peer:
             raise RuntimeError(f"the {self.name} process died ({how}):\n{self.errors.read()[-2000:]}")
         return line
 
+    def prompt_pass(self, ids):
+        """Seconds of the prompt pass over the rows `ids` alone (from empty states, logits out)."""
+        self.process.stdin.write(json.dumps({"prompt": ids.tolist()}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self._reply())["seconds"]
+
     def greedy(self, ids):
         """(seconds, new tokens per row) of one greedy decoding of the prompt rows `ids`."""
         self.process.stdin.write(json.dumps(ids.tolist()) + "\n")
@@ -283,6 +306,31 @@ def timers_for(ours, copies, peers, old, ids, args):
     return timers, kwargs
 
 
+# The llama.cpp type of the same bits as each of our precisions (a prompt pass's anchor).
+SAME_BITS = {"fp32": "f32", "bf16-weights": "f16", "int8": "q8_0", "int8-dynamic": "q8_0"}
+
+
+def prompt_passes(ours, copies, peers, ids, args):
+    """{decoder: ms of its prompt pass over the one row `ids`} (the time to the first token): ours in each
+    precision (generate's first call: the cache filled, the last position's logits) and every llama.cpp type."""
+    def ours_call(model):
+        with torch.no_grad():
+            return seconds(lambda: model(ids, use_cache=True, logits_to_keep=1))
+    timers = {f"ours {name}": lambda model=model: ours_call(model) for name, model in {"fp32": ours, **copies}.items()}
+    timers.update({name: lambda peer=peer: peer.prompt_pass(ids) for name, peer in peers.items()
+                   if name.startswith("llama.cpp")})
+    return {name: 1000 * elapsed for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
+
+
+def print_prompt_passes(preset, passes, reported):
+    print(f"| preset | decoder | prompt pass, ms | x llama.cpp, same bits |\n|---|---|---|---|")
+    for name, ms in passes.items():
+        anchor = passes.get(f"llama.cpp {SAME_BITS.get(name.removeprefix('ours '), '')}")
+        vs = f"{anchor / ms:.2f}x" if anchor and name.startswith("ours") else ""
+        print(f"| {preset} | {name} | {ms:.1f} | {vs} |", flush=True)
+        reported.append([preset, name, ms, anchor / ms if vs else None])
+
+
 def agreement(ours, peer, ids, kwargs):
     """How many of the peer's greedy tokens equal ours fp32, first prompt row."""
     row = ids[:1]
@@ -301,7 +349,7 @@ def main():
         print(f"# llama.cpp skipped: {missing}")
     print(f"| preset | batch | decoder | tokens/s | x transformers | % of fp32 roofline |\n|---|---|---|---|---|---|",
           flush=True)
-    reported = []
+    reported, prompt_rows = [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         source = old_tree(args.before, scratch / "before") if args.before else None
@@ -328,6 +376,10 @@ def main():
                     print(f"| {preset} | {batch} | {name} | {rate:.1f} | {rate / rates['transformers']:.2f}x | "
                           f"{share:.0%} |", flush=True)
                     reported.append([preset, batch, name, rate, rate / rates["transformers"], share])
+            if not missing:
+                row = torch.randint(1, ours.config.vocab_size, (1, args.prompt_len),
+                                    generator=torch.Generator().manual_seed(0))
+                print_prompt_passes(preset, prompt_passes(ours, copies, peers, row, args), prompt_rows)
             for name in ("transformers", "llama.cpp f32"):
                 if name in peers:
                     same = agreement(ours, peers[name], ids, kwargs)
@@ -339,6 +391,9 @@ def main():
     print(f"# uptime at the end: {os.popen('uptime').read().strip()}")
     report_table("decode", ["preset", "batch", "decoder", "tokens/s", "x transformers", "share of roofline"],
                  reported, key=("preset", "batch", "decoder"), ratios=("x transformers", "share of roofline"))
+    if prompt_rows:
+        report_table("prompt pass", ["preset", "decoder", "ms", "x llama.cpp same bits"], prompt_rows,
+                     key=("preset", "decoder"), ratios=("x llama.cpp same bits",))
 
 
 if __name__ == "__main__":
