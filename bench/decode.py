@@ -4,7 +4,8 @@ was at a git ref (`--before`, default main; only for presets that ref has).
 
 Greedy decoding of --new-tokens (64) tokens after a --prompt-len (16) token prompt; EOS never stops
 a row, so every row makes all of them. tokens/s = batch x new tokens / seconds of the fastest of
---repeats calls, after one warm-up call each. The three run in turns (one call of each per round),
+--repeats calls, after one warm-up call each (and of their median; against llama.cpp, the median over the
+rounds of each round's ratio to llama.cpp's type of the same bits). The three run in turns (one call of each per round),
 so a change in the machine's load hits all three alike. Random weights in a preset's shape (130m:
 d_model 768, 24 layers, vocab 50280; tiny: 256, 4, 8000; with --blocks Mamba2, 130m: 768, 24, 50288,
 d_state 128; tiny: 256, 4, 8000, d_state 64). Our prompt pass uses the "torch" scan
@@ -39,6 +40,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +54,7 @@ USER_ENV = dict(os.environ)
 import biomamba  # noqa: E402,F401  before torch: OpenMP's wait policy as `biomamba generate` runs it
 import torch  # noqa: E402
 
-from biomamba.bench_cli import fastest_in_turns, report_table
+from biomamba.bench_cli import fastest_in_turns, report_table, times_in_turns
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,6 +312,16 @@ def timers_for(ours, copies, peers, old, ids, args):
 SAME_BITS = {"fp32": "f32", "bf16-weights": "f16", "int8": "q8_0", "int8-dynamic": "q8_0"}
 
 
+def paired_ratio(times, name):
+    """The median over rounds of llama.cpp's seconds (its type of the same bits) over ours `name`'s in that
+    round: each round's two calls ran a moment apart, so a machine whose bandwidth moves from minute to
+    minute weighs on both alike. None for decoders without such a pair."""
+    anchor = f"llama.cpp {SAME_BITS.get(name.removeprefix('ours '), '')}"
+    if not name.startswith("ours") or anchor not in times:
+        return None
+    return statistics.median(theirs / mine for theirs, mine in zip(times[anchor], times[name]))
+
+
 def prompt_passes(ours, copies, peers, ids, args):
     """{decoder: ms of its prompt pass over the one row `ids`} (the time to the first token): ours in each
     precision (generate's first call: the cache filled, the last position's logits) and every llama.cpp type."""
@@ -347,8 +359,8 @@ def main():
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; uptime: {os.popen('uptime').read().strip()}")
     if missing:
         print(f"# llama.cpp skipped: {missing}")
-    print(f"| preset | batch | decoder | tokens/s | x transformers | % of fp32 roofline |\n|---|---|---|---|---|---|",
-          flush=True)
+    print("| preset | batch | decoder | tokens/s | median tokens/s | x transformers | x llama.cpp same bits, "
+          "median of rounds | % of fp32 roofline |\n|---|---|---|---|---|---|---|---|", flush=True)
     reported, prompt_rows = [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -369,13 +381,14 @@ def main():
                 ids = torch.randint(1, ours.config.vocab_size, (batch, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))
                 timers, kwargs = timers_for(ours, copies, peers, old, ids, args)
-                rates = {name: batch * args.new_tokens / elapsed
-                         for name, elapsed in fastest_in_turns(timers, args.repeats).items()}
+                times = times_in_turns(timers, args.repeats)
+                rates = {name: batch * args.new_tokens / min(elapsed) for name, elapsed in times.items()}
                 for name, rate in rates.items():
-                    share = rate / (roofline * batch)
-                    print(f"| {preset} | {batch} | {name} | {rate:.1f} | {rate / rates['transformers']:.2f}x | "
-                          f"{share:.0%} |", flush=True)
-                    reported.append([preset, batch, name, rate, rate / rates["transformers"], share])
+                    share, median = rate / (roofline * batch), batch * args.new_tokens / statistics.median(times[name])
+                    paired, vs = paired_ratio(times, name), rate / rates["transformers"]
+                    print(f"| {preset} | {batch} | {name} | {rate:.1f} | {median:.1f} | {vs:.2f}x | "
+                          f"{'' if paired is None else f'{paired:.2f}x'} | {share:.0%} |", flush=True)
+                    reported.append([preset, batch, name, rate, median, vs, paired, share])
             if not missing:
                 row = torch.randint(1, ours.config.vocab_size, (1, args.prompt_len),
                                     generator=torch.Generator().manual_seed(0))
@@ -389,8 +402,9 @@ def main():
                 peer.close()
             del ours, copies, peers
     print(f"# uptime at the end: {os.popen('uptime').read().strip()}")
-    report_table("decode", ["preset", "batch", "decoder", "tokens/s", "x transformers", "share of roofline"],
-                 reported, key=("preset", "batch", "decoder"), ratios=("x transformers", "share of roofline"))
+    report_table("decode", ["preset", "batch", "decoder", "tokens/s", "median tokens/s", "x transformers",
+                            "x llama.cpp same bits", "share of roofline"], reported, key=("preset", "batch", "decoder"),
+                 ratios=("x transformers", "x llama.cpp same bits", "share of roofline"))
     if prompt_rows:
         report_table("prompt pass", ["preset", "decoder", "ms", "x llama.cpp same bits"], prompt_rows,
                      key=("preset", "decoder"), ratios=("x llama.cpp same bits",))

@@ -35,23 +35,28 @@ def report_table(name: str, columns, rows, *, key, ratios):
                           "key": list(key), "ratios": list(ratios)})
 
 
-def fastest_in_turns(calls: dict, rounds, warmups=1) -> dict:
-    """{name: seconds of its fastest timed call}. calls: {name: a function running once and returning
-    its seconds}; rounds, warmups: an int, or {name: int}. The untimed calls, then the timed ones, go
-    in turns, one call of each name still owed one per round, so that a burst of load from other
-    processes hits every name alike rather than whichever ran during it. A name given 0 rounds: inf."""
+def times_in_turns(calls: dict, rounds, warmups=1) -> dict:
+    """{name: the seconds of each of its timed calls, in order}. calls: {name: a function running once and
+    returning its seconds}; rounds, warmups: an int, or {name: int}. The untimed calls, then the timed ones,
+    go in turns, one call of each name still owed one per round, so that a burst of load from other
+    processes hits every name alike rather than whichever ran during it."""
     rounds = rounds if isinstance(rounds, dict) else dict.fromkeys(calls, rounds)
     warmups = warmups if isinstance(warmups, dict) else dict.fromkeys(calls, warmups)
     for round_ in range(max(warmups.values(), default=0)):
         for name, call in calls.items():
             if round_ < warmups[name]:
                 call()
-    best = dict.fromkeys(calls, float("inf"))
+    times = {name: [] for name in calls}
     for round_ in range(max(rounds.values(), default=0)):
         for name, call in calls.items():
             if round_ < rounds[name]:
-                best[name] = min(best[name], call())
-    return best
+                times[name].append(call())
+    return times
+
+
+def fastest_in_turns(calls: dict, rounds, warmups=1) -> dict:
+    """{name: seconds of its fastest timed call} (times_in_turns); a name given 0 rounds: inf."""
+    return {name: min(times, default=float("inf")) for name, times in times_in_turns(calls, rounds, warmups).items()}
 
 
 def ratio_metrics(script: str, tables: list[dict]) -> dict:

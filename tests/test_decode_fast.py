@@ -46,14 +46,15 @@ def steps_logits(model, ids, continuation):
 
 @pytest.mark.parametrize("isa, hints", [(isa, "0") for isa in ISA_LEVELS] + [(2, "1")])
 @pytest.mark.parametrize("columns", [5, 83, 160])
-@pytest.mark.parametrize("batch", [1, 3, 6])  # 1 reads row after row (bf16: two weights a word), 3 and 6 in tiles
+@pytest.mark.parametrize("batch", [1, 2, 3, 6])  # 1 reads row after row (bf16: two weights a word), the rest in tiles
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 def test_gemv_equals_matmul_on_its_weights(dtype, batch, columns, isa, hints, monkeypatch):
     """Each instruction set's build of the dot products (BIOMAMBA_CPU_ISA caps the one chosen; AVX-512 with
     and without its weight hints). Odd sizes take the tails (AVX-512 masked, AVX2 scalar; 5 is all tail);
     83 = 2 x 32 + 2 x 8 + 3 every AVX2 loop, 160 = 2 x 64 + 32 every loop of the AVX-512 bf16 pairs. Batches
-    of rows go through decode_tiles.h: 37 rows end in a tile of one live row, and 3 and 6 rows of x fill
-    tiles of 4 (AVX-512) and 2 (AVX2) rows of x and leave part tiles."""
+    of rows go through decode_tiles.h: 37 rows end in a tile of one live row; 2, 3 and 6 rows of x fill tiles of 4
+    (AVX-512) and 2 (AVX2) rows of x and leave part tiles, bf16 and int8 weights widened in registers where one
+    tile of x takes every row (2 with AVX2, 2 and 3 with AVX-512) and once into a scratch tile otherwise."""
     use_isa(cpu_decode, isa, monkeypatch)
     monkeypatch.setenv("BIOMAMBA_DECODE_HINTS", hints)
     weight, x, bias = torch.randn(37, columns), torch.randn(batch, columns), torch.randn(37)

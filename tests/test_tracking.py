@@ -251,8 +251,9 @@ def test_bench_no_wandb_writes_its_tables_but_no_wandb_directory(small_medline_g
 
 def test_fastest_in_turns_warms_up_then_times_in_turns_and_keeps_the_fastest():
     """The benches' timer (bench/scan, ssd, cpu_train, decode): untimed calls first, then timed
-    rounds, every name one call per round while it is owed one; a name given 0 rounds is inf."""
-    from biomamba.bench_cli import fastest_in_turns
+    rounds, every name one call per round while it is owed one; a name given 0 rounds is inf;
+    times_in_turns keeps every timed call (bench/decode.py's medians)."""
+    from biomamba.bench_cli import fastest_in_turns, times_in_turns
     calls, times = [], {"a": [9.0, 3.0, 5.0, 4.0], "b": [7.0, 2.0, 8.0]}
 
     def timer(name):
@@ -263,3 +264,5 @@ def test_fastest_in_turns_warms_up_then_times_in_turns_and_keeps_the_fastest():
     calls.clear()
     assert fastest_in_turns({"c": lambda: (calls.append("c"), 1.0)[1]}, rounds=0, warmups=2) == {"c": float("inf")}
     assert calls == ["c", "c"]
+    times = {"a": [9.0, 3.0, 5.0], "b": [7.0, 2.0]}
+    assert times_in_turns({"a": timer("a"), "b": timer("b")}, rounds=1, warmups=1) == {"a": [3.0], "b": [2.0]}
