@@ -171,7 +171,7 @@ inline void tile_product(int isa, Kind kind, const void* w, int64_t m, int64_t k
                          float* out, int64_t ldo) {
   thread_local std::vector<float> scratch;
   const int per_tile = tile_x_rows(isa);
-  const bool widen = b > per_tile || isa == 0;
+  const bool widen = b > per_tile || isa == 0;  // the baseline's dot products widen a weight for each row of x
   float sums[kTileRows][kTileMaxX];
   for (int64_t row = begin; row < end; row += kTileRows) {
     const auto [rows, rows_kind] = tile_rows(isa, kind, w, m, k, row, widen, scratch);
