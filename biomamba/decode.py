@@ -263,12 +263,14 @@ def _field_lists(model, cache):
         else _mamba1_fields
     key = (_registrations, cfg.ssm_layer, cfg.rmsnorm, len(layers))
     kept = vars(model).get("_decode_fields")
-    if kept is None or kept[0] != key:
-        if not all(_keepable(layer) for layer in layers):
-            return [build(layer, cache.get_conv_state(layer.mixer.layer_idx),
-                          cache.get_recurrent_state(layer.mixer.layer_idx)) for layer in layers]
-        kept = (key, [(build(layer, None, None), layer.mixer, layer.mixer.layer_idx) for layer in layers])
+    if kept is None or kept[0] != key:  # (key, the lists, or None where a layer's may not be kept)
+        keepable = all(_keepable(layer) for layer in layers)
+        kept = (key, [(build(layer, None, None), layer.mixer, layer.mixer.layer_idx) for layer in layers]
+                if keepable else None)
         model._decode_fields = kept
+    if kept[1] is None:
+        return [build(layer, cache.get_conv_state(layer.mixer.layer_idx),
+                      cache.get_recurrent_state(layer.mixer.layer_idx)) for layer in layers]
     conv_at, A_at, ssm_at = PER_CALL_FIELDS[cfg.ssm_layer]
     lists = []
     for fields, mixer, index in kept[1]:
