@@ -308,16 +308,22 @@ def timers_for(ours, copies, peers, old, ids, args):
     return timers, kwargs
 
 
-# The llama.cpp type of the same bits as each of our precisions (a prompt pass's anchor).
+# The llama.cpp type of the same bits as each of our precisions (what both tables compare ours with).
 SAME_BITS = {"fp32": "f32", "bf16-weights": "f16", "int8": "q8_0", "int8-dynamic": "q8_0"}
+
+
+def same_bits_peer(name):
+    """"llama.cpp <type>" for a decoder "ours <precision>", else None."""
+    kind = SAME_BITS.get(name.removeprefix("ours ")) if name.startswith("ours ") else None
+    return None if kind is None else f"llama.cpp {kind}"
 
 
 def paired_ratio(times, name):
     """The median over rounds of llama.cpp's seconds (its type of the same bits) over ours `name`'s in that
     round: each round's two calls ran a moment apart, so a machine whose bandwidth moves from minute to
     minute weighs on both alike. None for decoders without such a pair."""
-    anchor = f"llama.cpp {SAME_BITS.get(name.removeprefix('ours '), '')}"
-    if not name.startswith("ours") or anchor not in times:
+    anchor = same_bits_peer(name)
+    if anchor not in times:
         return None
     return statistics.median(theirs / mine for theirs, mine in zip(times[anchor], times[name]))
 
@@ -337,10 +343,10 @@ def prompt_passes(ours, copies, peers, ids, args):
 def print_prompt_passes(preset, passes, reported):
     print(f"| preset | decoder | prompt pass, ms | x llama.cpp, same bits |\n|---|---|---|---|")
     for name, ms in passes.items():
-        anchor = passes.get(f"llama.cpp {SAME_BITS.get(name.removeprefix('ours '), '')}")
-        vs = f"{anchor / ms:.2f}x" if anchor and name.startswith("ours") else ""
-        print(f"| {preset} | {name} | {ms:.1f} | {vs} |", flush=True)
-        reported.append([preset, name, ms, anchor / ms if vs else None])
+        anchor = passes.get(same_bits_peer(name))
+        ratio = None if anchor is None else anchor / ms
+        print(f"| {preset} | {name} | {ms:.1f} | {'' if ratio is None else f'{ratio:.2f}x'} |", flush=True)
+        reported.append([preset, name, ms, ratio])
 
 
 def agreement(ours, peer, ids, kwargs):
