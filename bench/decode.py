@@ -15,17 +15,19 @@ steps never use the scan). The old version runs in a subprocess that imports bio
 two OpenMP threads wait for each other whenever another process holds a core.
 
 Ours runs in fp32 and, with --precisions, in the rounded formats (`int8`, `int8-dynamic`, `bf16-weights`;
-biomamba/decode.py), each a copy of the same weights, in this process with the OpenMP wait policy that
-`import biomamba` sets (PASSIVE, biomamba/threads.py), as `biomamba generate` runs. The peers run each in
-its own child process with the environment the user started this script with, as their users run them:
-transformers (AutoModelForCausalLM on the same weights saved in its layout) and the anchor users pick for
-CPU inference, llama.cpp (--llama f32,f16,q8_0): that directory converted by llama.cpp's own
-convert_hf_to_gguf.py (--converter; the llama-cpp-python source distribution ships it under
-vendor/llama.cpp, which must be whole: the converter imports its conversion/ and gguf-py/), decoded
-through llama-cpp-python (`llama_cpp`), one token per llama_decode, argmax in numpy, --threads threads;
-absent either, its columns are skipped with the reason. "roofline": the fp32 weights' bytes / the read
-bandwidth (a sum over a tensor of those bytes) bounds batch-1 fp32 decoding; each rate is printed as a %
-of it. Greedy agreement: the tokens of transformers and of llama.cpp f32 against ours fp32, first prompt row.
+biomamba/decode.py), each a copy of the same weights prepared by use_fast_decode (the step's weights in huge
+pages where Linux allows them: biomamba/huge_pages.py, bench/huge_pages.py), in this process with the OpenMP
+wait policy that `import biomamba` sets (PASSIVE, biomamba/threads.py), as `biomamba generate` runs. The peers
+run each in its own child process with the environment the user started this script with, as their users run
+them: transformers (AutoModelForCausalLM on the same weights saved in its layout) and the anchor users pick
+for CPU inference, llama.cpp (--llama f32,f16,q8_0): that directory converted by llama.cpp's own
+convert_hf_to_gguf.py (--converter; the llama-cpp-python source distribution ships it under vendor/llama.cpp,
+which must be whole: the converter imports its conversion/ and gguf-py/), decoded through llama-cpp-python
+(`llama_cpp`) with its defaults (the GGUF file mapped: 4 KB pages of the page cache), one token per
+llama_decode, argmax in numpy, --threads threads; absent either, its columns are skipped with the reason.
+"roofline": the fp32 weights' bytes / the read bandwidth (a sum over a tensor of those bytes) bounds batch-1
+fp32 decoding; each rate is printed as a % of it. Greedy agreement: the tokens of transformers and of
+llama.cpp f32 against ours fp32, first prompt row.
 With llama.cpp, a second table times the prompt pass alone (the time to the first token: one row of
 --prompt-len tokens from empty states to the last position's logits, fastest of --repeats in turns), ours in
 each precision against llama.cpp's type of the same bits (fp32 / f32, bf16-weights / f16, int8 and
@@ -120,10 +122,12 @@ def models(preset, block, directory: Path):
 
     from biomamba import BioMambaConfig, BioMambaForCausalLM
     from biomamba.checkpoints import HF_CLASSES, hf_config_fields, map_keys
+    from biomamba.decode import use_fast_decode
 
     torch.manual_seed(0)
     ours = BioMambaForCausalLM(BioMambaConfig.from_preset(preset, ssm_layer=block, scan_backend="torch")).eval()
     ours.save_pretrained(directory)
+    use_fast_decode(ours)  # as `biomamba generate` prepares it: the step's weights in huge pages
     config_class, model_class = (getattr(transformers, name) for name in HF_CLASSES[ours.config.ssm_layer])
     theirs = model_class(config_class(**hf_config_fields(ours.config))).eval()
     theirs.load_state_dict(map_keys(ours.state_dict(), "hf", to_ours=False))

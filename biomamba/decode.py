@@ -29,11 +29,16 @@ score the same weights; under int8-dynamic forward pre-hooks round those layers'
 path too) and a packed copy is kept for the step to read: 1 or 2 bytes a weight instead of 4. Conv
 weights, norms, A, D and dt biases stay fp32 (a few KB per layer). Packed copies are made once; train no
 further after quantizing (quantize again to refresh them).
+
+Pages: every token streams the step's weights once, and in 4 KB pages the TLB misses cost a 130m model
+3-12% of its tokens/s here (bench/huge_pages.py). The packed copies are made in huge pages, and
+use_fast_decode moves the fp32 weights there too (weights_in_huge_pages; biomamba/huge_pages.py).
 """
 import contextlib
 
 import torch
 
+from biomamba import huge_pages
 from biomamba.flags import ROUNDED  # the --precision names, kept where the command flags are (no torch there)
 
 ACTIVATION_BLOCK = 32  # int8-dynamic's activation blocks (kernels/cpu/decode_vectors.h kActBlock)
@@ -113,10 +118,14 @@ def quantize_weights(model, precision):
         raise ValueError(f"precision {precision!r} starts from an fp32 model, this one is {model.dtype}")
     global _registrations
     _registrations += 1  # the step's field lists name the packed copies (_field_lists)
-    for linear in step_linears(model):
+    linears, packed_copies = step_linears(model), []
+    for linear in linears:
         packed, scale = quantize(linear.weight, precision)
         linear.weight.copy_(dequantize(packed, scale))  # the tied embedding follows the LM head
-        linear.decode_weight = (packed, scale)
+        packed_copies.append((packed, scale))
+    # the packed copies side by side in huge pages: every token streams them (biomamba/huge_pages.py)
+    for linear, paged, (_, scale) in zip(linears, huge_pages.copies(p for p, _ in packed_copies), packed_copies):
+        linear.decode_weight = (paged, scale)
     _set_activation_rounding(model, precision == "int8-dynamic")
     model.decode_precision = precision
     return model
@@ -391,7 +400,8 @@ def fast_prefill(model, input_ids, cache):
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):
     """Set how `model` decodes on CPU: precision "fp32" or one of ROUNDED (quantize_weights), and the
-    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch")."""
+    step's kernel ("auto": compiled when it builds, "compiled": an error when it does not, "torch").
+    The weights the step streams move into huge pages (weights_in_huge_pages)."""
     if kernel not in KERNELS:
         raise ValueError(f"decode kernel must be one of {KERNELS}, got {kernel!r}")
     if precision not in ("fp32", *ROUNDED):
@@ -399,4 +409,19 @@ def use_fast_decode(model, precision="fp32", kernel="auto"):
     model.decode_kernel = kernel
     if precision in ROUNDED:
         quantize_weights(model, precision)
+    weights_in_huge_pages(model)
     return model
+
+
+@torch.no_grad()
+def weights_in_huge_pages(model):
+    """Move the fp32 weights a step reads (those of step_linears without a packed copy, 2 MB or more) into
+    huge pages (biomamba/huge_pages.py): each parameter keeps its identity (optimizers, ties and the field
+    lists still hold it) and takes a copy of its values in a mapping of its own, so no two parameters share
+    storage (save_pretrained). Packed copies are made there already (quantize_weights)."""
+    for linear in step_linears(model):
+        if "decode_weight" in vars(linear) or torch.nn.utils.parametrize.is_parametrized(linear, "weight"):
+            continue  # a parametrization computes its weight on each read: nothing stored to move
+        weight = _attr(linear, "weight")
+        if weight.numel() * weight.element_size() >= huge_pages.HUGE_PAGE:
+            weight.data = huge_pages.copies([weight])[0]

@@ -36,7 +36,7 @@ def run(args):
 
     from biomamba import BioMambaForCausalLM
     from biomamba.checkpoints import CheckpointError
-    from biomamba.decode import quantize_weights
+    from biomamba.decode import quantize_weights, use_fast_decode
     from biomamba.flags import EVAL_DTYPES, ROUNDED
     from biomamba.resolve import ModelSpecError, find_tokenizer_dir, load_tokenizer, model_dir_of
     from biomamba.runtime import pick_device
@@ -47,7 +47,9 @@ def run(args):
         tokenizer = load_tokenizer(find_tokenizer_dir(model_dir, args.tokenizer, [model_dir.parent / "tokenizer"],
                                                       hint="pass --tokenizer DIR"))
         model = BioMambaForCausalLM.from_pretrained(model_dir).to(device, getattr(torch, EVAL_DTYPES[args.precision]))
-        if args.precision in ROUNDED:
+        if device.type == "cpu" and args.precision in ("fp32", *ROUNDED):
+            use_fast_decode(model, args.precision)  # rounded as asked, the step's weights in huge pages
+        elif args.precision in ROUNDED:
             quantize_weights(model, args.precision)
     except (CheckpointError, ModelSpecError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
