@@ -41,19 +41,22 @@ def _system_allows() -> bool:
 
 
 def _mapping(nbytes):
-    """A uint8 tensor of nbytes over a fresh anonymous private mapping, starting on a 2 MB boundary, whose whole
-    2 MB pages are advised huge (a part page at the end stays in 4 KB pages: asking for it would commit all 2 MB)."""
+    """(a fresh anonymous private mapping of at least nbytes past `start`, start): `start` is where a 2 MB page
+    begins, and the whole 2 MB pages from there are advised huge (a part page at the end stays in 4 KB pages:
+    asking for it would commit all 2 MB)."""
     region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    whole = torch.frombuffer(region, dtype=torch.uint8)  # holds the mapping for as long as a view of it lives
-    start = -whole.data_ptr() % HUGE_PAGE
+    address = torch.frombuffer(region, dtype=torch.uint8).data_ptr()  # (the view is dropped at once)
+    start = -address % HUGE_PAGE
     if nbytes >= HUGE_PAGE:
         region.madvise(mmap.MADV_HUGEPAGE, start, nbytes - nbytes % HUGE_PAGE)
-    return whole[start:start + nbytes]
+    return region, start
 
 
 def copies(tensors):
     """Contiguous copies of `tensors` (same values, dtype and shape) laid out one after another in one mapping
-    backed by huge pages where `available`; plain contiguous copies where not, or when one is off the CPU."""
+    backed by huge pages where `available`; plain contiguous copies where not, or when one is off the CPU.
+    Each copy has a storage of its own, exactly its bytes (torch.save writes no more), which holds the mapping
+    for as long as it lives."""
     tensors = list(tensors)
     if not available() or any(t.device.type != "cpu" for t in tensors):
         return [t.detach().clone(memory_format=torch.contiguous_format) for t in tensors]
@@ -61,12 +64,17 @@ def copies(tensors):
     for t in tensors:
         offsets.append(end)
         end += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
-    block = _mapping(max(end, 1))
+    region, start = _mapping(max(end, 1))
     out = []
     for t, offset in zip(tensors, offsets):
-        view = block[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
-        view.copy_(t.detach())
-        out.append(view)
+        nbytes = t.numel() * t.element_size()
+        if nbytes == 0:
+            out.append(torch.empty(t.shape, dtype=t.dtype))
+            continue
+        copy = torch.frombuffer(region, dtype=torch.uint8, count=nbytes, offset=start + offset)
+        copy = copy.view(t.dtype).view(t.shape)
+        copy.copy_(t.detach())
+        out.append(copy)
     return out
 
 

@@ -37,6 +37,8 @@ def test_copies_hold_the_values_and_leave_the_sources_alone():
             copy.view(-1)[0] = 1  # a write to the copy must not reach the source
             assert torch.equal(original, before)
     assert all(copy.data_ptr() % huge_pages.ALIGN == 0 for copy in copied if copy.numel())
+    # each copy owns exactly its bytes: torch.save writes no more than before, and no two share storage
+    assert all(copy.untyped_storage().nbytes() == copy.numel() * copy.element_size() for copy in copied)
 
 
 @needs_thp
@@ -74,6 +76,8 @@ def test_use_fast_decode_moves_the_step_weights_and_changes_nothing_else(layer, 
     greedy = dict(attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, eos_token_id=None,
                   pad_token_id=0)
     assert torch.equal(paged.generate(ids, **greedy), plain.generate(ids, **greedy))
+    head = _weight(paged.lm_head)[0]
+    assert head.untyped_storage().nbytes() == head.numel() * head.element_size()  # torch.save writes no more
     paged.save_pretrained(tmp_path)  # no two parameters share storage
     reloaded = BioMambaForCausalLM.from_pretrained(tmp_path).eval()
     for name, value in paged.state_dict().items():
