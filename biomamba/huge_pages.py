@@ -1,9 +1,10 @@
 """Copies of tensors in transparent huge pages (2 MB), for the weights a CPU decoding step streams every token.
 
-A 130m step reads 0.13-0.52 GB of weights a token: in 4 KB pages that is 32k-128k pages, far more than the
-TLB holds, so each is a miss and a page walk. In 2 MB pages the same weights are 64-256 pages. Measured on a 2-vCPU Zen 4 EPYC (2026-12-07, `python bench/huge_pages.py`, the
-same model both ways in turns, 8 rounds): 130m decoded 1.03-1.12x as fast with its step's weights in huge
-pages (Mamba-1 and Mamba-2; fp32, bf16-weights, int8), and a bare 300 MB read took 37.1 GB/s against 33.8.
+A 130m step reads 0.13-0.52 GB of weights a token: in 4 KB pages that is 32k-128k pages, far more than the TLB
+holds, so each is a miss and a page walk. In 2 MB pages the same weights are 64-256 pages. Measured on a
+2-vCPU Zen 4 EPYC (2026-12-07, `python bench/huge_pages.py`, the same model both ways in turns, 8 rounds):
+130m decoded 1.03-1.12x as fast with its step's weights in huge pages (Mamba-1 and Mamba-2; fp32,
+bf16-weights, int8), and a bare 300 MB read took 37.1 GB/s against 33.8.
 
 Linux backs an anonymous private mapping with 2 MB pages where madvise(MADV_HUGEPAGE) asks for them and
 /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise" (most distributions' default is
