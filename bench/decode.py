@@ -46,7 +46,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # The peers run in child processes with the environment as the user gave it: `import biomamba` sets
@@ -56,7 +55,7 @@ USER_ENV = dict(os.environ)
 import biomamba  # noqa: E402,F401  before torch: OpenMP's wait policy as `biomamba generate` runs it
 import torch  # noqa: E402
 
-from biomamba.bench_cli import fastest_in_turns, report_table, times_in_turns
+from biomamba.bench_cli import fastest_in_turns, report_table, seconds, times_in_turns
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,12 +76,6 @@ def parse_args():
     p.add_argument("--converter", default=os.environ.get("LLAMA_CPP_CONVERTER", ""),
                    help="llama.cpp's convert_hf_to_gguf.py (default $LLAMA_CPP_CONVERTER)")
     return p.parse_args()
-
-
-def seconds(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 # The old version: load the saved model with that tree's biomamba and serve greedy generate like a peer

@@ -16,13 +16,12 @@ import copy
 import os
 import statistics
 import sys
-import time
 
 import biomamba  # noqa: F401  before torch: OpenMP's wait policy as `biomamba generate` runs it
 import torch
 
 from biomamba import huge_pages
-from biomamba.bench_cli import report_table, times_in_turns
+from biomamba.bench_cli import report_table, seconds, times_in_turns
 
 
 def parse_args(argv=None):
@@ -35,12 +34,6 @@ def parse_args(argv=None):
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
-
-
-def seconds(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def read_rates(rounds):

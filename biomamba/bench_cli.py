@@ -13,6 +13,7 @@ number bench/NAME/TABLE/ROW/COLUMN, ROW being the row's key cells joined by spac
 import json
 import runpy
 import sys
+import time
 from pathlib import Path
 
 from biomamba import tracking
@@ -33,6 +34,13 @@ def report_table(name: str, columns, rows, *, key, ratios):
     if _reported is not None:
         _reported.append({"name": name, "columns": columns, "rows": [list(r) for r in rows],
                           "key": list(key), "ratios": list(ratios)})
+
+
+def seconds(call) -> float:
+    """The seconds one `call()` took: what the calls given to times_in_turns return."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def times_in_turns(calls: dict, rounds, warmups=1) -> dict:
