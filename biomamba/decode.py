@@ -35,6 +35,7 @@ Pages: every token streams the step's weights once, and in 4 KB pages the TLB mi
 use_fast_decode moves the fp32 weights there too (weights_in_huge_pages; biomamba/huge_pages.py).
 """
 import contextlib
+import weakref
 
 import torch
 
@@ -310,21 +311,23 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
             _attr(_attr(mixer, "norm"), "weight") if rmsnorm else None, *_weight(out_proj), _bias(out_proj)]
 
 
-# While the step runs its calls on one thread because the machine looks contended (run_team in
-# kernels/cpu/decode_step.cpp), torch's own ops between the steps (the embedding, generate's logits
-# processors and argmax over the vocabulary) run on one thread too: on two, each waited for the thread a
-# busy neighbour had put aside. 130m int8-dynamic beside one `python -c "while True: pass"` on a 2-vCPU Zen 4,
-# torch imported before biomamba (OpenMP's default wait policy), 2026-12-06: 31-36 tok/s with the step alone
-# on one thread, 66-71 with the whole process on one; bench/loaded.py kept 35-38% before, 53-65% after.
+# Inside generate, once the compiled step runs, torch's own ops between the steps (generate's copy of the
+# logits, its logits processors and argmax over the vocabulary, the embedding) run on one thread, and the
+# step's team keeps the count the user set. Under OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py) each of
+# those ops on two threads woke the sleeping second thread, some 65 us late on a 2-vCPU Zen 4 VM, for work
+# of 10-20 us: 130m Mamba-2 bf16-weights spent 1.39 ms a token outside the step with two and 1.27 with one
+# (2026-12-07, 16 generates of each in turns). On a shared machine the gain is larger: there each op waited
+# for the thread a busy neighbour had put aside (130m int8-dynamic beside one `python -c "while True: pass"`,
+# 2026-12-06: 31-36 tok/s with the step alone on one thread, 66-71 with the whole process on one).
 # Only inside generate, which sets them back on its way out: a loop of the user's own calls keeps its threads.
-_threads_before_solo = None  # torch's intra-op threads as the user set them, while lowered to one
+_threads_before = None  # torch's intra-op threads as the user set them, while lowered to one
 _generating = 0  # BioMambaForCausalLM.generate calls in progress (generating)
 
 
 @contextlib.contextmanager
 def generating():
-    """Around BioMambaForCausalLM.generate: its steps may lower torch's threads while they run alone
-    (_team_size), and the threads are set back on the way out."""
+    """Around BioMambaForCausalLM.generate: its compiled steps lower torch's own threads to one (_team_size),
+    and the threads are set back on the way out."""
     global _generating
     _generating += 1
     try:
@@ -335,25 +338,24 @@ def generating():
             restore_threads()
 
 
-def _team_size(ext) -> int:
-    """The step's team: torch's intra-op threads as the user set them. Inside generate, lowers torch's own
-    count to one while the step runs alone, and sets it back once the step tries its team again."""
-    global _threads_before_solo
-    if ext.solo_calls_left() > 0 and _generating:
-        if _threads_before_solo is None and torch.get_num_threads() > 1:
-            _threads_before_solo = torch.get_num_threads()
-            torch.set_num_threads(1)
-    else:
-        restore_threads()
-    return _threads_before_solo or torch.get_num_threads()
+def _team_size() -> int:
+    """The step's team: torch's intra-op threads as the user set them. Inside generate, torch's own count is
+    lowered to one until generate returns (see above)."""
+    global _threads_before
+    if not _generating:
+        return torch.get_num_threads()
+    if _threads_before is None and torch.get_num_threads() > 1:
+        _threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)
+    return _threads_before or 1
 
 
 def restore_threads():
     """torch's intra-op threads back as they were before the step lowered them."""
-    global _threads_before_solo
-    if _threads_before_solo is not None:
-        torch.set_num_threads(_threads_before_solo)
-        _threads_before_solo = None
+    global _threads_before
+    if _threads_before is not None:
+        torch.set_num_threads(_threads_before)
+        _threads_before = None
 
 
 def fast_step(model, input_ids, cache):
@@ -361,23 +363,80 @@ def fast_step(model, input_ids, cache):
     prompt pass from the cache's states; the states advance in place.
 
     One compiled call runs every block and the LM head (one parallel region per call: see
-    kernels/cpu/decode_step.cpp for why)."""
-    from biomamba.ops.cpu_decode import extension
+    kernels/cpu/decode_step.cpp for why), with the arguments kept on the cache (StepArguments)."""
+    arguments = StepArguments.of(model, cache)
+    hidden = arguments.embed(input_ids.reshape(-1))  # (b * steps, d_model)
+    return arguments.run(hidden, input_ids.shape[1], _team_size()).unsqueeze(1)
 
-    ext, cfg, backbone = extension(), model.config, model.backbone
-    steps = input_ids.shape[1]
-    hidden = backbone.embedding(input_ids.reshape(-1)).float().contiguous()  # (b * steps, d_model)
-    head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head),
-            vars(model).get("decode_precision") == "int8-dynamic", _team_size(ext))
-    eps = backbone.layers[0].norm.eps
-    layers = _field_lists(model, cache)
-    if cfg.ssm_layer == "Mamba2":
-        low, high = cfg.dt_limit
-        logits = ext.mamba2_tokens(hidden, steps, layers, eps, low, high, (low, high) != (0.0, float("inf")),
-                                   cfg.ngroups, cfg.rms_norm_eps, cfg.norm_before_gate, *head)
-    else:
-        logits = ext.mamba1_tokens(hidden, steps, layers, eps, *head)
-    return logits.unsqueeze(1)
+
+class StepArguments:
+    """Everything a cache's compiled steps pass to the kernel but the tokens: the layers' field lists with
+    the cache's states, the settings from the config, the LM head, the embedding. Built at a cache's first
+    step and kept on the cache while they still hold: the same model, no parameter, buffer or submodule
+    registered since (_field_lists), every A_log as it was, and the cache's states the same tensors (a
+    beam search's reordering or a reset replaces them). Rebuilt every step they took 0.2-0.3 ms of a 130m
+    token inside generate (config reads, cache getters, the embedding module), 2-3% of a bf16-weights token.
+    The settings (the config's, the norms' eps) are read when they are built, as the cache's shapes are."""
+
+    def __init__(self, model, cache):
+        from biomamba.ops.cpu_decode import extension
+
+        cfg, backbone, ext = model.config, model.backbone, extension()
+        self.model = weakref.ref(model)
+        self.registrations = _registrations
+        self.layers = _field_lists(model, cache)
+        self.kept = vars(model)["_decode_fields"][1] is not None  # else rebuilt every call (_keepable)
+        conv_at, _, ssm_at = PER_CALL_FIELDS[cfg.ssm_layer]
+        self.states = [(layer.mixer.layer_idx, fields[conv_at], fields[ssm_at])
+                       for layer, fields in zip(backbone.layers, self.layers)]
+        self.A_logs = [(A_log, A_log.data_ptr(), A_log._version) for A_log in
+                       (_attr(layer.mixer, "A_log") for layer in backbone.layers)]
+        embedding = backbone.embedding
+        self.embedding_weight = _attr(embedding, "weight") if type(embedding) is torch.nn.Embedding \
+            and embedding.max_norm is None else None
+        self.embedding = embedding
+        head = (backbone.norm_f.weight, backbone.norm_f.eps, *_weight(model.lm_head),
+                vars(model).get("decode_precision") == "int8-dynamic")
+        eps = backbone.layers[0].norm.eps
+        if cfg.ssm_layer == "Mamba2":
+            low, high = cfg.dt_limit
+            self.function = ext.mamba2_tokens
+            self.settings = (eps, low, high, (low, high) != (0.0, float("inf")), cfg.ngroups, cfg.rms_norm_eps,
+                             cfg.norm_before_gate, *head)
+        else:
+            self.function, self.settings = ext.mamba1_tokens, (eps, *head)
+
+    @classmethod
+    def of(cls, model, cache):
+        """The arguments kept on `cache`, or new ones (kept there) when those no longer hold."""
+        arguments = vars(cache).get("_biomamba_step")
+        if arguments is None or not arguments.hold(model, cache):
+            arguments = cls(model, cache)
+            if arguments.kept:
+                cache._biomamba_step = arguments
+        return arguments
+
+    def hold(self, model, cache) -> bool:
+        if self.model() is not model or self.registrations != _registrations:
+            return False
+        if any(A_log.data_ptr() != pointer or A_log._version != version for A_log, pointer, version in self.A_logs):
+            return False
+        conv_state, ssm_state = cache.get_conv_state, cache.get_recurrent_state
+        return all(conv_state(index) is conv and ssm_state(index) is ssm for index, conv, ssm in self.states)
+
+    def embed(self, ids):
+        if self.embedding_weight is None:
+            return self.embedding(ids).float().contiguous()
+        return self.embedding_weight.index_select(0, ids).float()
+
+    def run(self, hidden, steps, threads):
+        return self.function(hidden, steps, self.layers, *self.settings, threads)
+
+    def __deepcopy__(self, memo):
+        return None  # a copied cache builds its own (copying would copy the model's weights kept here)
+
+    def __reduce__(self):
+        return type(None), ()
 
 
 def fast_prefill(model, input_ids, cache):

@@ -167,10 +167,11 @@ def requantize(model):
 @pytest.mark.parametrize("change", [swap_parameter, swap_layer, swap_data, bump_A_log, requantize])
 @pytest.mark.parametrize("preset", BLOCKS)
 def test_weights_replaced_between_steps_are_read(preset, change):
-    """The step reads the model's weights as they are at each call, though it keeps its per-layer lists
-    between calls: a parameter or a whole linear layer swapped after the prompt (load_state_dict(assign=True),
-    LoRA merges, model surgery), a tensor's data replaced, an in-place change of A_log (an optimizer step) and
-    quantizing anew each give the next step the torch step's logits on the new weights."""
+    """The step reads the model's weights as they are at each call, though it keeps its per-layer lists on
+    the model and its arguments on the cache between calls: a parameter or a whole linear layer swapped after
+    the prompt (load_state_dict(assign=True), LoRA merges, model surgery), a tensor's data replaced, an
+    in-place change of A_log (an optimizer step) and quantizing anew each give the next step on the same
+    cache, and on a copy of it, the torch step's logits on the new weights."""
     model = small_model(preset)
     ids = prompt(model, batch=1)
     with torch.no_grad():
@@ -179,10 +180,33 @@ def test_weights_replaced_between_steps_are_read(preset, change):
         model(ids[:, -1:], cache_params=cache, use_cache=True)
         change(model)
         token = ids[:, :1]
-        compiled = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
+        copied = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
         model.decode_kernel = "torch"
-        expected = model(token, cache_params=cache, use_cache=True).logits
+        expected = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
+        model.decode_kernel = "compiled"
+        compiled = model(token, cache_params=cache, use_cache=True).logits
     torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(copied, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", BLOCKS)
+def test_a_cache_whose_states_were_replaced_is_read_anew(preset):
+    """A beam search reorders the cache's rows between steps (new state tensors), as a reset and a new
+    prompt or a user's surgery replace them: the next compiled step reads the states the cache holds now."""
+    model = use_fast_decode(small_model(preset), kernel="compiled")
+    ids = prompt(model, batch=2)
+    with torch.no_grad():
+        cache = model(ids[:, :-1], use_cache=True).cache_params
+        model(ids[:, -1:], cache_params=cache, use_cache=True)  # compiled steps on the old states
+        model(ids[:, -1:], cache_params=cache, use_cache=True)
+        cache.reorder_cache(torch.tensor([1, 1]))  # both rows now continue the second one
+        token = ids[1:, :1].repeat(2, 1)
+        model.decode_kernel = "torch"
+        expected = model(token, cache_params=copy.deepcopy(cache), use_cache=True).logits
+        model.decode_kernel = "compiled"
+        compiled = model(token, cache_params=cache, use_cache=True).logits
+    torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(compiled[0], compiled[1])
 
 
 def pin_threads(cpus):
@@ -249,6 +273,39 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
         torch.set_num_threads(threads)
         ext.reset_solo_calls()
     assert torch.equal(got, expected)
+
+
+def test_generate_runs_torch_ops_on_one_thread_and_the_step_on_the_users_threads(monkeypatch):
+    """Inside generate, once the compiled step runs, torch's own ops between the steps (the logits' copy,
+    logits processors, argmax) run on one thread, while the step's team keeps the count the user set;
+    generate sets torch's count back on its way out, and the user's own calls of the model never change it."""
+    from transformers import LogitsProcessor
+
+    from biomamba.decode import StepArguments
+
+    class ThreadsSeen(LogitsProcessor):
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, input_ids, scores):
+            self.seen.append(torch.get_num_threads())
+            return scores
+
+    teams, run = [], StepArguments.run
+    monkeypatch.setattr(StepArguments, "run", lambda self, hidden, steps, threads: (
+        teams.append(threads), run(self, hidden, steps, threads))[1])
+    model = use_fast_decode(small_model("Mamba2"), kernel="compiled")
+    ids, threads, seen = prompt(model, batch=1), torch.get_num_threads(), ThreadsSeen()
+    try:
+        torch.set_num_threads(2)
+        model.generate(ids, max_new_tokens=5, min_new_tokens=5, logits_processor=[seen], **GREEDY)
+        assert seen.seen == [1] * 5 and teams == [2] * 5 and torch.get_num_threads() == 2
+        with torch.no_grad():
+            cache = model(ids, use_cache=True, logits_to_keep=1).cache_params
+            model(ids[:, -1:], cache_params=cache, use_cache=True)
+        assert teams[5:] == [2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("preset", BLOCKS)

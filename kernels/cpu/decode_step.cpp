@@ -525,8 +525,8 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
 // Logits (b, vocab) after `steps` decoding steps of each of b sequences through every Mamba-1 block, then
 // the LM head; hidden (b * steps, d_model), the embedded tokens, becomes the last block's residual; the
 // cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given. `threads`:
-// the team's size (run_team), torch's intra-op count as the user set it (biomamba/decode.py passes it: it
-// lowers torch's own count while the step runs alone).
+// the team's size (run_team), torch's intra-op count as the user set it (biomamba/decode.py passes it: inside
+// generate it lowers torch's own count to one).
 Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
                      Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
                      bool int8_activations, int64_t threads) {
