@@ -374,7 +374,7 @@ class StepArguments:
     the cache's states, the settings from the config, the LM head, the embedding. Built at a cache's first
     step and kept on the cache while they still hold: the same model, no parameter, buffer or submodule
     registered since (_field_lists), every A_log as it was, and the cache's states the same tensors (a
-    beam search's reordering or a reset replaces them). Rebuilt every step they took 0.2-0.3 ms of a 130m
+    beam search's reordering puts new ones in the cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
     token inside generate (config reads, cache getters, the embedding module), 2-3% of a bf16-weights token.
     The settings (the config's, the norms' eps) are read when they are built, as the cache's shapes are."""
 

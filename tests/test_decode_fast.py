@@ -191,8 +191,8 @@ def test_weights_replaced_between_steps_are_read(preset, change):
 
 @pytest.mark.parametrize("preset", BLOCKS)
 def test_a_cache_whose_states_were_replaced_is_read_anew(preset):
-    """A beam search reorders the cache's rows between steps (new state tensors), as a reset and a new
-    prompt or a user's surgery replace them: the next compiled step reads the states the cache holds now."""
+    """A beam search reorders the cache's rows between steps, which puts new state tensors in the cache: the
+    next compiled step reads the states the cache holds now, not those its kept arguments held."""
     model = use_fast_decode(small_model(preset), kernel="compiled")
     ids = prompt(model, batch=2)
     with torch.no_grad():
@@ -292,8 +292,12 @@ def test_generate_runs_torch_ops_on_one_thread_and_the_step_on_the_users_threads
             return scores
 
     teams, run = [], StepArguments.run
-    monkeypatch.setattr(StepArguments, "run", lambda self, hidden, steps, threads: (
-        teams.append(threads), run(self, hidden, steps, threads))[1])
+
+    def counted_run(self, hidden, steps, threads):
+        teams.append(threads)  # the step's team size, as passed to the kernel
+        return run(self, hidden, steps, threads)
+
+    monkeypatch.setattr(StepArguments, "run", counted_run)
     model = use_fast_decode(small_model("Mamba2"), kernel="compiled")
     ids, threads, seen = prompt(model, batch=1), torch.get_num_threads(), ThreadsSeen()
     try:
