@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import LogitsProcessor
 
 from biomamba import BioMambaConfig, BioMambaForCausalLM
-from biomamba.decode import activation_linears, dequantize, quantize, round_activations, use_fast_decode
+from biomamba.decode import (StepArguments, activation_linears, dequantize, quantize, round_activations,
+                             use_fast_decode)
 from biomamba.ops import cpu_decode
 from tests.isa_helpers import ISA_LEVELS, VNNI, use_isa
 
@@ -209,6 +211,17 @@ def test_a_cache_whose_states_were_replaced_is_read_anew(preset):
     torch.testing.assert_close(compiled[0], compiled[1])
 
 
+class ThreadsSeen(LogitsProcessor):
+    """A logits processor that notes torch's intra-op thread count at each step of generate."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, input_ids, scores):
+        self.seen.append(torch.get_num_threads())
+        return scores
+
+
 def pin_threads(cpus):
     """Every thread of this process (OpenMP's pool included) onto `cpus`; returns the old masks."""
     old = {}
@@ -230,16 +243,6 @@ def test_a_team_kept_waiting_hands_the_next_calls_to_one_thread():
     many after the next try of the team, and the tokens stay the torch step's. Meanwhile torch's own ops in
     generate run on one thread too, and generate leaves torch's thread count as it found it; the user's own
     calls of the model never change it."""
-    from transformers import LogitsProcessor
-
-    class ThreadsSeen(LogitsProcessor):
-        def __init__(self):
-            self.seen = []
-
-        def __call__(self, input_ids, scores):
-            self.seen.append(torch.get_num_threads())
-            return scores
-
     model = small_model("Mamba2")
     ids = prompt(model, batch=1)
     use_fast_decode(model, kernel="torch")
@@ -279,18 +282,6 @@ def test_generate_runs_torch_ops_on_one_thread_and_the_step_on_the_users_threads
     """Inside generate, once the compiled step runs, torch's own ops between the steps (the logits' copy,
     logits processors, argmax) run on one thread, while the step's team keeps the count the user set;
     generate sets torch's count back on its way out, and the user's own calls of the model never change it."""
-    from transformers import LogitsProcessor
-
-    from biomamba.decode import StepArguments
-
-    class ThreadsSeen(LogitsProcessor):
-        def __init__(self):
-            self.seen = []
-
-        def __call__(self, input_ids, scores):
-            self.seen.append(torch.get_num_threads())
-            return scores
-
     teams, run = [], StepArguments.run
 
     def counted_run(self, hidden, steps, threads):
