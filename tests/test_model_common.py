@@ -344,6 +344,49 @@ def test_generate_arguments_give_transformers_tokens(ours, hf_model, prompts, na
         assert not torch.equal(theirs, greedy), f"{name} changed nothing: the test cannot see it honoured"
 
 
+STEP_MODES = {
+    "greedy": dict(max_new_tokens=6),
+    "sampling": dict(max_new_tokens=6, do_sample=True, top_k=20),
+    "beam_search": dict(max_new_tokens=5, num_beams=3),
+}
+
+
+@pytest.mark.parametrize("mode", STEP_MODES)
+def test_cached_steps_get_the_inputs_transformers_prepares(ours, prompts, mode, monkeypatch):
+    """Our prepare_inputs_for_generation builds a plain cached step's inputs itself (modeling._step_inputs):
+    on every step of a greedy, sampled and beam generate they equal what GenerationMixin's prepares (with the
+    prompt's mask dropped, as for every step), and the plain path served every step."""
+    from biomamba import modeling
+
+    original, plain, compared = BioMambaForCausalLM.prepare_inputs_for_generation, [], []
+    judge = modeling._plain_step
+
+    def judged(*args):
+        plain.append(judge(*args))
+        return plain[-1]
+
+    def prepare(self, input_ids, inputs_embeds=None, use_cache=None, cache_params=None, attention_mask=None,
+                is_first_iteration=False, **kwargs):
+        arguments = dict(inputs_embeds=inputs_embeds, use_cache=use_cache, cache_params=cache_params,
+                         attention_mask=attention_mask, is_first_iteration=is_first_iteration)
+        got = original(self, input_ids, **arguments, **kwargs)
+        if use_cache and not is_first_iteration:
+            expected = GenerationMixin.prepare_inputs_for_generation(self, input_ids, **arguments, **kwargs)
+            expected["attention_mask"] = None
+            assert got.keys() == expected.keys()
+            for key, value in expected.items():
+                assert torch.equal(got[key], value) if torch.is_tensor(value) else got[key] is value or got[key] == value
+            compared.append(input_ids.shape[1])
+        return got
+
+    monkeypatch.setattr(modeling, "_plain_step", judged)
+    monkeypatch.setattr(BioMambaForCausalLM, "prepare_inputs_for_generation", prepare)
+    ids, mask = padded_batch(prompts, "left")
+    ours.generate(ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **STEP_MODES[mode])
+    assert len(compared) == STEP_MODES[mode]["max_new_tokens"] - 1  # the first new token is the prompt pass's
+    assert plain == [True] * len(compared)
+
+
 def test_min_new_tokens_holds_back_eos(ours, prompts):
     prompt = prompts[0][None]
     first = int(ours.generate(prompt, max_new_tokens=1, eos_token_id=None, pad_token_id=0)[0, -1])
