@@ -371,8 +371,9 @@ def fast_step(model, input_ids, cache):
 
 class StepArguments:
     """Everything a cache's compiled steps pass to the kernel but the tokens: the layers' field lists with
-    the cache's states, the settings from the config, the LM head, the embedding. Built at a cache's first
-    step and kept on the cache while they still hold: the same model, no parameter, buffer or submodule
+    the cache's states, the settings from the config and the LM head, converted for the kernel once (its
+    Plan), and the embedding. Built at a cache's first step and kept on the cache while they still hold: the
+    same model, no parameter, buffer or submodule
     registered since (_field_lists), every A_log as it was, and the cache's states the same tensors (a
     beam search's reordering puts new ones in the cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
     token inside generate (config reads, cache getters, the embedding module), 2-3% of a bf16-weights token.
@@ -400,11 +401,10 @@ class StepArguments:
         eps = backbone.layers[0].norm.eps
         if cfg.ssm_layer == "Mamba2":
             low, high = cfg.dt_limit
-            self.function = ext.mamba2_tokens
-            self.settings = (eps, low, high, (low, high) != (0.0, float("inf")), cfg.ngroups, cfg.rms_norm_eps,
-                             cfg.norm_before_gate, *head)
+            self.plan = ext.mamba2_plan(self.layers, eps, low, high, (low, high) != (0.0, float("inf")), cfg.ngroups,
+                                        cfg.rms_norm_eps, cfg.norm_before_gate, *head)
         else:
-            self.function, self.settings = ext.mamba1_tokens, (eps, *head)
+            self.plan = ext.mamba1_plan(self.layers, eps, *head)
 
     @classmethod
     def of(cls, model, cache):
@@ -430,7 +430,7 @@ class StepArguments:
         return self.embedding_weight.index_select(0, ids).float()
 
     def run(self, hidden, steps, threads):
-        return self.function(hidden, steps, self.layers, *self.settings, threads)
+        return self.plan(hidden, steps, threads)  # the arguments were converted for C++ once (decode_step.cpp Plan)
 
     def __deepcopy__(self, memo):
         return None  # a copied cache builds its own (copying would copy the model's weights kept here)

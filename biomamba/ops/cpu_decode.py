@@ -1,7 +1,7 @@
 """The compiled decoding step on CPU (kernels/cpu/decode_step.cpp), built on first use like the "cpu" scan.
 
-    extension()   the built module (mamba1_tokens, mamba2_tokens, linear, isa_level); raises
-                  ops.BackendUnavailable, with what to do, when it cannot be built here
+    extension()   the built module (mamba1_plan / mamba2_plan, whose Plan runs the steps; linear; isa_level);
+                  raises ops.BackendUnavailable, with what to do, when it cannot be built here
 
 The dot products and state steps are built for the baseline, AVX2+FMA and AVX-512 (and int8-dynamic's int8
 products for AVX-512 VNNI), and the widest the CPU has is picked at run time (kernels/cpu/isa.h;

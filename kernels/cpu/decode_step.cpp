@@ -5,8 +5,9 @@
 //     share of its rows or columns, through decode_vectors.h's dot products (several rows of x, as a
 //     prompt pass or b > 1 sequences give, through decode_tiles.h's tiles): AVX-512, AVX2 or baseline,
 //     the widest the CPU has (BIOMAMBA_CPU_ISA caps it), read once per call;
-//   - mamba1_tokens / mamba2_tokens: every block (RMSNorm, in_proj, the causal conv step with SiLU, the SSM
-//     state step, gating, out_proj and the residual), then the final RMSNorm and the LM head, updating
+//   - mamba1_tokens / mamba2_tokens (called through a Plan, below): every block (RMSNorm, in_proj, the
+//     causal conv step with SiLU, the SSM state step, gating, out_proj and the residual), then the final
+//     RMSNorm and the LM head, updating
 //     the cache's states in place and returning the logits of each sequence's last token; for one token
 //     of each sequence (a decoding step) or for a whole prompt (prefill: the projections read each weight
 //     once for all of the prompt's tokens, the conv and state steps run token after token);
@@ -39,6 +40,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -50,6 +52,7 @@ namespace {
 
 using at::Tensor;
 using c10::optional;
+using Layers = std::vector<std::vector<optional<Tensor>>>;  // each layer's tensors, in decode.py's order
 
 // A linear layer as the step reads it: out[r] = scale[r] * <w[r], x> + bias[r].
 struct Linear {
@@ -527,7 +530,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
 // cache's states advance in place. steps > 1 is a prompt pass (prefill) from the states given. `threads`:
 // the team's size (run_team), torch's intra-op count as the user set it (biomamba/decode.py passes it: inside
 // generate it lowers torch's own count to one).
-Tensor mamba1_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
+Tensor mamba1_tokens(Tensor hidden, int64_t steps, const Layers& layers, double eps,
                      Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
                      bool int8_activations, int64_t threads) {
   const int64_t b = sequences(hidden, steps), rows = hidden.size(0), d_model = hidden.size(1);
@@ -675,7 +678,7 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
 }
 
 // mamba1_tokens for Mamba-2 blocks.
-Tensor mamba2_tokens(Tensor hidden, int64_t steps, std::vector<std::vector<optional<Tensor>>> layers, double eps,
+Tensor mamba2_tokens(Tensor hidden, int64_t steps, const Layers& layers, double eps,
                      double dt_min, double dt_max, bool clamp_dt, int64_t ngroups, double gate_eps,
                      bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w, optional<Tensor> head_scale,
                      bool int8_activations, int64_t threads) {
@@ -712,13 +715,38 @@ Tensor linear(Tensor x, Tensor w, optional<Tensor> scale, optional<Tensor> bias,
   return out;
 }
 
+// A model's and a cache's arguments to mamba1_tokens / mamba2_tokens but the tokens, converted from Python
+// once (biomamba/decode.py's StepArguments keeps it between a cache's steps): the conversion of some 360
+// tensors took 74 us of every 130m Mamba-2 token inside generate (2-vCPU Zen 4, 2026-12-07, median of 252
+// calls). It holds the tensors themselves, so a weight's data replaced in place still reaches the step
+// (each call reads the pointers anew).
+struct Plan {
+  std::function<Tensor(Tensor, int64_t, int64_t)> run;  // (hidden, steps, threads) -> logits
+};
+
 }  // namespace
 }  // namespace biomamba_decode
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace biomamba_decode;
-  m.def("mamba1_tokens", &mamba1_tokens, "decoding steps (or a prompt) through every Mamba-1 block and the LM head");
-  m.def("mamba2_tokens", &mamba2_tokens, "decoding steps (or a prompt) through every Mamba-2 block and the LM head");
+  pybind11::class_<Plan>(m, "Plan", "a model's and a cache's arguments to the step, but the tokens")
+      .def("__call__", [](const Plan& plan, Tensor hidden, int64_t steps, int64_t threads) -> Tensor {
+        return plan.run(hidden, steps, threads);
+      }, "logits (b, vocab) after `steps` tokens of each sequence (hidden: their embeddings), on `threads` threads");
+  m.def("mamba1_plan", [](Layers layers, double eps, Tensor norm_f, double eps_f, Tensor head_w,
+                          optional<Tensor> head_scale, bool int8_activations) -> Plan {
+    return Plan{[=](Tensor hidden, int64_t steps, int64_t threads) {
+      return mamba1_tokens(hidden, steps, layers, eps, norm_f, eps_f, head_w, head_scale, int8_activations, threads);
+    }};
+  }, "a Plan running decoding steps (or a prompt) through every Mamba-1 block and the LM head (mamba1_tokens)");
+  m.def("mamba2_plan", [](Layers layers, double eps, double dt_min, double dt_max, bool clamp_dt, int64_t ngroups,
+                          double gate_eps, bool norm_before_gate, Tensor norm_f, double eps_f, Tensor head_w,
+                          optional<Tensor> head_scale, bool int8_activations) -> Plan {
+    return Plan{[=](Tensor hidden, int64_t steps, int64_t threads) {
+      return mamba2_tokens(hidden, steps, layers, eps, dt_min, dt_max, clamp_dt, ngroups, gate_eps, norm_before_gate,
+                           norm_f, eps_f, head_w, head_scale, int8_activations, threads);
+    }};
+  }, "a Plan running decoding steps (or a prompt) through every Mamba-2 block and the LM head (mamba2_tokens)");
   m.def("linear", &linear, "x @ w^T for float32, bfloat16 or int8 (+ per-row scale) weights", pybind11::arg("x"),
         pybind11::arg("w"), pybind11::arg("scale"), pybind11::arg("bias"), pybind11::arg("int8_activations") = false);
   m.def("isa_level", &biomamba_isa::isa_level,
