@@ -233,12 +233,18 @@ def _negative_exp_A(mixer):
     its fp32 step. The key is A_log's storage and version counter, which every in-place write (an
     optimizer step, load_state_dict) bumps."""
     A_log = _attr(mixer, "A_log")
-    key = (A_log.data_ptr(), A_log._version, A_log.dtype)
+    key = _A_log_key(A_log)
     cached = getattr(mixer, "_decode_A", None)
     if cached is None or cached[0] != key:
         cached = (key, -torch.exp(A_log.detach().float()))
         mixer._decode_A = cached
     return cached[1]
+
+
+def _A_log_key(A_log):
+    """What changes whenever A_log's values may have: its storage, its version counter (every in-place write,
+    an optimizer step or load_state_dict, bumps it) and its dtype."""
+    return A_log.data_ptr(), A_log._version, A_log.dtype
 
 
 _registrations = 0  # parameters, buffers and submodules registered in this process (_count_registration)
@@ -373,9 +379,9 @@ class StepArguments:
     """Everything a cache's compiled steps pass to the kernel but the tokens: the layers' field lists with
     the cache's states, the settings from the config and the LM head, converted for the kernel once (its
     Plan), and the embedding. Built at a cache's first step and kept on the cache while they still hold: the
-    same model, no parameter, buffer or submodule
-    registered since (_field_lists), every A_log as it was, and the cache's states the same tensors (a
-    beam search's reordering puts new ones in the cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
+    same model, no parameter, buffer or submodule registered since (_field_lists), every A_log as it was
+    (_A_log_key), and the cache's states the same tensors (a beam search's reordering puts new ones in the
+    cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
     token inside generate (config reads, cache getters, the embedding module), 2-3% of a bf16-weights token.
     The settings (the config's, the norms' eps) are read when they are built, as the cache's shapes are."""
 
@@ -390,8 +396,8 @@ class StepArguments:
         conv_at, _, ssm_at = PER_CALL_FIELDS[cfg.ssm_layer]
         self.states = [(layer.mixer.layer_idx, fields[conv_at], fields[ssm_at])
                        for layer, fields in zip(backbone.layers, self.layers)]
-        self.A_logs = [(A_log, A_log.data_ptr(), A_log._version) for A_log in
-                       (_attr(layer.mixer, "A_log") for layer in backbone.layers)]
+        A_logs = [_attr(layer.mixer, "A_log") for layer in backbone.layers]
+        self.A_logs = [(A_log, _A_log_key(A_log)) for A_log in A_logs]
         embedding = backbone.embedding
         self.embedding_weight = _attr(embedding, "weight") if type(embedding) is torch.nn.Embedding \
             and embedding.max_norm is None else None
@@ -419,7 +425,7 @@ class StepArguments:
     def hold(self, model, cache) -> bool:
         if self.model() is not model or self.registrations != _registrations:
             return False
-        if any(A_log.data_ptr() != pointer or A_log._version != version for A_log, pointer, version in self.A_logs):
+        if any(_A_log_key(A_log) != key for A_log, key in self.A_logs):
             return False
         conv_state, ssm_state = cache.get_conv_state, cache.get_recurrent_state
         return all(conv_state(index) is conv and ssm_state(index) is ssm for index, conv, ssm in self.states)

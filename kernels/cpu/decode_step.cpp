@@ -7,10 +7,10 @@
 //     the widest the CPU has (BIOMAMBA_CPU_ISA caps it), read once per call;
 //   - mamba1_tokens / mamba2_tokens (called through a Plan, below): every block (RMSNorm, in_proj, the
 //     causal conv step with SiLU, the SSM state step, gating, out_proj and the residual), then the final
-//     RMSNorm and the LM head, updating
-//     the cache's states in place and returning the logits of each sequence's last token; for one token
-//     of each sequence (a decoding step) or for a whole prompt (prefill: the projections read each weight
-//     once for all of the prompt's tokens, the conv and state steps run token after token);
+//     RMSNorm and the LM head, updating the cache's states in place and returning the logits of each
+//     sequence's last token; for one token of each sequence (a decoding step) or for a whole prompt
+//     (prefill: the projections read each weight once for all of the prompt's tokens, the conv and state
+//     steps run token after token);
 //   - linear: the gemv alone, for tests and the profile.
 // Activations and states stay float32 whatever the weights (weight-only quantization), except under
 // int8-dynamic, where the activations entering in_proj, out_proj and the LM head are rounded to int8 in
