@@ -455,12 +455,30 @@ def fast_prefill(model, input_ids, cache):
     cache = new_cache(cfg) if cache is None else cache
     state_shape = (b, cfg.nheads, cfg.headdim, cfg.d_state) if cfg.ssm_layer == "Mamba2" else (
         b, cfg.d_inner, cfg.d_state)
-    for layer in model.backbone.layers:
-        mixer = layer.mixer
-        conv_channels = mixer.conv1d.weight.shape[0]
-        cache.update_conv_state(torch.zeros(b, conv_channels, 1), mixer.layer_idx, conv_kernel_size=cfg.d_conv)
-        cache.update_recurrent_state(torch.zeros(state_shape), mixer.layer_idx)
+    zero = torch.zeros(())  # expanded: the cache makes (and zeroes) its own tensors of these shapes
+    with one_torch_thread():
+        for layer in model.backbone.layers:
+            mixer = layer.mixer
+            conv_channels = mixer.conv1d.weight.shape[0]
+            cache.update_conv_state(zero.expand(b, conv_channels, 1), mixer.layer_idx, conv_kernel_size=cfg.d_conv)
+            cache.update_recurrent_state(zero.expand(state_shape), mixer.layer_idx)
     return fast_step(model, input_ids, cache), cache
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch's own ops on one thread meanwhile. Under OMP_WAIT_POLICY=PASSIVE (biomamba/threads.py) every op
+    large enough to run in parallel wakes the sleeping second thread: the 48 state tensors a 130m Mamba-2 cache
+    makes and fills (786 KB each) took 3.2-3.8 ms on two threads and 0.95 ms on one (a 2-vCPU Zen 4,
+    2026-12-07), where the whole prompt pass takes about 45."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def use_fast_decode(model, precision="fp32", kernel="auto"):

@@ -10,6 +10,7 @@ Tiny random models (tests/model_helpers.py): the transformers peer holds non-tri
 bias and norm weights; `varied` ones do not collapse into one repeated greedy token, so a wrong token
 shows. Mamba-2 runs in chunks of 8, so a few dozen tokens cross chunk boundaries.
 """
+import functools
 import json
 import subprocess
 import sys
@@ -385,6 +386,30 @@ def test_cached_steps_get_the_inputs_transformers_prepares(ours, prompts, mode, 
     ours.generate(ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **STEP_MODES[mode])
     assert len(compared) == STEP_MODES[mode]["max_new_tokens"] - 1  # the first new token is the prompt pass's
     assert plain == [True] * len(compared)
+
+
+def test_generate_makes_no_position_ids_and_passes_a_callers_on(ours, prompts, monkeypatch):
+    """The model reads position ids only to find packed documents (where they restart at 0), which generate's
+    own never mark: generate makes none (they were grown and sliced every token), while position ids a
+    caller passes still reach the forward. Two documents packed in one prompt row then continue as the last
+    one alone."""
+    seen, forward = [], BioMambaForCausalLM.forward
+
+    @functools.wraps(forward)  # generate reads the forward's signature
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("position_ids"))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BioMambaForCausalLM, "forward", spy)
+    first, last = prompts[1], prompts[2]
+    alone = ours.generate(last[None], max_new_tokens=4, eos_token_id=None, pad_token_id=0)
+    assert len(seen) == 4 and all(positions is None for positions in seen)
+    seen.clear()
+    packed = torch.cat([first, last])[None]
+    positions = torch.cat([torch.arange(len(first)), torch.arange(len(last))])[None]
+    got = ours.generate(packed, position_ids=positions, max_new_tokens=4, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(seen[0], positions) and len(seen) == 4
+    assert torch.equal(got[:, packed.shape[1]:], alone[:, last.shape[0]:])
 
 
 def test_min_new_tokens_holds_back_eos(ours, prompts):
