@@ -198,7 +198,8 @@ def _kernel_ready(model) -> bool:
 # inside generate. They hold the parameter objects themselves, so an in-place change (an optimizer step,
 # load_state_dict, `.data =`) reaches the kernel; a parameter, buffer or submodule registered anywhere
 # (a weight or layer swapped, load_state_dict(assign=True)) is seen through torch's global registration
-# hooks, quantize_weights bumps them too, and A_log's version is checked every call (-exp(A_log) is derived).
+# hooks, quantize_weights bumps them too, and Mamba-1's A_log versions are checked every call (its lists hold
+# -exp(A_log), derived).
 
 _MISSING = object()
 
@@ -223,8 +224,11 @@ def _weight(linear):
 
 
 def _bias(module):
-    bias = None if module is None else _attr(module, "bias")
-    return bias if bias is None or bias.dtype == torch.float32 else bias.float()
+    return _float32(None if module is None else _attr(module, "bias"))
+
+
+def _float32(tensor):
+    return tensor if tensor is None or tensor.dtype == torch.float32 else tensor.float()
 
 
 def _negative_exp_A(mixer):
@@ -260,8 +264,10 @@ for _hook in (torch.nn.modules.module.register_module_parameter_registration_hoo
               torch.nn.modules.module.register_module_module_registration_hook):
     _hook(_count_registration)
 
-# Where a layer's field list holds its conv state, -exp(A_log) and SSM state (the per-call entries).
-PER_CALL_FIELDS = {"Mamba1": (6, 12, 14), "Mamba2": (6, 8, 10)}
+# Where a layer's field list holds its conv state, -exp(A_log) and SSM state (the per-call entries). The Mamba-2
+# kernel takes A_log itself (one exp per head a token): checking the 24 A_logs of a 130m model every call took
+# 66 us of the Python between two bf16-weights tokens inside generate (16 generates in turns, 2026-12-07).
+PER_CALL_FIELDS = {"Mamba1": (6, 12, 14), "Mamba2": (6, None, 10)}
 
 
 def _keepable(layer) -> bool:
@@ -273,7 +279,7 @@ def _keepable(layer) -> bool:
 
 def _field_lists(model, cache):
     """Every layer's field list (_mamba1_fields / _mamba2_fields) with its states in `cache`, from the lists kept
-    on the model while no registration happened since (see above); -exp(A_log) is checked on every call."""
+    on the model while no registration happened since (see above); Mamba-1's -exp(A_log) is checked on every call."""
     cfg, layers = model.config, model.backbone.layers
     build = (lambda layer, conv, ssm: _mamba2_fields(layer, conv, ssm, cfg.rmsnorm)) if cfg.ssm_layer == "Mamba2" \
         else _mamba1_fields
@@ -291,8 +297,9 @@ def _field_lists(model, cache):
     lists = []
     for fields, mixer, index in kept[1]:
         fields = fields.copy()
-        fields[conv_at], fields[A_at] = cache.get_conv_state(index), _negative_exp_A(mixer)
-        fields[ssm_at] = cache.get_recurrent_state(index)
+        fields[conv_at], fields[ssm_at] = cache.get_conv_state(index), cache.get_recurrent_state(index)
+        if A_at is not None:
+            fields[A_at] = _negative_exp_A(mixer)
         lists.append(fields)
     return lists
 
@@ -313,8 +320,8 @@ def _mamba2_fields(layer, conv_state, ssm_state, rmsnorm):
     mixer = _attr(layer, "mixer")
     in_proj, conv1d, out_proj = _attr(mixer, "in_proj"), _attr(mixer, "conv1d"), _attr(mixer, "out_proj")
     return [_attr(_attr(layer, "norm"), "weight"), *_weight(in_proj), _bias(in_proj), _attr(conv1d, "weight"),
-            _bias(conv1d), conv_state, _attr(mixer, "dt_bias"), _negative_exp_A(mixer), _attr(mixer, "D"), ssm_state,
-            _attr(_attr(mixer, "norm"), "weight") if rmsnorm else None, *_weight(out_proj), _bias(out_proj)]
+            _bias(conv1d), conv_state, _attr(mixer, "dt_bias"), _float32(_attr(mixer, "A_log")), _attr(mixer, "D"),
+            ssm_state, _attr(_attr(mixer, "norm"), "weight") if rmsnorm else None, *_weight(out_proj), _bias(out_proj)]
 
 
 # Inside generate, once the compiled step runs, torch's own ops between the steps (generate's copy of the
@@ -379,9 +386,9 @@ class StepArguments:
     """Everything a cache's compiled steps pass to the kernel but the tokens: the layers' field lists with
     the cache's states, the settings from the config and the LM head, converted for the kernel once (its
     Plan), and the embedding. Built at a cache's first step and kept on the cache while they still hold: the
-    same model, no parameter, buffer or submodule registered since (_field_lists), every A_log as it was
-    (_A_log_key), and the cache's states the same tensors (a beam search's reordering puts new ones in the
-    cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
+    same model, no parameter, buffer or submodule registered since (_field_lists), every A_log behind a
+    -exp(A_log) in the lists as it was (_A_log_key; Mamba-1), and the cache's states the same tensors (a beam
+    search's reordering puts new ones in the cache). Rebuilt every step they took 0.2-0.3 ms of a 130m
     token inside generate (config reads, cache getters, the embedding module), 2-3% of a bf16-weights token.
     The settings (the config's, the norms' eps) are read when they are built, as the cache's shapes are."""
 
@@ -393,11 +400,11 @@ class StepArguments:
         self.registrations = _registrations
         self.layers = _field_lists(model, cache)
         self.kept = vars(model)["_decode_fields"][1] is not None  # else rebuilt every call (_keepable)
-        conv_at, _, ssm_at = PER_CALL_FIELDS[cfg.ssm_layer]
+        conv_at, A_at, ssm_at = PER_CALL_FIELDS[cfg.ssm_layer]
         self.states = [(layer.mixer.layer_idx, fields[conv_at], fields[ssm_at])
                        for layer, fields in zip(backbone.layers, self.layers)]
-        A_logs = [_attr(layer.mixer, "A_log") for layer in backbone.layers]
-        self.A_logs = [(A_log, _A_log_key(A_log)) for A_log in A_logs]
+        A_logs = [_attr(layer.mixer, "A_log") for layer in backbone.layers] if A_at is not None else []
+        self.A_logs = [(A_log, _A_log_key(A_log)) for A_log in A_logs]  # those behind a -exp(A_log) in the lists
         embedding = backbone.embedding
         self.embedding_weight = _attr(embedding, "weight") if type(embedding) is torch.nn.Embedding \
             and embedding.max_norm is None else None

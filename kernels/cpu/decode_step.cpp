@@ -556,9 +556,10 @@ struct Mamba2Settings {
   int64_t ngroups;
 };
 
-// A layer's tensors, in biomamba/decode.py's order (_mamba2_fields).
+// A layer's tensors, in biomamba/decode.py's order (_mamba2_fields). A_log itself, not -exp(A_log) as for Mamba-1:
+// one exp per head a token here, and nothing for Python to check each call (StepArguments.hold).
 struct Mamba2Layer {
-  const float *norm, *conv_w, *conv_b, *dt_bias, *A, *D, *gate_w;
+  const float *norm, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gate_w;
   float *conv_state, *ssm_state;
   Linear in, out;
   int64_t d_inner, heads, p, conv_dim, w, n;
@@ -572,8 +573,8 @@ Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int6
   L.in = make_linear(required(t, 1, "in_proj"), t[2], t[3], "in_proj", isa, int8_activations);
   L.out = make_linear(required(t, 12, "out_proj"), t[13], t[14], "out_proj", isa, int8_activations);
   L.isa = isa;
-  const Tensor &A = required(t, 8, "A"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
-  L.d_inner = L.out.k, L.heads = A.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
+  const Tensor &A_log = required(t, 8, "A_log"), &conv = required(t, 4, "conv weight"), &D = required(t, 9, "D");
+  L.d_inner = L.out.k, L.heads = A_log.numel(), L.conv_dim = conv.size(0), L.w = conv.size(-1);
   TORCH_CHECK(L.heads > 0 && ngroups > 0 && L.d_inner % L.heads == 0 && L.heads % ngroups == 0 &&
                   (L.conv_dim - L.d_inner) % (2 * ngroups) == 0,
               "decode step (Mamba-2): heads, groups and channels do not fit one block");
@@ -584,7 +585,7 @@ Mamba2Layer mamba2_layer(const std::vector<optional<Tensor>>& t, int64_t b, int6
   L.conv_w = f32(conv, L.conv_dim * L.w, "conv weight");
   L.conv_b = optional_f32(t[5], L.conv_dim, "conv bias");
   L.dt_bias = f32(required(t, 7, "dt bias"), L.heads, "dt bias");
-  L.A = f32(A, L.heads, "A");
+  L.A_log = f32(A_log, L.heads, "A_log");
   L.skip_per_channel = D.numel() == L.d_inner;
   L.D = f32(D, L.skip_per_channel ? L.d_inner : L.heads, "D");
   L.gate_w = optional_f32(t[11], L.d_inner, "gate norm weight");
@@ -608,7 +609,7 @@ void ssd_head(const Mamba2Layer& L, const Mamba2Settings& S, int64_t seq, int64_
               const float* dt_raw, float* y) {
   float delta = softplus(dt_raw[hd] + L.dt_bias[hd]);
   if (S.clamp_dt) delta = std::min(std::max(delta, static_cast<float>(S.dt_min)), static_cast<float>(S.dt_max));
-  const float decay = std::exp(delta * L.A[hd]);
+  const float decay = std::exp(delta * -std::exp(L.A_log[hd]));
   const int64_t g = hd / (L.heads / S.ngroups), n = L.n;
   const float* B = xbc + L.d_inner + g * n;
   const float* C = xbc + L.d_inner + S.ngroups * n + g * n;
