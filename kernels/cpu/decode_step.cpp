@@ -348,13 +348,13 @@ void rms_norm(const float* x, const float* weight, double eps, int64_t b, int64_
   }
 }
 
-inline float silu(float v) { return v / (1.f + std::exp(-v)); }
+inline float silu(float v) { return v / (1.f + std::exp(-v)); }  // Mamba-1's gate, one channel at a time
 inline float softplus(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }  // torch's threshold
 
 // The causal conv step on the channels c in `channels` of one row: shift the window (w taps) left,
 // append x[c], out[c] = silu(<window, weight> + bias).
-void conv_step(float* state, const float* weight, const float* bias, const float* x, float* out, Range channels,
-               int64_t w) {
+void conv_step(int isa, float* state, const float* weight, const float* bias, const float* x, float* out,
+               Range channels, int64_t w) {
   for (int64_t c = channels.begin; c < channels.end; ++c) {
     float* window = state + c * w;
     float sum = bias ? bias[c] : 0.f;
@@ -364,8 +364,9 @@ void conv_step(float* state, const float* weight, const float* bias, const float
     }
     window[w - 1] = x[c];
     sum += x[c] * weight[c * w + w - 1];
-    out[c] = silu(sum);
+    out[c] = sum;
   }
+  silu_channels(isa, out + channels.begin, nullptr, out + channels.begin, channels.end - channels.begin);
 }
 
 void check_state(const Tensor& t, const char* name, int64_t b, int64_t rows) {
@@ -508,7 +509,7 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
   gemv_rows(L.in, u, d_model, b, own, xz, 2 * di);                              // x of own channels
   gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, xz, 2 * di);  // z of own channels
   for (int64_t j = 0; j < b; ++j)
-    conv_step(L.conv_state + j / steps * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
+    conv_step(L.isa, L.conv_state + j / steps * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
   gemv_columns(L.x, xc, di, b, own, work.x_parts.of(team.id));
   team.sync();  // every part of x_proj (dt_low, B, C) is in
   sum_parts(work.x_parts.of(0), team.size, b * x_m, dbc);
@@ -628,8 +629,10 @@ void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba
           Range own) {
   const int64_t di = L.d_inner, group = di / S.ngroups;
   auto times_silu_z = [&]() {
-    for (int64_t j = 0; j < b; ++j)
-      for (int64_t c = own.begin; c < own.end; ++c) work.y[j * di + c] *= silu(work.proj[j * L.in.m + c]);
+    for (int64_t j = 0; j < b; ++j) {
+      float* y = work.y.data() + j * di + own.begin;
+      silu_channels(L.isa, work.proj.data() + j * L.in.m + own.begin, y, y, own.end - own.begin);
+    }
   };
   if (L.gate_w == nullptr) return times_silu_z();
   if (!S.norm_before_gate) times_silu_z();
@@ -667,8 +670,8 @@ void mamba2_block(const Team& team, const Mamba2Layer& L, const Mamba2Settings& 
   for (int64_t j = 0; j < b; ++j) {
     float* state = L.conv_state + j / steps * L.conv_dim * L.w;
     const float* x = proj + j * m + di;  // xBC: x, then B and C
-    conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, own, L.w);
-    conv_step(state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, {di + mine_bc.begin, di + mine_bc.end}, L.w);
+    conv_step(L.isa, state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, own, L.w);
+    conv_step(L.isa, state, L.conv_w, L.conv_b, x, xbc + j * L.conv_dim, {di + mine_bc.begin, di + mine_bc.end}, L.w);
   }
   team.sync();  // every B and C is in
   for (int64_t j = 0; j < b; ++j)
