@@ -636,21 +636,34 @@ void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba
   };
   if (L.gate_w == nullptr) return times_silu_z();
   if (!S.norm_before_gate) times_silu_z();
+  // f(g, from, to) for the channels [from, to) of this thread's share in each group g it reaches. Channel by
+  // channel (an integer division, the team's sums, a square root and a division each, and the sums of squares
+  // added through memory) these loops held the memory idle for 2% of a 130m Mamba-2 token (perf, 2026-12-07).
+  auto by_group = [&](auto&& f) {
+    for (int64_t c = own.begin; c < own.end;) {
+      const int64_t g = c / group, to = std::min(own.end, (g + 1) * group);
+      f(g, c, to);
+      c = to;
+    }
+  };
   float* mine = work.squares.of(team.id);
   std::fill(mine, mine + b * S.ngroups, 0.f);
-  for (int64_t j = 0; j < b; ++j)
-    for (int64_t c = own.begin; c < own.end; ++c) {
-      const float y = work.y[j * di + c];
-      mine[j * S.ngroups + c / group] += y * y;
-    }
+  for (int64_t j = 0; j < b; ++j) {
+    const float* y = work.y.data() + j * di;
+    by_group([&](int64_t g, int64_t from, int64_t to) {
+      mine[j * S.ngroups + g] = dot(L.isa, false, kF32, y + from, y + from, to - from);
+    });
+  }
   team.sync();  // every thread's sums of squares are in
-  for (int64_t j = 0; j < b; ++j)
-    for (int64_t c = own.begin; c < own.end; ++c) {
+  for (int64_t j = 0; j < b; ++j) {
+    float* y = work.y.data() + j * di;
+    by_group([&](int64_t g, int64_t from, int64_t to) {
       float squares = 0.f;
-      for (int t = 0; t < team.size; ++t) squares += work.squares.of(t)[j * S.ngroups + c / group];
+      for (int t = 0; t < team.size; ++t) squares += work.squares.of(t)[j * S.ngroups + g];
       const float inv = 1.f / std::sqrt(squares / group + static_cast<float>(S.gate_eps));
-      work.y[j * di + c] = work.y[j * di + c] * inv * L.gate_w[c];
-    }
+      for (int64_t c = from; c < to; ++c) y[c] = y[c] * inv * L.gate_w[c];
+    });
+  }
   if (S.norm_before_gate) times_silu_z();
 }
 
