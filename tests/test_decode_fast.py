@@ -143,6 +143,21 @@ def test_compiled_steps_equal_the_full_forward(preset, isa, monkeypatch):
     torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("gate", [dict(), dict(norm_before_gate=True), dict(rmsnorm=False)])
+def test_compiled_mamba2_steps_equal_the_full_forward_with_each_gate(gate):
+    """Mamba-2's gated norm (normed after or before the gate, or no norm: y * silu(z)) on 3 threads over 8 heads of
+    16 in 2 groups, so that a thread's channels span both groups."""
+    model = use_fast_decode(small_model("Mamba2", headdim=16, ngroups=2, **gate), kernel="compiled")
+    ids, continuation, threads = prompt(model), prompt(model, length=6), torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with torch.no_grad():
+            full = model(torch.cat([ids, continuation], dim=1)).logits[:, ids.shape[1] - 1:-1]
+        torch.testing.assert_close(steps_logits(model, ids, continuation), full, rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def swap_parameter(model):
     mixer = model.backbone.layers[1].mixer
     mixer.in_proj.weight = torch.nn.Parameter(torch.randn_like(mixer.in_proj.weight) * 0.2)
