@@ -279,7 +279,7 @@ def _keepable(layer) -> bool:
 
 def _field_lists(model, cache):
     """Every layer's field list (_mamba1_fields / _mamba2_fields) with its states in `cache`, from the lists kept
-    on the model while no registration happened since (see above); Mamba-1's -exp(A_log) is checked on every call."""
+    on the model while no registration happened since (see above); Mamba-1's -exp(A_log) is checked every call."""
     cfg, layers = model.config, model.backbone.layers
     build = (lambda layer, conv, ssm: _mamba2_fields(layer, conv, ssm, cfg.rmsnorm)) if cfg.ssm_layer == "Mamba2" \
         else _mamba1_fields

@@ -509,7 +509,8 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
   gemv_rows(L.in, u, d_model, b, own, xz, 2 * di);                              // x of own channels
   gemv_rows(L.in, u, d_model, b, {di + own.begin, di + own.end}, xz, 2 * di);  // z of own channels
   for (int64_t j = 0; j < b; ++j)
-    conv_step(L.isa, L.conv_state + j / steps * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own, L.w);
+    conv_step(L.isa, L.conv_state + j / steps * di * L.w, L.conv_w, L.conv_b, xz + j * 2 * di, xc + j * di, own,
+              L.w);
   gemv_columns(L.x, xc, di, b, own, work.x_parts.of(team.id));
   team.sync();  // every part of x_proj (dt_low, B, C) is in
   sum_parts(work.x_parts.of(0), team.size, b * x_m, dbc);
@@ -638,7 +639,8 @@ void gate(const Team& team, const Mamba2Layer& L, const Mamba2Settings& S, Mamba
   if (!S.norm_before_gate) times_silu_z();
   // f(g, from, to) for the channels [from, to) of this thread's share in each group g it reaches. Channel by
   // channel (an integer division, the team's sums, a square root and a division each, and the sums of squares
-  // added through memory) these loops held the memory idle for 2% of a 130m Mamba-2 token (perf, 2026-12-07).
+  // added through memory), with the memory idle between two barriers, 130m Mamba-2 bf16-weights generated
+  // 1.117-1.124x slower (AVX-512 build; the AVX2 build the same either way; a 2-vCPU Zen 4, 2026-12-07).
   auto by_group = [&](auto&& f) {
     for (int64_t c = own.begin; c < own.end;) {
       const int64_t g = c / group, to = std::min(own.end, (g + 1) * group);
