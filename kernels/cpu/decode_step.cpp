@@ -348,7 +348,6 @@ void rms_norm(const float* x, const float* weight, double eps, int64_t b, int64_
   }
 }
 
-inline float silu(float v) { return v / (1.f + std::exp(-v)); }  // Mamba-1's gate, one channel at a time
 inline float softplus(float v) { return v > 20.f ? v : std::log1p(std::exp(v)); }  // torch's threshold
 
 // The causal conv step on the channels c in `channels` of one row: shift the window (w taps) left,
@@ -521,8 +520,10 @@ void mamba1_block(const Team& team, const Mamba1Layer& L, Mamba1Work& work, floa
       const float delta = softplus(work.dt[j * di + c] + L.dt_bias[c]), x = xc[j * di + c];
       float* state = L.ssm_state + (j / steps * di + c) * n;
       const float out = mamba1_state_step(L.isa, state, L.A + c * n, B, C, delta, x, n);
-      work.y[j * di + c] = (out + L.D[c] * x) * silu(xz[j * 2 * di + di + c]);
+      work.y[j * di + c] = out + L.D[c] * x;
     }
+    float* y = work.y.data() + j * di + own.begin;
+    silu_channels(L.isa, xz + j * 2 * di + di + own.begin, y, y, own.end - own.begin);  // times silu(z)
   }
   out_projection(team, L.out, work.y.data(), b, d_model, work.out.data(), h);
 }

@@ -5,7 +5,7 @@
 //   - dot_bf16_pairs: the bfloat16 row two weights a 32-bit word (batch 1);
 //   - ssd_channel: a Mamba-2 channel's state step s = decay s + dx B, returning <s, C>;
 //   - mamba1_state_step: a Mamba-1 channel's s = s exp(delta A) + delta B x, returning <s, C>;
-//   - silu_channels: out = silu(z) (the conv's activation) or silu(z) * y (Mamba-2's gate), a range of channels;
+//   - silu_channels: out = silu(z) (the conv's activation) or silu(z) * y (the gates), a range of channels;
 //   - Int8Activations / dot_int8_activations: int8-dynamic's activations rounded to int8 in blocks of 32, and an
 //     int8 row's dot product with them in integers (AVX-512 VNNI, AVX2).
 // A CPU without AVX-512 (AMD before Zen 4, most laptops) decoded through scalar loops until the AVX2 builds:
