@@ -349,6 +349,7 @@ STEP_MODES = {
     "greedy": dict(max_new_tokens=6),
     "sampling": dict(max_new_tokens=6, do_sample=True, top_k=20),
     "beam_search": dict(max_new_tokens=5, num_beams=3),
+    "greedy_callers_positions": dict(max_new_tokens=6),  # position ids passed to generate (it makes none itself)
 }
 
 
@@ -383,7 +384,8 @@ def test_cached_steps_get_the_inputs_transformers_prepares(ours, prompts, mode, 
     monkeypatch.setattr(modeling, "_plain_step", judged)
     monkeypatch.setattr(BioMambaForCausalLM, "prepare_inputs_for_generation", prepare)
     ids, mask = padded_batch(prompts, "left")
-    ours.generate(ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **STEP_MODES[mode])
+    positions = {"position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)} if "positions" in mode else {}
+    ours.generate(ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **positions, **STEP_MODES[mode])
     assert len(compared) == STEP_MODES[mode]["max_new_tokens"] - 1  # the first new token is the prompt pass's
     assert plain == [True] * len(compared)
 
